@@ -1,0 +1,1 @@
+"""Shared test support code (fixtures, API server doubles, namespaces)."""

@@ -1,0 +1,5 @@
+import sys
+
+from trustmesh.cli import main
+
+sys.exit(main())

@@ -1,0 +1,69 @@
+"""The ``trustmesh`` command: argument parsing only.
+
+Each component owns its subcommands in its own ``cli`` module, which exposes
+``register(subparsers)``; this module wires them together and turns errors
+into exit codes: 0 success, 1 validation failure or runtime error, 2 usage
+error. Nothing imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from sdk.errors import TrustmeshError, UsageError
+
+# Component command modules, in the order their commands are listed.
+_COMPONENTS = (
+    "ca.cli",
+    "sdk.cli",
+    "policy_dsl.cli",
+    "sidecar.cli",
+    "injector.cli",
+    "trustmesh.demo",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one clear line, exit 2
+        self.exit(2, f"trustmesh: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="trustmesh", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in _COMPONENTS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def _version() -> str:
+    from trustmesh import __version__
+
+    return f"trustmesh {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as err:
+        print(f"trustmesh: error: {err}", file=sys.stderr)
+        return 2
+    except TrustmeshError as err:
+        print(f"trustmesh: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:  # policy_dsl's own error root is a ValueError
+        print(f"trustmesh: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
