@@ -1,0 +1,1 @@
+"""The CA's network service (gRPC issuance, bundle publishing); not built yet."""

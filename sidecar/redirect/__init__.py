@@ -1,0 +1,1 @@
+"""Traffic capture for the init container; not built yet."""
