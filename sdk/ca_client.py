@@ -1,0 +1,203 @@
+"""An async client for the trustmesh CA's gRPC service.
+
+The sidecar (and anything else that needs an SVID from the CA) talks to the
+CA through this class. The channel is TLS, server-authenticated with the CA's
+serving certificate, which must chain to ``ca_bundle``; every call carries
+``authorization: Bearer <token>`` from ``token_source`` (called once per RPC,
+so rotated projected tokens are picked up).
+
+Example::
+
+    client = CaClient("127.0.0.1:15012", bundle_pem, lambda: token_path.read_text())
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(key, hashes.SHA256())
+    chain, bundle = await client.sign_x509_svid(csr.public_bytes(serialization.Encoding.DER))
+    await client.close()
+
+Failures raise :class:`CaClientError`, whose ``code`` is the gRPC status code
+name (``"UNAUTHENTICATED"``, ``"PERMISSION_DENIED"``, ``"UNAVAILABLE"``, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import timedelta
+
+import grpc
+import grpc.aio
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from sdk.bundle import Bundle
+from sdk.errors import TrustmeshError
+from sdk.proto import ca_pb2, ca_pb2_grpc
+from sdk.spiffeid import TrustDomain
+
+__all__ = ["CaClient", "CaClientError", "bundle_from_message", "MAX_MESSAGE_BYTES"]
+
+# Upper bound for any message either way; the CA enforces its own, smaller,
+# request limits.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class CaClientError(TrustmeshError, OSError):
+    """A CA call failed; ``code`` is the gRPC status code name."""
+
+    def __init__(self, message: str, code: str = "UNKNOWN") -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.details = message
+
+
+def bundle_from_message(msg: ca_pb2.Bundle) -> Bundle:
+    """Turn a wire ``Bundle`` message into an :class:`sdk.bundle.Bundle`."""
+    try:
+        td = TrustDomain.parse(msg.trust_domain)
+        return Bundle.parse_jwks(msg.jwks, td)
+    except (TrustmeshError, ValueError) as err:
+        raise CaClientError(f"CA sent an unusable bundle: {err}", "INTERNAL") from err
+
+
+def _ttl_seconds(ttl: timedelta | None) -> int:
+    if ttl is None:
+        return 0
+    seconds = int(ttl.total_seconds())
+    if seconds <= 0:
+        raise CaClientError(f"ttl must be positive, got {ttl}", "INVALID_ARGUMENT")
+    return min(seconds, 2**32 - 1)
+
+
+class CaClient:
+    """Calls the CA's ``trustmesh.ca.v1.CA`` service over TLS.
+
+    ``ca_bundle`` holds the trust anchors for the CA's serving certificate
+    (a :class:`Bundle` or PEM bytes). ``server_name`` overrides the name
+    checked against that certificate (for example when dialling an IP).
+    ``timeout`` is the deadline, in seconds, of each unary call.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        ca_bundle: Bundle | bytes,
+        token_source: Callable[[], str],
+        server_name: str | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        if isinstance(ca_bundle, Bundle):
+            roots = ca_bundle.to_pem()
+        else:
+            roots = bytes(ca_bundle)
+        if not roots.strip():
+            raise CaClientError("no trust anchors for the CA's serving certificate", "INVALID_ARGUMENT")
+        self._address = address
+        self._roots = roots
+        self._token_source = token_source
+        self._server_name = server_name
+        self._timeout = timeout
+        self._channel: grpc.aio.Channel | None = None
+        self._stub_obj: ca_pb2_grpc.CAStub | None = None
+
+    def _stub(self) -> ca_pb2_grpc.CAStub:
+        # The channel is created on first use so that it binds to the running loop.
+        if self._stub_obj is None:
+            options: list[tuple[str, object]] = [
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ]
+            if self._server_name:
+                options.append(("grpc.ssl_target_name_override", self._server_name))
+            creds = grpc.ssl_channel_credentials(root_certificates=self._roots)
+            self._channel = grpc.aio.secure_channel(self._address, creds, options=options)
+            self._stub_obj = ca_pb2_grpc.CAStub(self._channel)
+        return self._stub_obj
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        token = self._token_source().strip()
+        if not token:
+            raise CaClientError("the token source returned an empty token", "UNAUTHENTICATED")
+        return (("authorization", f"Bearer {token}"),)
+
+    async def sign_x509_svid(
+        self, csr_der: bytes, ttl: timedelta | None = None
+    ) -> tuple[tuple[x509.Certificate, ...], Bundle]:
+        """Have the CA sign ``csr_der``; returns (leaf-first chain, bundle).
+
+        The returned leaf is checked to carry the CSR's public key.
+        """
+        request = ca_pb2.SignX509SVIDRequest(csr=csr_der, requested_ttl_seconds=_ttl_seconds(ttl))
+        response = await self._unary(self._stub().SignX509SVID, request)
+        try:
+            chain = tuple(x509.load_der_x509_certificate(der) for der in response.cert_chain)
+        except ValueError as err:
+            raise CaClientError(f"CA sent an unparsable certificate: {err}", "INTERNAL") from err
+        if not chain:
+            raise CaClientError("CA sent an empty certificate chain", "INTERNAL")
+        _require_same_key(chain[0], csr_der)
+        return chain, bundle_from_message(response.bundle)
+
+    async def mint_jwt_svid(self, audiences: Sequence[str], ttl: timedelta | None = None) -> str:
+        """Have the CA mint a JWT-SVID for ``audiences``; returns the token."""
+        if isinstance(audiences, str):
+            audiences = [audiences]
+        request = ca_pb2.MintJWTSVIDRequest(
+            audiences=list(audiences), requested_ttl_seconds=_ttl_seconds(ttl)
+        )
+        response = await self._unary(self._stub().MintJWTSVID, request)
+        return response.token
+
+    async def fetch_bundle(self) -> Bundle:
+        """The CA's current trust bundle."""
+        response = await self._unary(self._stub().FetchBundle, ca_pb2.FetchBundleRequest())
+        return bundle_from_message(response)
+
+    async def watch_bundle(self) -> AsyncIterator[Bundle]:
+        """Yield the current bundle, then every new one the CA publishes.
+
+        Ends with :class:`CaClientError` when the stream breaks; the caller
+        decides whether and when to watch again.
+        """
+        call = self._stub().WatchBundle(ca_pb2.WatchBundleRequest(), metadata=self._metadata())
+        try:
+            async for message in call:
+                yield bundle_from_message(message)
+        except grpc.aio.AioRpcError as err:
+            raise _translate(err) from err
+        finally:
+            call.cancel()
+        raise CaClientError("the CA closed the bundle stream", "UNAVAILABLE")
+
+    async def close(self) -> None:
+        """Close the channel (idempotent)."""
+        if self._channel is not None:
+            await self._channel.close()
+        self._channel = None
+        self._stub_obj = None
+
+    async def __aenter__(self) -> CaClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _unary(self, method, request):
+        try:
+            return await method(request, metadata=self._metadata(), timeout=self._timeout)
+        except grpc.aio.AioRpcError as err:
+            raise _translate(err) from err
+
+
+def _translate(err: grpc.aio.AioRpcError) -> CaClientError:
+    code = err.code()
+    name = code.name if code is not None else "UNKNOWN"
+    return CaClientError(err.details() or name, name)
+
+
+def _require_same_key(leaf: x509.Certificate, csr_der: bytes) -> None:
+    try:
+        csr = x509.load_der_x509_csr(csr_der)
+    except ValueError:
+        return  # the CA accepted it; nothing to compare against locally
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if leaf.public_key().public_bytes(*fmt) != csr.public_key().public_bytes(*fmt):
+        raise CaClientError("CA returned a certificate for a different key", "INTERNAL")

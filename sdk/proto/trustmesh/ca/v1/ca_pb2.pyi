@@ -1,0 +1,61 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SignX509SVIDRequest(_message.Message):
+    __slots__ = ("csr", "requested_ttl_seconds")
+    CSR_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    csr: bytes
+    requested_ttl_seconds: int
+    def __init__(self, csr: _Optional[bytes] = ..., requested_ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class SignX509SVIDResponse(_message.Message):
+    __slots__ = ("cert_chain", "spiffe_id", "bundle")
+    CERT_CHAIN_FIELD_NUMBER: _ClassVar[int]
+    SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    cert_chain: _containers.RepeatedScalarFieldContainer[bytes]
+    spiffe_id: str
+    bundle: Bundle
+    def __init__(self, cert_chain: _Optional[_Iterable[bytes]] = ..., spiffe_id: _Optional[str] = ..., bundle: _Optional[_Union[Bundle, _Mapping]] = ...) -> None: ...
+
+class MintJWTSVIDRequest(_message.Message):
+    __slots__ = ("audiences", "requested_ttl_seconds")
+    AUDIENCES_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    audiences: _containers.RepeatedScalarFieldContainer[str]
+    requested_ttl_seconds: int
+    def __init__(self, audiences: _Optional[_Iterable[str]] = ..., requested_ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class MintJWTSVIDResponse(_message.Message):
+    __slots__ = ("token", "spiffe_id", "expires_at")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    spiffe_id: str
+    expires_at: int
+    def __init__(self, token: _Optional[str] = ..., spiffe_id: _Optional[str] = ..., expires_at: _Optional[int] = ...) -> None: ...
+
+class FetchBundleRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchBundleRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Bundle(_message.Message):
+    __slots__ = ("trust_domain", "jwks", "sequence")
+    TRUST_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    JWKS_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    trust_domain: str
+    jwks: bytes
+    sequence: int
+    def __init__(self, trust_domain: _Optional[str] = ..., jwks: _Optional[bytes] = ..., sequence: _Optional[int] = ...) -> None: ...
