@@ -1,1 +1,59 @@
-"""placeholder"""
+"""trustmesh's base layer: SPIFFE IDs, trust bundles, X.509- and JWT-SVIDs.
+
+Everything public is importable from here (``from sdk import SpiffeId``).
+Names are loaded on first use, so importing :mod:`sdk` (or :mod:`sdk.errors`)
+does not pull in ``cryptography`` or ``jwt`` until they are needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# name -> submodule that defines it
+_EXPORTS = {
+    "TrustmeshError": "sdk.errors",
+    "UsageError": "sdk.errors",
+    "SpiffeIdError": "sdk.errors",
+    "AuthorizationError": "sdk.errors",
+    "X509SvidError": "sdk.errors",
+    "BundleError": "sdk.errors",
+    "JwtSvidError": "sdk.errors",
+    "TemplateError": "sdk.errors",
+    "TrustDomain": "sdk.spiffeid",
+    "SpiffeId": "sdk.spiffeid",
+    "Matcher": "sdk.match",
+    "match_any": "sdk.match",
+    "match_id": "sdk.match",
+    "match_one_of": "sdk.match",
+    "match_member_of": "sdk.match",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from sdk.errors import (
+        AuthorizationError,
+        BundleError,
+        JwtSvidError,
+        SpiffeIdError,
+        TemplateError,
+        TrustmeshError,
+        UsageError,
+        X509SvidError,
+    )
+    from sdk.match import Matcher, match_any, match_id, match_member_of, match_one_of
+    from sdk.spiffeid import SpiffeId, TrustDomain
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sdk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -10,7 +10,16 @@ so has its own root, ``policy_dsl.errors.PolicyError`` (a ``ValueError``).
 
 from __future__ import annotations
 
-__all__ = ["TrustmeshError", "UsageError"]
+__all__ = [
+    "AuthorizationError",
+    "BundleError",
+    "JwtSvidError",
+    "SpiffeIdError",
+    "TemplateError",
+    "TrustmeshError",
+    "UsageError",
+    "X509SvidError",
+]
 
 
 class TrustmeshError(Exception):
@@ -19,3 +28,43 @@ class TrustmeshError(Exception):
 
 class UsageError(TrustmeshError, ValueError):
     """A command-line or configuration value is not acceptable (CLI exit 2)."""
+
+
+class SpiffeIdError(TrustmeshError, ValueError):
+    """A SPIFFE ID or trust domain broke a rule of the SPIFFE-ID standard.
+
+    ``rule`` is a short, stable name of the rule that failed (for example
+    ``"trust_domain_chars"`` or ``"dot_segment"``); the message says it in words.
+    """
+
+    def __init__(self, message: str, *, rule: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class AuthorizationError(TrustmeshError, PermissionError):
+    """A peer's identity is not one a matcher allows."""
+
+
+class X509SvidError(TrustmeshError, ValueError):
+    """An X.509-SVID leaf, chain, key or its PEM/DER encoding is not acceptable."""
+
+
+class BundleError(TrustmeshError, ValueError):
+    """A trust bundle is malformed, or there is no bundle for a trust domain."""
+
+
+class JwtSvidError(TrustmeshError, ValueError):
+    """A JWT-SVID failed validation (header, signature, or claims)."""
+
+
+class TemplateError(TrustmeshError, ValueError):
+    """An identity template could not be parsed or rendered.
+
+    ``field`` names the template field at fault (for example ``"labels.app"``),
+    or is empty when the template text itself is malformed.
+    """
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
