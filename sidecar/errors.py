@@ -1,0 +1,47 @@
+"""The sidecar's errors; each also derives from the matching built-in."""
+
+from __future__ import annotations
+
+from sdk.errors import TrustmeshError, UsageError
+
+__all__ = [
+    "SidecarError",
+    "ConfigError",
+    "HttpError",
+    "UpstreamError",
+    "PeerVerificationError",
+    "IdentityUnavailableError",
+]
+
+
+class SidecarError(TrustmeshError):
+    """Root of the sidecar's errors."""
+
+
+class ConfigError(SidecarError, UsageError):
+    """The sidecar's configuration file is invalid; ``field`` names the offending key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"config: {field}: {message}")
+        self.field = field
+
+
+class HttpError(SidecarError, ValueError):
+    """A request broke the HTTP/1.1 rules the sidecar enforces; answered with ``status``."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class UpstreamError(SidecarError, OSError):
+    """The app (inbound) or the remote sidecar (outbound) could not be reached or misbehaved."""
+
+
+class PeerVerificationError(SidecarError, PermissionError):
+    """The TLS peer's certificate chain or SPIFFE ID was not acceptable."""
+
+
+class IdentityUnavailableError(SidecarError, OSError):
+    """There is no valid SVID (not issued yet, or expired while the CA is unreachable)."""

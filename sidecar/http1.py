@@ -1,0 +1,419 @@
+"""Strict HTTP/1.1 request parsing and response framing, without I/O.
+
+The sidecar sits on the security boundary, so requests are parsed more
+strictly than RFC 9112 requires a recipient to: every construct that two
+parsers could frame differently (the raw material of request smuggling) is
+refused with an :class:`~sidecar.errors.HttpError` carrying the status to
+answer (400, 431, 501 or 505) — the connection is then closed.
+
+Refused: bare LF or bare CR anywhere in the head, NUL or other control
+characters in a header value, whitespace between a field name and the colon,
+obs-fold (continuation lines), a malformed, negative, huge or repeated
+``Content-Length``, ``Transfer-Encoding`` other than a single ``chunked``,
+``Content-Length`` together with ``Transfer-Encoding``, malformed chunk sizes
+or chunk framing, a missing or repeated ``Host`` in HTTP/1.1, a request
+target that is not in origin form, and heads over the size or count limits.
+
+Example::
+
+    reader = RequestReader(max_head_bytes=16384, max_headers=100)
+    reader.feed(b"GET /a HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+    head = reader.next_event()          # RequestHead(method="GET", target="/a", ...)
+    assert reader.next_event() is END   # no body
+
+Responses from a peer we already trust are only framed (where does this
+message end, may the connection be reused), by :class:`ResponseFramer`, so
+that their bytes can be forwarded untouched.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sidecar.errors import HttpError
+
+__all__ = [
+    "RequestHead",
+    "RequestReader",
+    "ResponseFramer",
+    "END",
+    "NEED_DATA",
+    "encode_chunk",
+    "LAST_CHUNK",
+]
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(1\.[01])")
+_FIELD = re.compile(
+    rb"(" + _TOKEN + rb"):[ \t]*((?:[\x21-\x7e\x80-\xff](?:[\x20-\x7e\x80-\xff\t]*[\x21-\x7e\x80-\xff])?)?)[ \t]*"
+)
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})(?:[ \t]*;[\x20-\x7e\t]*)?")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+_MAX_CHUNK_LINE = 4096
+
+
+class _Marker:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+NEED_DATA = _Marker("NEED_DATA")
+"""Returned by :meth:`RequestReader.next_event` when more bytes are needed."""
+END = _Marker("END")
+"""Returned by :meth:`RequestReader.next_event` once a request's body is complete."""
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def encode_chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """A validated request head. Header names are lower-case; order is kept."""
+
+    method: str
+    target: str
+    version: str  # "1.1" or "1.0"
+    headers: list[tuple[bytes, bytes]]
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool
+
+    def get(self, name: bytes) -> bytes | None:
+        """The value of the first header called ``name`` (lower-case), if any."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+def _split_head(buf: bytearray, max_head_bytes: int) -> bytes | None:
+    """Take a complete head off the front of ``buf`` (without its final blank line)."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if b"\n\n" in buf or b"\n\r\n" in buf:
+            raise HttpError(400, "bare LF in request head")
+        if len(buf) > max_head_bytes:
+            raise HttpError(431, "request head too large")
+        return None
+    if end + 4 > max_head_bytes:
+        raise HttpError(431, "request head too large")
+    head = bytes(buf[:end])
+    del buf[: end + 4]
+    return head
+
+
+def parse_request_head(head: bytes, max_headers: int) -> RequestHead:
+    """Validate and parse a request head (request line and fields, CRLF-separated)."""
+    if b"\0" in head:
+        raise HttpError(400, "NUL in request head")
+    lines = head.split(b"\r\n")
+    if b"\n" in head and head.count(b"\n") != len(lines) - 1:
+        raise HttpError(400, "bare LF in request head")
+    if b"\r" in head and head.count(b"\r") != len(lines) - 1:
+        raise HttpError(400, "bare CR in request head")
+    m = _REQUEST_LINE.fullmatch(lines[0])
+    if m is None:
+        raise HttpError(400, "malformed request line")
+    method, target, version = m.group(1).decode(), m.group(2).decode(), m.group(3).decode()
+    if not target.startswith("/"):
+        raise HttpError(400, "request target must be in origin form")
+    if len(lines) - 1 > max_headers:
+        raise HttpError(431, "too many header fields")
+    headers: list[tuple[bytes, bytes]] = []
+    content_length: int | None = None
+    transfer_encoding: bytes | None = None
+    hosts = 0
+    connection = b""
+    for line in lines[1:]:
+        f = _FIELD.fullmatch(line)
+        if f is None:
+            raise HttpError(400, _field_problem(line))
+        name = f.group(1).lower()
+        value = f.group(2)
+        if name == b"content-length":
+            if content_length is not None:
+                raise HttpError(400, "repeated Content-Length")
+            if _DIGITS.fullmatch(value) is None:
+                raise HttpError(400, "malformed Content-Length")
+            content_length = int(value)
+        elif name == b"transfer-encoding":
+            if transfer_encoding is not None:
+                raise HttpError(400, "repeated Transfer-Encoding")
+            transfer_encoding = value.lower()
+        elif name == b"host":
+            hosts += 1
+        elif name == b"connection":
+            connection = connection + b"," + value.lower() if connection else value.lower()
+        headers.append((name, value))
+    if transfer_encoding is not None:
+        if content_length is not None:
+            raise HttpError(400, "both Content-Length and Transfer-Encoding")
+        if version == "1.0":
+            raise HttpError(400, "Transfer-Encoding in HTTP/1.0")
+        if transfer_encoding != b"chunked":
+            raise HttpError(501, "unsupported Transfer-Encoding")
+    if version == "1.1" and hosts != 1:
+        raise HttpError(400, "HTTP/1.1 request needs exactly one Host")
+    tokens = {t.strip() for t in connection.split(b",")} if connection else set()
+    keep_alive = b"close" not in tokens and (version == "1.1" or b"keep-alive" in tokens)
+    return RequestHead(
+        method, target, version, headers, content_length, transfer_encoding is not None, keep_alive
+    )
+
+
+def _field_problem(line: bytes) -> str:
+    if line[:1] in (b" ", b"\t"):
+        return "obs-fold (continuation line) in header"
+    name, colon, value = line.partition(b":")
+    if not colon:
+        return "header line without a colon"
+    if name[-1:] in (b" ", b"\t"):
+        return "whitespace before the colon in header"
+    if not re.fullmatch(_TOKEN, name):
+        return "invalid header name"
+    return "invalid character in header value"
+
+
+class _ChunkedScanner:
+    """Walks a chunked body; ``scan`` returns (decoded data, bytes consumed, done)."""
+
+    __slots__ = ("_remaining", "_state")
+
+    def __init__(self) -> None:
+        self._remaining = 0
+        self._state = "size"  # size | data | data-crlf | trailer
+
+    def scan(self, buf: bytes | bytearray, collect: bool = True) -> tuple[list[bytes], int, bool]:
+        out: list[bytes] = []
+        pos = start = 0
+        n = len(buf)
+        while pos < n:
+            if self._state == "data":
+                take = min(self._remaining, n - pos)
+                if collect:
+                    out.append(bytes(buf[pos : pos + take]))
+                pos += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = "data-crlf"
+                continue
+            if self._state == "data-crlf":
+                if n - pos < 2:
+                    break
+                if buf[pos : pos + 2] != b"\r\n":
+                    raise HttpError(400, "chunk data not followed by CRLF")
+                pos += 2
+                self._state = "size"
+                continue
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                if b"\n" in buf[pos:] or n - pos > _MAX_CHUNK_LINE:
+                    raise HttpError(400, "malformed chunk line")
+                break
+            line = bytes(buf[pos:eol])
+            pos = eol + 2
+            if self._state == "trailer":
+                if not line:
+                    return out, pos - start, True
+                if _FIELD.fullmatch(line) is None:
+                    raise HttpError(400, "malformed chunk trailer")
+                continue
+            m = _CHUNK_SIZE.fullmatch(line)
+            if m is None:
+                raise HttpError(400, "malformed chunk size")
+            size = int(m.group(1), 16)
+            if size == 0:
+                self._state = "trailer"
+            else:
+                self._remaining = size
+                self._state = "data"
+        return out, pos - start, False
+
+
+class RequestReader:
+    """Turns a byte stream into request events: a head, body pieces, ``END``.
+
+    ``next_event()`` returns a :class:`RequestHead`, ``bytes`` (decoded body
+    data), ``END`` or ``NEED_DATA``, and raises :class:`HttpError` on the
+    first violation. After ``END`` the next request's head follows.
+    """
+
+    def __init__(self, max_head_bytes: int = 16384, max_headers: int = 100) -> None:
+        self._buf = bytearray()
+        self._max_head_bytes = max_head_bytes
+        self._max_headers = max_headers
+        self._body_left = 0
+        self._chunked: _ChunkedScanner | None = None
+        self._state = "head"  # head | length | chunked | end
+        self._pending: list[bytes] = []
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    @property
+    def in_message(self) -> bool:
+        """True from the first byte of a request until its ``END`` is returned."""
+        return self._state != "head" or bool(self._buf)
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_event(self) -> RequestHead | bytes | _Marker:
+        state = self._state
+        if state == "head":
+            while self._buf[:2] == b"\r\n":  # tolerate CRLF between requests (RFC 9112 §2.2)
+                del self._buf[:2]
+            raw = _split_head(self._buf, self._max_head_bytes)
+            if raw is None:
+                return NEED_DATA
+            head = parse_request_head(raw, self._max_headers)
+            if head.chunked:
+                self._chunked = _ChunkedScanner()
+                self._state = "chunked"
+            elif head.content_length:
+                self._body_left = head.content_length
+                self._state = "length"
+            else:
+                self._state = "end"
+            return head
+        if state == "length":
+            if not self._buf:
+                return NEED_DATA
+            take = min(self._body_left, len(self._buf))
+            data = bytes(self._buf[:take])
+            del self._buf[:take]
+            self._body_left -= take
+            if self._body_left == 0:
+                self._state = "end"
+            return data
+        if state == "chunked":
+            if self._pending:
+                return self._pending.pop(0)
+            assert self._chunked is not None
+            pieces, used, done = self._chunked.scan(self._buf)
+            del self._buf[:used]
+            if done:
+                self._state = "end"
+            self._pending = pieces[1:]
+            if pieces:
+                return pieces[0]
+            return self.next_event() if done else NEED_DATA
+        self._state = "head"
+        return END
+
+
+class ResponseFramer:
+    """Finds where one response ends in a stream of bytes forwarded as they are.
+
+    ``feed(data)`` returns how many bytes of ``data`` belong to the current
+    response and whether it is now complete (1xx interim responses are passed
+    through as part of it). ``keep_alive`` tells whether the connection may be
+    reused; ``status`` is the final status code once known.
+    """
+
+    def __init__(self, request_method: str, max_head_bytes: int = 65536) -> None:
+        self._head_only = request_method == "HEAD"
+        self._max_head_bytes = max_head_bytes
+        self._buf = bytearray()
+        self._state = "head"  # head | length | chunked | close | done
+        self._left = 0
+        self._chunked: _ChunkedScanner | None = None
+        self.status = 0
+        self.keep_alive = True
+
+    def feed(self, data: bytes) -> tuple[int, bool]:
+        used = 0
+        n = len(data)
+        while used < n and self._state != "done":
+            state = self._state
+            if state == "head":
+                start = len(self._buf)
+                self._buf += data[used:]
+                end = self._buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(self._buf) > self._max_head_bytes:
+                        raise HttpError(502, "response head too large")
+                    return n, False
+                used += end + 4 - start
+                self._start_body(bytes(self._buf[:end]))
+                self._buf.clear()
+            elif state == "length":
+                take = min(self._left, n - used)
+                used += take
+                self._left -= take
+                if self._left == 0:
+                    self._state = "done"
+            elif state == "chunked":
+                assert self._chunked is not None
+                self._buf += data[used:]
+                _, took, done = self._chunked.scan(self._buf, collect=False)
+                if done:
+                    extra = len(self._buf) - took
+                    self._buf.clear()
+                    self._state = "done"
+                    return n - extra, True
+                del self._buf[:took]
+                return n, False
+            else:  # close: everything until the peer closes
+                return n, False
+        return used, self._state == "done"
+
+    @property
+    def reads_until_close(self) -> bool:
+        return self._state == "close"
+
+    def _start_body(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise HttpError(502, "malformed status line from upstream")
+        status = int(parts[1])
+        length: int | None = None
+        chunked = False
+        connection = b""
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.lower()
+            if name == b"content-length":
+                value = value.strip()
+                if _DIGITS.fullmatch(value) is None or (length is not None and int(value) != length):
+                    raise HttpError(502, "malformed Content-Length from upstream")
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = value.strip().lower().endswith(b"chunked")
+            elif name == b"connection":
+                connection += b"," + value.strip().lower()
+        if 100 <= status < 200 and status != 101:
+            return  # interim response: the final one follows in the same stream
+        self.status = status
+        tokens = {t.strip() for t in connection.split(b",")}
+        if b"close" in tokens or (parts[0] == b"HTTP/1.0" and b"keep-alive" not in tokens):
+            self.keep_alive = False
+        if self._head_only or status in (204, 304):
+            self._state = "done"
+        elif status == 101:
+            self._state = "close"
+            self.keep_alive = False
+        elif chunked:
+            self._chunked = _ChunkedScanner()
+            self._state = "chunked"
+        elif length is not None:
+            self._left = length
+            self._state = "length" if length else "done"
+        else:
+            self._state = "close"
+            self.keep_alive = False
