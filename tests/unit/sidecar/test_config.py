@@ -1,0 +1,85 @@
+"""The config loader accepts a full file and names the field of every mistake."""
+
+import pytest
+
+from sidecar.config import load_config, parse_config
+from sidecar.errors import ConfigError
+
+FULL = """
+trust_domain: example.org
+mode: permissive
+ca:
+  address: 127.0.0.1:15012
+  bundle_file: ca.pem
+  token_file: token
+inbound: {port: 25006, app_port: 8080, ports: {8080: http, 5432: tcp}}
+outbound:
+  port: 0
+  trust_domains: [example.org, other.org]
+  destinations: {"10.0.0.7:80": "spiffe://example.org/ns/b/sa/b"}
+  upstreams:
+    - {listen: 18080, address: "127.0.0.1:25006", spiffe_id: "spiffe://example.org/ns/b/sa/b"}
+    - {listen: 18081, address: "[::1]:25007", protocol: tcp}
+admin: {port: 0, health_port: 0}
+policy: {file: policy.tmp}
+limits: {max_headers: 50, header_timeout: 2.5}
+"""
+
+
+def test_full_file(tmp_path):
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(FULL)
+    cfg = load_config(path)
+    assert cfg.mode == "PERMISSIVE"
+    assert cfg.ca.bundle_file == tmp_path / "ca.pem"
+    assert cfg.app_port == 8080 and cfg.protocol_for(5432) == "tcp" and cfg.protocol_for(1) == "http"
+    assert cfg.accepted_trust_domains == ("example.org", "other.org")
+    assert cfg.destinations[("10.0.0.7", 80)] == "spiffe://example.org/ns/b/sa/b"
+    assert cfg.upstreams[1].host == "::1" and cfg.upstreams[1].protocol == "tcp"
+    assert cfg.limits.max_headers == 50 and cfg.limits.header_timeout == 2.5
+    assert cfg.limits.max_connections == 4096
+    assert cfg.policy_file == tmp_path / "policy.tmp"
+
+
+BASE = {"trust_domain": "example.org", "identity": {"cert_file": "c", "key_file": "k", "bundle_file": "b"}}
+
+
+@pytest.mark.parametrize(
+    "patch,field",
+    [
+        ({"trust_domain": "Example.org"}, "trust_domain"),
+        ({"trust_domain": None}, "trust_domain"),
+        ({"mode": "OPEN"}, "mode"),
+        ({"ca": {"address": "x:1", "bundle_file": "b", "token": "t"}}, "ca"),
+        ({"identity": None, "ca": {"address": "nohost", "bundle_file": "b", "token": "t"}}, "ca.address"),
+        ({"identity": None, "ca": {"address": "h:1", "bundle_file": "b"}}, "ca.token_file"),
+        ({"identity": {"cert_file": "c", "key_file": "k"}}, "identity.bundle_file"),
+        ({"inbound": {"port": 70000}}, "inbound.port"),
+        ({"inbound": {"ports": {8080: "udp"}}}, "inbound.ports.8080"),
+        ({"inbound": {"prot": 1}}, "inbound.prot"),
+        ({"outbound": {"upstreams": [{"listen": 1, "address": "h:2", "spiffe_id": "http://x"}]}}, "outbound.upstreams[0].spiffe_id"),
+        ({"outbound": {"upstreams": [{"address": "h:2"}]}}, "outbound.upstreams[0].listen"),
+        ({"outbound": {"destinations": {"1.2.3.4:80": 5}}}, "outbound.destinations.1.2.3.4:80"),
+        ({"limits": {"max_headers": 0}}, "limits.max_headers"),
+        ({"limits": {"idle_timeout": "soon"}}, "limits.idle_timeout"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+def test_each_mistake_names_its_field(patch, field):
+    data = {**BASE, **patch}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+def test_not_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("trust_domain: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
