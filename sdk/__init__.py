@@ -27,11 +27,23 @@ _EXPORTS = {
     "match_id": "sdk.match",
     "match_one_of": "sdk.match",
     "match_member_of": "sdk.match",
+    "Bundle": "sdk.bundle",
+    "BundleSet": "sdk.bundle",
+    "BundleSource": "sdk.bundle",
+    "PublicKey": "sdk.bundle",
+    "X509Svid": "sdk.x509svid",
+    "X509SvidSource": "sdk.x509svid",
+    "PrivateKey": "sdk.x509svid",
+    "validate_leaf": "sdk.x509svid",
+    "verify_chain": "sdk.x509svid",
+    "IdentityTemplate": "sdk.template",
+    "DEFAULT_TEMPLATE": "sdk.template",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from sdk.bundle import Bundle, BundleSet, BundleSource, PublicKey
     from sdk.errors import (
         AuthorizationError,
         BundleError,
@@ -44,6 +56,8 @@ if TYPE_CHECKING:
     )
     from sdk.match import Matcher, match_any, match_id, match_member_of, match_one_of
     from sdk.spiffeid import SpiffeId, TrustDomain
+    from sdk.template import DEFAULT_TEMPLATE, IdentityTemplate
+    from sdk.x509svid import PrivateKey, X509Svid, X509SvidSource, validate_leaf, verify_chain
 
 
 def __getattr__(name: str) -> Any:

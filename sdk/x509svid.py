@@ -1,0 +1,409 @@
+"""X.509-SVIDs: load a chain and key, check a leaf, verify a chain against a bundle.
+
+The rules are those of ``standards/X509-SVID.md``:
+
+* a leaf has exactly one URI SAN, a SPIFFE ID with a non-root path; is not a
+  CA; has a critical key usage with ``digitalSignature`` and without
+  ``keyCertSign`` or ``cRLSign``; and, if it has an extended key usage, that
+  includes both ``serverAuth`` and ``clientAuth``;
+* every signing certificate on the path is a CA with ``keyCertSign``, its
+  ``pathLenConstraint`` is honoured, and any SPIFFE ID it carries has no path;
+* every certificate on the path, trust anchor included, is valid at ``now``;
+* the path ends at an X.509 authority of the bundle of the *leaf's* trust
+  domain: a certificate from another trust domain's CA is refused even if
+  that CA is trusted for its own domain.
+
+Each failure raises :class:`~sdk.errors.X509SvidError` whose message names
+the certificate and the rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from os import PathLike
+from pathlib import Path
+from typing import Protocol, Union, runtime_checkable
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from sdk.bundle import BundleSource
+from sdk.errors import BundleError, SpiffeIdError, X509SvidError
+from sdk.spiffeid import SpiffeId
+
+__all__ = ["PrivateKey", "X509Svid", "X509SvidSource", "validate_leaf", "verify_chain"]
+
+PrivateKey = Union[
+    ec.EllipticCurvePrivateKey,
+    rsa.RSAPrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+]
+
+MAX_CHAIN_LENGTH = 16
+_MAX_FILE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class X509Svid:
+    """A SPIFFE ID with its certificate chain (leaf first) and the leaf's private key."""
+
+    spiffe_id: SpiffeId
+    cert_chain: tuple[x509.Certificate, ...]
+    private_key: PrivateKey = field(repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cert_chain", tuple(self.cert_chain))
+        if not self.cert_chain:
+            raise X509SvidError("an X509-SVID needs at least its leaf certificate")
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        """The leaf certificate, which carries the SPIFFE ID."""
+        return self.cert_chain[0]
+
+    @property
+    def expires_at(self) -> datetime:
+        """When the leaf stops being valid (aware, UTC)."""
+        return self.leaf.not_valid_after_utc
+
+    @classmethod
+    def parse(cls, certs: bytes, key: bytes) -> X509Svid:
+        """Read a chain (leaf first) and the leaf's private key, each PEM or DER.
+
+        The leaf must pass :func:`validate_leaf`, the other certificates must be
+        CAs with ``keyCertSign``, and the key must belong to the leaf. The chain
+        is not checked against any bundle here: that is :func:`verify_chain`.
+        """
+        chain = _load_certificates(certs)
+        private_key = _load_private_key(key)
+        spiffe_id = validate_leaf(chain[0])
+        for cert in chain[1:]:
+            _check_signing_cert(cert, "intermediate")
+        if private_key.public_key() != chain[0].public_key():
+            raise X509SvidError("the private key does not match the leaf certificate's public key")
+        return cls(spiffe_id, tuple(chain), private_key)
+
+    @classmethod
+    def load(cls, cert_path: str | PathLike[str], key_path: str | PathLike[str]) -> X509Svid:
+        """:meth:`parse` the files at ``cert_path`` and ``key_path``."""
+        return cls.parse(_read(cert_path), _read(key_path))
+
+    def cert_chain_pem(self) -> bytes:
+        """The chain as concatenated PEM, leaf first."""
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.cert_chain)
+
+    def private_key_pem(self) -> bytes:
+        """The private key as unencrypted PKCS#8 PEM."""
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+@runtime_checkable
+class X509SvidSource(Protocol):
+    """Anything that can hand out the current X509-SVID."""
+
+    def get_x509_svid(self) -> X509Svid:
+        """Return the current SVID."""
+        ...
+
+
+def describe(cert: x509.Certificate) -> str:
+    """A short name for a certificate in messages: its subject, or its serial."""
+    subject = cert.subject.rfc4514_string()
+    return f"'{subject}'" if subject else f"serial {cert.serial_number:x}"
+
+
+def validate_leaf(cert: x509.Certificate) -> SpiffeId:
+    """Check ``cert`` against the X509-SVID leaf rules; return its SPIFFE ID."""
+    try:
+        extensions = cert.extensions
+    except ValueError as err:  # duplicate or malformed extensions
+        raise X509SvidError(f"leaf certificate has malformed extensions: {err}") from err
+    _refuse_unknown_critical(cert, "leaf")
+    spiffe_id = _leaf_spiffe_id(cert, extensions)
+    basic = _extension(extensions, x509.BasicConstraints)
+    if basic is not None and basic.value.ca:
+        raise X509SvidError("leaf certificate must not have CA flag set to true")
+    usage = _extension(extensions, x509.KeyUsage)
+    if usage is None:
+        raise X509SvidError("leaf certificate must have a key usage extension")
+    if not usage.critical:
+        raise X509SvidError("leaf certificate key usage extension must be marked critical")
+    if not usage.value.digital_signature:
+        raise X509SvidError("leaf certificate must have 'digitalSignature' set as key usage")
+    if usage.value.key_cert_sign:
+        raise X509SvidError("leaf certificate must not have 'keyCertSign' set as key usage")
+    if usage.value.crl_sign:
+        raise X509SvidError("leaf certificate must not have 'cRLSign' set as key usage")
+    eku = _extension(extensions, x509.ExtendedKeyUsage)
+    if eku is not None:
+        missing = [
+            name
+            for name, oid in (
+                ("serverAuth", ExtendedKeyUsageOID.SERVER_AUTH),
+                ("clientAuth", ExtendedKeyUsageOID.CLIENT_AUTH),
+            )
+            if oid not in eku.value
+        ]
+        if missing:
+            raise X509SvidError(
+                "leaf certificate extended key usage must include serverAuth and clientAuth; "
+                f"missing {', '.join(missing)}"
+            )
+    return spiffe_id
+
+
+def verify_chain(
+    chain: Sequence[x509.Certificate], bundles: BundleSource, now: datetime | None = None
+) -> SpiffeId:
+    """Verify ``chain`` (leaf first, then intermediates in any order) at ``now``.
+
+    Returns the leaf's SPIFFE ID when the leaf passes :func:`validate_leaf`
+    and a path of valid signing certificates leads from it to an X.509
+    authority of the bundle of the leaf's trust domain.
+    """
+    now = _aware(now)
+    chain = list(chain)
+    if not chain:
+        raise X509SvidError("empty certificate chain")
+    if len(chain) > MAX_CHAIN_LENGTH:
+        raise X509SvidError(f"certificate chain has {len(chain)} certificates; the limit is {MAX_CHAIN_LENGTH}")
+    leaf = chain[0]
+    spiffe_id = validate_leaf(leaf)
+    _check_validity(leaf, "leaf", now)
+    try:
+        bundle = bundles.get_bundle_for_trust_domain(spiffe_id.trust_domain)
+    except BundleError as err:
+        raise X509SvidError(f"cannot verify '{spiffe_id}': {err}") from err
+    if not bundle.x509_authorities:
+        raise X509SvidError(f"the bundle for '{spiffe_id.trust_domain}' has no X.509 authorities")
+    reasons: list[str] = []
+    if not _path_to_anchor(leaf, chain[1:], bundle.x509_authorities, [], now, reasons):
+        if reasons:
+            raise X509SvidError(reasons[0])
+        raise X509SvidError(
+            f"certificate {describe(leaf)} is not signed by an authority "
+            f"of the bundle for '{spiffe_id.trust_domain}'"
+        )
+    return spiffe_id
+
+
+# -- path building -------------------------------------------------------------
+
+
+def _path_to_anchor(
+    cert: x509.Certificate,
+    pool: list[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    below: list[x509.Certificate],
+    now: datetime,
+    reasons: list[str],
+) -> bool:
+    """Depth-first search for a path from ``cert`` to one of ``anchors``.
+
+    ``below`` are the signing certificates already on the path under ``cert``.
+    Reasons why a candidate issuer was refused are appended to ``reasons``.
+    """
+    for anchor in anchors:
+        if _issued_by(cert, anchor, reasons) and _usable_signer(anchor, "authority", below, now, reasons):
+            return True
+    for index, candidate in enumerate(pool):
+        if not _issued_by(cert, candidate, reasons):
+            continue
+        if not _usable_signer(candidate, "intermediate", below, now, reasons):
+            continue
+        rest = pool[:index] + pool[index + 1 :]
+        if _path_to_anchor(candidate, rest, anchors, [*below, candidate], now, reasons):
+            return True
+    return False
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, reasons: list[str]) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        reasons.append(
+            f"signature of {describe(cert)} does not verify with the key of {describe(issuer)} "
+            "(issuer name matches)"
+        )
+        return False
+    return True
+
+
+def _usable_signer(
+    cert: x509.Certificate, role: str, below: list[x509.Certificate], now: datetime, reasons: list[str]
+) -> bool:
+    try:
+        _check_signing_cert(cert, role)
+        _check_validity(cert, role, now)
+        basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        if basic.path_length is not None and len(below) > basic.path_length:
+            raise X509SvidError(
+                f"{role} certificate {describe(cert)} allows {basic.path_length} intermediate(s) "
+                f"below it (pathLenConstraint) but {len(below)} follow it"
+            )
+    except X509SvidError as err:
+        reasons.append(str(err))
+        return False
+    return True
+
+
+# -- single-certificate checks -------------------------------------------------
+
+
+def _check_signing_cert(cert: x509.Certificate, role: str) -> None:
+    """A signing certificate is a CA with keyCertSign whose SPIFFE ID, if any, has no path."""
+    try:
+        extensions = cert.extensions
+    except ValueError as err:
+        raise X509SvidError(f"{role} certificate has malformed extensions: {err}") from err
+    _refuse_unknown_critical(cert, role)
+    basic = _extension(extensions, x509.BasicConstraints)
+    if basic is None or not basic.value.ca:
+        raise X509SvidError(f"{role} certificate {describe(cert)} must have CA flag set to true")
+    usage = _extension(extensions, x509.KeyUsage)
+    if usage is None or not usage.value.key_cert_sign:
+        raise X509SvidError(f"{role} certificate {describe(cert)} must have 'keyCertSign' set as key usage")
+    sans = _extension(extensions, x509.SubjectAlternativeName)
+    for uri in sans.value.get_values_for_type(x509.UniformResourceIdentifier) if sans else ():
+        if uri.startswith("spiffe://") and "/" in uri[len("spiffe://") :]:
+            raise X509SvidError(
+                f"{role} certificate {describe(cert)} has SPIFFE ID '{uri}' with a path; "
+                "a signing certificate's SPIFFE ID must not have one"
+            )
+
+
+def _check_validity(cert: x509.Certificate, role: str, now: datetime) -> None:
+    if now < cert.not_valid_before_utc:
+        raise X509SvidError(
+            f"{role} certificate {describe(cert)} is not yet valid: valid from "
+            f"{cert.not_valid_before_utc.isoformat()}, now is {now.isoformat()}"
+        )
+    if now > cert.not_valid_after_utc:
+        raise X509SvidError(
+            f"{role} certificate {describe(cert)} has expired: valid until "
+            f"{cert.not_valid_after_utc.isoformat()}, now is {now.isoformat()}"
+        )
+
+
+def _leaf_spiffe_id(cert: x509.Certificate, extensions: x509.Extensions) -> SpiffeId:
+    sans = _extension(extensions, x509.SubjectAlternativeName)
+    uris = sans.value.get_values_for_type(x509.UniformResourceIdentifier) if sans else []
+    if not uris:
+        raise X509SvidError("leaf certificate has no URI SAN; an X509-SVID has exactly one")
+    if len(uris) > 1:
+        raise X509SvidError(f"leaf certificate has {len(uris)} URI SANs; an X509-SVID has exactly one")
+    try:
+        spiffe_id = SpiffeId.parse(uris[0])
+    except SpiffeIdError as err:
+        raise X509SvidError(f"leaf certificate URI SAN is not a valid SPIFFE ID: {err}") from err
+    if not spiffe_id.path:
+        raise X509SvidError(f"leaf certificate SPIFFE ID '{spiffe_id}' must have a non-root path")
+    if len(cert.subject) == 0 and sans is not None and not sans.critical:
+        raise X509SvidError("leaf certificate has an empty subject, so its URI SAN must be critical")
+    return spiffe_id
+
+
+def _refuse_unknown_critical(cert: x509.Certificate, role: str) -> None:
+    for ext in cert.extensions:
+        if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
+            raise X509SvidError(
+                f"{role} certificate {describe(cert)} has an unknown critical extension {ext.oid.dotted_string}"
+            )
+
+
+def _extension(extensions: x509.Extensions, kind: type) -> x509.Extension | None:
+    try:
+        return extensions.get_extension_for_class(kind)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _aware(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(timezone.utc)
+    if now.tzinfo is None:
+        raise TypeError("now must be a timezone-aware datetime")
+    return now
+
+
+# -- encodings -----------------------------------------------------------------
+
+
+def _read(path: str | PathLike[str]) -> bytes:
+    try:
+        with Path(path).open("rb") as handle:
+            data = handle.read(_MAX_FILE_BYTES + 1)
+    except OSError as err:
+        raise X509SvidError(f"cannot read {path}: {err.strerror or err}") from err
+    if len(data) > _MAX_FILE_BYTES:
+        raise X509SvidError(f"{path} is larger than {_MAX_FILE_BYTES} bytes")
+    return data
+
+
+def _load_certificates(data: bytes) -> list[x509.Certificate]:
+    if not data:
+        raise X509SvidError("no certificates: the input is empty")
+    try:
+        if b"-----BEGIN" in data:
+            certs = x509.load_pem_x509_certificates(data)
+        else:
+            certs = [x509.load_der_x509_certificate(der) for der in _split_der(data)]
+    except ValueError as err:
+        raise X509SvidError(f"cannot parse certificates: {err}") from err
+    if not certs:
+        raise X509SvidError("no certificates found")
+    return certs
+
+
+def _split_der(data: bytes) -> list[bytes]:
+    """Split concatenated DER certificates by their outer SEQUENCE lengths."""
+    parts: list[bytes] = []
+    offset = 0
+    while offset < len(data):
+        if data[offset] != 0x30 or offset + 2 > len(data):
+            raise ValueError(f"not a DER certificate at byte {offset}")
+        first = data[offset + 1]
+        header = 2
+        if first < 0x80:
+            length = first
+        else:
+            count = first & 0x7F
+            if count == 0 or count > 4 or offset + 2 + count > len(data):
+                raise ValueError(f"bad DER length at byte {offset}")
+            length = int.from_bytes(data[offset + 2 : offset + 2 + count], "big")
+            header += count
+        end = offset + header + length
+        if end > len(data):
+            raise ValueError(f"truncated DER certificate at byte {offset}")
+        parts.append(data[offset:end])
+        offset = end
+    return parts
+
+
+def _load_private_key(data: bytes) -> PrivateKey:
+    if not data:
+        raise X509SvidError("no private key: the input is empty")
+    try:
+        if b"-----BEGIN" in data:
+            key = serialization.load_pem_private_key(data, password=None)
+        else:
+            key = serialization.load_der_private_key(data, password=None)
+    except TypeError as err:  # encrypted, and no password given
+        raise X509SvidError(f"cannot load private key: {err}") from err
+    except (ValueError, UnsupportedAlgorithm) as err:
+        raise X509SvidError(f"cannot parse private key: {err}") from err
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
+        raise X509SvidError(f"unsupported private key type {type(key).__name__}")
+    return key
