@@ -1,9 +1,206 @@
-"""`trustmesh` subcommands that belong to `ca`."""
+"""``trustmesh ca``: create a CA directory, issue SVIDs, print the bundle, rotate.
+
+Commands (exit 0 success, 1 failure, 2 usage error; one line on stderr)::
+
+    trustmesh ca init --trust-domain TD --dir DIR [--key-type ec-p256|rsa-2048|rsa-3072]
+                      [--ttl 8760h] [--upstream-cert F --upstream-key F]
+    trustmesh ca issue --dir DIR --spiffe-id ID [--ttl 1h] [--dns NAME]... --out PREFIX
+    trustmesh ca issue --dir DIR --spiffe-id ID --jwt --audience AUD [--ttl 5m]
+    trustmesh ca bundle --dir DIR [--format jwks|pem]
+    trustmesh ca rotate prepare|activate|taint --dir DIR
+
+If ``TRUSTMESH_CA_PASSPHRASE`` is set, the CA's keys are encrypted with it
+(and it unlocks them, and an encrypted ``--upstream-key``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import sys
+from datetime import timedelta
+
+__all__ = ["register", "parse_duration"]
+
+PASSPHRASE_ENV = "TRUSTMESH_CA_PASSPHRASE"
+_DURATION = re.compile(r"(\d+)(d|h|m|s)")
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``8760h``, ``1h30m``, ``5m``, ``45s``, ``30d`` into a positive timedelta."""
+    from sdk.errors import UsageError
+
+    pos, seconds = 0, 0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        seconds += int(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise UsageError(f"invalid duration {text!r} (use e.g. 8760h, 1h30m, 5m, 45s)")
+    if seconds <= 0:
+        raise UsageError(f"duration {text!r} must be positive")
+    return timedelta(seconds=seconds)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this component's subcommands (none yet)."""
+    """Add ``ca init|issue|bundle|rotate`` (and the service's ``ca serve``)."""
+    ca = subparsers.add_parser("ca", help="the certificate authority: init, issue, bundle, rotate")
+    sub = ca.add_subparsers(dest="ca_command", metavar="ACTION", parser_class=type(ca))
+    sub.required = True
+
+    init = sub.add_parser("init", help="create a CA directory (self-signed root or upstream intermediate)")
+    init.add_argument("--trust-domain", required=True, metavar="TD")
+    init.add_argument("--dir", required=True)
+    init.add_argument("--key-type", default="ec-p256", choices=["ec-p256", "rsa-2048", "rsa-3072"])
+    init.add_argument("--ttl", default="8760h", help="CA lifetime (default 8760h)")
+    init.add_argument("--upstream-cert", metavar="F", help="upstream CA certificate, then its chain to the root")
+    init.add_argument("--upstream-key", metavar="F", help="the upstream CA's private key (PEM)")
+    init.set_defaults(func=_init)
+
+    issue = sub.add_parser("issue", help="issue an X509-SVID (files) or a JWT-SVID (stdout)")
+    issue.add_argument("--dir", required=True)
+    issue.add_argument("--spiffe-id", required=True, metavar="ID")
+    issue.add_argument("--ttl", help="lifetime (default 1h, or 5m with --jwt); capped by the CA")
+    issue.add_argument("--dns", action="append", default=[], metavar="NAME", help="DNS SAN (repeatable)")
+    issue.add_argument("--out", metavar="PREFIX", help="write PREFIX.crt, PREFIX.key, PREFIX.bundle.pem")
+    issue.add_argument("--jwt", action="store_true", help="mint a JWT-SVID and print it")
+    issue.add_argument("--audience", action="append", default=[], metavar="AUD", help="JWT audience (repeatable)")
+    issue.set_defaults(func=_issue)
+
+    bundle = sub.add_parser("bundle", help="print the trust bundle")
+    bundle.add_argument("--dir", required=True)
+    bundle.add_argument("--format", default="jwks", choices=["jwks", "pem"])
+    bundle.set_defaults(func=_bundle)
+
+    rotate = sub.add_parser("rotate", help="rotate the CA: prepare, activate, taint")
+    rotate.add_argument("step", choices=["prepare", "activate", "taint"])
+    rotate.add_argument("--dir", required=True)
+    rotate.set_defaults(func=_rotate)
+
+    from ca.service import cli as service_cli
+
+    service_cli.register(sub)
+
+
+def _directory(path: str):  # type: ignore[no-untyped-def]
+    from ca.store import CaDirectory
+
+    secret = os.environ.get(PASSPHRASE_ENV)
+    return CaDirectory(path, passphrase=secret.encode() if secret else None)
+
+
+def _now():  # type: ignore[no-untyped-def]
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from ca.authority import load_upstream
+    from ca.keys import KeyType, private_key_from_pem
+    from ca.manager import CaConfig
+    from sdk.errors import SpiffeIdError, UsageError
+    from sdk.spiffeid import TrustDomain
+
+    try:
+        td = TrustDomain.parse(args.trust_domain)
+    except SpiffeIdError as err:
+        raise UsageError(f"--trust-domain: {err}") from err
+    ttl = parse_duration(args.ttl)
+    if bool(args.upstream_cert) != bool(args.upstream_key):
+        raise UsageError("--upstream-cert and --upstream-key go together")
+    now = _now()
+    upstream = None
+    if args.upstream_cert:
+        secret = os.environ.get(PASSPHRASE_ENV)
+        key_data, cert_data = _read(args.upstream_key, "--upstream-key"), _read(args.upstream_cert, "--upstream-cert")
+        key = private_key_from_pem(key_data, secret.encode() if secret and b"ENCRYPTED" in key_data else None,
+                                   source=args.upstream_key)
+        upstream = load_upstream(cert_data, key, now=now, source=args.upstream_cert)
+    config = CaConfig(td, key_type=KeyType.parse(args.key_type), ca_ttl=ttl)
+    ca = _directory(args.dir).init(config, now=now, upstream=upstream)
+    active = ca.slots.active
+    kind = "intermediate under the upstream CA" if upstream else "self-signed root"
+    print(f"initialised CA for {td} in {args.dir}: authority {active.id} ({kind}), "
+          f"valid until {active.expires_at.isoformat()}")
+    return 0
+
+
+def _read(path: str, flag: str) -> bytes:
+    from sdk.errors import UsageError
+
+    try:
+        with open(path, "rb") as src:
+            return src.read()
+    except OSError as err:
+        raise UsageError(f"{flag} {path}: {err.strerror or err}") from err
+
+
+def _issue(args: argparse.Namespace) -> int:
+    from ca.keys import generate_key, private_key_to_pem
+    from sdk.errors import SpiffeIdError, UsageError
+    from sdk.spiffeid import SpiffeId
+
+    try:
+        spiffe_id = SpiffeId.parse(args.spiffe_id)
+    except SpiffeIdError as err:
+        raise UsageError(f"--spiffe-id: {err}") from err
+    if args.jwt:
+        if not args.audience:
+            raise UsageError("--jwt needs at least one --audience")
+        if args.out or args.dns:
+            raise UsageError("--out and --dns apply to X509-SVIDs, not to --jwt")
+        ttl = parse_duration(args.ttl or "5m")
+        ca = _directory(args.dir).load()
+        print(ca.mint_jwt_svid(spiffe_id, args.audience, ttl, now=_now()))
+        return 0
+    if args.audience:
+        raise UsageError("--audience applies to --jwt only")
+    if not args.out:
+        raise UsageError("--out PREFIX is required for an X509-SVID")
+    ttl = parse_duration(args.ttl or "1h")
+    ca = _directory(args.dir).load()
+    key = generate_key()
+    chain = ca.issue_x509_svid(key.public_key(), spiffe_id, ttl, now=_now(), dns_names=args.dns)
+    from ca.authority import chain_pem
+
+    _write(f"{args.out}.key", private_key_to_pem(key), 0o600)
+    _write(f"{args.out}.crt", chain_pem(chain), 0o644)
+    _write(f"{args.out}.bundle.pem", ca.bundle().to_pem(), 0o644)
+    print(f"{spiffe_id} valid until {chain[0].not_valid_after_utc.isoformat()}: "
+          f"wrote {args.out}.crt, {args.out}.key, {args.out}.bundle.pem")
+    return 0
+
+
+def _write(path: str, data: bytes, mode: int) -> None:
+    from ca.errors import CaStoreError
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+    except OSError as err:
+        raise CaStoreError(f"{path}: cannot write: {err.strerror or err}") from err
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    bundle = _directory(args.dir).load().bundle()
+    data = bundle.to_jwks() if args.format == "jwks" else bundle.to_pem()
+    sys.stdout.write(data.decode())
+    if not data.endswith(b"\n"):
+        sys.stdout.write("\n")
+    return 0
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    now = _now()
+    with _directory(args.dir).update() as ca:
+        authority = getattr(ca, args.step)(now)
+        sequence = ca.sequence
+    verb = {"prepare": "prepared", "activate": "activated", "taint": "tainted (removed from the bundle)"}
+    print(f"{verb[args.step]} authority {authority.id}; bundle sequence {sequence}")
+    return 0
