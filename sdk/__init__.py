@@ -38,6 +38,9 @@ _EXPORTS = {
     "verify_chain": "sdk.x509svid",
     "IdentityTemplate": "sdk.template",
     "DEFAULT_TEMPLATE": "sdk.template",
+    "JwtSvid": "sdk.jwtsvid",
+    "validate_jwt_svid": "sdk.jwtsvid",
+    "parse_insecure": "sdk.jwtsvid",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
         UsageError,
         X509SvidError,
     )
+    from sdk.jwtsvid import JwtSvid, parse_insecure, validate_jwt_svid
     from sdk.match import Matcher, match_any, match_id, match_member_of, match_one_of
     from sdk.spiffeid import SpiffeId, TrustDomain
     from sdk.template import DEFAULT_TEMPLATE, IdentityTemplate
