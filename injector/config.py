@@ -1,0 +1,257 @@
+"""The injector's configuration: what to inject and how to serve.
+
+Loaded from a YAML file (``trustmesh injector serve --config FILE``, and
+``trustmesh inject --config FILE``). Every key is optional; unknown keys and
+bad values are refused with the key's dotted name::
+
+    trust_domain: example.org
+    identity_template: ns/{namespace}/sa/{service_account}
+    image: ghcr.io/trustmesh/trustmesh:0.1.0
+    sidecar: {native: true, log_level: info,
+              resources: {requests: {cpu: 50m, memory: 64Mi}, limits: {memory: 256Mi}}}
+    interception: {mode: iptables, ipv6: capture, exclude_outbound_cidrs: [169.254.169.254/32]}
+    server: {port: 9443, cert_file: /etc/trustmesh/webhook/tls.crt,
+             key_file: /etc/trustmesh/webhook/tls.key}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import yaml
+
+from injector.annotations import LOG_LEVELS, MODES, check_dns_subdomain, parse_cidrs, parse_ports
+from injector.errors import AnnotationError, InjectorConfigError
+
+__all__ = ["InjectorConfig", "ServerSettings", "CaBundleSettings", "load_config", "parse_config"]
+
+_QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[KMGTPE]i?|[mkMGTPE]|n|u)?$")
+_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+
+
+@dataclass(frozen=True)
+class CaBundleSettings:
+    """Start-up option: patch ``caBundle`` into these webhook configurations."""
+
+    patch: bool = False
+    ca_file: str = "/etc/trustmesh/webhook/ca.crt"
+    mutating: tuple[str, ...] = ("trustmesh-injector",)
+    validating: tuple[str, ...] = ("trustmesh-validator",)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where and how the webhook HTTPS server listens."""
+
+    host: str = "0.0.0.0"
+    port: int = 9443
+    cert_file: str = "/etc/trustmesh/webhook/tls.crt"
+    key_file: str = "/etc/trustmesh/webhook/tls.key"
+    max_body_bytes: int = 3 * 1024 * 1024
+    read_timeout_seconds: float = 5.0
+    ca_bundle: CaBundleSettings = field(default_factory=CaBundleSettings)
+
+
+@dataclass(frozen=True)
+class InjectorConfig:
+    """Everything the patch builder and the validating webhook need."""
+
+    trust_domain: str = "cluster.local"
+    cluster: str = ""
+    identity_template: str = "ns/{namespace}/sa/{service_account}"
+    image: str = "ghcr.io/trustmesh/trustmesh:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    ca_address: str = "trustmesh-ca.trustmesh-system.svc:15012"
+    bundle_configmap: str = "trustmesh-bundle"
+    token_audience: str = "trustmesh-ca"
+    token_expiration_seconds: int = 3600
+    native_sidecar: bool = True
+    log_level: str = "info"
+    resources: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "1", "memory": "256Mi"},
+        }
+    )
+    mode: str = "iptables"
+    ipv6: str = "capture"
+    exclude_inbound_ports: tuple[int, ...] = ()
+    exclude_outbound_ports: tuple[int, ...] = ()
+    exclude_outbound_cidrs: tuple[str, ...] = ()
+    proxy_uid: int = 1337
+    proxy_gid: int = 1337
+    inbound_port: int = 15006
+    outbound_port: int = 15001
+    health_port: int = 15021
+    admin_port: int = 15000
+    server: ServerSettings = field(default_factory=ServerSettings)
+
+
+def load_config(path: str) -> InjectorConfig:
+    """Read and validate a YAML config file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as err:
+        raise InjectorConfigError(path, f"cannot read: {err.strerror or err}") from err
+    return parse_config(text)
+
+
+def parse_config(text: str) -> InjectorConfig:
+    """Parse and validate YAML config text (empty text gives the defaults)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise InjectorConfigError("(file)", f"not valid YAML: {err}") from err
+    if data is None:
+        data = {}
+    return _from_mapping(data)
+
+
+def _from_mapping(data: Any) -> InjectorConfig:
+    top = _section(data, "", {f.name for f in fields(InjectorConfig)} - _FLATTENED | {"sidecar", "interception"})
+    values: dict[str, Any] = {}
+    for key in ("trust_domain", "cluster", "identity_template", "image", "ca_address",
+                "bundle_configmap", "token_audience"):
+        if key in top:
+            values[key] = _string(top[key], key)
+    if "image_pull_policy" in top:
+        values["image_pull_policy"] = _one_of(top["image_pull_policy"], "image_pull_policy", _PULL_POLICIES)
+    if "bundle_configmap" in values:
+        _name(values["bundle_configmap"], "bundle_configmap")
+    if "token_expiration_seconds" in top:
+        values["token_expiration_seconds"] = _int(top["token_expiration_seconds"], "token_expiration_seconds",
+                                                  600, 86400)
+    for key in ("proxy_uid", "proxy_gid"):
+        if key in top:
+            values[key] = _int(top[key], key, 1, 2**31 - 1)
+    for key in ("inbound_port", "outbound_port", "health_port", "admin_port"):
+        if key in top:
+            values[key] = _int(top[key], key, 1, 65535)
+    sidecar = _section(top.get("sidecar", {}), "sidecar.", {"native", "log_level", "resources"})
+    if "native" in sidecar:
+        values["native_sidecar"] = _bool(sidecar["native"], "sidecar.native")
+    if "log_level" in sidecar:
+        values["log_level"] = _one_of(sidecar["log_level"], "sidecar.log_level", LOG_LEVELS)
+    if "resources" in sidecar:
+        values["resources"] = _resources(sidecar["resources"])
+    values.update(_interception(top.get("interception", {})))
+    if "server" in top:
+        values["server"] = _server(top["server"])
+    return replace(InjectorConfig(), **values)
+
+
+_FLATTENED = {"native_sidecar", "log_level", "resources", "mode", "ipv6", "exclude_inbound_ports",
+              "exclude_outbound_ports", "exclude_outbound_cidrs"}
+
+
+def _interception(data: Any) -> dict[str, Any]:
+    section = _section(data, "interception.", {"mode", "ipv6", "exclude_inbound_ports",
+                                               "exclude_outbound_ports", "exclude_outbound_cidrs"})
+    values: dict[str, Any] = {}
+    if "mode" in section:
+        values["mode"] = _one_of(section["mode"], "interception.mode", MODES)
+    if "ipv6" in section:
+        values["ipv6"] = _one_of(section["ipv6"], "interception.ipv6", ("capture", "drop"))
+    for key, parse in (("exclude_inbound_ports", parse_ports), ("exclude_outbound_ports", parse_ports),
+                       ("exclude_outbound_cidrs", parse_cidrs)):
+        if key in section:
+            where = "interception." + key
+            items = section[key]
+            if not isinstance(items, list):
+                raise InjectorConfigError(where, "must be a list")
+            try:
+                values[key] = parse(where, ",".join(str(i) for i in items))
+            except AnnotationError as err:
+                raise InjectorConfigError(where, str(err).split(": ", 1)[1]) from err
+    return values
+
+
+def _server(data: Any) -> ServerSettings:
+    section = _section(data, "server.", {f.name for f in fields(ServerSettings)})
+    values: dict[str, Any] = {}
+    for key in ("host", "cert_file", "key_file"):
+        if key in section:
+            values[key] = _string(section[key], "server." + key)
+    if "port" in section:
+        values["port"] = _int(section["port"], "server.port", 0, 65535)
+    if "max_body_bytes" in section:
+        values["max_body_bytes"] = _int(section["max_body_bytes"], "server.max_body_bytes", 1024, 64 * 2**20)
+    if "read_timeout_seconds" in section:
+        value = section["read_timeout_seconds"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 30:
+            raise InjectorConfigError("server.read_timeout_seconds", "must be a number in (0, 30]")
+        values["read_timeout_seconds"] = float(value)
+    if "ca_bundle" in section:
+        cab = _section(section["ca_bundle"], "server.ca_bundle.", {"patch", "ca_file", "mutating", "validating"})
+        cab_values: dict[str, Any] = {}
+        if "patch" in cab:
+            cab_values["patch"] = _bool(cab["patch"], "server.ca_bundle.patch")
+        if "ca_file" in cab:
+            cab_values["ca_file"] = _string(cab["ca_file"], "server.ca_bundle.ca_file")
+        for key in ("mutating", "validating"):
+            if key in cab:
+                where = "server.ca_bundle." + key
+                if not isinstance(cab[key], list):
+                    raise InjectorConfigError(where, "must be a list of names")
+                cab_values[key] = tuple(_name(_string(n, where), where) for n in cab[key])
+        values["ca_bundle"] = replace(CaBundleSettings(), **cab_values)
+    return replace(ServerSettings(), **values)
+
+
+def _resources(data: Any) -> dict[str, dict[str, str]]:
+    section = _section(data, "sidecar.resources.", {"requests", "limits"})
+    out: dict[str, dict[str, str]] = {}
+    for kind, amounts in section.items():
+        where = f"sidecar.resources.{kind}"
+        amounts = _section(amounts, where + ".", {"cpu", "memory", "ephemeral-storage"})
+        out[kind] = {}
+        for resource, amount in amounts.items():
+            text = str(amount) if isinstance(amount, (int, float)) and not isinstance(amount, bool) else amount
+            if not isinstance(text, str) or not _QUANTITY.match(text):
+                raise InjectorConfigError(f"{where}.{resource}", f"{amount!r} is not a Kubernetes quantity")
+            out[kind][resource] = text
+    return out
+
+
+def _section(data: Any, prefix: str, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise InjectorConfigError(prefix.rstrip(".") or "(top level)", "must be a mapping")
+    for key in data:
+        if key not in allowed:
+            raise InjectorConfigError(f"{prefix}{key}", f"unknown key (known: {', '.join(sorted(allowed))})")
+    return data
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise InjectorConfigError(where, "must be a string")
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise InjectorConfigError(where, "must be true or false")
+    return value
+
+
+def _int(value: Any, where: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InjectorConfigError(where, f"must be an integer in {low}-{high}")
+    return value
+
+
+def _one_of(value: Any, where: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InjectorConfigError(where, f"{value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _name(value: str, where: str) -> str:
+    try:
+        return check_dns_subdomain(where, value)
+    except AnnotationError as err:
+        raise InjectorConfigError(where, "not a valid object name (RFC 1123 subdomain)") from err

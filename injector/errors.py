@@ -1,0 +1,58 @@
+"""Errors raised by the injector.
+
+Every class derives from :class:`sdk.errors.TrustmeshError` and from the
+matching built-in, so callers can catch either.
+"""
+
+from __future__ import annotations
+
+from sdk.errors import TrustmeshError, UsageError
+
+__all__ = [
+    "InjectorError",
+    "InjectorConfigError",
+    "AnnotationError",
+    "PodRefusedError",
+    "ReviewError",
+    "PodSpecError",
+]
+
+
+class InjectorError(TrustmeshError):
+    """Root of the injector's errors."""
+
+
+class InjectorConfigError(UsageError):
+    """The injector configuration file is not acceptable; ``.field`` names the key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"injector config {field}: {message}")
+        self.field = field
+
+
+class AnnotationError(InjectorError, ValueError):
+    """A ``trustmesh.io/...`` pod annotation has a bad value; ``.annotation`` names it."""
+
+    def __init__(self, annotation: str, message: str) -> None:
+        super().__init__(f"annotation {annotation}: {message}")
+        self.annotation = annotation
+
+
+class PodRefusedError(InjectorError, PermissionError):
+    """The pod may not be admitted as it is (for example an app running as uid 1337)."""
+
+
+class ReviewError(InjectorError, ValueError):
+    """An AdmissionReview request is malformed.
+
+    ``.uid`` is the request's uid when it could be read: the webhook then
+    answers ``allowed: false``; without one it answers HTTP 400.
+    """
+
+    def __init__(self, message: str, uid: str | None = None) -> None:
+        super().__init__(message)
+        self.uid = uid
+
+
+class PodSpecError(InjectorError, ValueError):
+    """A pod (or pod template) does not have the shape of a Kubernetes Pod."""

@@ -1,0 +1,236 @@
+"""The patch builder: a pure function from a pod to the injected pod.
+
+:func:`inject_pod` never touches its argument; it returns an
+:class:`Injection` holding the new pod (or the unchanged one, with the
+reason it was skipped). :func:`pod_patch` turns that into the JSON Patch the
+mutating webhook returns; ``trustmesh inject`` uses the new pod directly.
+
+Who is injected is decided first by the webhook configuration's selectors
+(namespace label ``trustmesh.io/inject=enabled|required`` or pod label
+``trustmesh.io/inject=true``); here, a pod is skipped if it opts out with the
+label ``trustmesh.io/inject=false`` or uses ``hostNetwork``. Injection is
+idempotent: each piece (init container, sidecar, volumes, mounts, env,
+probes) is added only if it is not there, judged from the pod's containers
+and volumes themselves, never from an annotation a client could set.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from injector.annotations import INJECT_LABEL, SIDECAR_CONFIG_ANNOTATION, PodOverrides, parse_overrides
+from injector.config import InjectorConfig
+from injector.containers import (
+    INIT_NAME,
+    PROXY_NAME,
+    SOCKET_DIR,
+    SOCKET_ENV,
+    SOCKET_URI,
+    SOCKET_VOLUME,
+    init_container,
+    sidecar_config_yaml,
+    sidecar_container,
+    volumes,
+)
+from injector.errors import PodRefusedError, PodSpecError
+from injector.patch import Patch, make_patch
+from injector.probes import PROBERS_ENV, rewrite_probes
+
+__all__ = ["Injection", "inject_pod", "pod_patch", "app_containers"]
+
+_DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
+
+
+@dataclass(frozen=True)
+class Injection:
+    """The outcome for one pod: ``pod`` is the injected copy, or the original if skipped."""
+
+    pod: dict[str, Any]
+    injected: bool
+    reason: str = ""
+
+
+def pod_patch(original: Mapping[str, Any], injection: Injection) -> Patch:
+    """The JSON Patch that turns ``original`` into ``injection.pod`` (empty if skipped)."""
+    return make_patch(original, injection.pod) if injection.injected else []
+
+
+def inject_pod(pod: Mapping[str, Any], config: InjectorConfig) -> Injection:
+    """Return ``pod`` with the trustmesh init container, sidecar, volumes and env added.
+
+    Raises :class:`~injector.errors.AnnotationError` for a bad ``trustmesh.io/``
+    annotation, :class:`~injector.errors.PodRefusedError` for a pod that would
+    bypass the proxy, and :class:`~injector.errors.PodSpecError` for something
+    that is not a pod.
+    """
+    spec = _spec_of(pod)
+    metadata = pod.get("metadata") or {}
+    _object(metadata, "metadata")
+    _object(metadata.get("labels"), "metadata.labels")
+    _object(metadata.get("annotations"), "metadata.annotations")
+    labels = metadata.get("labels") or {}
+    if spec.get("hostNetwork") is True:
+        return Injection(dict(pod), False, "hostNetwork pods are never injected")
+    if labels.get(INJECT_LABEL) == "false":
+        return Injection(dict(pod), False, f"the pod opts out with {INJECT_LABEL}=false")
+    overrides = parse_overrides(metadata.get("annotations"))
+    _refuse_proxy_identity(spec, config)
+
+    new = copy.deepcopy(dict(pod))
+    new_meta = new.setdefault("metadata", {})
+    spec = new["spec"]
+    native = config.native_sidecar if overrides.native_sidecar is None else overrides.native_sidecar
+    probers = _rewrite_app_probes(spec, config, overrides)
+
+    inits = spec.setdefault("initContainers", [])
+    if not _has(inits, INIT_NAME):
+        inits.insert(0, init_container(config, overrides))
+    proxy = _find(inits, PROXY_NAME) or _find(spec.get("containers", []), PROXY_NAME)
+    if proxy is None:
+        proxy = sidecar_container(config, overrides, native, "{}")
+        if native:
+            inits.insert(_index(inits, INIT_NAME) + 1, proxy)
+        else:
+            spec["containers"].insert(0, proxy)
+            first_app = next(app_containers(spec), None)
+            annotations = new_meta.setdefault("annotations", {})
+            if first_app is not None:
+                annotations.setdefault(_DEFAULT_CONTAINER, first_app["name"])
+    _record_probers(proxy, probers)
+
+    vols = spec.setdefault("volumes", [])
+    for volume in volumes(config, overrides):
+        if not _has(vols, volume["name"]):
+            vols.append(volume)
+    for container in app_containers(spec):
+        _add_socket(container)
+
+    annotations = new_meta.setdefault("annotations", {})
+    annotations[SIDECAR_CONFIG_ANNOTATION] = sidecar_config_yaml(config, overrides)
+    return Injection(new, True)
+
+
+def app_containers(spec: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """The pod's own containers and init containers, without trustmesh's."""
+    for key in ("initContainers", "containers"):
+        for container in spec.get(key) or ():
+            if container.get("name") not in (INIT_NAME, PROXY_NAME):
+                yield container
+
+
+def _spec_of(pod: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(pod, Mapping):
+        raise PodSpecError("the object is not a JSON object")
+    spec = pod.get("spec")
+    if not isinstance(spec, dict):
+        raise PodSpecError("spec is missing or not an object")
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        raise PodSpecError("spec.containers is missing or empty")
+    _object(spec.get("securityContext"), "spec.securityContext")
+    for key in ("containers", "initContainers", "volumes"):
+        for i, item in enumerate(_named_list(spec.get(key), f"spec.{key}")):
+            if key == "volumes":
+                continue
+            where = f"spec.{key}[{i}]"
+            _object(item.get("securityContext"), where + ".securityContext")
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                _object(item.get(probe), f"{where}.{probe}")
+            for field in ("env", "volumeMounts", "ports"):
+                items = item.get(field)
+                if items is not None and (not isinstance(items, list)
+                                          or not all(isinstance(x, dict) for x in items)):
+                    raise PodSpecError(f"{where}.{field} is not a list of objects")
+    return spec
+
+
+def _object(value: Any, where: str) -> None:
+    if value is not None and not isinstance(value, dict):
+        raise PodSpecError(f"{where} is not an object")
+
+
+def _named_list(items: Any, where: str) -> list[dict[str, Any]]:
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise PodSpecError(f"{where} is not a list")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise PodSpecError(f"{where}[{i}] has no name")
+    return items
+
+
+def _refuse_proxy_identity(spec: Mapping[str, Any], config: InjectorConfig) -> None:
+    """Refuse app containers that would run as the proxy's uid or gid (their traffic is not captured)."""
+    pod_ctx = spec.get("securityContext") or {}
+    for container in app_containers(spec):
+        ctx = container.get("securityContext") or {}
+        uid = ctx.get("runAsUser", pod_ctx.get("runAsUser"))
+        gid = ctx.get("runAsGroup", pod_ctx.get("runAsGroup"))
+        name = container["name"]
+        if uid == config.proxy_uid:
+            raise PodRefusedError(
+                f"container {name!r} runs as uid {uid}, the trustmesh proxy's uid: "
+                "its traffic would bypass the proxy; choose another runAsUser")
+        if gid == config.proxy_gid:
+            raise PodRefusedError(
+                f"container {name!r} runs as gid {gid}, the trustmesh proxy's gid: "
+                "its traffic would bypass the proxy; choose another runAsGroup")
+
+
+def _rewrite_app_probes(spec: dict[str, Any], config: InjectorConfig,
+                        overrides: PodOverrides) -> dict[str, Any]:
+    if not overrides.rewrite_probes:
+        return {}
+    excluded = set(config.exclude_inbound_ports) | set(overrides.exclude_inbound_ports)
+    probers: dict[str, Any] = {}
+    for container in spec.get("containers") or ():
+        if container.get("name") != PROXY_NAME:
+            probers.update(rewrite_probes(container, config.health_port, excluded))
+    return probers
+
+
+def _record_probers(proxy: dict[str, Any], probers: dict[str, Any]) -> None:
+    env = proxy.setdefault("env", [])
+    entry = next((e for e in env if isinstance(e, dict) and e.get("name") == PROBERS_ENV), None)
+    if entry is None:
+        entry = {"name": PROBERS_ENV, "value": "{}"}
+        env.append(entry)
+    try:
+        known = json.loads(entry.get("value") or "{}")
+    except ValueError:
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    merged = {**known, **probers}
+    entry["value"] = json.dumps(merged, sort_keys=True, separators=(",", ":"))
+
+
+def _add_socket(container: dict[str, Any]) -> None:
+    mounts = container.setdefault("volumeMounts", [])
+    if not any(m.get("name") == SOCKET_VOLUME for m in mounts):
+        clash = next((m for m in mounts if m.get("mountPath") == SOCKET_DIR), None)
+        if clash is not None:
+            raise PodRefusedError(
+                f"container {container['name']!r} already mounts volume {clash.get('name')!r} "
+                f"at {SOCKET_DIR}, where trustmesh mounts the Workload API socket")
+        mounts.append({"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR, "readOnly": True})
+    env = container.setdefault("env", [])
+    if not any(e.get("name") == SOCKET_ENV for e in env):
+        env.append({"name": SOCKET_ENV, "value": SOCKET_URI})
+
+
+def _has(items: list[dict[str, Any]], name: str) -> bool:
+    return any(item.get("name") == name for item in items)
+
+
+def _find(items: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    return next((item for item in items if item.get("name") == name), None)
+
+
+def _index(items: list[dict[str, Any]], name: str) -> int:
+    return next(i for i, item in enumerate(items) if item.get("name") == name)

@@ -1,0 +1,63 @@
+"""Helpers for the injector's unit tests.
+
+Pods come from ``tests.support.k8s_admission_double`` (real API shapes);
+results are checked against the Kubernetes 1.36 OpenAPI schema with
+kubernetes-validate, which ships its schemas and reads nothing from the network.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import jsonpatch
+import kubernetes_validate
+import pytest
+
+from injector.config import InjectorConfig
+from injector.inject import inject_pod, pod_patch
+
+K8S_VERSION = "1.36"
+
+
+def assert_valid(obj: dict) -> None:
+    """Fail unless ``obj`` is valid against the strict Kubernetes schema."""
+    try:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as err:
+        pytest.fail(f"{obj.get('kind')} is not valid Kubernetes: {err.message} at {list(err.path)}")
+
+
+@pytest.fixture
+def config() -> InjectorConfig:
+    return InjectorConfig(trust_domain="example.org")
+
+
+@pytest.fixture(name="assert_valid")
+def _assert_valid() -> Callable[[dict], None]:
+    return assert_valid
+
+
+@pytest.fixture
+def injected() -> Callable[[dict, InjectorConfig], dict]:
+    """Inject, apply the JSON Patch to the original, check it equals the builder's pod and is valid."""
+
+    def run(pod: dict, config: InjectorConfig) -> dict:
+        original = copy.deepcopy(pod)
+        result = inject_pod(pod, config)
+        assert pod == original, "the builder must not modify its argument"
+        patched = jsonpatch.apply_patch(pod, pod_patch(pod, result))
+        assert patched == result.pod
+        assert_valid(patched)
+        return patched
+
+    return run
+
+
+def by_name(items: list[dict], name: str) -> dict:
+    return next(item for item in items if item["name"] == name)
+
+
+@pytest.fixture(name="by_name")
+def _by_name() -> Callable[[list[dict], str], dict]:
+    return by_name
