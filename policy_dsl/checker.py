@@ -1,0 +1,304 @@
+"""Stage 2: reject policies that parse but are wrong, and warn about dead rules.
+
+Errors (raised together as :class:`~policy_dsl.errors.PolicyCheckError`):
+unknown attributes, operands of the wrong type, invalid globs, CIDRs and
+timestamps, selectors reading anything but ``destination.*``, duplicate policy
+or rule names, conflicting ``default`` declarations. Warnings (kept on the
+result): rules that can never match and rules shadowed by another rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policy_dsl import ast
+from policy_dsl.attributes import (
+    BOOL, DYNAMIC, ENUMS, NUMBER, OBJECT, STRING, TIME, parse_network, parse_timestamp, resolve,
+)
+from policy_dsl.errors import Diagnostic, PolicyCheckError
+from policy_dsl.glob import glob_error
+
+__all__ = ["CheckedPolicies", "check", "conjuncts"]
+
+LIST = "list"
+CONDITION = "condition"
+_ORDERED = (NUMBER, STRING, TIME)
+_METHODS_NOTE = "HTTP methods are upper-case"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedPolicies:
+    """Files that passed the checker, the effective default and the warnings."""
+
+    files: tuple[ast.PolicyFile, ...]
+    default: str
+    warnings: tuple[Diagnostic, ...]
+
+
+def conjuncts(expr: ast.Expr | None) -> frozenset:
+    """The top-level ``and`` operands of ``expr`` (an empty set for None)."""
+    if expr is None:
+        return frozenset()
+    if isinstance(expr, ast.And):
+        out: set = set()
+        for operand in expr.operands:
+            out |= conjuncts(operand)
+        return frozenset(out)
+    return frozenset([expr])
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.errors: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
+        self.file: ast.PolicyFile | None = None
+
+    def _at(self, node, message: str, severity: str = "error", column: int | None = None) -> None:
+        assert self.file is not None
+        diagnostic = Diagnostic(
+            self.file.filename, node.line, column or node.column, message,
+            self.file.source_line(node.line), severity,
+        )
+        (self.errors if severity == "error" else self.warnings).append(diagnostic)
+
+    # -- types -------------------------------------------------------------------
+    def type_of(self, expr: ast.Expr, *, selector: bool) -> str | None:
+        """The operand type of ``expr``; None after reporting an error."""
+        if isinstance(expr, ast.Attribute):
+            return self.attribute(expr, selector=selector, for_has=False)
+        if isinstance(expr, ast.Literal):
+            if isinstance(expr.value, bool):
+                return BOOL
+            return NUMBER if isinstance(expr.value, (int, float)) else STRING
+        if isinstance(expr, ast.ListLiteral):
+            return LIST
+        self.condition(expr, selector=selector)
+        return CONDITION
+
+    def attribute(self, attr: ast.Attribute, *, selector: bool, for_has: bool) -> str | None:
+        if selector and attr.path[0] != "destination":
+            self._at(attr, f'a policy selector reads only destination.* (the protected workload), not "{attr.dotted}"')
+            return None
+        found = resolve(attr.path)
+        if found.error:
+            column = attr.column + len(".".join(attr.path[: found.bad_index])) + (1 if found.bad_index else 0)
+            self._at(attr, found.error, column=column)
+            return None
+        if found.type == OBJECT and not for_has:
+            self._at(attr, f'"{attr.dotted}" is a group of attributes; name one of its fields or use "has"')
+            return None
+        return found.type
+
+    # -- conditions --------------------------------------------------------------
+    def condition(self, expr: ast.Expr, *, selector: bool) -> None:
+        if isinstance(expr, (ast.And, ast.Or)):
+            for operand in expr.operands:
+                self.condition(operand, selector=selector)
+        elif isinstance(expr, ast.Not):
+            self.condition(expr.operand, selector=selector)
+        elif isinstance(expr, ast.Has):
+            self.attribute(expr.attribute, selector=selector, for_has=True)
+        elif isinstance(expr, ast.Comparison):
+            self.comparison(expr, selector=selector)
+        elif isinstance(expr, ast.Attribute):
+            kind = self.attribute(expr, selector=selector, for_has=False)
+            if kind not in (None, BOOL, DYNAMIC):
+                self._at(expr, f'"{expr.dotted}" is a {kind}, not a condition; compare it with an operator')
+        elif isinstance(expr, ast.Literal):
+            if not isinstance(expr.value, bool):
+                self._at(expr, f"a {self.type_of(expr, selector=selector)} constant is not a condition")
+        else:
+            self._at(expr, "a list is not a condition")
+
+    def comparison(self, cmp: ast.Comparison, *, selector: bool) -> None:
+        left = self.type_of(cmp.left, selector=selector)
+        right = self.type_of(cmp.right, selector=selector)
+        if left is None or right is None:
+            return
+        for side, kind in ((cmp.left, left), (cmp.right, right)):
+            if kind == CONDITION:
+                self._at(side, f'a condition cannot be an operand of "{cmp.op}"; combine conditions with and/or/not')
+                return
+        op = cmp.op
+        if op == "in":
+            self._in(cmp, left, right)
+        elif op == "in_cidr":
+            self._in_cidr(cmp, left)
+        elif op in ("startswith", "endswith", "contains", "matches"):
+            self._string_op(cmp, left, right)
+        elif LIST in (left, right):
+            self._at(cmp, f'"{op}" cannot compare a list; use "in" for membership')
+        elif TIME in (left, right):
+            self._time(cmp, left, right)
+        elif op in ("==", "!="):
+            if DYNAMIC not in (left, right) and left != right:
+                self._at(cmp, f'"{op}" compares a {left} with a {right}; they can never be equal')
+            self._enum(cmp)
+        else:  # ordering
+            if BOOL in (left, right):
+                self._at(cmp, f'"{op}" does not order booleans')
+            elif DYNAMIC not in (left, right) and left != right:
+                self._at(cmp, f'"{op}" compares a {left} with a {right}')
+
+    def _in(self, cmp, left, right) -> None:
+        if right == DYNAMIC:
+            return
+        if right != LIST:
+            self._at(cmp.right, f'the right side of "in" must be a [list] or a JSON/claim attribute, not a {right}')
+            return
+        if left == TIME or left == LIST:
+            self._at(cmp, f'"in" cannot test a {left}')
+            return
+        for item in cmp.right.items:
+            kind = self.type_of(item, selector=False)
+            if left != DYNAMIC and kind != left:
+                self._at(item, f"list item is a {kind} but {_describe(cmp.left)} is a {left}")
+        if not cmp.right.items:
+            self._at(cmp.right, "an empty list never contains anything: this test is always false", "warning")
+        for item in cmp.right.items:
+            self._enum_value(cmp.left, item)
+
+    def _in_cidr(self, cmp, left) -> None:
+        if left not in (STRING, DYNAMIC):
+            self._at(cmp.left, f'"in_cidr" needs an IP address on the left, not a {left}')
+        items = cmp.right.items if isinstance(cmp.right, ast.ListLiteral) else (cmp.right,)
+        if not isinstance(cmp.right, (ast.ListLiteral, ast.Literal)) or not items:
+            self._at(cmp.right, '"in_cidr" needs a CIDR string or a non-empty list of them, e.g. "10.0.0.0/8"')
+            return
+        for item in items:
+            if not isinstance(item.value, str) or isinstance(item.value, bool):
+                self._at(item, f"not a CIDR string: {item.value!r}")
+                continue
+            try:
+                parse_network(item.value)
+            except ValueError as err:
+                self._at(item, f"invalid CIDR {item.value!r}: {err}")
+
+    def _string_op(self, cmp, left, right) -> None:
+        op = cmp.op
+        if op == "contains":
+            if left not in (STRING, DYNAMIC):
+                self._at(cmp.left, f'"contains" needs a string or a JSON/claim list on the left, not a {left}')
+            elif left == STRING and right not in (STRING, DYNAMIC):
+                self._at(cmp.right, f'"contains" on a string needs a string on the right, not a {right}')
+            elif right == LIST:
+                self._at(cmp.right, '"contains" takes one value; use "in" to test against a list')
+            return
+        if left not in (STRING, DYNAMIC):
+            self._at(cmp.left, f'"{op}" needs a string on the left, not a {left}')
+        if op == "matches":
+            if not (isinstance(cmp.right, ast.Literal) and right == STRING):
+                self._at(cmp.right, '"matches" needs a glob pattern string such as "/reports/**"')
+                return
+            problem = glob_error(cmp.right.value)
+            if problem:
+                self._at(cmp.right, f"invalid glob: {problem}")
+        elif right not in (STRING, DYNAMIC):
+            self._at(cmp.right, f'"{op}" needs a string on the right, not a {right}')
+
+    def _time(self, cmp, left, right) -> None:
+        other_side, other = (cmp.right, right) if left == TIME else (cmp.left, left)
+        if other == TIME:
+            return
+        if not (isinstance(other_side, ast.Literal) and other == STRING):
+            self._at(other_side, 'context.time compares only with a timestamp string like "2026-01-31T12:00:00Z"')
+        elif parse_timestamp(other_side.value) is None:
+            self._at(other_side, f'invalid timestamp {other_side.value!r}; expected UTC like "2026-01-31T12:00:00Z"')
+
+    def _enum(self, cmp) -> None:
+        if isinstance(cmp.left, ast.Attribute) and isinstance(cmp.right, ast.Literal):
+            self._enum_value(cmp.left, cmp.right)
+        elif isinstance(cmp.right, ast.Attribute) and isinstance(cmp.left, ast.Literal):
+            self._enum_value(cmp.right, cmp.left)
+
+    def _enum_value(self, attr, literal) -> None:
+        if not isinstance(attr, ast.Attribute):
+            return
+        allowed = ENUMS.get(attr.path)
+        if allowed and literal.value not in allowed:
+            self._at(literal, f'{attr.dotted} is one of {", ".join(allowed)}; {literal.value!r} never matches')
+        if attr.path == ("request", "method") and isinstance(literal.value, str) and literal.value != literal.value.upper():
+            self._at(literal, f"{_METHODS_NOTE}: {literal.value!r} never matches", "warning")
+
+    # -- dead rules --------------------------------------------------------------
+    def never_matches(self, rule: ast.Rule, parts: frozenset) -> None:
+        equal: dict[tuple, object] = {}
+        for part in parts:
+            if isinstance(part, ast.Literal) and part.value is False:
+                self._at(rule, f'rule "{rule.name}" can never match: it requires false', "warning")
+                return
+            if isinstance(part, ast.Comparison) and part.op == "==" and isinstance(part.left, ast.Attribute) and isinstance(part.right, ast.Literal):
+                seen = equal.setdefault(part.left.path, part.right.value)
+                if seen != part.right.value:
+                    self._at(
+                        rule, f'rule "{rule.name}" can never match: {part.left.dotted} cannot equal both '
+                        f"{seen!r} and {part.right.value!r}", "warning",
+                    )
+                    return
+
+
+def _describe(expr) -> str:
+    return expr.dotted if isinstance(expr, ast.Attribute) else "the left side"
+
+
+def check(files: list[ast.PolicyFile] | tuple[ast.PolicyFile, ...]) -> CheckedPolicies:
+    """Check parsed files together; raise PolicyCheckError listing every error."""
+    checker = _Checker()
+    policies_seen: dict[str, tuple[str, int]] = {}
+    default: tuple[str, ast.DefaultDecl, ast.PolicyFile] | None = None
+    # (policy, rule, coverage conjuncts) of enforced rules, in source order
+    enforced: list[tuple[ast.Policy, ast.Rule, frozenset]] = []
+    for file in files:
+        checker.file = file
+        for decl in file.defaults:
+            if default is not None and default[0] != decl.mode:
+                first = default[2].filename, default[1].line
+                checker._at(decl, f'conflicting default "{decl.mode}": "{default[0]}" was declared at {first[0]}:{first[1]}')
+            elif default is None:
+                default = (decl.mode, decl, file)
+        for policy in file.policies:
+            if policy.name in policies_seen:
+                where = policies_seen[policy.name]
+                checker._at(policy, f'duplicate policy name "{policy.name}" (first defined at {where[0]}:{where[1]})')
+            policies_seen.setdefault(policy.name, (file.filename, policy.line))
+            if policy.selector is not None:
+                checker.condition(policy.selector, selector=True)
+            rules_seen: dict[str, int] = {}
+            for rule in policy.rules:
+                if rule.name in rules_seen:
+                    checker._at(rule, f'duplicate rule name "{rule.name}" in policy "{policy.name}" (first at line {rules_seen[rule.name]})')
+                rules_seen.setdefault(rule.name, rule.line)
+                before = len(checker.errors)
+                checker.condition(rule.condition, selector=False)
+                if len(checker.errors) > before:
+                    continue
+                parts = conjuncts(rule.condition)
+                checker.never_matches(rule, parts)
+                coverage = conjuncts(policy.selector) | parts
+                if rule.effect != "audit":
+                    _shadowing(checker, policy, rule, coverage, enforced)
+                    if not (rule.dry_run or policy.dry_run):
+                        enforced.append((policy, rule, coverage))
+    if checker.errors:
+        raise PolicyCheckError(checker.errors)
+    return CheckedPolicies(tuple(files), default[0] if default else "deny", tuple(checker.warnings))
+
+
+def _shadowing(checker: _Checker, policy, rule, coverage, enforced) -> None:
+    """Warn when an earlier enforced rule matches whenever ``rule`` does."""
+    for other_policy, other, other_cov in enforced:
+        if not other_cov <= coverage:
+            continue
+        if other.effect == rule.effect:
+            verdict = "it adds nothing"
+        elif other.effect == "deny" and rule.effect == "allow":
+            verdict = "it can never take effect"
+        else:
+            continue
+        checker._at(
+            rule,
+            f'rule "{rule.name}" is shadowed by {other.effect} rule "{other.name}" '
+            f'(policy "{other_policy.name}", line {other.line}), which matches whenever it does: {verdict}',
+            "warning",
+        )
+        return

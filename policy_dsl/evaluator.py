@@ -1,0 +1,142 @@
+"""Stage 4: evaluate a compiled policy set against one request's attributes.
+
+Combining rules: any matching enforced ``deny`` → DENY; otherwise any matching
+enforced ``allow`` → ALLOW; otherwise the default (``deny``, or
+``allow-authenticated``: ALLOW exactly when ``source.authenticated`` is true).
+``audit`` and dry-run rules are reported and never change the outcome. Any
+unexpected error during evaluation yields DENY, never an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from policy_dsl.compiler import MISSING, CompiledRule, getter
+from policy_dsl.decision import Decision, RuleRef, TraceStep
+from policy_dsl.errors import Diagnostic
+from policy_dsl.index import RuleIndex
+
+__all__ = ["PolicySet"]
+
+_CACHE_LIMIT = 4096
+_TRI = {True: "true", False: "false", None: "unknown"}
+_authenticated = getter(("source", "authenticated"))
+
+
+class PolicySet:
+    """An immutable, compiled set of policies; :meth:`evaluate` is the hot path."""
+
+    def __init__(
+        self,
+        rules: list[CompiledRule] | tuple[CompiledRule, ...] = (),
+        *,
+        default: str = "deny",
+        policies: tuple[str, ...] = (),
+        files: tuple[str, ...] = (),
+        warnings: tuple[Diagnostic, ...] = (),
+    ) -> None:
+        self._rules = tuple(sorted(rules, key=lambda r: r.order))
+        self._index = RuleIndex(self._rules)
+        self.default = default
+        self.policies = policies
+        self.files = files
+        self.warnings = warnings
+        self._cache: dict[tuple, Decision] = {}
+        self._defaults = {
+            False: _outcome([], default_allows=False, default=default),
+            True: _outcome([], default_allows=True, default=default),
+        }
+
+    @classmethod
+    def deny_all(cls) -> PolicySet:
+        """A set with no rules and the deny default: every request is denied."""
+        return cls()
+
+    @property
+    def rules(self) -> tuple[RuleRef, ...]:
+        """Every rule, in source order."""
+        return tuple(r.ref for r in self._rules)
+
+    def __repr__(self) -> str:
+        return f"<PolicySet {len(self.policies)} policies, {len(self._rules)} rules, default {self.default}>"
+
+    def evaluate(self, attrs: Mapping, *, trace: bool = False) -> Decision:
+        """Decide one request. Never raises: an internal error is a DENY."""
+        try:
+            if trace:
+                return self._traced(attrs)
+            default_allows = self.default == "allow-authenticated" and _authenticated(attrs) is True
+            matched = [rule for rule in self._index.candidates(attrs) if rule.check(attrs)]
+            if not matched:
+                return self._defaults[default_allows]
+            if len(matched) > 1:
+                matched.sort(key=_order)
+            key = (default_allows, *matched)
+            decision = self._cache.get(key)
+            if decision is None:
+                decision = _outcome(matched, default_allows=default_allows, default=self.default)
+                if len(self._cache) < _CACHE_LIMIT:
+                    self._cache[key] = decision
+            return decision
+        except Exception as err:  # fail closed: an evaluation error is a DENY
+            return Decision(
+                False, "DENY", None, (), (), (), f"evaluation error (fail closed): {type(err).__name__}", "DENY",
+                [] if trace else None,
+            )
+
+    def _traced(self, attrs: Mapping) -> Decision:
+        """Evaluate every rule (no index) with three-valued logic and record each step."""
+        steps, matched = [], []
+        for rule in self._rules:
+            selector = rule.selector_tri(attrs)
+            condition = rule.condition_tri(attrs)
+            both = _kleene_and(selector, condition)
+            hit = both is True if rule.effect != "deny" else both is not False
+            missing = tuple(name for name, get in rule.attributes if get(attrs) is MISSING)
+            steps.append(TraceStep(rule.ref, _TRI[selector], _TRI[condition], hit, missing))
+            if hit:
+                matched.append(rule)
+        default_allows = self.default == "allow-authenticated" and _authenticated(attrs) is True
+        plain = _outcome(matched, default_allows=default_allows, default=self.default)
+        return Decision(
+            plain.allowed, plain.effect, plain.rule, plain.matches, plain.dry_run_matches,
+            plain.audit_matches, plain.reason, plain.dry_run_effect, steps,
+        )
+
+
+def _order(rule: CompiledRule) -> int:
+    return rule.order
+
+
+def _kleene_and(a: bool | None, b: bool | None) -> bool | None:
+    if a is False or b is False:
+        return False
+    if a is None or b is None:
+        return None
+    return True
+
+
+def _settle(denies: list[RuleRef], allows: list[RuleRef], default_allows: bool, default: str):
+    """(allowed, effect, deciding rule, reason) for these matches."""
+    if denies:
+        return False, "DENY", denies[0], f'deny rule "{denies[0].name}" in policy "{denies[0].policy}"'
+    if allows:
+        return True, "ALLOW", allows[0], f'allow rule "{allows[0].name}" in policy "{allows[0].policy}"'
+    if default == "allow-authenticated":
+        if default_allows:
+            return True, "ALLOW", None, "no rule matched (default allow-authenticated: caller authenticated)"
+        return False, "DENY", None, "no rule matched (default allow-authenticated: caller not authenticated)"
+    return False, "DENY", None, "no rule matched (default deny)"
+
+
+def _outcome(matched: list[CompiledRule], *, default_allows: bool, default: str) -> Decision:
+    enforced = [r.ref for r in matched if not r.dry_run and r.effect != "audit"]
+    dry = [r.ref for r in matched if r.dry_run]
+    audit = [r.ref for r in matched if r.effect == "audit"]
+    denies = [r for r in enforced if r.effect == "deny"]
+    allows = [r for r in enforced if r.effect == "allow"]
+    allowed, effect, rule, reason = _settle(denies, allows, default_allows, default)
+    would_deny = denies + [r for r in dry if r.effect == "deny"]
+    would_allow = allows + [r for r in dry if r.effect == "allow"]
+    dry_effect = _settle(would_deny, would_allow, default_allows, default)[1]
+    return Decision(allowed, effect, rule, tuple(enforced), tuple(dry), tuple(audit), reason, dry_effect)
