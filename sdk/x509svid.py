@@ -36,7 +36,14 @@ from sdk.bundle import BundleSource
 from sdk.errors import BundleError, SpiffeIdError, X509SvidError
 from sdk.spiffeid import SpiffeId
 
-__all__ = ["PrivateKey", "X509Svid", "X509SvidSource", "validate_leaf", "verify_chain"]
+__all__ = [
+    "PrivateKey",
+    "X509Svid",
+    "X509SvidSource",
+    "parse_certificates",
+    "validate_leaf",
+    "verify_chain",
+]
 
 PrivateKey = Union[
     ec.EllipticCurvePrivateKey,
@@ -80,7 +87,7 @@ class X509Svid:
         CAs with ``keyCertSign``, and the key must belong to the leaf. The chain
         is not checked against any bundle here: that is :func:`verify_chain`.
         """
-        chain = _load_certificates(certs)
+        chain = parse_certificates(certs)
         private_key = _load_private_key(key)
         spiffe_id = validate_leaf(chain[0])
         for cert in chain[1:]:
@@ -352,7 +359,8 @@ def _read(path: str | PathLike[str]) -> bytes:
     return data
 
 
-def _load_certificates(data: bytes) -> list[x509.Certificate]:
+def parse_certificates(data: bytes) -> list[x509.Certificate]:
+    """Read one or more certificates, PEM or concatenated DER; raise X509SvidError if none."""
     if not data:
         raise X509SvidError("no certificates: the input is empty")
     try:

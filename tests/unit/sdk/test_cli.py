@@ -1,0 +1,81 @@
+"""`trustmesh svid inspect` and `trustmesh jwt validate`, through the real dispatcher."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from sdk import Bundle, TrustDomain
+from tests.support.pki import make_leaf, make_root, standard_chain, write_svid
+from trustmesh.cli import main
+
+TD = TrustDomain.parse("example.org")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    root, mid, leaf = standard_chain("example.org", "/ns/prod/sa/web")
+    d = tmp_path_factory.mktemp("pki")
+    write_svid(d / "web", leaf, mid)
+    (d / "root.pem").write_bytes(root.pem)
+    (d / "bundle.json").write_bytes(
+        Bundle(TD, (root.cert,)).with_jwt_authority("k1", mid.key.public_key()).to_jwks()
+    )
+    (d / "stranger.pem").write_bytes(make_root("example.org").pem)
+    bad = make_leaf(mid, "spiffe://example.org/ns/prod/sa/web", is_ca=True)
+    write_svid(d / "leaf-ca-true", bad, mid)
+    claims = {"sub": "spiffe://example.org/ns/prod/sa/web", "aud": ["orders"], "exp": int(time.time()) + 300}
+    (d / "token").write_text(jwt.encode(claims, mid.key, algorithm="ES256", headers={"kid": "k1"}))
+    return d
+
+
+def test_inspect_without_bundle_shows_id_window_and_chain(pki, capsys):
+    assert main(["svid", "inspect", str(pki / "web.crt")]) == 0
+    out = capsys.readouterr().out
+    assert "SPIFFE ID:  spiffe://example.org/ns/prod/sa/web" in out
+    assert "Valid:" in out and "expires in" in out
+    assert "[0] CN=trustmesh test workload [leaf]" in out
+    assert "[1] CN=example.org test intermediate [CA]" in out
+    assert "chain not verified (no --bundle)" in out
+
+
+@pytest.mark.parametrize("bundle", ["root.pem", "bundle.json"])
+def test_inspect_with_bundle_validates(pki, capsys, bundle):
+    assert main(["svid", "inspect", str(pki / "web.crt"), "--bundle", str(pki / bundle)]) == 0
+    assert "VALID against the bundle for 'example.org'" in capsys.readouterr().out
+
+
+def test_inspect_reports_why_it_is_invalid(pki, capsys):
+    code = main(["svid", "inspect", str(pki / "web.crt"), "--bundle", str(pki / "stranger.pem")])
+    assert code == 1
+    assert "INVALID: signature of 'CN=example.org test intermediate' does not verify" in capsys.readouterr().out
+    assert main(["svid", "inspect", str(pki / "leaf-ca-true.crt")]) == 1
+    assert "INVALID: leaf certificate must not have CA flag set to true" in capsys.readouterr().out
+    code = main(["svid", "inspect", str(pki / "web.crt"), "--bundle", str(pki / "root.pem"),
+                 "--trust-domain", "other.org"])
+    assert code == 1
+    assert "no bundle for trust domain 'example.org'" in capsys.readouterr().out
+
+
+def test_inspect_usage_errors_exit_2(pki, capsys):
+    assert main(["svid", "inspect", str(pki / "missing.crt")]) == 2
+    assert "cannot read certificate file" in capsys.readouterr().err
+    assert main(["svid", "inspect", str(pki / "web.crt"), "--trust-domain", "Bad"]) == 2
+    assert "trust domain characters are limited" in capsys.readouterr().err
+    assert main(["svid", "inspect", str(pki / "web.key")]) == 1
+    assert "cannot parse certificates" in capsys.readouterr().err
+
+
+def test_jwt_validate(pki, capsys):
+    token = (pki / "token").read_text()
+    assert main(["jwt", "validate", token, "--bundle", str(pki / "bundle.json"), "--audience", "orders"]) == 0
+    out = capsys.readouterr().out
+    assert "VALID spiffe://example.org/ns/prod/sa/web" in out and "audience: orders" in out
+    args = ["--bundle", str(pki / "bundle.json"), "--audience", "order"]
+    assert main(["jwt", "validate", f"@{pki / 'token'}", *args]) == 1
+    assert "audience 'order' is not in the token's audience ['orders']" in capsys.readouterr().err
+    assert main(["jwt", "validate", "not-a-token", *args]) == 1
+    assert "3 dot-separated parts" in capsys.readouterr().err
+    assert main(["jwt", "validate", token, "--bundle", str(pki / "nope.json"), "--audience", "x"]) == 2
