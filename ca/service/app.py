@@ -1,0 +1,293 @@
+"""The CA service process: wiring, lifecycle, rotation and shutdown.
+
+:class:`CaService` builds everything from a :class:`ServiceConfig`, starts
+the gRPC server (TLS with the CA-issued serving certificate), the bundle
+endpoint and the operations server, and runs the rotation schedule: each
+check re-reads the CA from its store (another replica may have rotated),
+and when a new authority is prepared it is published (in-process watchers,
+the ConfigMap) and only activated at a later check, so relying parties have
+the new bundle before anything is signed with the new key.
+
+Example (tests use ephemeral ports and an injected Kubernetes client)::
+
+    service = CaService(config, kube_api_client=kube.api_client())
+    await service.start()
+    ...
+    await service.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from ca.manager import CaConfig, CertificateAuthority
+from ca.service.audit import AuditLog, open_audit_log
+from ca.service.auth import Authenticator
+from ca.service.ca_store import CaStore, DirectoryCaStore, MemoryCaStore, SecretCaStore
+from ca.service.config import ServiceConfig
+from ca.service.grpc_server import CaServicer
+from ca.service.http_server import start_bundle_endpoint, start_ops_server
+from ca.service.issuance import Issuance
+from ca.service.k8s_auth import JwksVerifier, KubernetesAuthenticator
+from ca.service.kube import KubeApi, api_client_for
+from ca.service.local_auth import JoinTokens, StaticTokens
+from ca.service.metrics import ServiceMetrics
+from ca.service.publisher import BundleHub, ConfigMapPublisher
+from ca.service.ratelimit import RateLimiter
+from ca.service.serving import ServingCertificate
+from sdk.proto import ca_pb2_grpc
+
+__all__ = ["CaService"]
+
+log = logging.getLogger(__name__)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class CaService:
+    """One CA service instance. ``start()``, then ``stop()`` (or ``run()``)."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        kube_api_client: Any = None,
+        ca_store: CaStore | None = None,
+        audit: AuditLog | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+        rotation_loop: bool = True,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self._epoch = lambda: clock().timestamp()
+        self._kube_client = kube_api_client
+        self._store = ca_store
+        self.audit = audit or open_audit_log(config.audit_log)
+        self.metrics = ServiceMetrics()
+        self._rotation_loop = rotation_loop
+        self.kube: KubeApi | None = None
+        self.join_tokens: JoinTokens | None = None
+        self.hub: BundleHub | None = None
+        self.publisher: ConfigMapPublisher | None = None
+        self.serving = ServingCertificate(config.serving_dns_names, config.serving_ip_addresses)
+        self._ca: CertificateAuthority | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._runners: list[Any] = []
+        self._tasks: list[asyncio.Task] = []
+        self._tls: ssl.SSLContext | None = None
+        self._serving_generation_sent = 0
+        self._ready = False
+        self.grpc_port = self.bundle_port = self.ops_port = 0
+
+    # -- reading ---------------------------------------------------------------
+
+    @property
+    def ca(self) -> CertificateAuthority:
+        assert self._ca is not None, "service not started"
+        return self._ca
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        now = self.clock()
+        if cfg.kubernetes is not None:
+            client = self._kube_client or api_client_for(cfg.kubernetes.api_host)
+            self.kube = KubeApi(client, timeout=cfg.kubernetes.api_timeout)
+        self._store = self._store or self._make_store()
+        ca_config = CaConfig(
+            cfg.trust_domain,
+            x509_svid_max_ttl=_td(cfg.x509_ttl.maximum),
+            jwt_svid_max_ttl=_td(cfg.jwt_ttl.maximum),
+        )
+        self._ca = await self._store.load_or_create(ca_config, now)
+        self.hub = BundleHub(self._ca.bundle())
+        if cfg.publish_configmap and self.kube is not None:
+            self.publisher = ConfigMapPublisher(self.kube, cfg.bundle_configmap_namespace, cfg.bundle_configmap_name)
+            await self.publisher.publish(self._ca.bundle())
+        self._observe_bundle()
+        self.serving.issue(self._ca, now)
+
+        servicer = CaServicer(
+            issuance=Issuance(lambda: self.ca, x509_ttl=cfg.x509_ttl, jwt_ttl=cfg.jwt_ttl, clock=self.clock),
+            authenticator=self._make_authenticator(),
+            limiter=RateLimiter(cfg.limits.rate_per_second, cfg.limits.burst),
+            hub=self.hub,
+            audit=self.audit,
+            metrics=self.metrics,
+            limits=cfg.limits,
+        )
+        self._grpc = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", cfg.limits.max_request_bytes),
+                ("grpc.max_send_message_length", 4 * 1024 * 1024),
+                ("grpc.max_concurrent_streams", 1000),
+            ]
+        )
+        ca_pb2_grpc.add_CAServicer_to_server(servicer, self._grpc)
+        self.grpc_port = self._grpc.add_secure_port(cfg.listen.grpc, self._grpc_credentials())
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen on {cfg.listen.grpc}")
+        await self._grpc.start()
+
+        self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.serving.load_into(self._tls)
+        host, port = _split(cfg.listen.bundle_endpoint)
+        runner, self.bundle_port = await start_bundle_endpoint(self.hub, self._tls, host, port)
+        self._runners.append(runner)
+        host, port = _split(cfg.listen.metrics)
+        runner, self.ops_port = await start_ops_server(self.metrics, lambda: self._ready, host, port)
+        self._runners.append(runner)
+        if self._rotation_loop:
+            self._tasks.append(asyncio.create_task(self._rotate_forever(), name="ca-rotation"))
+        self._ready = True
+        log.info("CA for %s serving gRPC on %s, bundle on %s", cfg.trust_domain, self.grpc_port, self.bundle_port)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting calls, let in-flight calls finish (up to ``grace`` s), then close."""
+        self._ready = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.hub is not None:
+            self.hub.close()
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+            self._grpc = None
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+        if self._kube_client is None and self.kube is not None:
+            self.kube._client.close()
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM or SIGINT, then stop gracefully."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    # -- rotation ----------------------------------------------------------------
+
+    async def rotate(self, now: datetime | None = None) -> tuple[str, ...]:
+        """One rotation check at ``now``; returns the steps taken."""
+        now = now or self.clock()
+        assert self._store is not None
+        ca = await self._store.reload()
+        due = ca.due(now)
+        done: tuple[str, ...] = ()
+        if "prepare" in due and "prune" not in due:
+            # Publish the prepared authority now; activation waits for a later check.
+            ca = await self._store.apply(lambda c: c.prepare(now) if "prepare" in c.due(now) else None)
+            done = ("prepare",)
+        elif due:
+            holder: list[tuple[str, ...]] = []
+            ca = await self._store.apply(lambda c: holder.append(c.tick(now)))
+            done = holder[0] if holder else ()
+        await self._install(ca, now)
+        return done
+
+    async def _install(self, ca: CertificateAuthority, now: datetime) -> None:
+        self._ca = ca
+        assert self.hub is not None
+        bundle = ca.bundle()
+        if self.publisher is not None:
+            await self.publisher.publish(bundle)
+        self.hub.publish(bundle)
+        self._observe_bundle()
+        if self.serving.due(ca, now):
+            self.serving.issue(ca, now)
+            if self._tls is not None:
+                self.serving.load_into(self._tls)
+
+    async def _rotate_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.rotation_check_seconds)
+            try:
+                await self.rotate()
+            except Exception:  # noqa: BLE001 - keep serving; the next check retries
+                log.exception("CA rotation check failed")
+
+    # -- construction helpers --------------------------------------------------------
+
+    def _make_store(self) -> CaStore:
+        store = self.config.store
+        if store.kind == "directory":
+            return DirectoryCaStore(store.path)
+        if store.kind == "secret":
+            assert self.kube is not None
+            return SecretCaStore(self.kube, store.namespace, store.name)
+        return MemoryCaStore()
+
+    def _make_authenticator(self) -> Authenticator:
+        cfg = self.config
+        kubernetes = None
+        if cfg.kubernetes is not None:
+            assert self.kube is not None
+            jwks = None
+            if cfg.kubernetes.verify == "jwks":
+                jwks = JwksVerifier(Path(cfg.kubernetes.jwks_file).read_text(), cfg.kubernetes.issuer, self._epoch)
+            kubernetes = KubernetesAuthenticator(
+                cfg.kubernetes, self.kube, cfg.trust_domain, cfg.template, cluster=cfg.cluster, jwks=jwks, clock=self._epoch
+            )
+        if cfg.join_tokens_file or cfg.kubernetes is None:
+            self.join_tokens = JoinTokens(cfg.trust_domain, path=cfg.join_tokens_file, clock=self._epoch)
+        static = StaticTokens.load(cfg.trust_domain, cfg.static_tokens_file) if cfg.static_tokens_file else None
+        return Authenticator(kubernetes=kubernetes, join_tokens=self.join_tokens, static_tokens=static)
+
+    def _grpc_credentials(self) -> grpc.ServerCredentials:
+        def current() -> grpc.ServerCertificateConfiguration:
+            self._serving_generation_sent = self.serving.generation
+            return grpc.ssl_server_certificate_configuration([(self.serving.key_pem, self.serving.chain_pem)])
+
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            if self.serving.generation != self._serving_generation_sent:
+                return current()
+            return None
+
+        return grpc.dynamic_ssl_server_credentials(current(), fetch, require_client_authentication=False)
+
+    def _observe_bundle(self) -> None:
+        bundle = self.ca.bundle()
+        self.metrics.bundle_sequence.set(bundle.sequence or 0)
+        self.metrics.authority_not_after.clear()
+        for cert in bundle.x509_authorities:
+            self.metrics.authority_not_after.labels(format(cert.serial_number, "x")).set(
+                cert.not_valid_after_utc.timestamp()
+            )
+
+
+def _td(seconds: int):
+    from datetime import timedelta
+
+    return timedelta(seconds=seconds)

@@ -1,0 +1,377 @@
+"""The CA service's configuration: YAML in, a frozen, validated value out.
+
+Every problem is reported as one :class:`ConfigError` naming the field by its
+dotted path (``limits.rate_per_second``), and unknown keys are errors too, so
+a typo never silently falls back to a default. Example file::
+
+    trust_domain: example.org
+    ca:
+      store: {kind: directory, path: /var/lib/trustmesh/ca}
+    identity:
+      template: "ns/{namespace}/sa/{service_account}"
+    authentication:
+      kubernetes:
+        audience: trustmesh-ca
+        verify: tokenreview            # or: jwks (offline, with jwks_file)
+        allow_namespaces: [prod, staging]
+        deny_service_accounts: ["prod/default"]
+      static_tokens_file: /etc/trustmesh/static-tokens.yaml
+    listen:
+      grpc: 0.0.0.0:15012
+      bundle_endpoint: 0.0.0.0:8443
+      metrics: 127.0.0.1:15014
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ca.service.errors import ConfigError
+from sdk.errors import SpiffeIdError, TemplateError
+from sdk.spiffeid import TrustDomain
+from sdk.template import DEFAULT_TEMPLATE, IdentityTemplate
+
+__all__ = [
+    "ServiceConfig",
+    "StoreConfig",
+    "KubernetesAuthConfig",
+    "LimitsConfig",
+    "ListenConfig",
+    "TtlConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where the CA keys live: a directory, a Kubernetes Secret, or memory (tests/demo)."""
+
+    kind: str = "memory"  # directory | secret | memory
+    path: str = ""
+    namespace: str = "trustmesh-system"
+    name: str = "trustmesh-ca"
+
+
+@dataclass(frozen=True)
+class KubernetesAuthConfig:
+    """ServiceAccount-token authentication against the cluster."""
+
+    audience: str = "trustmesh-ca"
+    verify: str = "tokenreview"  # tokenreview | jwks
+    jwks_file: str = ""
+    issuer: str = ""
+    api_host: str = ""  # empty: in-cluster config, else KUBECONFIG
+    api_timeout: float = 3.0
+    pod_cache_seconds: float = 2.0
+    allow_namespaces: tuple[str, ...] = ()
+    deny_namespaces: tuple[str, ...] = ()
+    allow_service_accounts: tuple[str, ...] = ()  # "ns/sa" or "ns/*"
+    deny_service_accounts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TtlConfig:
+    default: int
+    maximum: int
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    rate_per_second: float = 20.0
+    burst: int = 40
+    max_request_bytes: int = 64 * 1024
+    max_csr_bytes: int = 16 * 1024
+    max_audiences: int = 8
+    deadline_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    grpc: str = "0.0.0.0:15012"
+    bundle_endpoint: str = "0.0.0.0:8443"
+    metrics: str = "127.0.0.1:15014"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything ``trustmesh ca serve`` needs; built by :func:`parse_config`."""
+
+    trust_domain: TrustDomain
+    template: IdentityTemplate
+    cluster: str = ""
+    store: StoreConfig = field(default_factory=StoreConfig)
+    kubernetes: KubernetesAuthConfig | None = None
+    static_tokens_file: str = ""
+    join_tokens_file: str = ""
+    x509_ttl: TtlConfig = field(default_factory=lambda: TtlConfig(3600, 24 * 3600))
+    jwt_ttl: TtlConfig = field(default_factory=lambda: TtlConfig(300, 3600))
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    serving_dns_names: tuple[str, ...] = ("trustmesh-ca.trustmesh-system.svc",)
+    serving_ip_addresses: tuple[str, ...] = ("127.0.0.1",)
+    bundle_configmap_namespace: str = "trustmesh-system"
+    bundle_configmap_name: str = "trustmesh-bundle"
+    publish_configmap: bool = False
+    audit_log: str = "-"  # a path, or "-" for stderr
+    rotation_check_seconds: float = 60.0
+
+
+def load_config(path: str | Path) -> ServiceConfig:
+    """Read and validate a YAML config file."""
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError("file", f"cannot read {path}: {err.strerror or err}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError("file", f"{path} is not valid YAML: {err}") from err
+    return parse_config(data if data is not None else {})
+
+
+class _Reader:
+    """Typed access to one mapping of the config, tracking which keys were used."""
+
+    def __init__(self, data: Any, where: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(where or "(top level)", f"must be a mapping, got {type(data).__name__}")
+        self.data, self.where, self.used = data, where, set()
+
+    def _path(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.used.add(key)
+        return self.data.get(key, default)
+
+    def section(self, key: str) -> _Reader | None:
+        value = self.get(key)
+        return None if value is None else _Reader(value, self._path(key))
+
+    def string(self, key: str, default: str = "", *, required: bool = False) -> str:
+        value = self.get(key)
+        if value is None:
+            if required:
+                raise ConfigError(self._path(key), "is required")
+            return default
+        if not isinstance(value, str):
+            raise ConfigError(self._path(key), f"must be a string, got {value!r}")
+        return value
+
+    def number(self, key: str, default: float, *, minimum: float | None = None, integer: bool = False) -> Any:
+        """A number > 0, or >= ``minimum`` when given."""
+        value = self.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+            kind = "an integer" if integer else "a number"
+            raise ConfigError(self._path(key), f"must be {kind}, got {value!r}")
+        if minimum is None and value <= 0:
+            raise ConfigError(self._path(key), f"must be > 0, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(self._path(key), f"must be >= {minimum}, got {value!r}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(self._path(key), f"must be true or false, got {value!r}")
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(self._path(key), "must be a list of non-empty strings")
+        return tuple(value)
+
+    def choice(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.string(key, default)
+        if value not in allowed:
+            raise ConfigError(self._path(key), f"must be one of {', '.join(allowed)}; got {value!r}")
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(str(k) for k in self.data if k not in self.used)
+        if unknown:
+            raise ConfigError(self._path(unknown[0]), "unknown key")
+
+
+def _address(reader: _Reader, key: str, default: str) -> str:
+    value = reader.string(key, default)
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(reader._path(key), f"must be HOST:PORT, got {value!r}")
+    return value
+
+
+def _ttl(reader: _Reader | None, default: TtlConfig, where: str) -> TtlConfig:
+    if reader is None:
+        return default
+    ttl = TtlConfig(
+        int(reader.number("default_ttl", default.default, integer=True)),
+        int(reader.number("max_ttl", default.maximum, integer=True)),
+    )
+    reader.finish()
+    if ttl.default > ttl.maximum:
+        raise ConfigError(f"{where}.default_ttl", f"must not exceed max_ttl ({ttl.maximum})")
+    return ttl
+
+
+def _service_account_patterns(reader: _Reader, key: str) -> tuple[str, ...]:
+    patterns = reader.strings(key)
+    for p in patterns:
+        ns, sep, sa = p.partition("/")
+        if not sep or not ns or not sa or "/" in sa:
+            raise ConfigError(reader._path(key), f"entries must be NAMESPACE/SERVICEACCOUNT (or NAMESPACE/*), got {p!r}")
+    return patterns
+
+
+def _kubernetes(reader: _Reader | None) -> KubernetesAuthConfig | None:
+    if reader is None:
+        return None
+    d = KubernetesAuthConfig()
+    cfg = KubernetesAuthConfig(
+        audience=reader.string("audience", d.audience) or d.audience,
+        verify=reader.choice("verify", d.verify, ("tokenreview", "jwks")),
+        jwks_file=reader.string("jwks_file"),
+        issuer=reader.string("issuer"),
+        api_host=reader.string("api_host"),
+        api_timeout=float(reader.number("api_timeout", d.api_timeout)),
+        pod_cache_seconds=float(reader.number("pod_cache_seconds", d.pod_cache_seconds, minimum=0.0)),
+        allow_namespaces=reader.strings("allow_namespaces"),
+        deny_namespaces=reader.strings("deny_namespaces"),
+        allow_service_accounts=_service_account_patterns(reader, "allow_service_accounts"),
+        deny_service_accounts=_service_account_patterns(reader, "deny_service_accounts"),
+    )
+    reader.finish()
+    if cfg.verify == "jwks" and not (cfg.jwks_file and cfg.issuer):
+        raise ConfigError(reader._path("jwks_file"), "verify: jwks needs jwks_file and issuer")
+    return cfg
+
+
+def parse_config(data: Any) -> ServiceConfig:
+    """Validate a decoded config mapping; raises :class:`ConfigError` naming the field."""
+    top = _Reader(data, "")
+    try:
+        td = TrustDomain.parse(top.string("trust_domain", required=True))
+    except SpiffeIdError as err:
+        raise ConfigError("trust_domain", str(err)) from err
+
+    identity = top.section("identity") or _Reader({}, "identity")
+    template_text = identity.string("template", DEFAULT_TEMPLATE)
+    try:
+        template = IdentityTemplate.parse(template_text)
+    except (TemplateError, ValueError) as err:
+        raise ConfigError("identity.template", str(err)) from err
+    cluster = identity.string("cluster")
+    identity.finish()
+
+    store = StoreConfig()
+    ca = top.section("ca")
+    if ca is not None:
+        s = ca.section("store")
+        if s is not None:
+            kind = s.choice("kind", "directory", ("directory", "secret", "memory"))
+            store = StoreConfig(
+                kind=kind,
+                path=s.string("path", required=kind == "directory"),
+                namespace=s.string("namespace", store.namespace),
+                name=s.string("name", store.name),
+            )
+            s.finish()
+        ca.finish()
+
+    auth = top.section("authentication") or _Reader({}, "authentication")
+    kubernetes = _kubernetes(auth.section("kubernetes"))
+    static_tokens_file = auth.string("static_tokens_file")
+    join_tokens_file = auth.string("join_tokens_file")
+    auth.finish()
+
+    d = ServiceConfig(trust_domain=td, template=template)
+    x509_ttl = _ttl(top.section("x509_svid"), d.x509_ttl, "x509_svid")
+    jwt_ttl = _ttl(top.section("jwt_svid"), d.jwt_ttl, "jwt_svid")
+
+    limits = d.limits
+    lim = top.section("limits")
+    if lim is not None:
+        limits = LimitsConfig(
+            rate_per_second=float(lim.number("rate_per_second", limits.rate_per_second)),
+            burst=int(lim.number("burst", limits.burst, minimum=1, integer=True)),
+            max_request_bytes=int(lim.number("max_request_bytes", limits.max_request_bytes, minimum=1024, integer=True)),
+            max_csr_bytes=int(lim.number("max_csr_bytes", limits.max_csr_bytes, minimum=256, integer=True)),
+            max_audiences=int(lim.number("max_audiences", limits.max_audiences, minimum=1, integer=True)),
+            deadline_seconds=float(lim.number("deadline_seconds", limits.deadline_seconds)),
+        )
+        lim.finish()
+
+    listen = d.listen
+    lis = top.section("listen")
+    if lis is not None:
+        listen = ListenConfig(
+            grpc=_address(lis, "grpc", listen.grpc),
+            bundle_endpoint=_address(lis, "bundle_endpoint", listen.bundle_endpoint),
+            metrics=_address(lis, "metrics", listen.metrics),
+        )
+        lis.finish()
+
+    serving = top.section("serving") or _Reader({}, "serving")
+    dns_names = serving.strings("dns_names") or d.serving_dns_names
+    ips = serving.strings("ip_addresses") or d.serving_ip_addresses
+    for ip in ips:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError as err:
+            raise ConfigError("serving.ip_addresses", f"{ip!r} is not an IP address") from err
+    serving.finish()
+
+    bundle = top.section("bundle") or _Reader({}, "bundle")
+    cm = bundle.section("configmap")
+    publish, cm_ns, cm_name = False, d.bundle_configmap_namespace, d.bundle_configmap_name
+    if cm is not None:
+        publish = cm.boolean("enabled", True)
+        cm_ns = cm.string("namespace", cm_ns)
+        cm_name = cm.string("name", cm_name)
+        cm.finish()
+    bundle.finish()
+
+    audit_log = top.string("audit_log", "-")
+    rotation_check = float(top.number("rotation_check_seconds", d.rotation_check_seconds))
+    top.finish()
+
+    if kubernetes is None and not static_tokens_file and not join_tokens_file:
+        raise ConfigError("authentication", "configure at least one of kubernetes, static_tokens_file, join_tokens_file")
+    if store.kind == "secret" and kubernetes is None:
+        raise ConfigError("ca.store.kind", "secret needs authentication.kubernetes (the API to reach)")
+    if publish and kubernetes is None:
+        raise ConfigError("bundle.configmap", "publishing a ConfigMap needs authentication.kubernetes")
+    return ServiceConfig(
+        trust_domain=td,
+        template=template,
+        cluster=cluster,
+        store=store,
+        kubernetes=kubernetes,
+        static_tokens_file=static_tokens_file,
+        join_tokens_file=join_tokens_file,
+        x509_ttl=x509_ttl,
+        jwt_ttl=jwt_ttl,
+        limits=limits,
+        listen=listen,
+        serving_dns_names=dns_names,
+        serving_ip_addresses=ips,
+        bundle_configmap_namespace=cm_ns,
+        bundle_configmap_name=cm_name,
+        publish_configmap=publish,
+        audit_log=audit_log,
+        rotation_check_seconds=rotation_check,
+    )

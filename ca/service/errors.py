@@ -1,0 +1,52 @@
+"""The CA service's errors, one per way a call can be refused.
+
+Each maps to exactly one gRPC status code in :func:`ca.service.status.status_for`;
+the message is what the caller is told, so it names the rule that failed but
+never echoes secrets (tokens) or crypto internals.
+"""
+
+from __future__ import annotations
+
+from sdk.errors import TrustmeshError, UsageError
+
+__all__ = [
+    "ServiceError",
+    "ConfigError",
+    "UnauthenticatedError",
+    "DeniedError",
+    "BadRequestError",
+    "RateLimitedError",
+    "UpstreamUnavailableError",
+]
+
+
+class ServiceError(TrustmeshError):
+    """Root of the CA service's errors."""
+
+
+class ConfigError(ServiceError, UsageError):
+    """The service configuration is invalid; ``field`` names the offending key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"config: {field}: {message}")
+        self.field = field
+
+
+class UnauthenticatedError(ServiceError, PermissionError):
+    """The credential is missing, malformed, expired, for another audience or revoked."""
+
+
+class DeniedError(ServiceError, PermissionError):
+    """The caller is authenticated but may not have an identity (policy, pod state, template)."""
+
+
+class BadRequestError(ServiceError, ValueError):
+    """The request itself is unacceptable (CSR signature, key policy, size, audiences)."""
+
+
+class RateLimitedError(ServiceError, PermissionError):
+    """The caller exceeded its request rate."""
+
+
+class UpstreamUnavailableError(ServiceError, OSError):
+    """A system the decision depends on (the Kubernetes API) cannot be reached."""

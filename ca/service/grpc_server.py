@@ -1,0 +1,122 @@
+"""The ``trustmesh.ca.v1.CA`` gRPC servicer (grpc.aio).
+
+Each issuing call runs the same pipeline under the call's deadline: check the
+request (CSR proof of possession and key policy, audiences) → authenticate
+the bearer token → per-identity rate limit → sign. Every outcome is counted
+in the metrics and written to the audit log; every error becomes a status
+code in :func:`ca.service.status.status_for` only.
+
+The request is checked before authentication so that a malformed request
+never uses up a single-use join token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from ca.service.audit import AuditLog
+from ca.service.auth import Authenticator
+from ca.service.config import LimitsConfig
+from ca.service.csr import public_key_from_csr
+from ca.service.identity import Caller
+from ca.service.issuance import Issuance
+from ca.service.metrics import ServiceMetrics
+from ca.service.publisher import BundleHub
+from ca.service.ratelimit import RateLimiter
+from ca.service.status import status_for
+from ca.service import wire
+from sdk.proto import ca_pb2, ca_pb2_grpc
+
+__all__ = ["CaServicer"]
+
+
+def _authorization(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode("ascii", "replace")
+    return None
+
+
+class CaServicer(ca_pb2_grpc.CAServicer):
+    """Authenticated issuance and bundle distribution."""
+
+    def __init__(
+        self,
+        *,
+        issuance: Issuance,
+        authenticator: Authenticator,
+        limiter: RateLimiter,
+        hub: BundleHub,
+        audit: AuditLog,
+        metrics: ServiceMetrics,
+        limits: LimitsConfig,
+    ) -> None:
+        self.issuance, self.authenticator, self.limiter = issuance, authenticator, limiter
+        self.hub, self.audit, self.metrics, self.limits = hub, audit, metrics, limits
+
+    async def SignX509SVID(self, request: ca_pb2.SignX509SVIDRequest, context) -> ca_pb2.SignX509SVIDResponse:
+        async def run(caller_slot: list[Caller]) -> ca_pb2.SignX509SVIDResponse:
+            public_key = public_key_from_csr(request.csr, self.limits.max_csr_bytes)
+            ttl = wire.ttl_from_request(request.requested_ttl_seconds)
+            caller = await self._authenticate(context, caller_slot)
+            issued = self.issuance.sign_x509(caller, public_key, ttl)
+            self.audit.issued("SignX509SVID", caller, serial=issued.serial, not_after=issued.not_after, peer=context.peer())
+            return wire.sign_response(issued.chain, caller.spiffe_id, issued.bundle)
+
+        return await self._call("SignX509SVID", context, run)
+
+    async def MintJWTSVID(self, request: ca_pb2.MintJWTSVIDRequest, context) -> ca_pb2.MintJWTSVIDResponse:
+        async def run(caller_slot: list[Caller]) -> ca_pb2.MintJWTSVIDResponse:
+            audiences = wire.audiences_from_request(request.audiences, self.limits.max_audiences)
+            ttl = wire.ttl_from_request(request.requested_ttl_seconds)
+            caller = await self._authenticate(context, caller_slot)
+            issued = self.issuance.mint_jwt(caller, audiences, ttl)
+            self.audit.issued("MintJWTSVID", caller, not_after=issued.expires_at, audiences=audiences, peer=context.peer())
+            return wire.mint_response(issued.token, caller.spiffe_id, issued.expires_at)
+
+        return await self._call("MintJWTSVID", context, run)
+
+    async def FetchBundle(self, request: ca_pb2.FetchBundleRequest, context) -> ca_pb2.Bundle:
+        # The bundle is public (it is also served on the bundle endpoint): no credential needed.
+        started = time.perf_counter()
+        message = wire.bundle_message(self.hub.current)
+        self.metrics.observe("FetchBundle", "ok", time.perf_counter() - started)
+        return message
+
+    async def WatchBundle(self, request: ca_pb2.WatchBundleRequest, context):
+        self.metrics.requests.labels("WatchBundle", "ok").inc()
+        async for bundle in self.hub.watch():
+            yield wire.bundle_message(bundle)
+
+    async def _authenticate(self, context, caller_slot: list[Caller]) -> Caller:
+        caller = await self.authenticator.authenticate(_authorization(context))
+        caller_slot.append(caller)
+        self.limiter.check(caller.rate_key)
+        return caller
+
+    async def _call(self, rpc: str, context, run: Callable[[list[Caller]], Awaitable[Any]]) -> Any:
+        started = time.perf_counter()
+        caller_slot: list[Caller] = []
+        deadline = self.limits.deadline_seconds
+        remaining = context.time_remaining()
+        if remaining is not None:
+            deadline = min(deadline, max(remaining, 0.0))
+        try:
+            async with asyncio.timeout(deadline):
+                response = await run(caller_slot)
+        except Exception as err:  # noqa: BLE001 - every failure is mapped, audited and counted
+            code, message = status_for(err)
+            reason = str(err) or type(err).__name__
+            if code is grpc.StatusCode.INTERNAL:
+                reason = f"{type(err).__name__}: {reason}"
+            self.audit.refused(rpc, code.name, reason, caller_slot[0] if caller_slot else None, peer=context.peer())
+            self.metrics.observe(rpc, code.name, time.perf_counter() - started)
+            await context.abort(code, message)
+        self.metrics.observe(rpc, "ok", time.perf_counter() - started)
+        return response

@@ -1,0 +1,61 @@
+"""The CA's HTTP endpoints (aiohttp).
+
+- The SPIFFE bundle endpoint (``https_web`` profile): ``GET /`` over HTTPS
+  returns the trust domain's bundle as a SPIFFE JWKS document.
+- Operations, on a loopback address by default: ``/metrics`` (Prometheus),
+  ``/healthz`` (the process is up) and ``/readyz`` (the CA is loaded and serving).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+
+from aiohttp import web
+
+from ca.service.metrics import ServiceMetrics
+from ca.service.publisher import BundleHub
+
+__all__ = ["start_bundle_endpoint", "start_ops_server"]
+
+
+async def _start(app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    await site.start()
+    return runner, runner.addresses[0][1]
+
+
+async def start_bundle_endpoint(hub: BundleHub, ssl_context: ssl.SSLContext, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve the bundle on ``https://host:port/``; returns the runner and the bound port."""
+
+    async def bundle(request: web.Request) -> web.Response:
+        return web.Response(
+            body=hub.current.to_jwks(),
+            content_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    app = web.Application()
+    app.router.add_get("/", bundle)
+    return await _start(app, host, port, ssl_context)
+
+
+async def start_ops_server(metrics: ServiceMetrics, ready: Callable[[], bool], host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve /metrics, /healthz and /readyz; returns the runner and the bound port."""
+
+    async def metrics_handler(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        return web.Response(text="ready\n") if ready() else web.Response(status=503, text="not ready\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return await _start(app, host, port)

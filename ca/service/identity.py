@@ -1,0 +1,69 @@
+"""Domain values of the CA service: who verified tokens say the caller is.
+
+The wire formats (TokenReview JSON, token claims, Pod JSON, gRPC messages) are
+turned into these in :mod:`ca.service.wire`; everything else in the service
+works on these values only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sdk.spiffeid import SpiffeId
+
+__all__ = ["ReviewedToken", "PodFacts", "Caller"]
+
+
+@dataclass(frozen=True)
+class ReviewedToken:
+    """A ServiceAccount token someone we trust (apiserver or issuer keys) verified."""
+
+    namespace: str
+    service_account: str
+    pod_name: str
+    pod_uid: str
+    expires_at: float  # seconds since the epoch
+    credential_id: str = ""
+
+
+@dataclass(frozen=True)
+class PodFacts:
+    """What the CA needs to know about the pod a token is bound to."""
+
+    namespace: str
+    name: str
+    uid: str
+    service_account: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    terminating: bool = False
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller and the SPIFFE ID the CA decided for it."""
+
+    spiffe_id: SpiffeId
+    kind: str  # "kubernetes" | "join-token" | "static-token"
+    namespace: str = ""
+    service_account: str = ""
+    pod_name: str = ""
+    pod_uid: str = ""
+    token_id: str = ""  # a short hash naming a join/static token, never the token
+
+    @property
+    def rate_key(self) -> str:
+        """The key the per-identity rate limit counts against."""
+        return str(self.spiffe_id)
+
+    def audit_fields(self) -> dict[str, str]:
+        """The caller as it appears in an audit line."""
+        if self.kind == "kubernetes":
+            return {
+                "caller_kind": self.kind,
+                "namespace": self.namespace,
+                "service_account": self.service_account,
+                "pod": self.pod_name,
+                "pod_uid": self.pod_uid,
+            }
+        return {"caller_kind": self.kind, "token_id": self.token_id}

@@ -1,0 +1,215 @@
+"""Kubernetes workload authentication: ServiceAccount token → SPIFFE ID.
+
+Steps, in order, each refusing with a typed error:
+
+1. verify the token — a TokenReview for the configured audience, or offline
+   against the cluster's service-account issuer keys (JWKS) — and cache the
+   positive result under the token's SHA-256 until the token expires;
+2. apply the namespace and ServiceAccount allow/deny lists (deny wins; each
+   non-empty allow list must match);
+3. read the bound pod (cached for ``pod_cache_seconds``): it must exist, have
+   the uid the token is bound to, run as the token's ServiceAccount, and not
+   be terminating;
+4. render the SPIFFE ID from the template over namespace, ServiceAccount and
+   the pod's labels.
+
+Namespace, ServiceAccount and pod come only from the verified result. If the
+API cannot be reached, :class:`UpstreamUnavailableError` propagates: nothing
+is decided on a guess.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+
+from ca.service.config import KubernetesAuthConfig
+from ca.service.errors import DeniedError, UnauthenticatedError
+from ca.service.identity import Caller, PodFacts, ReviewedToken
+from ca.service.kube import KubeApi
+from ca.service.wire import (
+    pod_facts_from_pod,
+    reviewed_token_from_claims,
+    reviewed_token_from_review,
+    unverified_expiry,
+)
+from sdk.errors import TemplateError
+from sdk.spiffeid import TrustDomain
+from sdk.template import IdentityTemplate
+
+__all__ = ["KubernetesAuthenticator", "JwksVerifier", "check_account_policy", "TokenCache"]
+
+_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "PS384", "PS512"]
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+class TokenCache:
+    """Verified tokens by SHA-256, each kept until its own expiry (bounded size)."""
+
+    def __init__(self, clock: Callable[[], float], max_entries: int = 50_000) -> None:
+        self._clock, self._max = clock, max_entries
+        self._entries: OrderedDict[bytes, ReviewedToken] = OrderedDict()
+
+    def get(self, digest: bytes) -> ReviewedToken | None:
+        found = self._entries.get(digest)
+        if found is not None and found.expires_at <= self._clock():
+            del self._entries[digest]
+            return None
+        return found
+
+    def put(self, digest: bytes, reviewed: ReviewedToken) -> None:
+        self._entries[digest] = reviewed
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class JwksVerifier:
+    """Offline verification of ServiceAccount tokens against issuer keys."""
+
+    def __init__(self, jwks: str | bytes | dict, issuer: str, clock: Callable[[], float] = time.time) -> None:
+        data = json.loads(jwks) if isinstance(jwks, (str, bytes)) else jwks
+        try:
+            self._keys = {k.key_id: k for k in jwt.PyJWKSet.from_dict(data).keys}
+        except jwt.PyJWTError as err:
+            raise ValueError(f"unusable service-account issuer JWKS: {err}") from err
+        self.issuer, self._clock = issuer, clock
+
+    def verify(self, token: str, audience: str) -> ReviewedToken:
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._keys.get(header.get("kid"))
+            if key is None:
+                raise UnauthenticatedError("token signed by a key the issuer does not publish")
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.key,
+                algorithms=_ALGORITHMS,
+                audience=audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "iat", "iss", "aud", "sub"], "verify_exp": False,
+                         "verify_nbf": False, "verify_iat": False},
+            )
+        except jwt.InvalidAudienceError as err:
+            raise UnauthenticatedError(f"token is not valid for audience {audience!r}") from err
+        except jwt.PyJWTError as err:
+            raise UnauthenticatedError(f"invalid ServiceAccount token: {err}") from err
+        now = self._clock()
+        if not isinstance(claims["exp"], (int, float)) or now >= claims["exp"]:
+            raise UnauthenticatedError("ServiceAccount token has expired")
+        nbf = claims.get("nbf", claims["iat"])
+        if isinstance(nbf, (int, float)) and now + 60 < nbf:
+            raise UnauthenticatedError("ServiceAccount token is not valid yet")
+        return reviewed_token_from_claims(claims)
+
+
+def _matches(patterns: tuple[str, ...], value: str) -> bool:
+    return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+def check_account_policy(cfg: KubernetesAuthConfig, namespace: str, service_account: str) -> None:
+    """Apply the allow/deny lists; raises :class:`DeniedError` naming the rule."""
+    account = f"{namespace}/{service_account}"
+    if namespace in cfg.deny_namespaces:
+        raise DeniedError(f"namespace {namespace} is denied")
+    if _matches(cfg.deny_service_accounts, account):
+        raise DeniedError(f"ServiceAccount {account} is denied")
+    if cfg.allow_namespaces and namespace not in cfg.allow_namespaces:
+        raise DeniedError(f"namespace {namespace} is not in the allowed namespaces")
+    if cfg.allow_service_accounts and not _matches(cfg.allow_service_accounts, account):
+        raise DeniedError(f"ServiceAccount {account} is not in the allowed ServiceAccounts")
+
+
+class KubernetesAuthenticator:
+    """Turns a projected ServiceAccount token into a :class:`Caller`."""
+
+    def __init__(
+        self,
+        cfg: KubernetesAuthConfig,
+        api: KubeApi,
+        trust_domain: TrustDomain,
+        template: IdentityTemplate,
+        *,
+        cluster: str = "",
+        jwks: JwksVerifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg, self.api, self.trust_domain, self.template = cfg, api, trust_domain, template
+        self.cluster, self._jwks, self._clock = cluster, jwks, clock
+        self.tokens = TokenCache(clock)
+        self._pods: dict[tuple[str, str], tuple[float, PodFacts | None]] = {}
+
+    async def authenticate(self, token: str) -> Caller:
+        reviewed = await self._verify(token)
+        check_account_policy(self.cfg, reviewed.namespace, reviewed.service_account)
+        pod = await self._pod(reviewed.namespace, reviewed.pod_name)
+        where = f"pod {reviewed.namespace}/{reviewed.pod_name}"
+        if pod is None:
+            raise DeniedError(f"{where} does not exist")
+        if pod.uid != reviewed.pod_uid:
+            raise DeniedError(f"{where} has uid {pod.uid}, but the token is bound to uid {reviewed.pod_uid}")
+        if pod.terminating:
+            raise DeniedError(f"{where} is terminating")
+        if pod.service_account != reviewed.service_account:
+            raise DeniedError(f"{where} runs as ServiceAccount {pod.service_account}, not {reviewed.service_account}")
+        try:
+            spiffe_id = self.template.render(
+                self.trust_domain,
+                namespace=reviewed.namespace,
+                service_account=reviewed.service_account,
+                labels=pod.labels,
+                cluster=self.cluster,
+                pod_name=pod.name,
+            )
+        except TemplateError as err:
+            raise DeniedError(f"{where}: identity template failed: {err}") from err
+        return Caller(
+            spiffe_id=spiffe_id,
+            kind="kubernetes",
+            namespace=reviewed.namespace,
+            service_account=reviewed.service_account,
+            pod_name=pod.name,
+            pod_uid=pod.uid,
+        )
+
+    async def _verify(self, token: str) -> ReviewedToken:
+        digest = token_digest(token)
+        cached = self.tokens.get(digest)
+        if cached is not None:
+            return cached
+        if self._jwks is not None:
+            reviewed = self._jwks.verify(token, self.cfg.audience)
+        else:
+            expires_at = unverified_expiry(token)
+            doc = await self.api.token_review(token, [self.cfg.audience])
+            reviewed = reviewed_token_from_review(doc, self.cfg.audience, expires_at)
+        if reviewed.expires_at <= self._clock():
+            raise UnauthenticatedError("ServiceAccount token has expired")
+        self.tokens.put(digest, reviewed)
+        return reviewed
+
+    async def _pod(self, namespace: str, name: str) -> PodFacts | None:
+        key = (namespace, name)
+        now = self._clock()
+        hit = self._pods.get(key)
+        if hit is not None and now < hit[0]:
+            return hit[1]
+        doc = await self.api.read_pod(namespace, name)
+        facts = None if doc is None else pod_facts_from_pod(doc)
+        if self.cfg.pod_cache_seconds > 0:
+            if len(self._pods) > 50_000:
+                self._pods.clear()
+            self._pods[key] = (now + self.cfg.pod_cache_seconds, facts)
+        return facts

@@ -1,0 +1,130 @@
+"""The CA service's calls to the Kubernetes API, through the kubernetes client.
+
+The client is blocking, so each call runs in a thread with a timeout. Results
+are the API's JSON documents (dicts); :mod:`ca.service.wire` turns them into
+domain values. Any failure to get an answer — connection refused, timeout,
+5xx, or the API refusing the CA's own credentials — raises
+:class:`UpstreamUnavailableError`: the caller must not decide on a guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from ca.service.errors import UpstreamUnavailableError
+
+__all__ = ["KubeApi", "api_client_for"]
+
+
+def api_client_for(host: str = "", *, token: str = ""):
+    """A kubernetes ApiClient: ``host`` if given, else in-cluster config, else KUBECONFIG."""
+    import kubernetes.client
+    import kubernetes.config
+
+    if host:
+        config = kubernetes.client.Configuration(host=host)
+        if token:
+            config.api_key = {"BearerToken": token}
+            config.api_key_prefix = {"BearerToken": "Bearer"}
+    else:
+        config = kubernetes.client.Configuration()
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=config)
+        except kubernetes.config.ConfigException:
+            try:
+                kubernetes.config.load_kube_config(client_configuration=config)
+            except (kubernetes.config.ConfigException, OSError) as err:
+                raise UpstreamUnavailableError(f"no Kubernetes API configuration: {err}") from err
+    config.retries = False  # one attempt; the caller's deadline decides
+    return kubernetes.client.ApiClient(config)
+
+
+class KubeApi:
+    """The few API calls the CA makes, each bounded by ``timeout`` seconds."""
+
+    def __init__(self, api_client: Any, *, timeout: float = 3.0) -> None:
+        import kubernetes.client
+
+        self._client = api_client
+        self._k = kubernetes.client
+        self._auth = kubernetes.client.AuthenticationV1Api(api_client)
+        self._core = kubernetes.client.CoreV1Api(api_client)
+        self.timeout = timeout
+
+    async def token_review(self, token: str, audiences: list[str]) -> dict:
+        """POST a TokenReview; returns the API's TokenReview document."""
+        body = self._k.V1TokenReview(spec=self._k.V1TokenReviewSpec(token=token, audiences=audiences))
+        return await self._call("TokenReview", self._auth.create_token_review, body)
+
+    async def read_pod(self, namespace: str, name: str) -> dict | None:
+        """The Pod document, or None when it does not exist."""
+        return await self._call(f"read pod {namespace}/{name}", self._core.read_namespaced_pod, name, namespace, missing_ok=True)
+
+    async def read_config_map(self, namespace: str, name: str) -> dict | None:
+        return await self._call(
+            f"read configmap {namespace}/{name}", self._core.read_namespaced_config_map, name, namespace, missing_ok=True
+        )
+
+    async def write_config_map(self, namespace: str, name: str, data: dict[str, str]) -> dict:
+        """Create or replace the ConfigMap's data (retrying once on a write conflict)."""
+        return await self._write("config_map", namespace, name, {"data": data})
+
+    async def read_secret(self, namespace: str, name: str) -> dict | None:
+        return await self._call(
+            f"read secret {namespace}/{name}", self._core.read_namespaced_secret, name, namespace, missing_ok=True
+        )
+
+    async def write_secret(self, namespace: str, name: str, data_b64: dict[str, str], *, resource_version: str = "") -> dict:
+        """Create (no ``resource_version``) or replace-if-unchanged a Secret.
+
+        A conflict raises :class:`UpstreamUnavailableError` whose message says
+        so; the caller re-reads and decides (another replica won).
+        """
+        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": data_b64,
+                "metadata": {"name": name, "namespace": namespace}}
+        if resource_version:
+            body["metadata"]["resourceVersion"] = resource_version
+            return await self._call(f"replace secret {namespace}/{name}", self._core.replace_namespaced_secret, name, namespace, body)
+        return await self._call(f"create secret {namespace}/{name}", self._core.create_namespaced_secret, namespace, body)
+
+    async def _write(self, kind: str, namespace: str, name: str, fields: dict) -> dict:
+        read = getattr(self._core, f"read_namespaced_{kind}")
+        create = getattr(self._core, f"create_namespaced_{kind}")
+        replace = getattr(self._core, f"replace_namespaced_{kind}")
+        api_kind = "ConfigMap" if kind == "config_map" else "Secret"
+        for _ in range(3):
+            current = await self._call(f"read {kind} {namespace}/{name}", read, name, namespace, missing_ok=True)
+            body = {"apiVersion": "v1", "kind": api_kind, "metadata": {"name": name, "namespace": namespace}, **fields}
+            try:
+                if current is None:
+                    return await self._call(f"create {kind} {namespace}/{name}", create, namespace, body, conflict_ok=True)
+                body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                return await self._call(f"replace {kind} {namespace}/{name}", replace, name, namespace, body, conflict_ok=True)
+            except _Conflict:
+                continue
+        raise UpstreamUnavailableError(f"{kind} {namespace}/{name}: kept conflicting with other writers")
+
+    async def _call(self, what: str, method, *args, missing_ok: bool = False, conflict_ok: bool = False) -> Any:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        def run():
+            response = method(*args, _preload_content=False, _request_timeout=self.timeout)
+            return json.loads(response.data)
+
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(run), self.timeout + 1.0)
+        except ApiException as err:
+            if err.status == 404 and missing_ok:
+                return None
+            if err.status == 409 and conflict_ok:
+                raise _Conflict() from err
+            raise UpstreamUnavailableError(f"Kubernetes API {what}: HTTP {err.status} {err.reason}") from err
+        except (HTTPError, OSError, TimeoutError, ValueError) as err:
+            raise UpstreamUnavailableError(f"Kubernetes API {what}: unreachable ({type(err).__name__})") from err
+
+
+class _Conflict(Exception):
+    pass

@@ -1,0 +1,164 @@
+"""Wire formats in and out of the CA service, converted once, here.
+
+In: TokenReview documents and ServiceAccount-token claims become
+:class:`ReviewedToken`; Pod documents become :class:`PodFacts`; gRPC request
+messages become plain Python values. Out: chains, tokens and bundles become
+gRPC messages. Nothing here performs I/O.
+
+Only fields the apiserver (or a verified signature) vouches for are read:
+the pod binding comes from ``status.user.extra`` of a TokenReview, never from
+the token's unverified claims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ca.service.errors import BadRequestError, DeniedError, UnauthenticatedError
+from ca.service.identity import PodFacts, ReviewedToken
+from sdk.bundle import Bundle
+from sdk.proto import ca_pb2
+from sdk.spiffeid import SpiffeId
+
+__all__ = [
+    "reviewed_token_from_review",
+    "reviewed_token_from_claims",
+    "pod_facts_from_pod",
+    "ttl_from_request",
+    "audiences_from_request",
+    "sign_response",
+    "mint_response",
+    "bundle_message",
+    "unverified_expiry",
+]
+
+_EXTRA = "authentication.kubernetes.io/"
+_SA_PREFIX = "system:serviceaccount:"
+
+
+def _one(extra: Mapping[str, Any], key: str) -> str:
+    values = extra.get(_EXTRA + key) or []
+    if isinstance(values, list) and len(values) == 1 and isinstance(values[0], str) and values[0]:
+        return values[0]
+    return ""
+
+
+def _split_username(username: str) -> tuple[str, str]:
+    if not username.startswith(_SA_PREFIX):
+        raise DeniedError(f"{username or 'the token'} is not a ServiceAccount")
+    ns, sep, sa = username[len(_SA_PREFIX):].partition(":")
+    if not sep or not ns or not sa or ":" in sa:
+        raise UnauthenticatedError(f"malformed ServiceAccount username {username!r}")
+    return ns, sa
+
+
+def reviewed_token_from_review(doc: Mapping[str, Any], audience: str, expires_at: float) -> ReviewedToken:
+    """A TokenReview response → :class:`ReviewedToken`, or the reason it is refused.
+
+    ``expires_at`` is the token's ``exp`` (its signature was just checked by
+    the apiserver); it bounds how long the result may be cached.
+    """
+    status = doc.get("status") or {}
+    if status.get("authenticated") is not True:
+        raise UnauthenticatedError(f"token rejected by the Kubernetes API: {status.get('error') or 'not authenticated'}")
+    if audience not in (status.get("audiences") or []):
+        raise UnauthenticatedError(f"token is not valid for audience {audience!r}")
+    user = status.get("user") or {}
+    ns, sa = _split_username(str(user.get("username") or ""))
+    extra = user.get("extra") or {}
+    pod_name, pod_uid = _one(extra, "pod-name"), _one(extra, "pod-uid")
+    if not pod_name or not pod_uid:
+        raise DeniedError("token is not bound to a pod; use a projected ServiceAccount token")
+    return ReviewedToken(ns, sa, pod_name, pod_uid, float(expires_at), _one(extra, "credential-id"))
+
+
+def reviewed_token_from_claims(claims: Mapping[str, Any]) -> ReviewedToken:
+    """Verified ServiceAccount-token claims (offline JWKS mode) → :class:`ReviewedToken`."""
+    k8s = claims.get("kubernetes.io")
+    if not isinstance(k8s, Mapping):
+        raise UnauthenticatedError("token has no kubernetes.io claim; not a ServiceAccount token")
+    ns = k8s.get("namespace")
+    sa = (k8s.get("serviceaccount") or {}).get("name")
+    if not isinstance(ns, str) or not isinstance(sa, str) or not ns or not sa:
+        raise UnauthenticatedError("token's kubernetes.io claim lacks namespace or serviceaccount")
+    if claims.get("sub") != f"{_SA_PREFIX}{ns}:{sa}":
+        raise UnauthenticatedError("token's sub does not match its kubernetes.io claim")
+    pod = k8s.get("pod") or {}
+    name, uid = pod.get("name"), pod.get("uid")
+    if not isinstance(name, str) or not isinstance(uid, str) or not name or not uid:
+        raise DeniedError("token is not bound to a pod; use a projected ServiceAccount token")
+    jti = claims.get("jti")
+    return ReviewedToken(ns, sa, name, uid, float(claims["exp"]), f"JTI={jti}" if jti else "")
+
+
+def pod_facts_from_pod(doc: Mapping[str, Any]) -> PodFacts:
+    """A Pod document → :class:`PodFacts`."""
+    meta = doc.get("metadata") or {}
+    spec = doc.get("spec") or {}
+    labels = meta.get("labels") or {}
+    return PodFacts(
+        namespace=str(meta.get("namespace") or ""),
+        name=str(meta.get("name") or ""),
+        uid=str(meta.get("uid") or ""),
+        service_account=str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"),
+        labels={str(k): str(v) for k, v in labels.items()},
+        terminating=bool(meta.get("deletionTimestamp")),
+    )
+
+
+def ttl_from_request(seconds: int) -> timedelta | None:
+    """``requested_ttl_seconds`` → a timedelta (None for 0, the default)."""
+    return timedelta(seconds=seconds) if seconds else None
+
+
+def audiences_from_request(audiences: Sequence[str], limit: int) -> tuple[str, ...]:
+    """The requested JWT audiences, checked: 1..limit non-empty strings, no duplicates."""
+    result = tuple(audiences)
+    if not result:
+        raise BadRequestError("at least one audience is required")
+    if len(result) > limit:
+        raise BadRequestError(f"too many audiences ({len(result)} > {limit})")
+    for aud in result:
+        if not aud or len(aud) > 512 or not aud.isprintable():
+            raise BadRequestError(f"audience {aud[:64]!r} is empty, too long or not printable")
+    if len(set(result)) != len(result):
+        raise BadRequestError("duplicate audiences")
+    return result
+
+
+def bundle_message(bundle: Bundle) -> ca_pb2.Bundle:
+    return ca_pb2.Bundle(
+        trust_domain=str(bundle.trust_domain), jwks=bundle.to_jwks(), sequence=bundle.sequence or 0
+    )
+
+
+def sign_response(chain: Sequence[x509.Certificate], spiffe_id: SpiffeId, bundle: Bundle) -> ca_pb2.SignX509SVIDResponse:
+    return ca_pb2.SignX509SVIDResponse(
+        cert_chain=[c.public_bytes(Encoding.DER) for c in chain],
+        spiffe_id=str(spiffe_id),
+        bundle=bundle_message(bundle),
+    )
+
+
+def mint_response(token: str, spiffe_id: SpiffeId, expires_at: datetime) -> ca_pb2.MintJWTSVIDResponse:
+    return ca_pb2.MintJWTSVIDResponse(token=token, spiffe_id=str(spiffe_id), expires_at=int(expires_at.timestamp()))
+
+
+def unverified_expiry(token: str) -> float:
+    """The ``exp`` of a JWT without checking it (only to bound a cache entry
+    after the apiserver has verified the token)."""
+    import jwt
+
+    try:
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    except jwt.PyJWTError as err:
+        raise UnauthenticatedError("the bearer token is not a JWT") from err
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+        raise UnauthenticatedError("the bearer token has no exp")
+    return float(exp)
+
