@@ -260,11 +260,13 @@ class CertificateAuthority:
             max_ttl=cfg.jwt_svid_max_ttl,
             expires_at=active.expires_at,
         )
-        anchors = tuple(dict.fromkeys(a.x509.trust_anchor for a in slots.all))
+        # oldest first, so that activation (a role swap) leaves the bundle unchanged
+        members = sorted(slots.all, key=lambda a: (a.created_at, a.id))
+        anchors = tuple(dict.fromkeys(a.x509.trust_anchor for a in members))
         bundle = Bundle(
             cfg.trust_domain,
             anchors,
-            {a.id: a.jwt_key.public_key() for a in slots.all},
+            {a.id: a.jwt_key.public_key() for a in members},
             sequence=sequence,
             refresh_hint=int(cfg.refresh_hint.total_seconds()),
         )
