@@ -268,6 +268,8 @@ def check(files: list[ast.PolicyFile] | tuple[ast.PolicyFile, ...]) -> CheckedPo
                 if rule.name in rules_seen:
                     checker._at(rule, f'duplicate rule name "{rule.name}" in policy "{policy.name}" (first at line {rules_seen[rule.name]})')
                 rules_seen.setdefault(rule.name, rule.line)
+                if rule.effect == "audit" and rule.dry_run:
+                    checker._at(rule, 'audit rules are never enforced, so "dry-run" means nothing here; remove it')
                 before = len(checker.errors)
                 checker.condition(rule.condition, selector=False)
                 if len(checker.errors) > before:
