@@ -111,7 +111,10 @@ def private_key_from_pem(
         if passphrase and b"ENCRYPTED" in data:
             raise KeyFormatError(f"{source}: wrong passphrase or corrupt encrypted key") from err
         raise KeyFormatError(f"{source}: not a PEM private key ({err})") from err
-    key_type_of(key)  # reject unsupported algorithms and sizes
+    try:
+        key_type_of(key)  # reject unsupported algorithms and sizes
+    except KeyFormatError as err:
+        raise KeyFormatError(f"{source}: {err}") from None
     return key  # type: ignore[return-value]
 
 
