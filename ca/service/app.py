@@ -260,7 +260,7 @@ class CaService:
             kubernetes = KubernetesAuthenticator(
                 cfg.kubernetes, self.kube, cfg.trust_domain, cfg.template, cluster=cfg.cluster, jwks=jwks, clock=self._epoch
             )
-        if cfg.join_tokens_file or cfg.kubernetes is None:
+        if cfg.join_tokens:
             self.join_tokens = JoinTokens(cfg.trust_domain, path=cfg.join_tokens_file, clock=self._epoch)
         static = StaticTokens.load(cfg.trust_domain, cfg.static_tokens_file) if cfg.static_tokens_file else None
         return Authenticator(kubernetes=kubernetes, join_tokens=self.join_tokens, static_tokens=static)

@@ -53,8 +53,20 @@ class AuditLog:
             record["audiences"] = list(audiences)
         self._write(record, peer)
 
-    def refused(self, rpc: str, code: str, reason: str, caller: Caller | None = None, *, peer: str = "") -> None:
+    def refused(
+        self,
+        rpc: str,
+        code: str,
+        reason: str,
+        caller: Caller | None = None,
+        *,
+        who: dict[str, str] | None = None,
+        peer: str = "",
+    ) -> None:
+        """A refusal; ``who`` is what is known of a caller that was not fully authenticated."""
         record: dict[str, Any] = {"event": "refused", "rpc": rpc, "code": code, "reason": reason}
+        if caller is None and who:
+            record.update(who)
         if caller is not None:
             record.update(caller.audit_fields())
             record["spiffe_id"] = str(caller.spiffe_id)

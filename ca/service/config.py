@@ -16,6 +16,7 @@ a typo never silently falls back to a default. Example file::
         allow_namespaces: [prod, staging]
         deny_service_accounts: ["prod/default"]
       static_tokens_file: /etc/trustmesh/static-tokens.yaml
+      join_tokens: true                # single-use; join_tokens_file persists them
     listen:
       grpc: 0.0.0.0:15012
       bundle_endpoint: 0.0.0.0:8443
@@ -109,6 +110,7 @@ class ServiceConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     kubernetes: KubernetesAuthConfig | None = None
     static_tokens_file: str = ""
+    join_tokens: bool = False  # single-use join tokens (in memory, or join_tokens_file)
     join_tokens_file: str = ""
     x509_ttl: TtlConfig = field(default_factory=lambda: TtlConfig(3600, 24 * 3600))
     jwt_ttl: TtlConfig = field(default_factory=lambda: TtlConfig(300, 3600))
@@ -296,6 +298,7 @@ def parse_config(data: Any) -> ServiceConfig:
     kubernetes = _kubernetes(auth.section("kubernetes"))
     static_tokens_file = auth.string("static_tokens_file")
     join_tokens_file = auth.string("join_tokens_file")
+    join_tokens = auth.boolean("join_tokens", bool(join_tokens_file))
     auth.finish()
 
     d = ServiceConfig(trust_domain=td, template=template)
@@ -349,8 +352,8 @@ def parse_config(data: Any) -> ServiceConfig:
     rotation_check = float(top.number("rotation_check_seconds", d.rotation_check_seconds))
     top.finish()
 
-    if kubernetes is None and not static_tokens_file and not join_tokens_file:
-        raise ConfigError("authentication", "configure at least one of kubernetes, static_tokens_file, join_tokens_file")
+    if kubernetes is None and not static_tokens_file and not join_tokens:
+        raise ConfigError("authentication", "configure at least one of kubernetes, static_tokens_file, join_tokens")
     if store.kind == "secret" and kubernetes is None:
         raise ConfigError("ca.store.kind", "secret needs authentication.kubernetes (the API to reach)")
     if publish and kubernetes is None:
@@ -362,6 +365,7 @@ def parse_config(data: Any) -> ServiceConfig:
         store=store,
         kubernetes=kubernetes,
         static_tokens_file=static_tokens_file,
+        join_tokens=join_tokens,
         join_tokens_file=join_tokens_file,
         x509_ttl=x509_ttl,
         jwt_ttl=jwt_ttl,

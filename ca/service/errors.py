@@ -21,7 +21,16 @@ __all__ = [
 
 
 class ServiceError(TrustmeshError):
-    """Root of the CA service's errors."""
+    """Root of the CA service's errors.
+
+    ``who`` carries what is already known about the caller when the refusal
+    happens after its token was verified (namespace, ServiceAccount, pod),
+    for the audit log.
+    """
+
+    def __init__(self, message: str = "", *, who: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.who = who or {}
 
 
 class ConfigError(ServiceError, UsageError):

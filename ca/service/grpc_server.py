@@ -115,7 +115,8 @@ class CaServicer(ca_pb2_grpc.CAServicer):
             reason = str(err) or type(err).__name__
             if code is grpc.StatusCode.INTERNAL:
                 reason = f"{type(err).__name__}: {reason}"
-            self.audit.refused(rpc, code.name, reason, caller_slot[0] if caller_slot else None, peer=context.peer())
+            caller = caller_slot[0] if caller_slot else None
+            self.audit.refused(rpc, code.name, reason, caller, who=getattr(err, "who", None), peer=context.peer())
             self.metrics.observe(rpc, code.name, time.perf_counter() - started)
             await context.abort(code, message)
         self.metrics.observe(rpc, "ok", time.perf_counter() - started)

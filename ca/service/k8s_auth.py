@@ -31,7 +31,7 @@ from typing import Any
 import jwt
 
 from ca.service.config import KubernetesAuthConfig
-from ca.service.errors import DeniedError, UnauthenticatedError
+from ca.service.errors import DeniedError, ServiceError, UnauthenticatedError
 from ca.service.identity import Caller, PodFacts, ReviewedToken
 from ca.service.kube import KubeApi
 from ca.service.wire import (
@@ -153,6 +153,19 @@ class KubernetesAuthenticator:
 
     async def authenticate(self, token: str) -> Caller:
         reviewed = await self._verify(token)
+        try:
+            return await self._decide(reviewed)
+        except ServiceError as err:
+            err.who = {
+                "caller_kind": "kubernetes",
+                "namespace": reviewed.namespace,
+                "service_account": reviewed.service_account,
+                "pod": reviewed.pod_name,
+                "pod_uid": reviewed.pod_uid,
+            }
+            raise
+
+    async def _decide(self, reviewed: ReviewedToken) -> Caller:
         check_account_policy(self.cfg, reviewed.namespace, reviewed.service_account)
         pod = await self._pod(reviewed.namespace, reviewed.pod_name)
         where = f"pod {reviewed.namespace}/{reviewed.pod_name}"
@@ -174,7 +187,8 @@ class KubernetesAuthenticator:
                 pod_name=pod.name,
             )
         except TemplateError as err:
-            raise DeniedError(f"{where}: identity template failed: {err}") from err
+            field = getattr(err, "field", "") or "?"
+            raise DeniedError(f"{where}: identity template field {field}: {err}") from err
         return Caller(
             spiffe_id=spiffe_id,
             kind="kubernetes",
