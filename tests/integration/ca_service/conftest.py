@@ -62,9 +62,27 @@ def make_csr(key=None, *, sans: list[x509.GeneralName] | None = None, ca: bool =
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
+class MovableClock:
+    """A clock tests move forward; shared by the CA service and the Kubernetes double."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def epoch(self) -> float:
+        return self.now.timestamp()
+
+
 @pytest.fixture
-async def kube():
-    async with KubernetesDouble(invalidation_delay=10) as double:
+def clock() -> MovableClock:
+    return MovableClock()
+
+
+@pytest.fixture
+async def kube(clock):
+    async with KubernetesDouble(invalidation_delay=10, clock=clock.epoch) as double:
         yield double
 
 
@@ -78,12 +96,14 @@ async def start_service(kube, audit_stream):
     """start_service(**config_overrides) -> running CaService (stopped after the test)."""
     services: list[CaService] = []
 
-    async def start(**overrides) -> CaService:
+    async def start(*, clock=utc_now, ca_store=None, **overrides) -> CaService:
         config = parse_config(base_config(**overrides))
         service = CaService(
             config,
             kube_api_client=kube.api_client(),
             audit=AuditLog(audit_stream),
+            clock=clock,
+            ca_store=ca_store,
             rotation_loop=False,
         )
         await service.start()
