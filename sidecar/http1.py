@@ -41,6 +41,8 @@ __all__ = [
     "NEED_DATA",
     "encode_chunk",
     "LAST_CHUNK",
+    "HOP_BY_HOP",
+    "serialize_head",
 ]
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -273,6 +275,8 @@ class RequestReader:
         self._buf += data
 
     def next_event(self) -> RequestHead | bytes | _Marker:
+        if self._pending:
+            return self._pending.pop(0)
         state = self._state
         if state == "head":
             while self._buf[:2] == b"\r\n":  # tolerate CRLF between requests (RFC 9112 §2.2)
@@ -301,8 +305,6 @@ class RequestReader:
                 self._state = "end"
             return data
         if state == "chunked":
-            if self._pending:
-                return self._pending.pop(0)
             assert self._chunked is not None
             pieces, used, done = self._chunked.scan(self._buf)
             del self._buf[:used]
@@ -417,3 +419,28 @@ class ResponseFramer:
         else:
             self._state = "close"
             self.keep_alive = False
+
+
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"transfer-encoding"}
+)
+
+
+def serialize_head(
+    head: RequestHead, target: str, drop: frozenset[bytes] | set[bytes], add: list[tuple[bytes, bytes]]
+) -> bytes:
+    """The head to send upstream: ``target`` replaces the request target; headers named in
+    ``drop``, hop-by-hop headers and those listed in ``Connection`` are removed (chunked
+    framing is re-added when the body is chunked); ``add`` is appended."""
+    named = {t.strip() for t in (head.get(b"connection") or b"").lower().split(b",")} - {b""}
+    parts = [b"%b %b HTTP/1.1\r\n" % (head.method.encode(), target.encode())]
+    for name, value in head.headers:
+        if name in drop or name in HOP_BY_HOP or name in named:
+            continue
+        parts.append(b"%b: %b\r\n" % (name, value))
+    if head.chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    for name, value in add:
+        parts.append(b"%b: %b\r\n" % (name, value))
+    parts.append(b"\r\n")
+    return b"".join(parts)

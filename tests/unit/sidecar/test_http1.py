@@ -151,3 +151,10 @@ def test_response_without_length_reads_until_close():
     framer = ResponseFramer("GET")
     used, done = framer.feed(b"HTTP/1.1 200 OK\r\n\r\nabc")
     assert (used, done) == (22, False) and framer.reads_until_close and not framer.keep_alive
+
+
+def test_chunked_body_arriving_at_once_keeps_every_chunk():
+    reader = RequestReader()
+    reader.feed(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\n\r\n")
+    events = _drain(reader)
+    assert events[1:] == [b"a", b"b", b"c", END]

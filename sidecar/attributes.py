@@ -1,0 +1,169 @@
+"""Building the policy attributes of a request, and the authorizer seam (no I/O).
+
+The attribute document is the nested dict ``policy_dsl`` evaluates::
+
+    {"source": {"id", "trust_domain", "path", "attrs", "authenticated", "ip"},
+     "destination": {"id", "attrs", "port"},
+     "request": {"method", "path", "host", "query", "headers", "json", "jwt"},
+     "context": {"protocol", "time"}}
+
+Keys that are not known are left out (a missing attribute, which policy
+treats fail-closed), never filled with a guess.
+
+An *authorizer* is any callable ``attrs -> Verdict``; :class:`PolicyAuthorizer`
+adapts a ``policy_dsl.PolicyStore``. Every failure inside it is a deny.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from sidecar.http1 import RequestHead
+
+__all__ = [
+    "Verdict",
+    "Authorizer",
+    "PolicyAuthorizer",
+    "allow_all",
+    "source_attributes",
+    "destination_attributes",
+    "request_attributes",
+    "bearer_token",
+    "json_body",
+]
+
+log = logging.getLogger("trustmesh.sidecar")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """An authorization outcome: ``rule`` is the deciding rule's name (None: the default)."""
+
+    allowed: bool
+    rule: str | None = None
+    reason: str = ""
+
+
+Authorizer = Callable[[dict[str, Any]], Verdict]
+
+
+def allow_all(attrs: dict[str, Any]) -> Verdict:
+    """An authorizer that allows everything (explicit tests and benchmarks only)."""
+    return Verdict(True, None, "allow-all")
+
+
+class PolicyAuthorizer:
+    """Evaluates the current policy of a ``policy_dsl.PolicyStore``; deny when there is none."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def __call__(self, attrs: dict[str, Any]) -> Verdict:
+        policy = self.store.current
+        if policy is None:
+            return Verdict(False, None, "no policy loaded")
+        try:
+            decision = policy.evaluate(attrs)
+        except Exception as err:  # noqa: BLE001 - evaluation must never open the door
+            log.error("policy evaluation failed: %s", err)
+            return Verdict(False, None, "policy evaluation error")
+        rule = decision.rule.name if decision.rule is not None else None
+        return Verdict(bool(decision.allowed), rule, decision.reason)
+
+
+def source_attributes(peer_id: Any, ip: str) -> dict[str, Any]:
+    """``source`` for a verified peer SPIFFE ID, or an unauthenticated caller (None)."""
+    if peer_id is None:
+        return {"authenticated": False, "ip": ip}
+    return {
+        "id": str(peer_id),
+        "trust_domain": peer_id.trust_domain.name,
+        "path": peer_id.path,
+        "attrs": peer_id.attributes(),
+        "authenticated": True,
+        "ip": ip,
+    }
+
+
+def destination_attributes(own_id: Any, port: int) -> dict[str, Any]:
+    dest: dict[str, Any] = {"port": port}
+    if own_id is not None:
+        dest["id"] = str(own_id)
+        dest["attrs"] = own_id.attributes()
+    return dest
+
+
+def bearer_token(head: RequestHead) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, if there is one."""
+    value = head.get(b"authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.partition(b" ")
+    if scheme.lower() != b"bearer" or not token.strip():
+        return None
+    return token.strip().decode("latin-1")
+
+
+def is_json(head: RequestHead) -> bool:
+    ctype = head.get(b"content-type")
+    if ctype is None:
+        return False
+    media = ctype.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
+def json_body(head: RequestHead, body: bytes | None) -> tuple[bool, Any]:
+    """(True, value) when the body is JSON and parses; (False, None) otherwise."""
+    if body is None or not is_json(head):
+        return False, None
+    try:
+        return True, json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False, None
+
+
+def _query_dict(query: Any) -> dict[str, str]:
+    if not query:
+        return {}
+    if isinstance(query, Mapping):
+        return dict(query)
+    return dict(parse_qsl(str(query), keep_blank_values=True))
+
+
+def request_attributes(
+    head: RequestHead,
+    path: str,
+    query: Any,
+    body: bytes | None = None,
+    jwt: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``request``: method, the normalised path, host, query, headers (lower-case names,
+    repeated headers joined with ``", "``), and, when available, ``json`` and ``jwt``."""
+    headers: dict[str, str] = {}
+    for name, value in head.headers:
+        key = name.decode("latin-1")
+        text = value.decode("latin-1")
+        headers[key] = headers[key] + ", " + text if key in headers else text
+    req: dict[str, Any] = {
+        "method": head.method,
+        "path": path,
+        "host": headers.get("host", ""),
+        "query": _query_dict(query),
+        "headers": headers,
+    }
+    ok, value = json_body(head, body)
+    if ok:
+        req["json"] = value
+    if jwt is not None:
+        req["jwt"] = dict(jwt)
+    return req
+
+
+def context_attributes(protocol: str, now: datetime) -> dict[str, Any]:
+    return {"protocol": protocol, "time": now}

@@ -1,0 +1,280 @@
+"""The sidecar's identity: its X.509-SVID, the trust bundles, and the TLS contexts built from them.
+
+:class:`IdentityManager` gets the SVID from the CA (through anything shaped
+like :class:`sdk.ca_client.CaClient`): it generates a key in memory, sends a
+CSR, retries with exponential backoff and jitter, renews at half the SVID's
+life (with jitter), and watches the bundle. When the CA is unreachable it
+keeps the current SVID until it expires; from then on :meth:`valid` is False
+and no TLS context is handed out, so the sidecar refuses traffic (fail
+closed) and reports not ready. :class:`StaticIdentity` holds a fixed SVID
+read from files (hosts without a CA, tests).
+
+Both implement the Workload API's ``IdentitySource`` protocol (the Workload
+API server serves the app from them) and hand out *immutable* server and
+client ``ssl.SSLContext`` objects, rebuilt after every change: new
+connections use the new SVID, open connections keep theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from sdk.bundle import Bundle, BundleSet
+from sdk.spiffeid import SpiffeId, TrustDomain
+from sdk.x509svid import X509Svid, verify_chain
+from sidecar.errors import IdentityUnavailableError
+from sidecar.tls import authorities_pem, make_client_context, make_server_context
+
+__all__ = ["IdentityState", "IdentityManager", "StaticIdentity", "CaSigner"]
+
+log = logging.getLogger("trustmesh.sidecar.identity")
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class CaSigner(Protocol):
+    """The part of :class:`sdk.ca_client.CaClient` the identity manager uses."""
+
+    async def sign_x509_svid(self, csr_der: bytes, ttl: timedelta | None = None) -> tuple[Any, Bundle]: ...
+    async def mint_jwt_svid(self, audiences: Sequence[str], ttl: timedelta | None = None) -> str: ...
+    def watch_bundle(self) -> AsyncIterator[Bundle]: ...
+
+
+class IdentityState:
+    """SVID + bundles + generation counter + TLS contexts; the common part of both identities."""
+
+    def __init__(self, trust_domain: TrustDomain, clock: Clock = _utcnow) -> None:
+        self.trust_domain = trust_domain
+        self.clock = clock
+        self._svid: X509Svid | None = None
+        self._bundles = BundleSet()
+        self._generation = 0
+        self._event = asyncio.Event()
+        self._contexts: tuple[int, ssl.SSLContext, ssl.SSLContext] | None = None
+        self.on_change: list[Callable[[], None]] = []
+
+    # -- IdentitySource
+
+    def get_x509_svid(self) -> X509Svid:
+        if self._svid is None:
+            raise IdentityUnavailableError("no X.509-SVID has been issued yet")
+        return self._svid
+
+    def get_bundle_set(self) -> BundleSet:
+        return self._bundles
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    async def changed(self, since: int) -> int:
+        while self._generation <= since:
+            await self._event.wait()
+        return self._generation
+
+    async def mint_jwt_svid(self, audiences: Sequence[str], ttl: timedelta | None = None) -> str:
+        raise IdentityUnavailableError("this identity has no CA to sign JWT-SVIDs")
+
+    # -- for the data plane
+
+    @property
+    def spiffe_id(self) -> SpiffeId | None:
+        return self._svid.spiffe_id if self._svid is not None else None
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return self._svid.expires_at if self._svid is not None else None
+
+    def valid(self, now: datetime | None = None) -> bool:
+        """True while there is an SVID inside its validity period."""
+        svid = self._svid
+        if svid is None:
+            return False
+        now = now or self.clock()
+        return svid.leaf.not_valid_before_utc <= now < svid.expires_at
+
+    def server_context(self) -> ssl.SSLContext | None:
+        """The server-side mTLS context to use now; None without a valid SVID (fail closed)."""
+        return self._current_contexts()[0]
+
+    def client_context(self) -> ssl.SSLContext | None:
+        return self._current_contexts()[1]
+
+    def _current_contexts(self) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+        if not self.valid():
+            return None, None
+        cached = self._contexts
+        if cached is None or cached[0] != self._generation:
+            svid = self._svid
+            assert svid is not None
+            chain, key = svid.cert_chain_pem(), svid.private_key_pem()
+            cadata = authorities_pem(self._bundles.bundles())
+            cached = (self._generation, make_server_context(chain, key, cadata), make_client_context(chain, key, cadata))
+            self._contexts = cached
+        return cached[1], cached[2]
+
+    def _update(self, svid: X509Svid | None = None, bundle: Bundle | None = None) -> None:
+        if svid is not None:
+            self._svid = svid
+        if bundle is not None:
+            self._bundles.put(bundle)
+        self._generation += 1
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+        for callback in self.on_change:
+            callback()
+
+
+class StaticIdentity(IdentityState):
+    """A fixed SVID and bundle read from PEM files."""
+
+    def __init__(self, svid: X509Svid, bundles: Sequence[Bundle], clock: Clock = _utcnow) -> None:
+        super().__init__(svid.spiffe_id.trust_domain, clock)
+        for b in bundles:
+            self._bundles.put(b)
+        verify_chain(svid.cert_chain, self._bundles, now=clock())
+        self._update(svid)
+
+    @classmethod
+    def load(cls, cert_file: Path, key_file: Path, bundle_file: Path, clock: Clock = _utcnow) -> StaticIdentity:
+        svid = X509Svid.load(cert_file, key_file)
+        bundle = Bundle.parse_pem(Path(bundle_file).read_bytes(), svid.spiffe_id.trust_domain)
+        return cls(svid, [bundle], clock)
+
+
+class IdentityManager(IdentityState):
+    """An SVID from the CA, renewed at half life; bundles watched. ``start()`` launches both loops."""
+
+    def __init__(
+        self,
+        client: CaSigner,
+        trust_domain: TrustDomain,
+        *,
+        ttl: timedelta | None = None,
+        clock: Clock = _utcnow,
+        rng: random.Random | None = None,
+        backoff: tuple[float, float] = (0.2, 15.0),
+    ) -> None:
+        super().__init__(trust_domain, clock)
+        self.client = client
+        self.ttl = ttl
+        self.rng = rng or random.Random()
+        self.backoff = backoff
+        self.renewals = 0
+        self.last_error: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._svid_loop(), name="svid-renewal"),
+            asyncio.create_task(self._bundle_loop(), name="bundle-watch"),
+        ]
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the first SVID."""
+        try:
+            await asyncio.wait_for(self.changed(0), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return self._svid is not None
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def mint_jwt_svid(self, audiences: Sequence[str], ttl: timedelta | None = None) -> str:
+        return await self.client.mint_jwt_svid(audiences, ttl)
+
+    def _delay(self, failures: int) -> float:
+        """Exponential backoff with full jitter."""
+        first, cap = self.backoff
+        return self.rng.uniform(first / 2, min(cap, first * 2**failures))
+
+    def renewal_delay(self, now: datetime | None = None) -> float:
+        """Seconds until the next renewal: half the SVID's life, +/- 10% of it."""
+        svid = self._svid
+        assert svid is not None
+        start = svid.leaf.not_valid_before_utc
+        life = (svid.expires_at - start).total_seconds()
+        at = start + timedelta(seconds=life * self.rng.uniform(0.4, 0.6))
+        return max(0.0, (at - (now or self.clock())).total_seconds())
+
+    async def renew(self) -> X509Svid:
+        """One CSR round trip; the result is verified before it replaces the current SVID."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(key, hashes.SHA256())
+        chain, bundle = await self.client.sign_x509_svid(csr.public_bytes(serialization.Encoding.DER), self.ttl)
+        chain = tuple(chain)
+        if bundle.trust_domain != self.trust_domain:
+            raise IdentityUnavailableError(f"CA returned a bundle for '{bundle.trust_domain}', expected '{self.trust_domain}'")
+        candidates = BundleSet([*self._bundles.bundles(), bundle])
+        spiffe_id = verify_chain(chain, candidates, now=self.clock())
+        if not spiffe_id.member_of(self.trust_domain):
+            raise IdentityUnavailableError(f"CA issued '{spiffe_id}', outside trust domain '{self.trust_domain}'")
+        if chain[0].public_key() != key.public_key():
+            raise IdentityUnavailableError("CA returned a certificate for another key")
+        svid = X509Svid(spiffe_id, chain, key)
+        self.renewals += 1
+        self._update(svid, bundle)
+        return svid
+
+    async def _svid_loop(self) -> None:
+        failures = 0
+        while True:
+            try:
+                svid = await self.renew()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001 - keep serving with the current SVID, retry
+                self.last_error = str(err)
+                delay = self._delay(failures)
+                failures += 1
+                log.warning("SVID request failed (attempt %d, retry in %.1fs): %s", failures, delay, err)
+                if self._svid is not None:
+                    delay = min(delay, max(0.05, self.renewal_retry_cap()))
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            self.last_error = None
+            log.info("SVID %s issued, valid until %s", svid.spiffe_id, svid.expires_at.isoformat())
+            await asyncio.sleep(self.renewal_delay())
+
+    def renewal_retry_cap(self) -> float:
+        """Retry at least a few times before the current SVID expires."""
+        expires = self.expires_at
+        if expires is None:
+            return self.backoff[1]
+        return (expires - self.clock()).total_seconds() / 4
+
+    async def _bundle_loop(self) -> None:
+        failures = 0
+        while True:
+            try:
+                async for bundle in self.client.watch_bundle():
+                    failures = 0
+                    if bundle.trust_domain == self.trust_domain:
+                        self._update(bundle=bundle)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001 - reconnect with backoff
+                log.info("bundle watch interrupted: %s", err)
+            delay = self._delay(failures)
+            failures += 1
+            await asyncio.sleep(delay)

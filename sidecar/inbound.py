@@ -1,0 +1,211 @@
+"""The inbound side (port 15006): the security boundary in front of the app.
+
+For every request the :class:`InboundRouter` normalises the path (the app
+receives exactly the path the policy saw), strips identity headers the
+caller sent, builds the attributes (verified peer SVID, request fields, a
+validated JWT-SVID, JSON body fields), evaluates the policy, and either
+forwards to the app on ``127.0.0.1:<port>`` with ``x-forwarded-client-cert``
+added, or answers 403 naming only the deciding rule. Errors become responses
+in one place, :func:`answer_for`: malformed input 400, no valid identity 503,
+deny 403.
+
+Opaque TCP ports get an identity-only decision at connect time
+(:meth:`InboundRouter.authorize_tcp`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from sidecar.accesslog import AccessLog
+from sidecar.attributes import (
+    Authorizer,
+    Verdict,
+    bearer_token,
+    context_attributes,
+    destination_attributes,
+    is_json,
+    request_attributes,
+    source_attributes,
+)
+from sidecar.errors import HttpError, IdentityUnavailableError
+from sidecar.exchange import Answer, ConnInfo, Forward
+from sidecar.http1 import RequestHead, serialize_head
+from sidecar.metrics import Metrics
+from sidecar.pool import Pool
+
+__all__ = ["InboundRouter", "IDENTITY_HEADERS", "answer_for", "normalize_target"]
+
+log = logging.getLogger("trustmesh.sidecar")
+
+# Headers only the sidecar may set; a caller's copies are removed before the policy runs.
+IDENTITY_HEADERS = frozenset({b"x-forwarded-client-cert", b"x-trustmesh-source", b"x-trustmesh-jwt-sub"})
+
+
+def answer_for(err: Exception, log_fields: dict[str, Any]) -> Answer:
+    """The one place where errors on the request path become responses."""
+    if isinstance(err, HttpError):
+        return Answer(err.status, "bad request" if err.status == 400 else "request refused", {**log_fields, "error": err.reason}, close=True)
+    if isinstance(err, IdentityUnavailableError):
+        return Answer(503, "no valid identity", {**log_fields, "error": str(err)}, close=True)
+    if isinstance(err, PermissionError):
+        return Answer(403, "forbidden", {**log_fields, "error": str(err)})
+    return Answer(503, "unavailable", {**log_fields, "error": str(err)}, close=True)
+
+
+def normalize_target(target: str) -> tuple[str, str, dict[str, str]]:
+    """(path, raw query, query fields) via ``policy_dsl``; rejected targets raise ``HttpError(400)``."""
+    from policy_dsl import PathError, normalize_path, parse_query
+
+    try:
+        normalized = normalize_path(target)
+        fields = parse_query(normalized.query) if normalized.query else {}
+    except PathError as err:
+        raise HttpError(400, f"rejected request target: {err}") from err
+    return normalized.path, normalized.query, fields
+
+
+class InboundRouter:
+    """Routes inbound requests to the app after authorization."""
+
+    direction = "inbound"
+
+    def __init__(
+        self,
+        identity: Any,
+        authorizer: Authorizer,
+        app_pool: Pool,
+        *,
+        app_host: str = "127.0.0.1",
+        max_json_body: int = 65536,
+        metrics: Metrics | None = None,
+        access_log: AccessLog | None = None,
+        normalize: Callable[[str], tuple[str, str, dict[str, str]]] = normalize_target,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
+        self.identity = identity
+        self.authorizer = authorizer
+        self.app_pool = app_pool
+        self.app_host = app_host
+        self.max_json_body = max_json_body
+        self.metrics = metrics or Metrics()
+        self.access_log = access_log or AccessLog(None)
+        self.normalize = normalize
+        self.clock = clock
+        self.loop_time: Callable[[], float] | None = None
+
+    # -- HTTP
+
+    def wants_body(self, conn: ConnInfo, head: RequestHead) -> int:
+        if not is_json(head):
+            return 0
+        if head.content_length is not None and head.content_length > self.max_json_body:
+            return 0
+        return self.max_json_body
+
+    def route(self, conn: ConnInfo, head: RequestHead, body: bytes | None) -> Forward | Answer:
+        fields: dict[str, Any] = {"source": str(conn.peer_id) if conn.peer_id else None, "method": head.method}
+        try:
+            now = self.clock()
+            if not self.identity.valid(now):
+                raise IdentityUnavailableError("the sidecar's SVID is missing or expired")
+            path, query, query_fields = self.normalize(head.target)
+            fields["path"] = path
+            jwt = self._jwt(head, fields)
+            attrs = {
+                "source": source_attributes(conn.peer_id, conn.peer_ip),
+                "destination": destination_attributes(self.identity.spiffe_id, conn.target_port),
+                "request": request_attributes(_without_identity_headers(head), path, query_fields, body, jwt),
+                "context": context_attributes("http", now),
+            }
+            verdict = self.authorizer(attrs)
+        except Exception as err:  # noqa: BLE001 - every failure is mapped, none opens the door
+            if not isinstance(err, (HttpError, IdentityUnavailableError, PermissionError)):
+                log.exception("inbound request failed before forwarding")
+            return answer_for(err, fields)
+        self.metrics.decision(verdict.allowed, verdict.rule)
+        fields["decision"] = "allow" if verdict.allowed else "deny"
+        fields["rule"] = verdict.rule
+        if not verdict.allowed:
+            return Answer(403, _deny_text(verdict), fields)
+        target = path + ("?" + query if query else "")
+        add = []
+        if conn.peer_id is not None:
+            add.append((b"x-forwarded-client-cert", f"By={self.identity.spiffe_id};URI={conn.peer_id}".encode()))
+        new_head = serialize_head(head, target, IDENTITY_HEADERS, add)
+        return Forward(new_head, self.app_pool, (self.app_host, conn.target_port), 503, fields)
+
+    def _jwt(self, head: RequestHead, fields: dict[str, Any]) -> dict[str, Any] | None:
+        token = bearer_token(head)
+        if token is None:
+            return None
+        try:
+            from sdk.jwtsvid import validate_jwt_svid
+
+            svid = validate_jwt_svid(token, self.identity.get_bundle_set(), str(self.identity.spiffe_id))
+        except Exception as err:  # noqa: BLE001 - an invalid token is simply not an attribute
+            fields["jwt_error"] = str(err)[:200]
+            return None
+        return {"sub": str(svid.spiffe_id), "claims": dict(svid.claims)}
+
+    def done(self, conn: ConnInfo, head: RequestHead | None, status: int, fields: dict[str, Any], started: float) -> None:
+        duration = (self.loop_time() - started) if self.loop_time else 0.0
+        decision = fields.get("decision", "error" if status != 503 else "unavailable")
+        self.metrics.request(self.direction, decision, status, duration)
+        self.access_log.write(
+            direction=self.direction,
+            source=fields.get("source"),
+            destination=f"{self.app_host}:{conn.target_port}",
+            method=head.method if head else fields.get("method"),
+            path=fields.get("path", head.target if head else None),
+            status=status,
+            decision=decision,
+            rule=fields.get("rule"),
+            duration_ms=round(duration * 1000, 3),
+            **({"error": fields["error"]} if "error" in fields else {}),
+        )
+
+    # -- TCP
+
+    def authorize_tcp(self, conn: ConnInfo) -> bool:
+        """Identity-only policy for an opaque TCP connection."""
+        now = self.clock()
+        if not self.identity.valid(now):
+            verdict = Verdict(False, None, "no valid identity")
+        else:
+            attrs = {
+                "source": source_attributes(conn.peer_id, conn.peer_ip),
+                "destination": destination_attributes(self.identity.spiffe_id, conn.target_port),
+                "context": context_attributes("tcp", now),
+            }
+            try:
+                verdict = self.authorizer(attrs)
+            except Exception as err:  # noqa: BLE001
+                log.error("tcp authorization failed: %s", err)
+                verdict = Verdict(False, None, "authorizer error")
+        self.metrics.decision(verdict.allowed, verdict.rule)
+        self.metrics.tcp_connection(self.direction, "allow" if verdict.allowed else "deny")
+        self.access_log.write(
+            direction=self.direction,
+            protocol="tcp",
+            source=str(conn.peer_id) if conn.peer_id else None,
+            destination=f"{self.app_host}:{conn.target_port}",
+            decision="allow" if verdict.allowed else "deny",
+            rule=verdict.rule,
+        )
+        return verdict.allowed
+
+
+def _deny_text(verdict: Verdict) -> str:
+    return f"denied by rule {verdict.rule}" if verdict.rule else "denied by default"
+
+
+def _without_identity_headers(head: RequestHead) -> RequestHead:
+    if not any(name in IDENTITY_HEADERS for name, _ in head.headers):
+        return head
+    from dataclasses import replace
+
+    return replace(head, headers=[(n, v) for n, v in head.headers if n not in IDENTITY_HEADERS])

@@ -1,0 +1,228 @@
+"""Accepting connections: TLS or plaintext (or either, by the first byte), limits, draining.
+
+A :class:`Listener` runs its own accept loop on a listening socket instead
+of ``loop.create_server`` so that each accepted connection gets the TLS
+context that is current *at that moment* (contexts are swapped on SVID
+rotation; connections already open keep theirs), and so that PERMISSIVE mode
+can peek at the first byte (``0x16``, a TLS handshake record) before choosing.
+
+Protocols call :meth:`Listener.admit` from ``connection_made``; for TLS
+connections it re-verifies the peer's chain (``verify``) and records the
+peer's SPIFFE ID, and a failed verification closes the connection before any
+byte is read. A sweeper closes connections past their ``deadline`` (header,
+idle timeouts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from sidecar.errors import PeerVerificationError
+from sidecar.exchange import ConnInfo
+
+__all__ = ["Listener", "bind"]
+
+log = logging.getLogger("trustmesh.sidecar")
+
+_TLS_HANDSHAKE = 0x16
+
+
+def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A non-blocking listening TCP socket (IPv4 or IPv6 by the address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+class Listener:
+    """Accepts connections on ``sock`` and hands them to ``factory(info)`` protocols.
+
+    ``tls``: ``"require"`` (mutual TLS only), ``"permissive"`` (TLS if the
+    first byte is a handshake, plaintext otherwise) or ``"off"``.
+    ``context()`` returns the server context to use now, or None when there
+    is no valid identity (then TLS connections are refused: fail closed).
+    ``classify(sock, addr)`` builds the :class:`ConnInfo` (for example from
+    the original destination); it may raise ``OSError`` to refuse.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        sock: socket.socket,
+        factory: Callable[[ConnInfo], asyncio.Protocol],
+        limits: Any,
+        *,
+        tls: str = "off",
+        context: Callable[[], ssl.SSLContext | None] = lambda: None,
+        verify: Callable[[Any], Any] | None = None,
+        classify: Callable[[socket.socket, Any], ConnInfo] | None = None,
+        on_reject: Callable[[str, str], None] = lambda name, reason: None,
+    ) -> None:
+        self.name = name
+        self.sock = sock
+        self.factory = factory
+        self.limits = limits
+        self.tls = tls
+        self.context = context
+        self.verify = verify
+        self.classify = classify or _default_classify
+        self.on_reject = on_reject
+        self.connections: set[Any] = set()
+        self.pending = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.accepting = False
+
+    @property
+    def port(self) -> int:
+        return self.sock.getsockname()[1]
+
+    def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(self.sock.fileno(), self._on_acceptable)
+        self.accepting = True
+        self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    def _on_acceptable(self) -> None:
+        for _ in range(64):
+            try:
+                conn, addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                log.warning("%s: accept failed: %s", self.name, err)
+                return
+            if len(self.connections) + self.pending >= self.limits.max_connections:
+                self.on_reject(self.name, "max-connections")
+                conn.close()
+                continue
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                info = self.classify(conn, addr)
+            except OSError as err:
+                log.warning("%s: refusing connection from %s: %s", self.name, addr, err)
+                self.on_reject(self.name, "no-destination")
+                conn.close()
+                continue
+            if self.tls == "permissive":
+                self._peek(conn, info)
+            else:
+                self._hand_over(conn, info, self.tls == "require")
+
+    def _peek(self, conn: socket.socket, info: ConnInfo) -> None:
+        assert self.loop is not None
+        loop = self.loop
+        self.pending += 1
+        fd = conn.fileno()
+
+        def give_up() -> None:
+            loop.remove_reader(fd)
+            self.pending -= 1
+            conn.close()
+
+        timer = loop.call_later(self.limits.header_timeout, give_up)
+
+        def readable() -> None:
+            try:
+                first = conn.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                return
+            except OSError:
+                first = b""
+            timer.cancel()
+            loop.remove_reader(fd)
+            self.pending -= 1
+            if not first:
+                conn.close()
+                return
+            self._hand_over(conn, info, first[0] == _TLS_HANDSHAKE)
+
+        loop.add_reader(fd, readable)
+
+    def _hand_over(self, conn: socket.socket, info: ConnInfo, use_tls: bool) -> None:
+        assert self.loop is not None
+        ctx = None
+        if use_tls:
+            ctx = self.context()
+            if ctx is None:
+                self.on_reject(self.name, "no-identity")
+                conn.close()
+                return
+        info.tls = use_tls
+        self.pending += 1
+        self.loop.create_task(self._connect(conn, info, ctx))
+
+    async def _connect(self, conn: socket.socket, info: ConnInfo, ctx: ssl.SSLContext | None) -> None:
+        assert self.loop is not None
+        try:
+            if ctx is None:
+                await self.loop.connect_accepted_socket(lambda: self.factory(info), conn)
+            else:
+                await self.loop.connect_accepted_socket(
+                    lambda: self.factory(info),
+                    conn,
+                    ssl=ctx,
+                    ssl_handshake_timeout=self.limits.handshake_timeout,
+                )
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as err:
+            log.info("%s: handshake with %s failed: %s", self.name, info.peer_ip, err)
+            self.on_reject(self.name, "handshake")
+            conn.close()
+        finally:
+            self.pending -= 1
+
+    def admit(self, transport: asyncio.BaseTransport, info: ConnInfo) -> bool:
+        """Verify a TLS peer's SVID (from ``connection_made``); False means close now."""
+        if not info.tls:
+            return True
+        if self.verify is None:
+            return True
+        try:
+            info.peer_id = self.verify(transport.get_extra_info("ssl_object"))
+        except PeerVerificationError as err:
+            log.info("%s: peer %s rejected: %s", self.name, info.peer_ip, err)
+            self.on_reject(self.name, "peer-verification")
+            return False
+        return True
+
+    def _sweep(self) -> None:
+        assert self.loop is not None
+        now = self.loop.time()
+        for conn in list(self.connections):
+            if conn.deadline < now:
+                conn.on_deadline()
+        self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    def stop_accepting(self) -> None:
+        if self.accepting and self.loop is not None:
+            self.accepting = False
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+
+    async def drain(self, grace: float) -> None:
+        """Stop accepting, let in-flight requests finish for up to ``grace`` seconds, close the rest."""
+        self.stop_accepting()
+        for conn in list(self.connections):
+            conn.drain()
+        assert self.loop is not None
+        deadline = self.loop.time() + grace
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn._close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+
+
+def _default_classify(sock: socket.socket, addr: Any) -> ConnInfo:
+    return ConnInfo(peer_ip=addr[0], peer_port=addr[1])

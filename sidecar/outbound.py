@@ -1,0 +1,99 @@
+"""The outbound side: the app's requests leave over mutual TLS.
+
+Transparent mode (port 15001): the redirect rules send the app's outgoing
+connections here and ``original_destination()`` tells where they were going;
+the request goes to that address (the peer's inbound capture) over mTLS.
+Explicit mode (no redirect rules): each configured local port leads to one
+upstream address with an expected SPIFFE ID. Either way the server's SVID
+must verify and belong to an accepted trust domain (and equal the expected
+ID when one is configured) before anything is sent; see :mod:`sidecar.connect`.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sidecar.accesslog import AccessLog
+from sidecar.errors import HttpError
+from sidecar.exchange import Answer, ConnInfo, Forward
+from sidecar.http1 import RequestHead, serialize_head
+from sidecar.metrics import Metrics
+from sidecar.pool import Pool
+
+__all__ = ["OutboundRouter", "explicit_classifier", "transparent_classifier"]
+
+# The remote sidecar sets these from the verified connection; never pass the app's copies on.
+_DROP = frozenset({b"x-forwarded-client-cert"})
+
+
+def explicit_classifier(host: str, port: int, expected: str | None) -> Callable[[socket.socket, Any], ConnInfo]:
+    def classify(sock: socket.socket, addr: Any) -> ConnInfo:
+        return ConnInfo(addr[0], addr[1], target_host=host, target_port=port, expected_id=expected)
+
+    return classify
+
+
+def transparent_classifier(
+    destinations: Mapping[tuple[str, int], str],
+    original_destination: Callable[[socket.socket], tuple[str, int]] | None = None,
+) -> Callable[[socket.socket, Any], ConnInfo]:
+    if original_destination is None:
+        from sidecar.redirect import original_destination
+
+    def classify(sock: socket.socket, addr: Any) -> ConnInfo:
+        host, port = original_destination(sock)  # raises OSError when there is none
+        return ConnInfo(addr[0], addr[1], target_host=host, target_port=port, expected_id=destinations.get((host, port)))
+
+    return classify
+
+
+class OutboundRouter:
+    """Forwards each request to the connection's destination over the mTLS pool."""
+
+    direction = "outbound"
+
+    def __init__(
+        self,
+        identity: Any,
+        pool: Pool,
+        *,
+        metrics: Metrics | None = None,
+        access_log: AccessLog | None = None,
+    ) -> None:
+        self.identity = identity
+        self.pool = pool
+        self.metrics = metrics or Metrics()
+        self.access_log = access_log or AccessLog(None)
+        self.loop_time: Callable[[], float] | None = None
+
+    def wants_body(self, conn: ConnInfo, head: RequestHead) -> int:
+        return 0
+
+    def route(self, conn: ConnInfo, head: RequestHead, body: bytes | None) -> Forward | Answer:
+        fields: dict[str, Any] = {"path": head.target}
+        if not self.identity.valid():
+            return Answer(503, "no valid identity", {**fields, "error": "SVID missing or expired"}, close=True)
+        if not head.target.startswith("/"):
+            raise HttpError(400, "request target must be in origin form")
+        new_head = serialize_head(head, head.target, _DROP, [])
+        return Forward(new_head, self.pool, (conn.target_host, conn.target_port, conn.expected_id), 503, fields)
+
+    def done(self, conn: ConnInfo, head: RequestHead | None, status: int, fields: dict[str, Any], started: float) -> None:
+        duration = (self.loop_time() - started) if self.loop_time else 0.0
+        decision = "forward" if status and "error" not in fields else "error"
+        self.metrics.request(self.direction, decision, status, duration)
+        self.access_log.write(
+            direction=self.direction,
+            source=str(self.identity.spiffe_id),
+            destination=f"{conn.target_host}:{conn.target_port}",
+            expected_id=conn.expected_id,
+            method=head.method if head else None,
+            path=fields.get("path"),
+            status=status,
+            decision=decision,
+            rule=None,
+            duration_ms=round(duration * 1000, 3),
+            **({"error": fields["error"]} if "error" in fields else {}),
+        )
