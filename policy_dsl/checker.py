@@ -35,16 +35,16 @@ class CheckedPolicies:
     warnings: tuple[Diagnostic, ...]
 
 
-def conjuncts(expr: ast.Expr | None) -> frozenset:
-    """The top-level ``and`` operands of ``expr`` (an empty set for None)."""
+def conjuncts(expr: ast.Expr | None) -> tuple[ast.Expr, ...]:
+    """The top-level ``and`` operands of ``expr``, in order, without repeats."""
     if expr is None:
-        return frozenset()
+        return ()
     if isinstance(expr, ast.And):
-        out: set = set()
+        out: dict = {}
         for operand in expr.operands:
-            out |= conjuncts(operand)
-        return frozenset(out)
-    return frozenset([expr])
+            out.update(dict.fromkeys(conjuncts(operand)))
+        return tuple(out)
+    return (expr,)
 
 
 class _Checker:
@@ -221,7 +221,7 @@ class _Checker:
             self._at(literal, f"{_METHODS_NOTE}: {literal.value!r} never matches", "warning")
 
     # -- dead rules --------------------------------------------------------------
-    def never_matches(self, rule: ast.Rule, parts: frozenset) -> None:
+    def never_matches(self, rule: ast.Rule, parts: tuple) -> None:
         equal: dict[tuple, object] = {}
         for part in parts:
             if isinstance(part, ast.Literal) and part.value is False:
@@ -276,7 +276,7 @@ def check(files: list[ast.PolicyFile] | tuple[ast.PolicyFile, ...]) -> CheckedPo
                     continue
                 parts = conjuncts(rule.condition)
                 checker.never_matches(rule, parts)
-                coverage = conjuncts(policy.selector) | parts
+                coverage = frozenset(conjuncts(policy.selector) + parts)
                 if rule.effect != "audit":
                     _shadowing(checker, policy, rule, coverage, enforced)
                     if not (rule.dry_run or policy.dry_run):

@@ -1,0 +1,63 @@
+"""Checker warnings: rules that can never match and rules shadowed by another."""
+
+from __future__ import annotations
+
+from policy_dsl import load_policy
+
+
+def warnings_of(body: str) -> list[str]:
+    policy_set = load_policy(f'policy "p" protects all {{\n{body}\n}}\n', "w.tmp")
+    return [f"{w.line}:{w.message}" for w in policy_set.warnings]
+
+
+def test_clean_policy_has_no_warnings():
+    assert warnings_of('allow "a" { request.method == "GET" }\ndeny "d" { request.path == "/x" }') == []
+
+
+def test_contradictory_equalities_never_match():
+    (warning,) = warnings_of('allow "a" { request.method == "GET" and request.method == "POST" }')
+    assert warning == "2:rule \"a\" can never match: request.method cannot equal both 'GET' and 'POST'"
+
+
+def test_false_conjunct_never_matches():
+    (warning,) = warnings_of('deny "d" { false and request.method == "GET" }')
+    assert 'rule "d" can never match: it requires false' in warning
+
+
+def test_lower_case_method_never_matches():
+    (warning,) = warnings_of('allow "a" { request.method == "get" }')
+    assert "HTTP methods are upper-case: 'get' never matches" in warning
+
+
+def test_empty_list_is_always_false():
+    (warning,) = warnings_of('allow "a" { request.method in [] }')
+    assert "empty list never contains anything" in warning
+
+
+def test_allow_covered_by_a_deny_can_never_take_effect():
+    (warning,) = warnings_of(
+        'deny "no-admin" { request.path startswith "/admin" }\n'
+        'allow "admin-get" { request.method == "GET" and request.path startswith "/admin" }'
+    )
+    assert warning.startswith('3:rule "admin-get" is shadowed by deny rule "no-admin"')
+    assert "can never take effect" in warning
+
+
+def test_same_effect_rule_with_more_conditions_adds_nothing():
+    (warning,) = warnings_of(
+        'allow "gets" { request.method == "GET" }\n'
+        'allow "get-items" { request.method == "GET" and request.path == "/items" }'
+    )
+    assert 'rule "get-items" is shadowed by allow rule "gets"' in warning and "adds nothing" in warning
+
+
+def test_dry_run_rules_do_not_shadow():
+    assert warnings_of('dry-run deny "d" { true }\nallow "a" { true }') == []
+
+
+def test_shadowing_respects_selectors():
+    text = (
+        'policy "narrow" protects destination.attrs.app == "a" { deny "d" { request.method == "PUT" } }\n'
+        'policy "wide" protects all { allow "a" { request.method == "PUT" } }\n'
+    )
+    assert load_policy(text).warnings == ()

@@ -1,0 +1,102 @@
+"""HTTP path normalisation: the table from the issue, plus idempotence."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policy_dsl import NormalizedTarget, PathError, normalize_path, parse_query
+
+NORMALISED = [
+    ("/", "/", ""),
+    ("/a/b", "/a/b", ""),
+    ("/a/../b", "/b", ""),
+    ("/../../etc/passwd", "/etc/passwd", ""),  # never above root
+    ("/a/b/..", "/a/", ""),
+    ("/a/./b/.", "/a/b/", ""),
+    ("/%2e%2e/admin", "/admin", ""),
+    ("/x/%2E%2e/admin", "/admin", ""),
+    ("/x/.%2e/admin", "/admin", ""),
+    ("//a///b//", "/a/b/", ""),
+    ("/a#frag", "/a", ""),
+    ("/a?x=1#frag", "/a", "x=1"),
+    ("/a?x=/../b", "/a", "x=/../b"),  # the query is not a path
+    ("/%7euser/%41%62", "/~user/Ab", ""),  # unreserved decoded
+    ("/caf%c3%a9", "/caf%C3%A9", ""),  # other escapes upper-cased, kept encoded
+    ("/a%3Ab%3ac", "/a%3Ab%3Ac", ""),
+    ("/100%25", "/100%25", ""),  # an encoded % stays encoded (no double decoding)
+]
+
+
+@pytest.mark.parametrize(("raw", "path", "query"), NORMALISED)
+def test_normalisation_table(raw, path, query):
+    assert normalize_path(raw) == NormalizedTarget(path, query)
+
+
+REFUSED = [
+    ("/a/%2fb", "encoded '/'"),
+    ("/a/%2Fb", "encoded '/'"),
+    ("/a%5cb", "encoded backslash"),
+    ("/a%5Cb", "encoded backslash"),
+    ("/a\\b", "backslash in path at offset 2"),
+    ("/a%00", "encoded NUL"),
+    ("/a\x00b", "control character"),
+    ("/a\r\nb", "control character"),
+    ("/a%0d%0ab", "encoded control character"),
+    ("/a b", "space"),
+    ("/admin;jsessionid=1", "path parameters (';')"),
+    ("/%c0%ae%c0%ae/admin", "not valid UTF-8"),  # overlong "."
+    ("/%e0%80%ae", "not valid UTF-8"),
+    ("/%c3", "not valid UTF-8"),
+    ("/a%zz", "malformed percent-escape"),
+    ("/a%4", "malformed percent-escape"),
+    ("/caf\u00e9", "raw non-ASCII"),
+    ("", "empty request target"),
+    ("a/b", "must start with '/'"),
+    ("*", "must start with '/'"),
+    ("http://host/a", "must start with '/'"),
+]
+
+
+@pytest.mark.parametrize(("raw", "reason"), REFUSED)
+def test_refused_targets(raw, reason):
+    with pytest.raises(PathError, match=None) as caught:
+        normalize_path(raw)
+    assert reason in str(caught.value)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_non_string_target_is_a_path_error():
+    with pytest.raises(PathError):
+        normalize_path(b"/a")  # type: ignore[arg-type]
+
+
+def test_target_round_trip():
+    assert normalize_path("/a/./b?q=1").target == "/a/b?q=1"
+    assert normalize_path("/a/").target == "/a/"
+
+
+def test_parse_query_decodes_and_refuses_duplicates():
+    assert parse_query("a=1&b=x%20y&c") == {"a": "1", "b": "x y", "c": ""}
+    with pytest.raises(PathError, match="appears more than once"):
+        parse_query("user=alice&user=admin")
+    with pytest.raises(PathError, match="UTF-8"):
+        parse_query("a=%ff")
+
+
+_PIECES = list("/.%2eEfFcC05aA;?#\\~-_x") + ["%2e", "%2E", "..", "//", "%c0%ae", "%41", "%2f"]
+_PATHY = st.lists(st.sampled_from(_PIECES), max_size=25).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_PATHY.map(lambda s: "/" + s), st.text(max_size=30)))
+def test_normalisation_is_idempotent_or_refuses(raw):
+    try:
+        once = normalize_path(raw)
+    except PathError:
+        return
+    twice = normalize_path(once.path)
+    assert twice.path == once.path
+    assert once.path.startswith("/")
+    assert "/../" not in once.path + "/" and "//" not in once.path and "/./" not in once.path + "/"
