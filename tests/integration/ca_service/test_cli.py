@@ -1,0 +1,82 @@
+"""`trustmesh ca serve` as a real process: config errors, serving, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from ca.store import CaDirectory
+from sdk.ca_client import CaClient
+from sdk.x509svid import verify_chain
+from tests.integration.ca_service.conftest import make_csr
+
+STATIC = "st-0123456789abcdef0123456789"
+
+
+def _serve(config: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "trustmesh", "ca", "serve", "--config", str(config), *extra]
+
+
+def _write(tmp_path: Path, doc: dict) -> Path:
+    path = tmp_path / "ca-service.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _local_config(tmp_path: Path) -> dict:
+    tokens = tmp_path / "static-tokens.yaml"
+    tokens.write_text(yaml.safe_dump({STATIC: "spiffe://example.org/host/builder"}))
+    return {
+        "trust_domain": "example.org",
+        "ca": {"store": {"kind": "directory", "path": str(tmp_path / "ca")}},
+        "authentication": {"static_tokens_file": str(tokens)},
+        "listen": {"grpc": "127.0.0.1:0", "bundle_endpoint": "127.0.0.1:0", "metrics": "127.0.0.1:0"},
+        "audit_log": str(tmp_path / "audit.jsonl"),
+    }
+
+
+def test_invalid_config_names_the_field_and_starts_nothing(tmp_path):
+    doc = _local_config(tmp_path)
+    doc["limits"] = {"rate_per_second": "fast"}
+    result = subprocess.run(_serve(_write(tmp_path, doc)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "trustmesh: error: config: limits.rate_per_second: must be a number, got 'fast'"
+    ]
+    assert not (tmp_path / "ca").exists()
+
+    doc = _local_config(tmp_path)
+    doc["identity"] = {"tempalte": "x"}
+    result = subprocess.run(_serve(_write(tmp_path, doc)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "identity.tempalte: unknown key" in result.stderr
+
+
+async def test_serves_then_exits_cleanly_on_sigterm(tmp_path):
+    config = _write(tmp_path, _local_config(tmp_path))
+    proc = await asyncio.create_subprocess_exec(*_serve(config), stderr=subprocess.PIPE)
+    try:
+        port = None
+        while port is None:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            assert line, "the service exited before listening"
+            found = re.search(r"serving gRPC on (\d+)", line)
+            port = int(found.group(1)) if found else None
+        bundle = CaDirectory(tmp_path / "ca").load().bundle()
+        client = CaClient(f"127.0.0.1:{port}", bundle, lambda: STATIC)
+        chain, got = await client.sign_x509_svid(make_csr())
+        assert str(verify_chain(chain, got)) == "spiffe://example.org/host/builder"
+        await client.close()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    audit = (tmp_path / "audit.jsonl").read_text().splitlines()
+    assert '"token_id"' in audit[-1] and STATIC not in "".join(audit)
