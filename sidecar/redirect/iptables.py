@@ -97,14 +97,22 @@ def remove(config: RedirectConfig, backend: Backend | None = None) -> None:
 
 
 def _drop_empty_tables(backend: Backend, version: int) -> None:
-    """iptables-nft creates whole tables on first use; delete those left with nothing in them."""
+    """iptables-nft creates built-in chains (and tables) on first use; delete the empty ones.
+
+    An empty built-in chain with an ACCEPT policy does nothing, and iptables-nft
+    creates it again when needed, so ``remove`` leaves ``nft list ruleset``
+    as it was before ``apply``.
+    """
     family = "ip" if version == 4 else "ip6"
     for table, lines in _sections(backend.save(version)).items():
-        empty = all(
-            line.startswith(":") and line.split()[0][1:] in rules.BUILTIN_CHAINS and line.split()[1] == "ACCEPT"
-            for line in lines
-        )
-        if empty:
+        used = {line.split()[1] for line in lines if line.startswith("-A ")}
+        for line in lines:
+            words = line.split()
+            chain = words[0][1:]
+            if line.startswith(":") and chain in rules.BUILTIN_CHAINS and words[1] == "ACCEPT" and chain not in used:
+                run(["nft", "delete", "chain", family, table, chain], check=False)
+        listing = run(["nft", "list", "table", family, table], check=False)
+        if listing.returncode == 0 and "chain " not in listing.stdout:
             run(["nft", "delete", "table", family, table], check=False)
 
 

@@ -1,0 +1,133 @@
+"""apply / verify / remove in a real namespace, for each mode: idempotent, detectable, traceless.
+
+Each case starts from a fresh namespace, either empty or holding rules a
+user put there first; it records everything the kernel shows (iptables-save
+for both families, ``nft list ruleset``, the cgroup's attached programs and
+the bpffs pins), runs the real ``trustmesh redirect`` command, and compares.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.netns import PYTHON, Namespace, NetLab, require_root
+
+pytestmark = [pytest.mark.netns]
+
+OPTIONS = ["--exclude-outbound-ports", "5432", "--exclude-outbound-cidrs", "10.9.0.0/16,fd09::/32"]
+USER_RULES = {
+    "iptables": [
+        ["iptables", "-t", "nat", "-A", "OUTPUT", "-d", "10.99.0.0/16", "-j", "RETURN"],
+        ["iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
+        ["ip6tables", "-A", "OUTPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
+    ],
+    "nft": [["nft", "add table ip user; add chain ip user out { type filter hook output priority 0; }; "
+             "add rule ip user out tcp dport 22 accept"]],
+}  # fmt: skip
+
+
+class Target:
+    def __init__(self, ns: Namespace, mode: str, cgroup: Path | None) -> None:
+        self.ns, self.mode, self.cgroup = ns, mode, cgroup
+
+    def cli(self, action: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        argv = [PYTHON, "-m", "trustmesh", "redirect", action, "--mode", self.mode, *OPTIONS, *extra]
+        if self.cgroup is not None:
+            argv += ["--cgroup", str(self.cgroup), "--bpf-name", self.cgroup.name]
+        return self.ns.run(argv, check=False)
+
+    def snapshot(self) -> dict[str, str]:
+        """Everything the kernel shows that a capture could change."""
+        shot = {"nft": self.ns.run(["nft", "list", "ruleset"]).stdout}
+        for tool in ("iptables-nft-save", "ip6tables-nft-save"):
+            text = self.ns.run([tool]).stdout
+            shot[tool] = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+        if self.cgroup is not None:
+            shot["cgroup"] = self.ns.run(["bpftool", "cgroup", "show", str(self.cgroup)]).stdout
+            shot["pins"] = "\n".join(sorted(p.name for p in Path("/sys/fs/bpf").iterdir()))
+        return shot
+
+
+def _ok(done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode == 0, done.stderr
+
+
+def _tamper(t: Target) -> None:
+    """Delete one rule (or detach one program) behind trustmesh's back."""
+    if t.mode == "iptables":
+        t.ns.run(["iptables", "-t", "nat", "-D", "TRUSTMESH_OUTPUT", "-d", "127.0.0.0/8", "-j", "RETURN"])
+    elif t.mode == "nftables":
+        listing = t.ns.run(["nft", "-a", "list", "chain", "inet", "trustmesh", "outbound"]).stdout
+        handle = re.search(r"ip daddr 127\.0\.0\.0/8 return # handle (\d+)", listing).group(1)
+        t.ns.run(["nft", "delete", "rule", "inet", "trustmesh", "outbound", "handle", handle])
+    else:
+        prog = Path("/sys/fs/bpf") / f"trustmesh-{t.cgroup.name}" / "progs" / "trustmesh_connect4"
+        t.ns.run(["bpftool", "cgroup", "detach", str(t.cgroup), "connect4", "pinned", str(prog)])
+
+
+@pytest.mark.parametrize("user_rules", [False, True], ids=["empty", "user-rules"])
+@pytest.mark.parametrize("mode", ["iptables", "nftables", "ebpf"])
+def test_apply_is_idempotent_verify_detects_tampering_remove_leaves_no_trace(mode, user_rules):
+    require_root()
+    with NetLab() as lab:
+        ns = lab.namespace("life")
+        t = Target(ns, mode, lab.cgroup("life") if mode == "ebpf" else None)
+        if user_rules:
+            for argv in USER_RULES["iptables" if mode == "iptables" else "nft"]:
+                ns.run(argv)
+        before = t.snapshot()
+
+        bad = t.cli("apply", "--exclude-outbound-cidrs", "10.0.0.1/8")
+        assert bad.returncode == 2
+        assert "--exclude-outbound-cidrs: '10.0.0.1/8' is not a CIDR" in bad.stderr
+        assert t.snapshot() == before
+
+        _ok(t.cli("apply"))
+        applied = t.snapshot()
+        assert applied != before
+        _ok(t.cli("verify"))
+        _ok(t.cli("apply"))
+        assert t.snapshot() == applied
+        _ok(t.cli("verify"))
+
+        assert t.cli("verify", "--exclude-outbound-ports", "5433").returncode == 1  # other options
+        _tamper(t)
+        tampered = t.cli("verify")
+        assert tampered.returncode == 1
+        assert "differs" in tampered.stderr
+        assert ("127.0.0.0/8" in tampered.stdout) if mode != "ebpf" else ("connect4" in tampered.stdout)
+
+        _ok(t.cli("remove"))
+        assert t.snapshot() == before
+        _ok(t.cli("remove"))
+        assert t.snapshot() == before
+        assert t.cli("verify").returncode == 1
+
+
+def test_ebpf_failure_half_way_is_rolled_back():
+    """A program already attached exclusively to the getsockopt hook makes the 4th attach fail."""
+    require_root()
+    with NetLab() as lab:
+        ns = lab.namespace("rb")
+        t = Target(ns, "ebpf", lab.cgroup("rb"))
+        _ok(t.cli("apply", "--dry-run"))
+        from sidecar.redirect.ebpf import build_object
+
+        blocker = Path("/sys/fs/bpf") / f"{lab.prefix}-blocker"
+        blocker.mkdir()
+        try:
+            ns.run(["bpftool", "prog", "loadall", str(build_object()), str(blocker / "p"), "pinmaps", str(blocker / "m")])
+            ns.run(["bpftool", "cgroup", "attach", str(t.cgroup), "getsockopt", "pinned", str(blocker / "p/trustmesh_getsockopt")])
+            before = t.snapshot()
+            failed = t.cli("apply")
+            assert failed.returncode == 1
+            assert "rolled back" in failed.stderr
+            assert t.snapshot() == before
+            assert not (Path("/sys/fs/bpf") / f"trustmesh-{t.cgroup.name}").exists()
+        finally:
+            ns.run(["bpftool", "cgroup", "detach", str(t.cgroup), "getsockopt", "pinned", str(blocker / "p/trustmesh_getsockopt")], check=False)
+            subprocess.run(["rm", "-rf", str(blocker)], check=False)
