@@ -1,0 +1,89 @@
+"""Service config: valid files load; every mistake names its field."""
+
+from __future__ import annotations
+
+import pytest
+
+from ca.service.config import load_config, parse_config
+from ca.service.errors import ConfigError
+
+BASE = {"trust_domain": "example.org", "authentication": {"join_tokens": True}}
+
+
+def _with(**extra):
+    return {**BASE, **extra}
+
+
+def test_minimal_config_gets_the_documented_defaults():
+    cfg = parse_config(BASE)
+    assert str(cfg.trust_domain) == "example.org"
+    assert str(cfg.template) == "ns/{namespace}/sa/{service_account}"
+    assert cfg.listen.grpc == "0.0.0.0:15012" and cfg.listen.bundle_endpoint == "0.0.0.0:8443"
+    assert cfg.listen.metrics.startswith("127.0.0.1:")
+    assert (cfg.x509_ttl.default, cfg.jwt_ttl.default) == (3600, 300)
+    assert cfg.bundle_configmap_name == "trustmesh-bundle"
+
+
+def test_full_kubernetes_config():
+    cfg = parse_config(
+        {
+            "trust_domain": "spiffe://prod.example.org",
+            "identity": {"template": "cluster/{cluster}/app/{labels.app}", "cluster": "eu1"},
+            "authentication": {
+                "kubernetes": {"audience": "ca", "allow_namespaces": ["a"], "deny_service_accounts": ["a/*"]}
+            },
+            "bundle": {"configmap": {"name": "b"}},
+            "ca": {"store": {"kind": "secret", "name": "keys"}},
+        }
+    )
+    assert cfg.kubernetes.audience == "ca" and cfg.kubernetes.deny_service_accounts == ("a/*",)
+    assert cfg.template.required_labels == ("app",)
+    assert cfg.publish_configmap and cfg.bundle_configmap_name == "b"
+    assert cfg.store.kind == "secret" and cfg.store.name == "keys"
+
+
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        ({"authentication": {"join_tokens": True}}, "trust_domain"),
+        (_with(trust_domain="Example.org"), "trust_domain"),
+        (_with(identity={"template": "ns/{nope}"}), "identity.template"),
+        (_with(limits={"burst": 0}), "limits.burst"),
+        (_with(limits={"rate_per_second": True}), "limits.rate_per_second"),
+        (_with(listen={"grpc": "15012"}), "listen.grpc"),
+        (_with(x509_svid={"default_ttl": 7200, "max_ttl": 3600}), "x509_svid.default_ttl"),
+        (_with(serving={"ip_addresses": ["localhost"]}), "serving.ip_addresses"),
+        (_with(ca={"store": {"kind": "vault"}}), "ca.store.kind"),
+        (_with(ca={"store": {"kind": "directory"}}), "ca.store.path"),
+        (_with(ca={"store": {"kind": "secret"}}), "ca.store.kind"),
+        (_with(surprise=1), "surprise"),
+        ({"trust_domain": "example.org"}, "authentication"),
+        (
+            {"trust_domain": "example.org", "authentication": {"kubernetes": {"allow_service_accounts": ["web"]}}},
+            "authentication.kubernetes.allow_service_accounts",
+        ),
+        (
+            {"trust_domain": "example.org", "authentication": {"kubernetes": {"verify": "jwks"}}},
+            "authentication.kubernetes.jwks_file",
+        ),
+        (_with(bundle={"configmap": {"name": "x"}}), "bundle.configmap"),
+        ([1, 2], "(top level)"),
+    ],
+)
+def test_errors_name_the_field(doc, field):
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"config: {field}: ")
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trust_domain: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    good = tmp_path / "good.yaml"
+    good.write_text("trust_domain: example.org\nauthentication:\n  join_tokens: true\n")
+    assert str(load_config(good).trust_domain) == "example.org"
