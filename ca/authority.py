@@ -270,9 +270,11 @@ class X509Issuer:
         self.trust_domain = trust_domain
         self.max_ttl = max_ttl
         self.verify_signatures = verify_signatures
-        self._aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-            authority.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        ski = authority.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        self._aki = certs.encoded_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
         )
+        self._issuer_name = authority.certificate.subject
         self._anchor = Bundle(trust_domain, (authority.certificate,), {})
         self._tail = authority.presented_chain
 
@@ -309,6 +311,7 @@ class X509Issuer:
             dns_names=dns_names,
             ip_addresses=ip_addresses,
             issuer_aki=self._aki,
+            issuer_name=self._issuer_name,
         )
         leaf = builder.sign(self.authority.private_key, _SHA256)
         self._validate(leaf, spiffe_id, public_key, now)
@@ -323,7 +326,7 @@ class X509Issuer:
             raise IssuanceError(f"issued certificate failed X509-SVID validation: {err}") from err
         if got != spiffe_id:
             problem = f"carries {got}, expected {spiffe_id}"
-        elif leaf.issuer != self.authority.certificate.subject:
+        elif leaf.issuer != self._issuer_name:
             problem = "names the wrong issuer"
         elif not leaf.not_valid_before_utc <= now < leaf.not_valid_after_utc:
             problem = "is not valid now"
