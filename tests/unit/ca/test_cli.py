@@ -41,11 +41,21 @@ def ok(*args: str, **kwargs) -> str:
     return result.stdout
 
 
+def _init(path: Path) -> str:
+    out = ok("ca", "init", "--trust-domain", "example.org", "--dir", str(path), "--ttl", "720h")
+    assert "self-signed root" in out
+    return str(path)
+
+
 @pytest.fixture
 def ca_dir(tmp_path) -> str:
-    out = ok("ca", "init", "--trust-domain", "example.org", "--dir", str(tmp_path / "ca"), "--ttl", "720h")
-    assert "self-signed root" in out
-    return str(tmp_path / "ca")
+    return _init(tmp_path / "ca")
+
+
+@pytest.fixture(scope="module")
+def shared_ca(tmp_path_factory) -> str:
+    """One CA for the tests that only read it or fail before writing."""
+    return _init(tmp_path_factory.mktemp("shared") / "ca")
 
 
 def test_quickstart_init_issue_inspect(ca_dir, tmp_path, openssl_verify):
@@ -130,8 +140,8 @@ def test_init_under_an_upstream_ca_with_an_encrypted_key(tmp_path):
         (["ca"], "required"),
     ],
 )
-def test_usage_errors_exit_2_with_one_line(ca_dir, tmp_path, args, message):
-    result = trustmesh(*(a.format(tmp=tmp_path, ca=ca_dir) for a in args))
+def test_usage_errors_exit_2_with_one_line(shared_ca, tmp_path, args, message):
+    result = trustmesh(*(a.format(tmp=tmp_path, ca=shared_ca) for a in args))
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("trustmesh: error: ")
@@ -151,9 +161,11 @@ def test_usage_errors_exit_2_with_one_line(ca_dir, tmp_path, args, message):
         (["ca", "init", "--trust-domain", "example.org", "--dir", "{ca}"], "already holds a CA"),
     ],
 )
-def test_failures_exit_1_with_one_line(ca_dir, tmp_path, args, message):
-    result = trustmesh(*(a.format(tmp=tmp_path, ca=ca_dir) for a in args))
+def test_failures_exit_1_with_one_line(shared_ca, tmp_path, args, message):
+    before = (Path(shared_ca) / "ca.json").read_bytes()
+    result = trustmesh(*(a.format(tmp=tmp_path, ca=shared_ca) for a in args))
     assert result.returncode == 1, result.stderr
     assert message in result.stderr
     assert result.stderr.count("\n") == 1 and result.stdout == ""
     assert not (tmp_path / "w.crt").exists()
+    assert (Path(shared_ca) / "ca.json").read_bytes() == before
