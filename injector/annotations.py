@@ -22,6 +22,7 @@ __all__ = [
     "MODES",
     "LOG_LEVELS",
     "SIDECAR_CONFIG_ANNOTATION",
+    "TRUST_BUNDLE_ANNOTATION",
     "PodOverrides",
     "parse_overrides",
     "parse_ports",
@@ -41,6 +42,8 @@ SIDECAR_MODE = PREFIX + "sidecar-mode"
 REWRITE_PROBES = PREFIX + "rewrite-probes"
 #: Written by the injector, never read from the pod: the sidecar's config file.
 SIDECAR_CONFIG_ANNOTATION = PREFIX + "sidecar-config"
+#: Written by the injector when it copies the trust bundle into the pod.
+TRUST_BUNDLE_ANNOTATION = PREFIX + "trust-bundle"
 
 #: Annotations a pod may set (the injector's own output is accepted and ignored).
 ANNOTATIONS = (
@@ -53,7 +56,7 @@ ANNOTATIONS = (
     SIDECAR_MODE,
     REWRITE_PROBES,
 )
-_KNOWN = frozenset(ANNOTATIONS) | {SIDECAR_CONFIG_ANNOTATION, INJECT_LABEL}
+_KNOWN = frozenset(ANNOTATIONS) | {SIDECAR_CONFIG_ANNOTATION, TRUST_BUNDLE_ANNOTATION, INJECT_LABEL}
 
 MODES = ("iptables", "nftables", "ebpf")
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error")

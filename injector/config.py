@@ -66,6 +66,9 @@ class InjectorConfig:
     image_pull_policy: str = "IfNotPresent"
     ca_address: str = "trustmesh-ca.trustmesh-system.svc:15012"
     bundle_configmap: str = "trustmesh-bundle"
+    #: If set, the PEM bundle in this file is copied into each pod (see docs) instead of
+    #: mounting the ``bundle_configmap`` ConfigMap from the pod's namespace.
+    trust_bundle_file: str = ""
     token_audience: str = "trustmesh-ca"
     token_expiration_seconds: int = 3600
     native_sidecar: bool = True
@@ -115,7 +118,7 @@ def _from_mapping(data: Any) -> InjectorConfig:
     top = _section(data, "", {f.name for f in fields(InjectorConfig)} - _FLATTENED | {"sidecar", "interception"})
     values: dict[str, Any] = {}
     for key in ("trust_domain", "cluster", "identity_template", "image", "ca_address",
-                "bundle_configmap", "token_audience"):
+                "bundle_configmap", "trust_bundle_file", "token_audience"):
         if key in top:
             values[key] = _string(top[key], key)
     if "image_pull_policy" in top:

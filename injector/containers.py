@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from injector.annotations import SIDECAR_CONFIG_ANNOTATION, PodOverrides
+from injector.annotations import SIDECAR_CONFIG_ANNOTATION, TRUST_BUNDLE_ANNOTATION, PodOverrides
 from injector.config import InjectorConfig
 
 __all__ = [
@@ -158,8 +158,18 @@ def sidecar_container(config: InjectorConfig, overrides: PodOverrides, native: b
     return container
 
 
-def volumes(config: InjectorConfig, overrides: PodOverrides) -> list[dict[str, Any]]:
-    """The volumes the sidecar and the app containers mount."""
+def volumes(config: InjectorConfig, overrides: PodOverrides, *, inline_bundle: bool = False) -> list[dict[str, Any]]:
+    """The volumes the sidecar and the app containers mount.
+
+    The trust bundle comes from the ConfigMap ``config.bundle_configmap`` in
+    the pod's namespace, or, with ``inline_bundle``, from the pod's
+    ``trustmesh.io/trust-bundle`` annotation through the downward API.
+    """
+    if inline_bundle:
+        bundle: dict[str, Any] = {"name": BUNDLE_VOLUME, "downwardAPI": {"items": [_annotation_item(
+            BUNDLE_KEY, TRUST_BUNDLE_ANNOTATION)]}}
+    else:
+        bundle = {"name": BUNDLE_VOLUME, "configMap": {"name": config.bundle_configmap}}
     vols: list[dict[str, Any]] = [
         {"name": SOCKET_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
         {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
@@ -167,11 +177,8 @@ def volumes(config: InjectorConfig, overrides: PodOverrides) -> list[dict[str, A
             "expirationSeconds": config.token_expiration_seconds,
             "path": TOKEN_FILE,
         }}]}},
-        {"name": BUNDLE_VOLUME, "configMap": {"name": config.bundle_configmap}},
-        {"name": CONFIG_VOLUME, "downwardAPI": {"items": [{
-            "path": CONFIG_FILE,
-            "fieldRef": {"fieldPath": f"metadata.annotations['{SIDECAR_CONFIG_ANNOTATION}']"},
-        }]}},
+        bundle,
+        {"name": CONFIG_VOLUME, "downwardAPI": {"items": [_annotation_item(CONFIG_FILE, SIDECAR_CONFIG_ANNOTATION)]}},
     ]
     if overrides.policy_configmap:
         vols.append({"name": POLICY_VOLUME, "configMap": {"name": overrides.policy_configmap}})
@@ -198,6 +205,10 @@ def sidecar_config_yaml(config: InjectorConfig, overrides: PodOverrides) -> str:
     if overrides.policy_configmap:
         data["policy"] = {"file": f"{POLICY_DIR}/{POLICY_KEY}"}
     return yaml.safe_dump(data, sort_keys=False)
+
+
+def _annotation_item(path: str, annotation: str) -> dict[str, Any]:
+    return {"path": path, "fieldRef": {"fieldPath": f"metadata.annotations['{annotation}']"}}
 
 
 def _field_env(name: str, path: str) -> dict[str, Any]:

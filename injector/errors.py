@@ -15,6 +15,10 @@ __all__ = [
     "PodRefusedError",
     "ReviewError",
     "PodSpecError",
+    "ServingCertError",
+    "CaBundlePatchError",
+    "ListenError",
+    "TrustBundleError",
 ]
 
 
@@ -56,3 +60,19 @@ class ReviewError(InjectorError, ValueError):
 
 class PodSpecError(InjectorError, ValueError):
     """A pod (or pod template) does not have the shape of a Kubernetes Pod."""
+
+
+class ServingCertError(InjectorError, OSError):
+    """The webhook's serving certificate or key cannot be loaded."""
+
+
+class CaBundlePatchError(InjectorError, OSError):
+    """Patching ``caBundle`` into a webhook configuration failed."""
+
+
+class ListenError(InjectorError, OSError):
+    """The webhook server cannot bind its address."""
+
+
+class TrustBundleError(InjectorError, OSError):
+    """The trust bundle to copy into pods cannot be read or is not PEM CA certificates."""

@@ -22,7 +22,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from injector.annotations import INJECT_LABEL, SIDECAR_CONFIG_ANNOTATION, PodOverrides, parse_overrides
+from injector.annotations import (
+    INJECT_LABEL,
+    SIDECAR_CONFIG_ANNOTATION,
+    TRUST_BUNDLE_ANNOTATION,
+    PodOverrides,
+    parse_overrides,
+)
 from injector.config import InjectorConfig
 from injector.containers import (
     INIT_NAME,
@@ -59,8 +65,12 @@ def pod_patch(original: Mapping[str, Any], injection: Injection) -> Patch:
     return make_patch(original, injection.pod) if injection.injected else []
 
 
-def inject_pod(pod: Mapping[str, Any], config: InjectorConfig) -> Injection:
+def inject_pod(pod: Mapping[str, Any], config: InjectorConfig, *, trust_bundle: str | None = None) -> Injection:
     """Return ``pod`` with the trustmesh init container, sidecar, volumes and env added.
+
+    With ``trust_bundle`` (PEM text), the bundle is copied into the pod's
+    ``trustmesh.io/trust-bundle`` annotation and projected into the sidecar,
+    instead of mounting the bundle ConfigMap of the pod's namespace.
 
     Raises :class:`~injector.errors.AnnotationError` for a bad ``trustmesh.io/``
     annotation, :class:`~injector.errors.PodRefusedError` for a pod that would
@@ -103,7 +113,7 @@ def inject_pod(pod: Mapping[str, Any], config: InjectorConfig) -> Injection:
     _record_probers(proxy, probers)
 
     vols = spec.setdefault("volumes", [])
-    for volume in volumes(config, overrides):
+    for volume in volumes(config, overrides, inline_bundle=trust_bundle is not None):
         if not _has(vols, volume["name"]):
             vols.append(volume)
     for container in app_containers(spec):
@@ -111,6 +121,8 @@ def inject_pod(pod: Mapping[str, Any], config: InjectorConfig) -> Injection:
 
     annotations = new_meta.setdefault("annotations", {})
     annotations[SIDECAR_CONFIG_ANNOTATION] = sidecar_config_yaml(config, overrides)
+    if trust_bundle is not None:
+        annotations[TRUST_BUNDLE_ANNOTATION] = trust_bundle
     return Injection(new, True)
 
 

@@ -8,7 +8,7 @@ Errors become responses here and nowhere else:
 malformed body, not v1, no uid                HTTP 400, ``{"message": ...}``
 not a Pod, bad annotation, malformed pod      ``allowed: false``, code 400
 pod refused (uid 1337, identity labels, ...)  ``allowed: false``, code 403
-anything unexpected                           ``allowed: false``, code 500 (logged)
+trust bundle unreadable, anything unexpected  ``allowed: false``, code 500 (logged)
 ============================================  =====================================
 
 Nothing here fails open: every path that is not an explicit decision denies.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from injector.config import InjectorConfig
-from injector.errors import AnnotationError, PodRefusedError, PodSpecError, ReviewError
+from injector.errors import AnnotationError, PodRefusedError, PodSpecError, ReviewError, TrustBundleError
 from injector.identity import IdentityChecker, check_injected
 from injector.inject import inject_pod, pod_patch
 from injector.review import AdmissionRequest, allow, deny, parse_review
@@ -43,9 +43,11 @@ class Reply:
 class Webhooks:
     """The injector's endpoints for one configuration."""
 
-    def __init__(self, config: InjectorConfig) -> None:
+    def __init__(self, config: InjectorConfig, trust_bundle: Callable[[], str] | None = None) -> None:
+        """``trust_bundle`` returns the PEM bundle to copy into pods (see ``trust_bundle_file``)."""
         self.config = config
         self.identity = IdentityChecker(config)
+        self.trust_bundle = trust_bundle
 
     def inject(self, body: bytes) -> Reply:
         """Mutating webhook: answer with the JSONPatch that injects the pod (or none)."""
@@ -62,7 +64,8 @@ class Webhooks:
     def _inject(self, request: AdmissionRequest) -> dict[str, Any]:
         if request.operation != "CREATE" or request.object is None:
             return allow(request.uid)
-        injection = inject_pod(request.object, self.config)
+        bundle = self.trust_bundle() if self.trust_bundle is not None else None
+        injection = inject_pod(request.object, self.config, trust_bundle=bundle)
         if not injection.injected:
             log.info("inject %s/%s: skipped: %s", request.namespace, _pod_name(request), injection.reason)
             return allow(request.uid)
@@ -99,6 +102,9 @@ class Webhooks:
         except PodRefusedError as err:
             log.info("%s %s/%s: denied: %s", endpoint, request.namespace, _pod_name(request), err)
             return Reply(200, deny(request.uid, f"trustmesh: {err}", 403))
+        except TrustBundleError as err:
+            log.error("%s %s/%s: %s", endpoint, request.namespace, _pod_name(request), err)
+            return Reply(200, deny(request.uid, "trustmesh: the injector cannot read its trust bundle", 500))
         except Exception:  # fail closed, keep the details in the log
             log.exception("%s %s/%s: internal error", endpoint, request.namespace, _pod_name(request))
             return Reply(200, deny(request.uid, "trustmesh: internal error in the admission webhook", 500))

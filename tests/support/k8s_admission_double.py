@@ -87,10 +87,11 @@ def pod(name: str = "web-7d4b9c-x2v9q", namespace: str = "prod", *, service_acco
     return body
 
 
-def admission_review(obj: dict[str, Any] | None, *, operation: str = "CREATE", namespace: str = "prod",
+def admission_review(obj: Any, *, operation: str = "CREATE", namespace: str = "prod",
                      old: dict[str, Any] | None = None, uid: str | None = None) -> dict[str, Any]:
     """An AdmissionReview v1 request for a pod, as kube-apiserver sends it."""
-    name = ((obj or old or {}).get("metadata") or {}).get("name", "")
+    source = next((o for o in (obj, old) if isinstance(o, dict)), {})
+    name = (source.get("metadata") or {}).get("name", "")
     return {
         "kind": "AdmissionReview",
         "apiVersion": "admission.k8s.io/v1",

@@ -1,0 +1,167 @@
+"""The injector's HTTPS server: a thin aiohttp shell around :class:`~injector.webhook.Webhooks`.
+
+Routes: ``POST /inject``, ``POST /validate``, ``POST /validate/require-injection``
+and ``GET /healthz``. Bodies larger than ``server.max_body_bytes`` get 413; a
+body not received within ``server.read_timeout_seconds`` gets 408, well
+inside the API server's webhook timeout. The serving certificate and key
+are read from files (a Secret issued by the trustmesh CA or cert-manager)
+and re-read when they change, so a renewed certificate is served without a
+restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from injector.config import InjectorConfig
+from injector.errors import ListenError, ServingCertError
+from injector.trust_bundle import TrustBundleFile
+from injector.webhook import Reply, Webhooks
+
+__all__ = ["tls_context", "CertReloader", "build_app", "RunningServer", "start_server", "serve"]
+
+log = logging.getLogger("trustmesh.injector")
+
+
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A server TLS context (TLS 1.2+) with the serving certificate chain and key loaded."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    _load(context, cert_file, key_file)
+    return context
+
+
+def _load(context: ssl.SSLContext, cert_file: str, key_file: str) -> None:
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except FileNotFoundError as err:
+        raise ServingCertError(f"serving certificate or key not found: {err.filename}") from err
+    except (ssl.SSLError, OSError) as err:
+        raise ServingCertError(f"cannot load serving certificate {cert_file} with key {key_file}: {err}") from err
+
+
+class CertReloader:
+    """Reloads the serving certificate into a live TLS context when its files change."""
+
+    def __init__(self, context: ssl.SSLContext, cert_file: str, key_file: str) -> None:
+        self.context, self.cert_file, self.key_file = context, cert_file, key_file
+        self._stamp = self._current_stamp()
+
+    def _current_stamp(self) -> tuple[float, float] | None:
+        try:
+            return os.stat(self.cert_file).st_mtime, os.stat(self.key_file).st_mtime
+        except OSError:
+            return None
+
+    def check(self) -> bool:
+        """Reload if the files changed; True if a new certificate is now served."""
+        stamp = self._current_stamp()
+        if stamp is None or stamp == self._stamp:
+            return False
+        try:
+            _load(self.context, self.cert_file, self.key_file)
+        except ServingCertError as err:  # half-written rotation: keep serving the old one
+            log.warning("serving certificate not reloaded: %s", err)
+            return False
+        self._stamp = stamp
+        log.info("serving certificate reloaded from %s", self.cert_file)
+        return True
+
+    async def run(self, interval: float = 30.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.check()
+
+
+def build_app(webhooks: Webhooks) -> web.Application:
+    """The aiohttp application serving the webhook routes."""
+    settings = webhooks.config.server
+    app = web.Application(client_max_size=settings.max_body_bytes)
+
+    def route(endpoint: Callable[[bytes], Reply]):
+        async def handler(request: web.Request) -> web.Response:
+            if request.content_length is not None and request.content_length > settings.max_body_bytes:
+                return _too_large(settings.max_body_bytes)
+            try:
+                async with asyncio.timeout(settings.read_timeout_seconds):
+                    body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return _too_large(settings.max_body_bytes)
+            except TimeoutError:
+                return web.json_response({"message": "request body not received in time"}, status=408)
+            reply = endpoint(body)
+            return web.json_response(reply.body, status=reply.status)
+
+        return handler
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    app.router.add_post("/inject", route(webhooks.inject))
+    app.router.add_post("/validate", route(webhooks.validate))
+    app.router.add_post("/validate/require-injection", route(webhooks.require_injection))
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def _too_large(limit: int) -> web.Response:
+    return web.json_response({"message": f"request body larger than {limit} bytes"}, status=413)
+
+
+@dataclass
+class RunningServer:
+    """A started server; ``port`` is the bound port (useful with port 0)."""
+
+    runner: web.AppRunner
+    port: int
+    reloader: CertReloader
+    _reload_task: asyncio.Task | None = None
+
+    async def close(self) -> None:
+        if self._reload_task is not None:
+            self._reload_task.cancel()
+            try:
+                await self._reload_task
+            except asyncio.CancelledError:
+                pass
+        await self.runner.cleanup()
+
+
+async def start_server(config: InjectorConfig, *, reload_interval: float = 30.0) -> RunningServer:
+    """Load the certificate, bind ``server.host:server.port`` over HTTPS and start serving."""
+    settings = config.server
+    context = tls_context(settings.cert_file, settings.key_file)
+    bundle = TrustBundleFile(config.trust_bundle_file).read if config.trust_bundle_file else None
+    webhooks = Webhooks(config, trust_bundle=bundle)
+    runner = web.AppRunner(build_app(webhooks), access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
+    try:
+        await site.start()
+    except OSError as err:
+        await runner.cleanup()
+        raise ListenError(f"cannot listen on {settings.host}:{settings.port}: {err.strerror or err}") from err
+    port = runner.addresses[0][1]
+    reloader = CertReloader(context, settings.cert_file, settings.key_file)
+    task = asyncio.create_task(reloader.run(reload_interval)) if reload_interval > 0 else None
+    log.info("injector webhooks listening on https://%s:%d", settings.host, port)
+    return RunningServer(runner, port, reloader, task)
+
+
+async def serve(config: InjectorConfig, *, patch_ca_bundle: Callable[[], list[str]] | None = None) -> None:
+    """Run until cancelled; first patch ``caBundle`` if asked (a failure stops start-up)."""
+    if patch_ca_bundle is not None:
+        for patched in await asyncio.to_thread(patch_ca_bundle):
+            log.info("caBundle patched into %s", patched)
+    server = await start_server(config)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.close()

@@ -1,0 +1,239 @@
+"""Every manifest in ``manifests/`` is valid Kubernetes and wired up consistently.
+
+Schemas: kubernetes-validate's offline Kubernetes 1.36 OpenAPI schemas, strict
+(unknown fields refused). cert-manager objects are CRDs with no schema there;
+they are listed explicitly. ``kubectl kustomize`` (offline) renders each
+kustomization when kubectl is installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from injector.config import parse_config as parse_injector_config
+from injector.identity import IdentityChecker
+from injector.offline import inject_object
+from tests.support.k8s_admission_double import admission_review
+
+MANIFESTS = Path(__file__).resolve().parents[3] / "manifests"
+KUSTOMIZATIONS = ["", "system", "sample", "cert-manager"]
+CRD_KINDS = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate")}
+SYSTEM_NAMESPACES = {"trustmesh-system", "kube-system"}
+
+
+def resource_files() -> list[Path]:
+    return sorted(p for p in MANIFESTS.rglob("*.yaml")
+                  if p.name != "kustomization.yaml" and p.name != "injector-config.yaml")
+
+
+def objects(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+@functools.cache
+def _all_objects_yaml() -> str:
+    return yaml.safe_dump_all([obj for path in resource_files() for obj in objects(path)])
+
+
+def all_objects() -> list[dict]:
+    """Every object in the resource files (fresh copies: tests may modify them)."""
+    return list(yaml.safe_load_all(_all_objects_yaml()))
+
+
+def by_kind(kind: str, name: str | None = None) -> list[dict]:
+    return [o for o in all_objects() if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+@pytest.mark.parametrize("path", resource_files(), ids=lambda p: str(p.relative_to(MANIFESTS)))
+def test_every_manifest_is_valid_kubernetes(path, assert_valid):
+    docs = objects(path)
+    assert docs, f"{path} has no objects"
+    for obj in docs:
+        if (obj["apiVersion"], obj["kind"]) in CRD_KINDS:
+            assert obj["metadata"]["namespace"] == "trustmesh-system" and "spec" in obj
+            continue
+        assert_valid(obj)
+
+
+def test_every_resource_file_is_in_a_kustomization():
+    listed: set[Path] = set()
+    for directory in KUSTOMIZATIONS:
+        kustomization = yaml.safe_load((MANIFESTS / directory / "kustomization.yaml").read_text())
+        for entry in kustomization.get("resources", []):
+            path = (MANIFESTS / directory / entry).resolve()
+            assert path.exists(), f"{directory}/kustomization.yaml lists missing {entry}"
+            listed.add(path)
+        for patch in kustomization.get("patches", []):
+            if "path" in patch:
+                listed.add((MANIFESTS / directory / patch["path"]).resolve())
+    files = {p.resolve() for p in MANIFESTS.rglob("*.yaml") if p.name != "kustomization.yaml"}
+    assert files <= listed, f"not in any kustomization: {sorted(str(p) for p in files - listed)}"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed")
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS)
+def test_kustomize_renders_valid_objects(directory, assert_valid):
+    rendered = subprocess.run(["kubectl", "kustomize", str(MANIFESTS / directory)], capture_output=True,
+                              text=True, timeout=60, check=False)
+    assert rendered.returncode == 0, rendered.stderr
+    docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    assert docs
+    for obj in docs:
+        if (obj["apiVersion"], obj["kind"]) not in CRD_KINDS:
+            assert_valid(obj)
+
+
+def webhooks() -> list[tuple[str, dict]]:
+    found = []
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        for config in by_kind(kind):
+            found += [(kind, webhook) for webhook in config["webhooks"]]
+    return found
+
+
+@pytest.mark.parametrize("kind, webhook", webhooks(), ids=lambda w: w["name"] if isinstance(w, dict) else w)
+def test_webhooks_fail_closed_without_side_effects_and_skip_system_namespaces(kind, webhook):
+    assert webhook["failurePolicy"] == "Fail"
+    assert webhook["sideEffects"] == "None"
+    assert webhook["admissionReviewVersions"] == ["v1"]
+    assert 1 <= webhook["timeoutSeconds"] <= 30
+    if kind == "MutatingWebhookConfiguration":
+        assert webhook["reinvocationPolicy"] == "IfNeeded"
+    service = webhook["clientConfig"]["service"]
+    assert (service["name"], service["namespace"]) == ("trustmesh-injector", "trustmesh-system")
+    for namespace in SYSTEM_NAMESPACES:
+        labels = {"kubernetes.io/metadata.name": namespace, "trustmesh.io/inject": "enabled",
+                  "trustmesh.io/identity": "enforced"}
+        assert not selects(webhook["namespaceSelector"], labels)
+
+
+def selects(selector: dict | None, labels: dict[str, str]) -> bool:
+    """Kubernetes LabelSelector semantics (matchLabels AND matchExpressions)."""
+    if selector is None:
+        return True
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or ():
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        ok = {"In": key in labels and labels[key] in values,
+              "NotIn": key not in labels or labels[key] not in values,
+              "Exists": key in labels,
+              "DoesNotExist": key not in labels}[op]
+        if not ok:
+            return False
+    return True
+
+
+def called(path: str, namespace_labels: dict[str, str], pod_labels: dict[str, str]) -> int:
+    """How many webhooks the API server would call on ``path`` for a pod CREATE."""
+    labels = {"kubernetes.io/metadata.name": "apps", **namespace_labels}
+    return sum(
+        1 for _, webhook in webhooks()
+        if webhook["clientConfig"]["service"]["path"] == path
+        and selects(webhook["namespaceSelector"], labels)
+        and selects(webhook.get("objectSelector"), pod_labels)
+    )
+
+
+INJECT = "trustmesh.io/inject"
+
+
+@pytest.mark.parametrize("namespace_label, pod_label, injected", [
+    ("enabled", None, 1),
+    ("enabled", "true", 1),
+    ("enabled", "false", 0),
+    ("required", None, 1),
+    ("required", "false", 0),          # not injected, and refused by require-injection
+    (None, "true", 1),
+    (None, None, 0),
+    (None, "false", 0),
+    ("disabled", "true", 0),           # the namespace forbids opting in
+])
+def test_injection_selection(namespace_label, pod_label, injected):
+    ns = {INJECT: namespace_label} if namespace_label else {}
+    pod = {INJECT: pod_label} if pod_label else {}
+    assert called("/inject", ns, pod) == injected
+    assert called("/validate/require-injection", ns, pod) == (1 if namespace_label == "required" else 0)
+
+
+def test_identity_validation_selection():
+    assert called("/validate", {"trustmesh.io/identity": "enforced"}, {}) == 1
+    assert called("/validate", {}, {}) == 0
+
+
+def injector_config():
+    data = by_kind("ConfigMap", "trustmesh-injector-config")[0]["data"]["injector.yaml"]
+    return parse_injector_config(data)
+
+
+def test_injector_and_ca_configs_load_and_agree():
+    from ca.service.config import parse_config as parse_ca_config
+
+    ca = parse_ca_config(yaml.safe_load(by_kind("ConfigMap", "trustmesh-ca-config")[0]["data"]["ca.yaml"]))
+    injector = injector_config()
+    assert str(ca.trust_domain) == injector.trust_domain
+    assert str(ca.template) == injector.identity_template
+    assert ca.kubernetes is not None and ca.kubernetes.audience == injector.token_audience
+    assert ca.bundle_configmap_name == "trustmesh-bundle" and ca.publish_configmap
+    host, port = injector.ca_address.rsplit(":", 1)
+    assert host in ca.serving_dns_names and port == ca.listen.grpc.rsplit(":", 1)[1]
+    mutating = by_kind("MutatingWebhookConfiguration")[0]["metadata"]["name"]
+    validating = by_kind("ValidatingWebhookConfiguration")[0]["metadata"]["name"]
+    assert injector.server.ca_bundle.mutating == (mutating,)
+    assert injector.server.ca_bundle.validating == (validating,)
+
+
+def test_deployments_have_their_service_accounts_services_and_config():
+    for deployment in by_kind("Deployment"):
+        meta, spec = deployment["metadata"], deployment["spec"]["template"]["spec"]
+        assert by_kind("ServiceAccount", spec["serviceAccountName"]), meta["name"]
+        for volume in spec.get("volumes", []):
+            if "configMap" in volume and volume["configMap"]["name"] != "trustmesh-bundle":
+                assert by_kind("ConfigMap", volume["configMap"]["name"]), volume
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        services = [s for s in by_kind("Service") if s["metadata"]["namespace"] == meta["namespace"]
+                    and selects({"matchLabels": s["spec"]["selector"]}, labels)]
+        assert services, f"no Service selects {meta['name']}"
+    assert by_kind("Deployment", "trustmesh-ca")[0]["spec"]["replicas"] == 2
+
+
+def test_sample_apps_inject_to_valid_pods_with_identities_and_a_parsing_policy(assert_valid):
+    from policy_dsl import load_policy
+
+    config = injector_config()
+    checker = IdentityChecker(config)
+    bundle = "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n"
+    for deployment in by_kind("Deployment"):
+        if deployment["metadata"]["namespace"] != "trustmesh-demo":
+            continue
+        injected = inject_object(deployment, config, trust_bundle=bundle)
+        assert_valid(injected)
+        template = injected["spec"]["template"]
+        names = [c["name"] for c in template["spec"]["initContainers"]]
+        assert names == ["trustmesh-init", "trustmesh-proxy"]
+        spiffe_id = checker.check_identity(template, "trustmesh-demo")
+        assert str(spiffe_id) == f"spiffe://cluster.local/ns/trustmesh-demo/sa/{deployment['metadata']['name']}"
+    policy = by_kind("ConfigMap", "backend-policy")[0]["data"]["policy.tmp"]
+    decision = load_policy(policy, "policy.tmp").evaluate({
+        "source": {"authenticated": True, "attrs": {"ns": "trustmesh-demo", "sa": "frontend"}},
+        "destination": {"attrs": {"sa": "backend"}},
+        "request": {"method": "GET"},
+    })
+    assert decision.effect == "ALLOW"
+
+
+def test_the_shipped_webhooks_admit_a_sample_pod_review():
+    from injector.webhook import Webhooks
+
+    deployment = by_kind("Deployment", "backend")[0]
+    pod = {"apiVersion": "v1", "kind": "Pod", **deployment["spec"]["template"]}
+    pod["metadata"] = {**pod["metadata"], "name": "backend-1", "namespace": "trustmesh-demo"}
+    reply = Webhooks(injector_config()).inject(json.dumps(admission_review(pod, namespace="trustmesh-demo")).encode())
+    assert reply.body["response"]["allowed"] is True and reply.body["response"]["patch"]
