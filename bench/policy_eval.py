@@ -257,6 +257,9 @@ def render(rows: list[dict], overhead_ns: float, elapsed: float) -> str:
         "attributes in `context`; pycasbin uses an ABAC matcher over the request objects' attributes.",
         "trustmesh receives the full attribute dict the sidecar builds.",
         "",
+        "The machine is shared (2 cores, other builds running), so p99 values — cedarpy's and pycasbin's",
+        "especially — include scheduling noise; the p50 ratios are the stable comparison.",
+        "",
     ]
     return "\n".join(lines)
 
