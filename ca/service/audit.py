@@ -33,6 +33,14 @@ class AuditLog:
 
     def __init__(self, stream: IO[str], *, clock: Callable[[], datetime] = _utc_now) -> None:
         self._stream, self._clock, self._lock = stream, clock, threading.Lock()
+        self._stamp: tuple[int, str] = (0, "")
+
+    def _now(self) -> str:
+        now = self._clock()
+        second = int(now.timestamp())
+        if self._stamp[0] != second:
+            self._stamp = (second, _iso(now))
+        return self._stamp[1]
 
     def issued(
         self,
@@ -73,7 +81,7 @@ class AuditLog:
         self._write(record, peer)
 
     def _write(self, record: dict[str, Any], peer: str) -> None:
-        line = {"time": _iso(self._clock()), **record}
+        line = {"time": self._now(), **record}
         if peer:
             line["peer"] = peer
         text = json.dumps(line, separators=(",", ":"), sort_keys=False) + "\n"

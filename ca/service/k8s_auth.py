@@ -7,7 +7,8 @@ Steps, in order, each refusing with a typed error:
    positive result under the token's SHA-256 until the token expires;
 2. apply the namespace and ServiceAccount allow/deny lists (deny wins; each
    non-empty allow list must match);
-3. read the bound pod (cached for ``pod_cache_seconds``): it must exist, have
+3. read the bound pod (cached for ``pod_cache_seconds``, and so is the whole
+   decision for that token): it must exist, have
    the uid the token is bound to, run as the token's ServiceAccount, and not
    be terminating;
 4. render the SPIFFE ID from the template over namespace, ServiceAccount and
@@ -150,11 +151,17 @@ class KubernetesAuthenticator:
         self.cluster, self._jwks, self._clock = cluster, jwks, clock
         self.tokens = TokenCache(clock)
         self._pods: dict[tuple[str, str], tuple[float, PodFacts | None]] = {}
+        self._decisions: OrderedDict[bytes, tuple[float, Caller]] = OrderedDict()
 
     async def authenticate(self, token: str) -> Caller:
-        reviewed = await self._verify(token)
+        digest = token_digest(token)
+        now = self._clock()
+        decided = self._decisions.get(digest)
+        if decided is not None and now < decided[0]:
+            return decided[1]
+        reviewed = await self._verify(token, digest)
         try:
-            return await self._decide(reviewed)
+            caller = await self._decide(reviewed)
         except ServiceError as err:
             err.who = {
                 "caller_kind": "kubernetes",
@@ -164,6 +171,12 @@ class KubernetesAuthenticator:
                 "pod_uid": reviewed.pod_uid,
             }
             raise
+        if self.cfg.pod_cache_seconds > 0:
+            # The whole decision is reused for as long as the pod facts are.
+            if len(self._decisions) >= 50_000:
+                self._decisions.popitem(last=False)
+            self._decisions[digest] = (min(reviewed.expires_at, now + self.cfg.pod_cache_seconds), caller)
+        return caller
 
     async def _decide(self, reviewed: ReviewedToken) -> Caller:
         check_account_policy(self.cfg, reviewed.namespace, reviewed.service_account)
@@ -198,8 +211,7 @@ class KubernetesAuthenticator:
             pod_uid=pod.uid,
         )
 
-    async def _verify(self, token: str) -> ReviewedToken:
-        digest = token_digest(token)
+    async def _verify(self, token: str, digest: bytes) -> ReviewedToken:
         cached = self.tokens.get(digest)
         if cached is not None:
             return cached

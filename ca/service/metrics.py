@@ -34,13 +34,21 @@ class ServiceMetrics:
             ["authority"],
             registry=self.registry,
         )
+        self._counters: dict[tuple[str, str], object] = {}
+        self._histograms: dict[str, object] = {}
         self.bundle_sequence = Gauge(
             "trustmesh_ca_bundle_sequence", "spiffe_sequence of the published bundle", registry=self.registry
         )
 
     def observe(self, rpc: str, result: str, seconds: float) -> None:
-        self.requests.labels(rpc, result).inc()
-        self.latency.labels(rpc).observe(seconds)
+        counter = self._counters.get((rpc, result))
+        if counter is None:
+            counter = self._counters[(rpc, result)] = self.requests.labels(rpc, result)
+        histogram = self._histograms.get(rpc)
+        if histogram is None:
+            histogram = self._histograms[rpc] = self.latency.labels(rpc)
+        counter.inc()
+        histogram.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

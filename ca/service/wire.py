@@ -131,10 +131,20 @@ def audiences_from_request(audiences: Sequence[str], limit: int) -> tuple[str, .
     return result
 
 
+_last_bundle: tuple[Bundle, ca_pb2.Bundle] | None = None
+
+
 def bundle_message(bundle: Bundle) -> ca_pb2.Bundle:
-    return ca_pb2.Bundle(
+    """The wire form of ``bundle`` (the last one is memoised: bundles change rarely)."""
+    global _last_bundle
+    cached = _last_bundle
+    if cached is not None and cached[0] is bundle:
+        return cached[1]
+    message = ca_pb2.Bundle(
         trust_domain=str(bundle.trust_domain), jwks=bundle.to_jwks(), sequence=bundle.sequence or 0
     )
+    _last_bundle = (bundle, message)
+    return message
 
 
 def sign_response(chain: Sequence[x509.Certificate], spiffe_id: SpiffeId, bundle: Bundle) -> ca_pb2.SignX509SVIDResponse:
