@@ -8,7 +8,7 @@
  *       destination under the socket cookie;
  *   sockops                           once the app's connection is up, re-key
  *       that record by the app's local (address, port), which is what the
- *       sidecar sees as its peer;
+ *       sidecar sees as its peer, and forget it when that connection closes;
  *   cgroup/getsockopt                 answer SO_ORIGINAL_DST (SOL_IP) and
  *       IP6T_SO_ORIGINAL_DST (SOL_IPV6) on the sidecar's accepted socket from
  *       that record, exactly as netfilter's REDIRECT would.
@@ -241,6 +241,27 @@ int trustmesh_connect6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+static __always_inline void peer_of(struct bpf_sock_ops *skops, struct peer_key *key)
+{
+	key->port = skops->local_port;
+	if (skops->family == AF_INET) {
+		key->family = AF_INET;
+		key->addr[0] = skops->local_ip4;
+		return;
+	}
+	key->addr[0] = skops->local_ip6[0];
+	key->addr[1] = skops->local_ip6[1];
+	key->addr[2] = skops->local_ip6[2];
+	key->addr[3] = skops->local_ip6[3];
+	key->family = AF_INET6;
+	if (is_v4_mapped(key->addr)) {
+		key->family = AF_INET;
+		key->addr[0] = key->addr[3];
+		key->addr[2] = 0;
+		key->addr[3] = 0;
+	}
+}
+
 SEC("sockops")
 int trustmesh_sockops(struct bpf_sock_ops *skops)
 {
@@ -248,32 +269,24 @@ int trustmesh_sockops(struct bpf_sock_ops *skops)
 	struct orig_dst *orig;
 	__u64 cookie;
 
+	if (skops->op == BPF_SOCK_OPS_STATE_CB) {
+		/* The app's captured connection is closing: forget its record. */
+		if (skops->args[1] == BPF_TCP_CLOSE) {
+			peer_of(skops, &key);
+			bpf_map_delete_elem(&tm_by_peer, &key);
+		}
+		return 1;
+	}
 	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		return 1;
 	cookie = bpf_get_socket_cookie(skops);
 	orig = bpf_map_lookup_elem(&tm_by_cookie, &cookie);
 	if (!orig)
 		return 1;
-
-	key.port = skops->local_port;
-	if (skops->family == AF_INET) {
-		key.family = AF_INET;
-		key.addr[0] = skops->local_ip4;
-	} else {
-		key.addr[0] = skops->local_ip6[0];
-		key.addr[1] = skops->local_ip6[1];
-		key.addr[2] = skops->local_ip6[2];
-		key.addr[3] = skops->local_ip6[3];
-		key.family = AF_INET6;
-		if (is_v4_mapped(key.addr)) {
-			key.family = AF_INET;
-			key.addr[0] = key.addr[3];
-			key.addr[2] = 0;
-			key.addr[3] = 0;
-		}
-	}
+	peer_of(skops, &key);
 	bpf_map_update_elem(&tm_by_peer, &key, orig, BPF_ANY);
 	bpf_map_delete_elem(&tm_by_cookie, &cookie);
+	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
 	return 1;
 }
 
