@@ -150,5 +150,6 @@ class PolicyFile:
     source: str = field(default="", compare=False, repr=False)
 
     def source_line(self, line: int) -> str:
-        lines = self.source.splitlines()
-        return lines[line - 1] if 0 < line <= len(lines) else ""
+        """Line ``line`` (1-based), split on "\n" only, as the parser counts."""
+        lines = self.source.split("\n")
+        return lines[line - 1].rstrip("\r") if 0 < line <= len(lines) else ""

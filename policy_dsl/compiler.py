@@ -12,7 +12,6 @@ three-valued closure (``tri``) is also built, for traces.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 from policy_dsl import ast
 from policy_dsl.attributes import TIME, parse_network, parse_timestamp, resolve
 from policy_dsl.decision import RuleRef
-from policy_dsl.glob import compile_glob
+from policy_dsl.operators import BINARY, Incomparable, glob_test, ip_test
 
 __all__ = ["MISSING", "CompiledRule", "compile_rule", "getter"]
 
@@ -29,10 +28,6 @@ _ABSENT = (KeyError, TypeError, IndexError)
 
 Pred = Callable[[Mapping], bool]
 Tri = Callable[[Mapping], "bool | None"]
-
-
-class _Incomparable(Exception):
-    """Operands of a kind the operator cannot handle: the test is unknown."""
 
 
 # -- attribute access --------------------------------------------------------------
@@ -75,116 +70,6 @@ def getter(path: tuple[str, ...]) -> Callable[[Mapping], Any]:
     return get_n
 
 
-# -- operators on present values ---------------------------------------------------
-def _kind(v) -> type:
-    if type(v) is bool:
-        return bool
-    if isinstance(v, (int, float)):
-        return float
-    return type(v)
-
-
-def _eq(l, r) -> bool:
-    return l == r and (type(l) is bool) == (type(r) is bool)
-
-
-def _ordered(l, r) -> None:
-    kind = _kind(l)
-    if kind is bool or kind != _kind(r) or kind not in (float, str) and not hasattr(l, "tzinfo"):
-        raise _Incomparable
-
-
-def _lt(l, r):
-    _ordered(l, r)
-    return l < r
-
-
-def _le(l, r):
-    _ordered(l, r)
-    return l <= r
-
-
-def _gt(l, r):
-    _ordered(l, r)
-    return l > r
-
-
-def _ge(l, r):
-    _ordered(l, r)
-    return l >= r
-
-
-def _strings(l, r) -> None:
-    if type(l) is not str or type(r) is not str:
-        raise _Incomparable
-
-
-def _startswith(l, r):
-    _strings(l, r)
-    return l.startswith(r)
-
-
-def _endswith(l, r):
-    _strings(l, r)
-    return l.endswith(r)
-
-
-def _contains(l, r):
-    if type(l) is str:
-        if type(r) is not str:
-            raise _Incomparable
-        return r in l
-    if isinstance(l, list):
-        return any(_eq(item, r) for item in l)
-    raise _Incomparable
-
-
-def _in(l, r):
-    if not isinstance(r, (list, tuple)):
-        raise _Incomparable
-    return any(_eq(l, item) for item in r)
-
-
-_BINARY = {
-    "==": _eq,
-    "!=": lambda l, r: not _eq(l, r),
-    "<": _lt,
-    "<=": _le,
-    ">": _gt,
-    ">=": _ge,
-    "startswith": _startswith,
-    "endswith": _endswith,
-    "contains": _contains,
-    "in": _in,
-}
-
-
-def _ip_test(networks: tuple) -> Callable[[Any, Any], bool]:
-    def in_cidr(l, _r):
-        if type(l) is not str:
-            raise _Incomparable
-        try:
-            address = ipaddress.ip_address(l)
-        except ValueError:
-            raise _Incomparable from None
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in net for net in networks)
-
-    return in_cidr
-
-
-def _glob_test(pattern: str) -> Callable[[Any, Any], bool]:
-    match = compile_glob(pattern)
-
-    def matches(l, _r):
-        if type(l) is not str:
-            raise _Incomparable
-        return match(l)
-
-    return matches
-
-
 # -- leaves ------------------------------------------------------------------------
 def _operand(expr: ast.Expr, other: ast.Expr):
     """(getter or None, constant) for one side of a comparison."""
@@ -201,11 +86,11 @@ def _operand(expr: ast.Expr, other: ast.Expr):
 def _comparison_tri(cmp: ast.Comparison) -> Tri:
     if cmp.op == "in_cidr":
         items = cmp.right.items if isinstance(cmp.right, ast.ListLiteral) else (cmp.right,)
-        op = _ip_test(tuple(parse_network(i.value) for i in items))
+        op = ip_test(tuple(parse_network(i.value) for i in items))
     elif cmp.op == "matches":
-        op = _glob_test(cmp.right.value)
+        op = glob_test(cmp.right.value)
     else:
-        op = _BINARY[cmp.op]
+        op = BINARY[cmp.op]
     lget, lconst = _operand(cmp.left, cmp.right)
     rget, rconst = _operand(cmp.right, cmp.left)
     if lget is not None and rget is None:
@@ -216,7 +101,7 @@ def _comparison_tri(cmp: ast.Comparison) -> Tri:
                 return None
             try:
                 return op(l, rconst)
-            except (_Incomparable, TypeError):
+            except (Incomparable, TypeError):
                 return None
 
         return tri_attr_const
@@ -228,7 +113,7 @@ def _comparison_tri(cmp: ast.Comparison) -> Tri:
             return None
         try:
             return op(l, r)
-        except (_Incomparable, TypeError):
+        except (Incomparable, TypeError):
             return None
 
     return tri

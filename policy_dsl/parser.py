@@ -20,10 +20,10 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, Un
 from policy_dsl import ast
 from policy_dsl.errors import Diagnostic, PolicySyntaxError
 
-__all__ = ["MAX_DEPTH", "MAX_SOURCE_BYTES", "parse"]
+__all__ = ["MAX_DEPTH", "MAX_SOURCE_CHARS", "parse"]
 
 MAX_DEPTH = 64
-MAX_SOURCE_BYTES = 4 * 1024 * 1024
+MAX_SOURCE_CHARS = 4 * 1024 * 1024
 
 DEFAULT_MODES = ("deny", "allow-authenticated")
 
@@ -196,8 +196,9 @@ class _Builder(Transformer):
 
 
 def _line_of(source: str, line: int) -> str:
-    lines = source.splitlines()
-    return lines[line - 1] if 0 < line <= len(lines) else ""
+    """Line ``line`` (1-based) as lark counts lines: split on "\n" only."""
+    lines = source.split("\n")
+    return lines[line - 1].rstrip("\r") if 0 < line <= len(lines) else ""
 
 
 def _describe(expected: set[str]) -> tuple[str, ...]:
@@ -260,9 +261,9 @@ def parse(text: str, filename: str = "<string>") -> ast.PolicyFile:
     """Parse one policy file into its AST; raise PolicySyntaxError on any mistake."""
     if not isinstance(text, str):
         raise PolicySyntaxError(Diagnostic(filename, 1, 1, "policy text must be a str"))
-    if len(text) > MAX_SOURCE_BYTES:
+    if len(text) > MAX_SOURCE_CHARS:
         raise PolicySyntaxError(
-            Diagnostic(filename, 1, 1, f"policy file larger than {MAX_SOURCE_BYTES} bytes")
+            Diagnostic(filename, 1, 1, f"policy text longer than {MAX_SOURCE_CHARS} characters")
         )
     bad = next((i for i, ch in enumerate(text) if ch == "\x00"), None)
     if bad is not None:
