@@ -184,6 +184,14 @@ def load_upstream(
     anchor = found[-1]
     authority = X509Authority(found[0], key, found[1:-1], anchor)
     check_authority(authority, source=source)
+    for below, cert in enumerate(found, start=1):
+        # ``below`` CA certificates will follow this one: its own intermediates and ours
+        limit = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
+        if limit is not None and limit < below:
+            raise IssuanceError(
+                f"{source}: {cert.subject.rfc4514_string()} has pathLenConstraint {limit}, "
+                f"which forbids the intermediate CA trustmesh would sign under it"
+            )
     for cert in found:
         if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
             raise IssuanceError(

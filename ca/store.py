@@ -4,6 +4,7 @@ Layout (see docs/ca.md)::
 
     DIR/                      mode 0700
       ca.json                 configuration, slots, bundle sequence, taint history
+                              (serial numbers as hex strings)
       .lock                   flock(2) target: writers exclusive, readers shared
       certs/<id>.pem          an authority's certificate, the intermediates above it,
                               then its root (for an upstream-signed authority)
@@ -188,7 +189,7 @@ class CaDirectory:
                 f"found {', '.join(a.state.value for a in authorities) or 'none'}"
             )
         tainted = [
-            TaintRecord(t.id("id"), t.integer("serial"), t.time("tainted_at"))
+            TaintRecord(t.id("id"), t.hex("serial"), t.time("tainted_at"))
             for t in (_Fields(x, f"{src}: tainted[{i}]") for i, x in enumerate(f.items("tainted")))
         ]
         sequence = f.integer("sequence")
@@ -280,7 +281,7 @@ def _encode_state(ca: CertificateAuthority) -> str:
             for a in ca.slots.all
         ],
         "tainted": [
-            {"id": t.id, "serial": t.serial, "tainted_at": _iso(t.tainted_at)} for t in ca.tainted
+            {"id": t.id, "serial": format(t.serial, "x"), "tainted_at": _iso(t.tainted_at)} for t in ca.tainted
         ],
     }
     return json.dumps(doc, indent=2) + "\n"
@@ -330,6 +331,13 @@ class _Fields:
         if value < 0:
             raise CaStoreError(f"{self.where}: field {name!r} must not be negative, got {value}")
         return value
+
+    def hex(self, name: str) -> int:
+        value = self.text(name)
+        try:
+            return int(value, 16)
+        except ValueError:
+            raise CaStoreError(f"{self.where}: field {name!r} must be hexadecimal, got {value!r}") from None
 
     def seconds(self, name: str) -> timedelta:
         value = self.integer(name)

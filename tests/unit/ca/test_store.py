@@ -73,6 +73,7 @@ def test_rotation_persists_and_tainted_keys_are_deleted(ca_dir):
     assert not (ca_dir.path / "keys" / f"{first}-x509.key").exists()
     loaded = ca_dir.load()
     assert loaded.sequence == 3 and [t.id for t in loaded.tainted] == [first]
+    assert loaded.tainted[0].serial == ca.tainted[0].serial > 2**64
 
 
 def test_a_failed_update_changes_nothing(ca_dir):

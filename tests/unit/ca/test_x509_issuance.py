@@ -230,6 +230,11 @@ def _bad_upstream(fault):
         bad = make_intermediate(root, is_ca=False)
     elif fault == "upstream-no-keycertsign":
         bad = make_intermediate(root, key_usage={"digital_signature"})
+    elif fault == "upstream-pathlen-0":
+        bad = make_intermediate(root, path_length=0)
+    elif fault == "root-pathlen-0":
+        root = make_root("corp.example", path_length=0)
+        return root.pem, root.key
     elif fault == "signed-by-another-root":
         bad = make_intermediate(make_root("other.example"))
     else:
@@ -245,6 +250,8 @@ def _bad_upstream(fault):
         ("upstream-not-ca", "not a CA certificate"),
         ("upstream-no-keycertsign", "keyCertSign missing"),
         ("signed-by-another-root", "is not signed by"),
+        ("upstream-pathlen-0", "pathLenConstraint 0, which forbids"),
+        ("root-pathlen-0", "pathLenConstraint 0, which forbids"),
         ("garbage", "not a PEM or DER certificate"),
     ],
 )
@@ -253,6 +260,14 @@ def test_unusable_upstream_material_is_refused(now, fault, reason):
     with pytest.raises(ValueError, match=reason) as caught:
         load_upstream(cert_data, key, now=now, source="upstream.pem")
     assert str(caught.value).startswith("upstream.pem: ")
+
+
+def test_upstream_path_length_that_allows_our_intermediate_is_accepted(td, now, openssl_verify):
+    root = make_root("corp.example", path_length=2)
+    mid = make_intermediate(root, path_length=1)
+    ca = CertificateAuthority.create(CaConfig(td), now=now, upstream=load_upstream(mid.pem + root.pem, mid.key, now=now))
+    chain = ca.issue_x509_svid(generate_key().public_key(), WEB, now=now)
+    assert openssl_verify(chain, [root.cert], purpose="sslserver").returncode == 0
 
 
 def test_expired_upstream_is_refused(now):
