@@ -14,7 +14,8 @@ Example::
     chain, bundle = await client.sign_x509_svid(csr.public_bytes(serialization.Encoding.DER))
     await client.close()
 
-Failures raise :class:`CaClientError`, whose ``code`` is the gRPC status code
+The bundle calls (``fetch_bundle``, ``watch_bundle``) carry no credential:
+the bundle is public. Failures raise :class:`CaClientError`, whose ``code`` is the gRPC status code
 name (``"UNAUTHENTICATED"``, ``"PERMISSION_DENIED"``, ``"UNAVAILABLE"``, ...).
 """
 
@@ -148,7 +149,7 @@ class CaClient:
 
     async def fetch_bundle(self) -> Bundle:
         """The CA's current trust bundle."""
-        response = await self._unary(self._stub().FetchBundle, ca_pb2.FetchBundleRequest())
+        response = await self._unary(self._stub().FetchBundle, ca_pb2.FetchBundleRequest(), authenticated=False)
         return bundle_from_message(response)
 
     async def watch_bundle(self) -> AsyncIterator[Bundle]:
@@ -157,7 +158,7 @@ class CaClient:
         Ends with :class:`CaClientError` when the stream breaks; the caller
         decides whether and when to watch again.
         """
-        call = self._stub().WatchBundle(ca_pb2.WatchBundleRequest(), metadata=self._metadata())
+        call = self._stub().WatchBundle(ca_pb2.WatchBundleRequest())
         try:
             async for message in call:
                 yield bundle_from_message(message)
@@ -180,9 +181,10 @@ class CaClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _unary(self, method, request):
+    async def _unary(self, method, request, *, authenticated: bool = True):
+        metadata = self._metadata() if authenticated else ()
         try:
-            return await method(request, metadata=self._metadata(), timeout=self._timeout)
+            return await method(request, metadata=metadata, timeout=self._timeout)
         except grpc.aio.AioRpcError as err:
             raise _translate(err) from err
 
