@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import spiffe
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
@@ -275,3 +278,21 @@ def test_expired_upstream_is_refused(now):
     mid = make_intermediate(root, not_after=now - timedelta(minutes=1), not_before=now - timedelta(days=1))
     with pytest.raises(IssuanceError, match="is not valid now"):
         load_upstream(mid.pem + root.pem, mid.key, now=now)
+
+
+_FUZZ_NOW = datetime.now(timezone.utc)
+_FUZZ_CA = CertificateAuthority.create(CaConfig(WEB.trust_domain), now=_FUZZ_NOW)
+_FUZZ_KEY = generate_key().public_key()
+_HOSTNAME = re.compile(r"(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.one_of(st.text(max_size=30), st.from_regex(r"[A-Za-z0-9*.\-]{1,30}", fullmatch=True)))
+def test_a_dns_name_reaches_the_certificate_only_as_a_clean_host_name(name):
+    try:
+        leaf = _FUZZ_CA.issue_x509_svid(_FUZZ_KEY, WEB, dns_names=[name], now=_FUZZ_NOW)[0]
+    except IssuanceError:
+        return
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == [name.lower()]
+    assert _HOSTNAME.fullmatch(name.lower()) and len(name) <= 253
