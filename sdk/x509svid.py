@@ -19,6 +19,7 @@ the certificate and the rule.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -51,6 +52,8 @@ PrivateKey = Union[
     ed25519.Ed25519PrivateKey,
     ed448.Ed448PrivateKey,
 ]
+
+_ByType = dict[type, x509.Extension]
 
 MAX_CHAIN_LENGTH = 16
 _MAX_FILE_BYTES = 1024 * 1024
@@ -131,16 +134,12 @@ def describe(cert: x509.Certificate) -> str:
 
 def validate_leaf(cert: x509.Certificate) -> SpiffeId:
     """Check ``cert`` against the X509-SVID leaf rules; return its SPIFFE ID."""
-    try:
-        extensions = cert.extensions
-    except ValueError as err:  # duplicate or malformed extensions
-        raise X509SvidError(f"leaf certificate has malformed extensions: {err}") from err
-    _refuse_unknown_critical(cert, "leaf")
+    extensions = _extensions(cert, "leaf")
     spiffe_id = _leaf_spiffe_id(cert, extensions)
-    basic = _extension(extensions, x509.BasicConstraints)
+    basic = extensions.get(x509.BasicConstraints)
     if basic is not None and basic.value.ca:
         raise X509SvidError("leaf certificate must not have CA flag set to true")
-    usage = _extension(extensions, x509.KeyUsage)
+    usage = extensions.get(x509.KeyUsage)
     if usage is None:
         raise X509SvidError("leaf certificate must have a key usage extension")
     if not usage.critical:
@@ -151,7 +150,7 @@ def validate_leaf(cert: x509.Certificate) -> SpiffeId:
         raise X509SvidError("leaf certificate must not have 'keyCertSign' set as key usage")
     if usage.value.crl_sign:
         raise X509SvidError("leaf certificate must not have 'cRLSign' set as key usage")
-    eku = _extension(extensions, x509.ExtendedKeyUsage)
+    eku = extensions.get(x509.ExtendedKeyUsage)
     if eku is not None:
         missing = [
             name
@@ -271,24 +270,36 @@ def _usable_signer(
 
 def _check_signing_cert(cert: x509.Certificate, role: str) -> None:
     """A signing certificate is a CA with keyCertSign whose SPIFFE ID, if any, has no path."""
+    problem = _signing_cert_problem(cert)
+    if problem:
+        raise X509SvidError(f"{role} certificate {problem}")
+
+
+@functools.lru_cache(maxsize=256)
+def _signing_cert_problem(cert: x509.Certificate) -> str | None:
+    """What disqualifies ``cert`` as a signing certificate, or None.
+
+    Cached: the same authorities and intermediates are checked on every
+    connection, and the answer depends only on the certificate's bytes.
+    """
     try:
-        extensions = cert.extensions
-    except ValueError as err:
-        raise X509SvidError(f"{role} certificate has malformed extensions: {err}") from err
-    _refuse_unknown_critical(cert, role)
-    basic = _extension(extensions, x509.BasicConstraints)
+        extensions = _extensions(cert, "signing")
+    except X509SvidError as err:
+        return str(err).removeprefix("signing certificate ")
+    basic = extensions.get(x509.BasicConstraints)
     if basic is None or not basic.value.ca:
-        raise X509SvidError(f"{role} certificate {describe(cert)} must have CA flag set to true")
-    usage = _extension(extensions, x509.KeyUsage)
+        return f"{describe(cert)} must have CA flag set to true"
+    usage = extensions.get(x509.KeyUsage)
     if usage is None or not usage.value.key_cert_sign:
-        raise X509SvidError(f"{role} certificate {describe(cert)} must have 'keyCertSign' set as key usage")
-    sans = _extension(extensions, x509.SubjectAlternativeName)
+        return f"{describe(cert)} must have 'keyCertSign' set as key usage"
+    sans = extensions.get(x509.SubjectAlternativeName)
     for uri in sans.value.get_values_for_type(x509.UniformResourceIdentifier) if sans else ():
         if uri.startswith("spiffe://") and "/" in uri[len("spiffe://") :]:
-            raise X509SvidError(
-                f"{role} certificate {describe(cert)} has SPIFFE ID '{uri}' with a path; "
+            return (
+                f"{describe(cert)} has SPIFFE ID '{uri}' with a path; "
                 "a signing certificate's SPIFFE ID must not have one"
             )
+    return None
 
 
 def _check_validity(cert: x509.Certificate, role: str, now: datetime) -> None:
@@ -304,8 +315,8 @@ def _check_validity(cert: x509.Certificate, role: str, now: datetime) -> None:
         )
 
 
-def _leaf_spiffe_id(cert: x509.Certificate, extensions: x509.Extensions) -> SpiffeId:
-    sans = _extension(extensions, x509.SubjectAlternativeName)
+def _leaf_spiffe_id(cert: x509.Certificate, extensions: _ByType) -> SpiffeId:
+    sans = extensions.get(x509.SubjectAlternativeName)
     uris = sans.value.get_values_for_type(x509.UniformResourceIdentifier) if sans else []
     if not uris:
         raise X509SvidError("leaf certificate has no URI SAN; an X509-SVID has exactly one")
@@ -322,19 +333,21 @@ def _leaf_spiffe_id(cert: x509.Certificate, extensions: x509.Extensions) -> Spif
     return spiffe_id
 
 
-def _refuse_unknown_critical(cert: x509.Certificate, role: str) -> None:
-    for ext in cert.extensions:
+def _extensions(cert: x509.Certificate, role: str) -> _ByType:
+    """The certificate's extensions by type, refusing malformed or unknown critical ones."""
+    try:
+        extensions = cert.extensions
+    except ValueError as err:  # duplicate or malformed extensions
+        raise X509SvidError(f"{role} certificate has malformed extensions: {err}") from err
+    by_type: _ByType = {}
+    for ext in extensions:
         if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
             raise X509SvidError(
-                f"{role} certificate {describe(cert)} has an unknown critical extension {ext.oid.dotted_string}"
+                f"{role} certificate {describe(cert)} has an unknown critical extension "
+                f"{ext.oid.dotted_string}"
             )
-
-
-def _extension(extensions: x509.Extensions, kind: type) -> x509.Extension | None:
-    try:
-        return extensions.get_extension_for_class(kind)
-    except x509.ExtensionNotFound:
-        return None
+        by_type[type(ext.value)] = ext
+    return by_type
 
 
 def _aware(now: datetime | None) -> datetime:
