@@ -33,7 +33,10 @@ from ca.service.status import status_for
 from ca.service import wire
 from sdk.proto import ca_pb2, ca_pb2_grpc
 
-__all__ = ["CaServicer"]
+__all__ = ["CaServicer", "MAX_WATCHERS"]
+
+# Bundle streams need no credential, so their number is capped.
+MAX_WATCHERS = 10_000
 
 
 def _authorization(context: grpc.aio.ServicerContext) -> str | None:
@@ -59,6 +62,7 @@ class CaServicer(ca_pb2_grpc.CAServicer):
     ) -> None:
         self.issuance, self.authenticator, self.limiter = issuance, authenticator, limiter
         self.hub, self.audit, self.metrics, self.limits = hub, audit, metrics, limits
+        self._watchers = 0
 
     async def SignX509SVID(self, request: ca_pb2.SignX509SVIDRequest, context) -> ca_pb2.SignX509SVIDResponse:
         async def run(caller_slot: list[Caller]) -> ca_pb2.SignX509SVIDResponse:
@@ -90,9 +94,16 @@ class CaServicer(ca_pb2_grpc.CAServicer):
         return message
 
     async def WatchBundle(self, request: ca_pb2.WatchBundleRequest, context):
+        if self._watchers >= MAX_WATCHERS:
+            self.metrics.requests.labels("WatchBundle", "RESOURCE_EXHAUSTED").inc()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many bundle watchers; use FetchBundle")
         self.metrics.requests.labels("WatchBundle", "ok").inc()
-        async for bundle in self.hub.watch():
-            yield wire.bundle_message(bundle)
+        self._watchers += 1
+        try:
+            async for bundle in self.hub.watch():
+                yield wire.bundle_message(bundle)
+        finally:
+            self._watchers -= 1
 
     async def _authenticate(self, context, caller_slot: list[Caller]) -> Caller:
         caller = await self.authenticator.authenticate(_authorization(context))
