@@ -114,10 +114,19 @@ class WorkloadApiServer:
 async def serve_workload_api(
     source: IdentitySource,
     socket_path: str | os.PathLike[str] = DEFAULT_SOCKET_PATH,
-    **options: object,
+    *,
+    socket_mode: int = DEFAULT_SOCKET_MODE,
+    jwt_ttl: timedelta | None = None,
+    grace: float = 1.0,
 ) -> AsyncIterator[WorkloadApiServer]:
-    """Serve the Workload API from ``source`` on ``socket_path`` for the block's duration."""
-    server = WorkloadApiServer(source, socket_path, **options)  # type: ignore[arg-type]
+    """Serve the Workload API from ``source`` on ``socket_path`` for the block's duration.
+
+    ``jwt_ttl`` is passed to :meth:`IdentitySource.mint_jwt_svid` (``None``:
+    the source's default); ``grace`` is how long open streams get on stop.
+    """
+    server = WorkloadApiServer(
+        source, socket_path, socket_mode=socket_mode, jwt_ttl=jwt_ttl, grace=grace
+    )
     await server.start()
     try:
         yield server
