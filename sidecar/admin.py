@@ -30,18 +30,16 @@ class AdminServer:
         self.runners: list[web.AppRunner] = []
         self.ports: dict[str, int] = {}
 
-    async def start(self, health: tuple[str, int] | None, admin: tuple[str, int] | None) -> None:
-        if health is not None:
-            app = web.Application()
-            app.router.add_get("/healthz/ready", self._ready)
-            app.router.add_get("/healthz/live", self._live)
-            self.ports["health"] = await self._serve(app, *health)
-        if admin is not None:
-            app = web.Application()
-            app.router.add_get("/healthz/ready", self._ready)
-            app.router.add_get("/metrics", self._metrics)
-            app.router.add_get("/config_dump", self._config_dump)
-            self.ports["admin"] = await self._serve(app, *admin)
+    async def start(self, health: tuple[str, int], admin: tuple[str, int]) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz/ready", self._ready)
+        app.router.add_get("/healthz/live", self._live)
+        self.ports["health"] = await self._serve(app, *health)
+        app = web.Application()
+        app.router.add_get("/healthz/ready", self._ready)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/config_dump", self._config_dump)
+        self.ports["admin"] = await self._serve(app, *admin)
 
     async def _serve(self, app: web.Application, host: str, port: int) -> int:
         runner = web.AppRunner(app, access_log=None)

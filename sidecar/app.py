@@ -95,7 +95,7 @@ class Sidecar:
             tls="require" if cfg.mode == "STRICT" else "permissive",
             classify=self._inbound_classifier(),
         )
-        if cfg.outbound_port:
+        if cfg.transparent_outbound:
             self._listen(
                 "outbound",
                 "127.0.0.1",
@@ -112,10 +112,7 @@ class Sidecar:
                 classify=explicit_classifier(up.host, up.port, up.spiffe_id),
                 protocol=up.protocol,
             )
-        await self.admin.start(
-            (cfg.health_address, cfg.health_port) if cfg.health_port else None,
-            ("127.0.0.1", cfg.admin_port) if cfg.admin_port else None,
-        )
+        await self.admin.start((cfg.health_address, cfg.health_port), ("127.0.0.1", cfg.admin_port))
         self.ports.update(self.admin.ports)
         self._flusher = asyncio.create_task(self._housekeeping(), name="sidecar-housekeeping")
 

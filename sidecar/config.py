@@ -26,12 +26,13 @@ optional; the values shown are the defaults where there is one)::
       app_port: 8080                  # omit for transparent mode (original destination)
       ports: {8080: http, 5432: tcp}  # protocol per app port (default http)
     outbound:
-      port: 15001                     # transparent capture port; 0 disables it
+      port: 15001                     # transparent capture port (0: any free port)
+      transparent: true               # default: true unless inbound.app_port is set
       trust_domains: [example.org]    # server SVIDs accepted (default: own trust domain)
       destinations: {"10.0.0.7:8080": "spiffe://example.org/ns/b/sa/b"}
       upstreams:                      # explicit mode: local port -> remote sidecar
         - {listen: 18080, address: "127.0.0.1:25006", spiffe_id: "spiffe://...", protocol: http}
-    admin: {port: 15000, health_port: 15021, health_address: 0.0.0.0}
+    admin: {port: 15000, health_port: 15021, health_address: 0.0.0.0}   # 0: any free port
     policy: {file: /etc/trustmesh/policy/policy.tmp}
     workload_api: {socket: /run/trustmesh/sockets/agent.sock}
     access_log: stdout                # stdout, off, or a file path
@@ -114,6 +115,7 @@ class SidecarConfig:
     app_port: int | None = None
     ports: Mapping[int, str] = field(default_factory=dict)
     outbound_port: int = 15001
+    outbound_transparent: bool | None = None  # None: transparent when inbound.app_port is unset
     trust_domains: tuple[str, ...] = ()
     destinations: Mapping[tuple[str, int], str] = field(default_factory=dict)
     upstreams: tuple[Upstream, ...] = ()
@@ -124,6 +126,12 @@ class SidecarConfig:
     workload_api_socket: Path | None = None
     access_log: str = "stdout"
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def transparent_outbound(self) -> bool:
+        if self.outbound_transparent is not None:
+            return self.outbound_transparent
+        return self.app_port is None
 
     def protocol_for(self, app_port: int) -> str:
         return self.ports.get(app_port, "http")
@@ -182,7 +190,7 @@ def parse_config(data: Any, base: Path = Path(".")) -> SidecarConfig:
         raise ConfigError("ca", "give exactly one of ca (CA-issued SVID) and identity (fixed SVID)")
     kw: dict[str, Any] = {}
     if (s := top.section("inbound")) is not None:
-        kw["inbound_port"] = s.port("port", default=15006)
+        kw["inbound_port"] = s.port("port", default=15006, allow_zero=True)
         kw["inbound_address"] = s.str("address", default="0.0.0.0")
         kw["app_port"] = s.port("app_port")
         ports = {}
@@ -196,6 +204,7 @@ def parse_config(data: Any, base: Path = Path(".")) -> SidecarConfig:
         s.done()
     if (s := top.section("outbound")) is not None:
         kw["outbound_port"] = s.port("port", default=15001, allow_zero=True)
+        kw["outbound_transparent"] = s.bool("transparent")
         kw["trust_domains"] = tuple(s.str_list("trust_domains"))
         dests = {}
         for key, sid in s.mapping("destinations").items():
@@ -214,7 +223,7 @@ def parse_config(data: Any, base: Path = Path(".")) -> SidecarConfig:
                 raise ConfigError(f"{u.where}.protocol", f"must be one of {', '.join(PROTOCOLS)}")
             ups.append(
                 Upstream(
-                    u.port("listen", required=True),
+                    u.port("listen", required=True, allow_zero=True),
                     host,
                     port,
                     _spiffe_id(sid, f"{u.where}.spiffe_id") if sid else None,
@@ -304,6 +313,12 @@ class _Section:
         if value is None:
             return default
         return _port_value(value, self._name(key), allow_zero)
+
+    def bool(self, key: str) -> bool | None:
+        value = self._get(key, False)
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(self._name(key), f"must be true or false, got {value!r}")
+        return value
 
     def path(self, key: str, required: bool = False) -> Path | None:
         value = self.str(key, required)
