@@ -19,9 +19,8 @@ import base64
 from collections.abc import Sequence
 from typing import Any
 
-from cryptography import x509
-
-from injector.errors import CaBundlePatchError
+from injector.errors import CaBundlePatchError, TrustBundleError
+from injector.trust_bundle import check_bundle_pem
 
 __all__ = ["read_ca_bundle", "ca_bundle_ops", "patch_ca_bundle"]
 
@@ -34,16 +33,9 @@ def read_ca_bundle(path: str) -> bytes:
     except OSError as err:
         raise CaBundlePatchError(f"cannot read the webhook CA bundle {path}: {err.strerror or err}") from err
     try:
-        certs = x509.load_pem_x509_certificates(pem)
-    except ValueError as err:
-        raise CaBundlePatchError(f"{path} is not a PEM file of CA certificates: {err}") from err
-    for cert in certs:
-        try:
-            is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-        except x509.ExtensionNotFound:
-            is_ca = False
-        if not is_ca:
-            raise CaBundlePatchError(f"{path}: certificate {cert.subject.rfc4514_string()!r} is not a CA")
+        check_bundle_pem(pem, path)
+    except TrustBundleError as err:
+        raise CaBundlePatchError(str(err)) from err
     return pem
 
 

@@ -9,9 +9,10 @@ Who is injected is decided first by the webhook configuration's selectors
 (namespace label ``trustmesh.io/inject=enabled|required`` or pod label
 ``trustmesh.io/inject=true``); here, a pod is skipped if it opts out with the
 label ``trustmesh.io/inject=false`` or uses ``hostNetwork``. Injection is
-idempotent: each piece (init container, sidecar, volumes, mounts, env,
-probes) is added only if it is not there, judged from the pod's containers
-and volumes themselves, never from an annotation a client could set.
+idempotent: each piece (init container, sidecar, mounts, env, probes) is
+added only if it is not there, judged from the pod's containers themselves,
+never from an annotation a client could set; trustmesh's volumes and its
+sidecar-config annotation are (re)written every time.
 """
 
 from __future__ import annotations
@@ -112,10 +113,15 @@ def inject_pod(pod: Mapping[str, Any], config: InjectorConfig, *, trust_bundle: 
                 annotations.setdefault(_DEFAULT_CONTAINER, first_app["name"])
     _record_probers(proxy, probers)
 
+    # trustmesh's volumes are always trustmesh's: a same-named volume the pod
+    # brought (say, its own "trust bundle") is replaced, not trusted.
     vols = spec.setdefault("volumes", [])
     for volume in volumes(config, overrides, inline_bundle=trust_bundle is not None):
-        if not _has(vols, volume["name"]):
+        index = next((i for i, v in enumerate(vols) if v.get("name") == volume["name"]), None)
+        if index is None:
             vols.append(volume)
+        else:
+            vols[index] = volume
     for container in app_containers(spec):
         _add_socket(container)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -156,12 +157,19 @@ async def start_server(config: InjectorConfig, *, reload_interval: float = 30.0)
 
 
 async def serve(config: InjectorConfig, *, patch_ca_bundle: Callable[[], list[str]] | None = None) -> None:
-    """Run until cancelled; first patch ``caBundle`` if asked (a failure stops start-up)."""
+    """Run until SIGTERM/SIGINT; first patch ``caBundle`` if asked (a failure stops start-up)."""
     if patch_ca_bundle is not None:
         for patched in await asyncio.to_thread(patch_ca_bundle):
             log.info("caBundle patched into %s", patched)
     server = await start_server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
+        log.info("stopping: finishing requests in flight")
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         await server.close()

@@ -4,6 +4,8 @@
   Pod as the mutating webhook receives it (after the API server added its
   own ``kube-api-access-*`` projected volume and defaults) and of an
   AdmissionReview v1 request, as kube-apiserver 1.36 sends them.
+- :func:`client_context` is the API server's TLS view of a webhook (trust only
+  ``caBundle``, check the Service's DNS name, :data:`SERVICE_DNS`).
 - :class:`AdmissionRegistrationDouble` is an in-process stand-in for the
   ``admissionregistration.k8s.io/v1`` part of the API server (GET and
   JSON-Patch PATCH of Mutating/ValidatingWebhookConfigurations), enough for
@@ -15,13 +17,23 @@ from __future__ import annotations
 
 import copy
 import json
+import ssl
 import uuid
+from pathlib import Path
 from typing import Any
 
 import jsonpatch
 from aiohttp import web
 
-__all__ = ["pod", "admission_review", "AdmissionRegistrationDouble"]
+__all__ = ["SERVICE_DNS", "client_context", "pod", "admission_review", "AdmissionRegistrationDouble"]
+
+#: The name the API server dials (and checks in the certificate) for the injector Service.
+SERVICE_DNS = "trustmesh-injector.trustmesh-system.svc"
+
+
+def client_context(ca_file: str | Path) -> ssl.SSLContext:
+    """A TLS client context like the API server's for a webhook: trusts only ``caBundle``."""
+    return ssl.create_default_context(cafile=str(ca_file))
 
 
 def pod(name: str = "web-7d4b9c-x2v9q", namespace: str = "prod", *, service_account: str = "web",

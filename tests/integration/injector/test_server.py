@@ -13,54 +13,23 @@ import asyncio
 import base64
 import json
 import os
-import ssl
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import aiohttp
 import jsonpatch
 import kubernetes.client
 import pytest
-import yaml
-from cryptography.hazmat.primitives import serialization
 
-from ca import X509Issuer, chain_pem, create_root, generate_key
 from injector.cabundle import patch_ca_bundle, read_ca_bundle
 from injector.config import InjectorConfig, ServerSettings
 from injector.errors import CaBundlePatchError, ServingCertError
 from injector.server import start_server
-from sdk import SpiffeId, TrustDomain
-from tests.support.k8s_admission_double import AdmissionRegistrationDouble, admission_review
+from tests.support.k8s_admission_double import (
+    SERVICE_DNS,
+    AdmissionRegistrationDouble,
+    admission_review,
+    client_context,
+)
 from tests.support.k8s_admission_double import pod as make_pod
-
-SERVICE_DNS = "trustmesh-injector.trustmesh-system.svc"
-TD = TrustDomain.parse("example.org")
-MANIFESTS = Path(__file__).resolve().parents[3] / "manifests"
-
-
-def issue_serving_cert(directory: Path, name: str = "webhook") -> tuple[Path, Path, Path]:
-    """A root CA and a serving certificate for the injector Service, written as PEM files."""
-    now = datetime.now(timezone.utc)
-    root = create_root(TD, generate_key(), ttl=timedelta(days=1), now=now - timedelta(minutes=1))
-    key = generate_key()
-    spiffe_id = SpiffeId.from_segments(TD, "ns", "trustmesh-system", "sa", "trustmesh-injector")
-    chain = X509Issuer(root, TD).issue(key.public_key(), spiffe_id, timedelta(hours=1), now=now,
-                                       dns_names=[SERVICE_DNS])
-    cert_file, key_file, ca_file = (directory / f"{name}.crt", directory / f"{name}.key", directory / f"{name}-ca.crt")
-    cert_file.write_bytes(chain_pem(chain))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    ca_file.write_bytes(chain_pem((root.certificate,)))
-    return cert_file, key_file, ca_file
-
-
-def client_context(ca_file: Path) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca_file))
-
-
-@pytest.fixture
-def pki(tmp_path):
-    return issue_serving_cert(tmp_path)
 
 
 @pytest.fixture
@@ -125,14 +94,14 @@ async def test_a_body_that_never_arrives_gets_408(server, pki):
         writer.close()
 
 
-async def test_a_client_that_does_not_trust_the_ca_cannot_connect(server, pki, tmp_path):
-    other = issue_serving_cert(tmp_path, "other")
+async def test_a_client_that_does_not_trust_the_ca_cannot_connect(server, pki, issue_cert):
+    other = issue_cert("other")
     with pytest.raises(aiohttp.ClientConnectorCertificateError):
         await post(server.port, "/inject", b"{}", other[2])
 
 
-async def test_a_renewed_certificate_is_served_after_reload(server, pki, tmp_path):
-    new_cert, new_key, new_ca = issue_serving_cert(tmp_path, "renewed")
+async def test_a_renewed_certificate_is_served_after_reload(server, pki, issue_cert):
+    new_cert, new_key, new_ca = issue_cert("renewed")
     cert_file, key_file, _ = pki
     cert_file.write_bytes(new_cert.read_bytes())
     key_file.write_bytes(new_key.read_bytes())
@@ -151,15 +120,10 @@ async def test_missing_certificate_files_fail_start_up(tmp_path):
         await start_server(config)
 
 
-def webhook_configurations() -> list[dict]:
-    docs = yaml.safe_load_all((MANIFESTS / "system" / "injector" / "webhooks.yaml").read_text())
-    return [d for d in docs if d and d["kind"].endswith("WebhookConfiguration")]
-
-
-async def test_ca_bundle_is_patched_into_the_shipped_webhook_configurations(pki, assert_valid):
+async def test_ca_bundle_is_patched_into_the_shipped_webhook_configurations(pki, assert_valid, webhook_configurations):
     ca_pem = read_ca_bundle(str(pki[2]))
     double = AdmissionRegistrationDouble()
-    configs = webhook_configurations()
+    configs = webhook_configurations
     for obj in configs:
         double.add(obj)
     url = await double.start()

@@ -244,3 +244,12 @@ def test_app_setting_its_own_socket_env_keeps_it(config, injected):
 def test_malformed_pods_raise_a_precise_error(config, bad, message):
     with pytest.raises(PodSpecError, match=message):
         inject_pod(bad, config)
+
+
+@pytest.mark.parametrize("volume", ["trustmesh-bundle", "trustmesh-config", "trustmesh-token"])
+def test_a_pod_supplied_volume_with_a_trustmesh_name_is_replaced(config, injected, volume):
+    pod = make_pod()
+    pod["spec"]["volumes"].append({"name": volume, "emptyDir": {}})
+    out = injected(pod, config)
+    mine = [v for v in out["spec"]["volumes"] if v["name"] == volume]
+    assert len(mine) == 1 and "emptyDir" not in mine[0]
