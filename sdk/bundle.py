@@ -140,7 +140,7 @@ class Bundle:
             raise BundleError(f"bundle for {trust_domain} is larger than {_MAX_JWKS_BYTES} bytes")
         try:
             doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as err:
+        except (ValueError, RecursionError) as err:
             raise BundleError(f"bundle for {trust_domain} is not valid JSON: {err}") from err
         if not isinstance(doc, dict):
             raise BundleError(f"bundle for {trust_domain} must be a JSON object")
@@ -309,7 +309,7 @@ def _public_key(jwk: dict[str, Any], where: str) -> PublicKey:
     loader = ECAlgorithm if jwk["kty"] == "EC" else RSAAlgorithm
     try:
         key = loader.from_jwk(jwk)
-    except (InvalidKeyError, ValueError, KeyError, TypeError) as err:
+    except (InvalidKeyError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise BundleError(f"{where}: malformed {jwk['kty']} key: {err or type(err).__name__}") from err
     if not isinstance(key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
         raise BundleError(f"{where}: contains private key material")

@@ -127,7 +127,7 @@ def _json_part(part: str, name: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
         value = json.loads(raw, object_pairs_hook=_no_duplicates)
-    except (binascii.Error, ValueError) as err:
+    except (binascii.Error, ValueError, RecursionError) as err:
         raise JwtSvidError(f"token {name} is not base64url JSON: {err}") from err
     if not isinstance(value, dict):
         raise JwtSvidError(f"token {name} must be a JSON object")
