@@ -13,6 +13,7 @@ from typing import Union
 __all__ = [
     "And",
     "Attribute",
+    "Comment",
     "Comparison",
     "DefaultDecl",
     "Expr",
@@ -114,6 +115,7 @@ class Rule:
     dry_run: bool = False
     line: int = field(default=0, **_POS)
     column: int = field(default=0, **_POS)
+    end_line: int = field(default=0, **_POS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,16 @@ class Policy:
     dry_run: bool = False
     line: int = field(default=0, **_POS)
     column: int = field(default=0, **_POS)
+    end_line: int = field(default=0, **_POS)
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    """A ``# ...`` comment and where it was (kept only for the formatter)."""
+
+    text: str
+    line: int
+    column: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +160,7 @@ class PolicyFile:
     defaults: tuple[DefaultDecl, ...]
     policies: tuple[Policy, ...]
     source: str = field(default="", compare=False, repr=False)
+    comments: tuple[Comment, ...] = field(default=(), compare=False, repr=False)
 
     def source_line(self, line: int) -> str:
         """Line ``line`` (1-based), split on "\n" only, as the parser counts."""

@@ -1,4 +1,4 @@
-"""`trustmesh policy check|eval|test`: the policy language's command line.
+"""`trustmesh policy check|eval|test|fmt`: the policy language's command line.
 
 File reading lives here (and in ``load_files``); everything else is the pure
 pipeline. Exit codes: 0 success, 1 invalid policy / failed case / bad input,
@@ -41,6 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="case file (YAML or JSON); may be repeated")
     test.add_argument("-q", "--quiet", action="store_true", help="print failures only")
     test.set_defaults(func=_test)
+
+    fmt = sub.add_parser("fmt", help="print policy files in canonical layout (comments kept)")
+    fmt.add_argument("files", nargs="+", metavar="FILE")
+    mode = fmt.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="exit 1 if any file is not formatted")
+    mode.add_argument("--write", action="store_true", help="rewrite the files in place")
+    fmt.set_defaults(func=_fmt)
 
 
 def _load(files):
@@ -126,3 +133,34 @@ def _test(args: argparse.Namespace) -> int:
                 print(f"      {problem}")
     print(f"{total - failed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def _fmt(args: argparse.Namespace) -> int:
+    from policy_dsl.errors import PolicyError
+    from policy_dsl.fmt import format_text
+
+    status = 0
+    for path in args.files:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as err:
+            raise PolicyError(f"{path}: cannot read: {err}") from err
+        try:
+            formatted = format_text(text, path)
+        except PolicyError as err:
+            print(err, file=sys.stderr)
+            status = 1
+            continue
+        if args.check:
+            if formatted != text:
+                print(f"{path}: not formatted", file=sys.stderr)
+                status = 1
+        elif args.write:
+            if formatted != text:
+                with open(path, "w", encoding="utf-8") as handle:
+                    handle.write(formatted)
+                print(f"formatted {path}")
+        else:
+            sys.stdout.write(formatted)
+    return status

@@ -53,7 +53,8 @@ def _lark() -> tuple[Lark, _Builder]:
     grammar = resources.files("policy_dsl").joinpath("grammar.lark").read_text("utf-8")
     builder = _Builder()
     parser = Lark(
-        grammar, parser="lalr", lexer="contextual", maybe_placeholders=True, transformer=builder
+        grammar, parser="lalr", lexer="contextual", maybe_placeholders=True, transformer=builder,
+        lexer_callbacks={"COMMENT": builder.comment},
     )
     return parser, builder
 
@@ -70,6 +71,12 @@ class _Builder(Transformer):
         self._filename = filename
         self._source = source
         self._depth: dict[int, int] = {}
+        self._comments: list[ast.Comment] = []
+
+    def comment(self, token: Token) -> Token:
+        """Lexer callback: keep comments (for the formatter)."""
+        self._comments.append(ast.Comment(token.value, token.line, token.column))
+        return token
 
     # -- helpers ---------------------------------------------------------------
     def _fail(self, line: int, column: int, message: str) -> PolicySyntaxError:
@@ -109,7 +116,7 @@ class _Builder(Transformer):
     def start(self, items):
         defaults = tuple(i for i in items if isinstance(i, ast.DefaultDecl))
         policies = tuple(i for i in items if isinstance(i, ast.Policy))
-        return ast.PolicyFile(self._filename, defaults, policies, self._source)
+        return ast.PolicyFile(self._filename, defaults, policies, self._source, tuple(self._comments))
 
     def default_decl(self, children):
         (mode,) = children
@@ -121,10 +128,11 @@ class _Builder(Transformer):
         return ast.DefaultDecl(mode.value, mode.line, mode.column)
 
     def policy(self, children):
-        dry_run, name, selector, *rules = children
+        dry_run, name, selector, *rules, close = children
         first = dry_run or name
         return ast.Policy(
-            self._string(name), selector, tuple(rules), dry_run is not None, first.line, first.column
+            self._string(name), selector, tuple(rules), dry_run is not None, first.line, first.column,
+            close.line,
         )
 
     def select_all(self, _children):
@@ -134,10 +142,11 @@ class _Builder(Transformer):
         return children[0]
 
     def rule(self, children):
-        dry_run, effect, name, condition = children
+        dry_run, effect, name, condition, close = children
         first = dry_run or effect
         return ast.Rule(
-            effect.value, self._string(name), condition, dry_run is not None, first.line, first.column
+            effect.value, self._string(name), condition, dry_run is not None, first.line, first.column,
+            close.line,
         )
 
     # -- expressions -----------------------------------------------------------
