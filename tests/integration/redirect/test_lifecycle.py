@@ -25,6 +25,10 @@ USER_RULES = {
         ["iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
         ["ip6tables", "-A", "OUTPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
     ],
+    "legacy": [
+        ["iptables-legacy", "-t", "nat", "-A", "OUTPUT", "-d", "10.99.0.0/16", "-j", "RETURN"],
+        ["ip6tables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
+    ],
     "nft": [["nft", "add table ip user; add chain ip user out { type filter hook output priority 0; }; "
              "add rule ip user out tcp dport 22 accept"]],
 }  # fmt: skip
@@ -43,12 +47,13 @@ class Target:
     def snapshot(self) -> dict[str, str]:
         """Everything the kernel shows that a capture could change."""
         shot = {"nft": self.ns.run(["nft", "list", "ruleset"]).stdout}
-        for tool in ("iptables-nft-save", "ip6tables-nft-save"):
+        for tool in ("iptables-nft-save", "ip6tables-nft-save", "iptables-legacy-save", "ip6tables-legacy-save"):
             text = self.ns.run([tool]).stdout
             shot[tool] = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
         if self.cgroup is not None:
             shot["cgroup"] = self.ns.run(["bpftool", "cgroup", "show", str(self.cgroup)]).stdout
-            shot["pins"] = "\n".join(sorted(p.name for p in Path("/sys/fs/bpf").iterdir()))
+            pins = Path("/sys/fs/bpf") / f"trustmesh-{self.cgroup.name}"  # only ours: tests may run in parallel
+            shot["pins"] = "\n".join(sorted(str(p) for p in pins.rglob("*"))) if pins.exists() else "absent"
         return shot
 
 
@@ -59,7 +64,8 @@ def _ok(done: subprocess.CompletedProcess[str]) -> None:
 def _tamper(t: Target) -> None:
     """Delete one rule (or detach one program) behind trustmesh's back."""
     if t.mode == "iptables":
-        t.ns.run(["iptables", "-t", "nat", "-D", "TRUSTMESH_OUTPUT", "-d", "127.0.0.0/8", "-j", "RETURN"])
+        legacy = "TRUSTMESH" in t.ns.run(["iptables-legacy-save"]).stdout
+        t.ns.run(["iptables-legacy" if legacy else "iptables-nft", "-t", "nat", "-D", "TRUSTMESH_OUTPUT", "-d", "127.0.0.0/8", "-j", "RETURN"])
     elif t.mode == "nftables":
         listing = t.ns.run(["nft", "-a", "list", "chain", "inet", "trustmesh", "outbound"]).stdout
         handle = re.search(r"ip daddr 127\.0\.0\.0/8 return # handle (\d+)", listing).group(1)
@@ -79,33 +85,53 @@ def test_apply_is_idempotent_verify_detects_tampering_remove_leaves_no_trace(mod
         if user_rules:
             for argv in USER_RULES["iptables" if mode == "iptables" else "nft"]:
                 ns.run(argv)
-        before = t.snapshot()
+        _lifecycle(t)
 
-        bad = t.cli("apply", "--exclude-outbound-cidrs", "10.0.0.1/8")
-        assert bad.returncode == 2
-        assert "--exclude-outbound-cidrs: '10.0.0.1/8' is not a CIDR" in bad.stderr
-        assert t.snapshot() == before
 
+def test_iptables_legacy_backend_is_used_when_it_holds_the_rules():
+    """Like Istio: the host's rules are in iptables-legacy, so trustmesh's go there too."""
+    require_root()
+    with NetLab() as lab:
+        ns = lab.namespace("legacy")
+        for argv in USER_RULES["legacy"]:
+            ns.run(argv)
+        t = Target(ns, "iptables", None)
         _ok(t.cli("apply"))
-        applied = t.snapshot()
-        assert applied != before
-        _ok(t.cli("verify"))
-        _ok(t.cli("apply"))
-        assert t.snapshot() == applied
-        _ok(t.cli("verify"))
-
-        assert t.cli("verify", "--exclude-outbound-ports", "5433").returncode == 1  # other options
-        _tamper(t)
-        tampered = t.cli("verify")
-        assert tampered.returncode == 1
-        assert "differs" in tampered.stderr
-        assert ("127.0.0.0/8" in tampered.stdout) if mode != "ebpf" else ("connect4" in tampered.stdout)
-
+        assert "TRUSTMESH_OUTPUT" in ns.run(["iptables-legacy-save"]).stdout
+        assert "TRUSTMESH" not in ns.run(["iptables-nft-save"]).stdout
+        assert "# backend: iptables-legacy" in t.cli("print").stdout
         _ok(t.cli("remove"))
-        assert t.snapshot() == before
-        _ok(t.cli("remove"))
-        assert t.snapshot() == before
-        assert t.cli("verify").returncode == 1
+        _lifecycle(t)
+
+
+def _lifecycle(t: Target) -> None:
+    before = t.snapshot()
+
+    bad = t.cli("apply", "--exclude-outbound-cidrs", "10.0.0.1/8")
+    assert bad.returncode == 2
+    assert "--exclude-outbound-cidrs: '10.0.0.1/8' is not a CIDR" in bad.stderr
+    assert t.snapshot() == before
+
+    _ok(t.cli("apply"))
+    applied = t.snapshot()
+    assert applied != before
+    _ok(t.cli("verify"))
+    _ok(t.cli("apply"))
+    assert t.snapshot() == applied
+    _ok(t.cli("verify"))
+
+    assert t.cli("verify", "--exclude-outbound-ports", "5433").returncode == 1  # other options
+    _tamper(t)
+    tampered = t.cli("verify")
+    assert tampered.returncode == 1
+    assert "differs" in tampered.stderr
+    assert ("127.0.0.0/8" in tampered.stdout) if t.mode != "ebpf" else ("connect4" in tampered.stdout)
+
+    _ok(t.cli("remove"))
+    assert t.snapshot() == before
+    _ok(t.cli("remove"))
+    assert t.snapshot() == before
+    assert t.cli("verify").returncode == 1
 
 
 def test_ebpf_failure_half_way_is_rolled_back():
