@@ -8,26 +8,28 @@ audit log names a token by ``token_id``, the first 12 hex digits of its hash.
   can be used exactly once. Consumption is a single ``dict.pop`` under a
   lock, so of two simultaneous uses exactly one succeeds. If backed by a
   file, the file is rewritten (atomically) without the used token, so a
-  restart does not revive it.
+  restart does not revive it; the file stores token hashes, never tokens.
 - :class:`StaticTokens`: a file mapping tokens to SPIFFE IDs; reusable.
 
 File formats (YAML)::
 
-    # join tokens
-    - {token: "jt-...", spiffe_id: "spiffe://example.org/demo/web", expires_at: 1893456000}
+    # join tokens (``token: "jt-..."`` in clear is accepted for hand-written files)
+    - {token_sha256: "9f2c...", spiffe_id: "spiffe://example.org/demo/web", expires_at: 1893456000}
     # static tokens
     "st-...": "spiffe://example.org/host/build-agent"
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,36 +66,47 @@ def _spiffe_id(text: object, td: TrustDomain, where: str) -> SpiffeId:
 class _Join:
     spiffe_id: SpiffeId
     expires_at: float
-    # kept only for file-backed stores, to rewrite the file
-    token: str = ""
 
 
 class JoinTokens:
-    """Single-use tokens, each naming the SPIFFE ID its user receives."""
+    """Single-use tokens, each naming the SPIFFE ID its user receives.
+
+    With ``path``, the file is the shared store: ``trustmesh ca join-token``
+    adds to it while the service runs, and every change happens under an
+    exclusive ``flock`` on ``<path>.lock`` after re-reading the file, so
+    neither side loses the other's update. The file holds token hashes only.
+    """
 
     def __init__(self, trust_domain: TrustDomain, *, path: str = "", clock: Callable[[], float] = time.time) -> None:
         self.trust_domain, self._path, self._clock = trust_domain, path, clock
         self._lock = threading.Lock()
         self._tokens: dict[str, _Join] = {}
+        self._seen: tuple[int, int, int] | None = None  # (inode, mtime_ns, size) of the file last read
         if path:
-            self._load(Path(path))
+            with self._file_lock():
+                self._refresh(force=True)
 
     def create(self, spiffe_id: SpiffeId, ttl: float = 3600.0) -> str:
         """A new join token for ``spiffe_id``, valid for ``ttl`` seconds."""
         if not spiffe_id.member_of(self.trust_domain):
             raise ValueError(f"{spiffe_id} is not in trust domain {self.trust_domain}")
         token = "jt-" + secrets.token_urlsafe(24)
-        with self._lock:
-            self._tokens[_digest(token)] = _Join(spiffe_id, self._clock() + ttl, token if self._path else "")
+        with self._lock, self._file_lock():
+            self._refresh()
+            self._tokens[_digest(token)] = _Join(spiffe_id, self._clock() + ttl)
             self._save()
         return token
 
     def knows(self, token: str) -> bool:
+        if self._path:
+            with self._lock:
+                self._refresh()
         return _digest(token) in self._tokens
 
     def consume(self, token: str) -> Caller:
         """Use ``token`` up; raises :class:`UnauthenticatedError` if unknown, used or expired."""
-        with self._lock:
+        with self._lock, self._file_lock():
+            self._refresh(force=bool(self._path))
             entry = self._tokens.pop(_digest(token), None)
             if entry is not None:
                 self._save()
@@ -106,35 +119,73 @@ class JoinTokens:
     def __len__(self) -> int:
         return len(self._tokens)
 
-    def _load(self, path: Path) -> None:
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        if not self._path:
+            yield
+            return
+        fd = os.open(f"{self._path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _refresh(self, *, force: bool = False) -> None:
+        """Re-read the file if it changed since it was last read (or written) here."""
+        if not self._path:
+            return
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            self._tokens, self._seen = {}, None
+            return
+        except OSError as err:
+            raise ConfigError("authentication.join_tokens_file", f"cannot read {self._path}: {err}") from err
+        if force or self._seen != (st.st_ino, st.st_mtime_ns, st.st_size):
+            self._tokens = self._load(Path(self._path))
+            self._seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _load(self, path: Path) -> dict[str, _Join]:
         where = "authentication.join_tokens_file"
         try:
             data = yaml.safe_load(path.read_text()) or []
         except (OSError, yaml.YAMLError) as err:
             raise ConfigError(where, f"cannot read {path}: {err}") from err
         if not isinstance(data, list):
-            raise ConfigError(where, f"{path} must hold a list of {{token, spiffe_id, expires_at}}")
+            raise ConfigError(where, f"{path} must hold a list of {{token_sha256, spiffe_id, expires_at}}")
+        tokens: dict[str, _Join] = {}
         for i, item in enumerate(data):
-            if not isinstance(item, Mapping) or not isinstance(item.get("token"), str) or not item["token"]:
-                raise ConfigError(f"{where}[{i}]", "needs token, spiffe_id and expires_at")
+            if not isinstance(item, Mapping):
+                raise ConfigError(f"{where}[{i}]", "needs token_sha256 (or token), spiffe_id and expires_at")
+            digest = item.get("token_sha256")
+            if digest is None and isinstance(item.get("token"), str) and item["token"]:
+                digest = _digest(item["token"])
+            if not isinstance(digest, str) or len(digest) != 64:
+                raise ConfigError(f"{where}[{i}]", "needs token_sha256 (64 hex digits) or token")
             expires = item.get("expires_at")
             if isinstance(expires, bool) or not isinstance(expires, (int, float)):
                 raise ConfigError(f"{where}[{i}].expires_at", "must be seconds since the epoch")
             sid = _spiffe_id(item.get("spiffe_id"), self.trust_domain, f"{where}[{i}].spiffe_id")
-            self._tokens[_digest(item["token"])] = _Join(sid, float(expires), item["token"])
+            tokens[digest.lower()] = _Join(sid, float(expires))
+        return tokens
 
     def _save(self) -> None:
         if not self._path:
             return
+        now = self._clock()
         items = [
-            {"token": j.token, "spiffe_id": str(j.spiffe_id), "expires_at": j.expires_at}
-            for j in self._tokens.values()
+            {"token_sha256": digest, "spiffe_id": str(j.spiffe_id), "expires_at": j.expires_at}
+            for digest, j in self._tokens.items()
+            if j.expires_at > now
         ]
         target = Path(self._path)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".join-tokens-")
         with os.fdopen(fd, "w") as out:
             yaml.safe_dump(items, out)
         os.replace(tmp, target)
+        st = os.stat(target)
+        self._seen = (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 class StaticTokens:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ca.store import CaDirectory
-from sdk.ca_client import CaClient
+from sdk.ca_client import CaClient, CaClientError
 from sdk.x509svid import verify_chain
 from tests.integration.ca_service.conftest import make_csr
 
@@ -35,7 +37,7 @@ def _local_config(tmp_path: Path) -> dict:
     return {
         "trust_domain": "example.org",
         "ca": {"store": {"kind": "directory", "path": str(tmp_path / "ca")}},
-        "authentication": {"static_tokens_file": str(tokens)},
+        "authentication": {"static_tokens_file": str(tokens), "join_tokens_file": str(tmp_path / "join.yaml")},
         "listen": {"grpc": "127.0.0.1:0", "bundle_endpoint": "127.0.0.1:0", "metrics": "127.0.0.1:0"},
         "audit_log": str(tmp_path / "audit.jsonl"),
     }
@@ -72,6 +74,22 @@ async def test_serves_then_exits_cleanly_on_sigterm(tmp_path):
         chain, got = await client.sign_x509_svid(make_csr())
         assert str(verify_chain(chain, got)) == "spiffe://example.org/host/builder"
         await client.close()
+
+        # An operator adds a join token while the service runs; it works once.
+        made = subprocess.run(
+            [sys.executable, "-m", "trustmesh", "ca", "join-token", "--tokens-file", str(tmp_path / "join.yaml"),
+             "--spiffe-id", "spiffe://example.org/demo/web", "--ttl", "600"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+        join_token = made.stdout.strip()
+        client = CaClient(f"127.0.0.1:{port}", bundle, lambda: join_token)
+        chain, got = await client.sign_x509_svid(make_csr())
+        assert str(verify_chain(chain, got)) == "spiffe://example.org/demo/web"
+        with pytest.raises(CaClientError) as info:
+            await client.sign_x509_svid(make_csr())
+        assert info.value.code == "UNAUTHENTICATED"
+        await client.close()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
@@ -79,4 +97,7 @@ async def test_serves_then_exits_cleanly_on_sigterm(tmp_path):
             proc.kill()
             await proc.wait()
     audit = (tmp_path / "audit.jsonl").read_text().splitlines()
-    assert '"token_id"' in audit[-1] and STATIC not in "".join(audit)
+    records = [json.loads(line) for line in audit]
+    assert [r["caller_kind"] for r in records if r["event"] == "issued"] == ["static-token", "join-token"]
+    assert records[-1]["event"] == "refused" and records[-1]["code"] == "UNAUTHENTICATED"
+    assert STATIC not in "".join(audit) and join_token not in "".join(audit)

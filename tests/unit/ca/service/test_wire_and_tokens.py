@@ -128,6 +128,18 @@ def test_join_token_file_forgets_used_tokens(tmp_path):
     assert len(JoinTokens(TD, path=str(path))) == 0  # a restart does not revive it
 
 
+def test_join_token_file_is_shared_with_a_writer(tmp_path):
+    path = tmp_path / "join.yaml"
+    service = JoinTokens(TD, path=str(path))
+    operator = JoinTokens(TD, path=str(path))  # e.g. `trustmesh ca join-token`
+    token = operator.create(SpiffeId.parse("spiffe://example.org/b"))
+    assert token not in path.read_text()  # hashes only
+    assert service.knows(token)
+    assert str(service.consume(token).spiffe_id) == "spiffe://example.org/b"
+    with pytest.raises(UnauthenticatedError):
+        operator.consume(token)
+
+
 def test_join_token_file_errors(tmp_path):
     path = tmp_path / "join.yaml"
     path.write_text(yaml.safe_dump([{"token": "jt", "spiffe_id": "spiffe://other.org/a", "expires_at": 1}]))
