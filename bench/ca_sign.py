@@ -43,9 +43,9 @@ from sdk.spiffeid import SpiffeId, TrustDomain  # noqa: E402
 X509_TARGET, X509_RATIO_TARGET, JWT_TARGET = 4000.0, 0.15, 10000.0
 
 
-def pin_to_one_core() -> int:
-    """Pin this process to the first CPU it may use; return that CPU."""
-    cpu = min(os.sched_getaffinity(0))
+def pin_to_one_core(cpu: int | None = None) -> int:
+    """Pin this process to ``cpu`` (default: the first CPU it may use); return that CPU."""
+    cpu = min(os.sched_getaffinity(0)) if cpu is None else cpu
     os.sched_setaffinity(0, {cpu})
     return cpu
 
@@ -83,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--round-seconds", type=float, default=0.9)
     parser.add_argument("--max-ops", type=int, default=100_000)
+    parser.add_argument("--cpu", type=int, help="CPU to pin to (default: the first allowed)")
     args = parser.parse_args(argv)
 
-    cpu = pin_to_one_core()
+    cpu = pin_to_one_core(args.cpu)
     now = datetime.now(timezone.utc)
     td = TrustDomain.parse("example.org")
     ca = CertificateAuthority.create(CaConfig(td, ca_ttl=timedelta(days=30)), now=now)

@@ -19,7 +19,9 @@ import argparse
 import os
 import re
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+
+from sdk.errors import SpiffeIdError, UsageError
 
 __all__ = ["register", "parse_duration"]
 
@@ -30,8 +32,6 @@ _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 def parse_duration(text: str) -> timedelta:
     """Parse ``8760h``, ``1h30m``, ``5m``, ``45s``, ``30d`` into a positive timedelta."""
-    from sdk.errors import UsageError
-
     pos, seconds = 0, 0
     for match in _DURATION.finditer(text):
         if match.start() != pos:
@@ -92,9 +92,7 @@ def _directory(path: str):  # type: ignore[no-untyped-def]
     return CaDirectory(path, passphrase=secret.encode() if secret else None)
 
 
-def _now():  # type: ignore[no-untyped-def]
-    from datetime import datetime, timezone
-
+def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
@@ -102,7 +100,6 @@ def _init(args: argparse.Namespace) -> int:
     from ca.authority import load_upstream
     from ca.keys import KeyType, private_key_from_pem
     from ca.manager import CaConfig
-    from sdk.errors import SpiffeIdError, UsageError
     from sdk.spiffeid import TrustDomain
 
     try:
@@ -130,8 +127,6 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _read(path: str, flag: str) -> bytes:
-    from sdk.errors import UsageError
-
     try:
         with open(path, "rb") as src:
             return src.read()
@@ -140,8 +135,8 @@ def _read(path: str, flag: str) -> bytes:
 
 
 def _issue(args: argparse.Namespace) -> int:
+    from ca.authority import chain_pem
     from ca.keys import generate_key, private_key_to_pem
-    from sdk.errors import SpiffeIdError, UsageError
     from sdk.spiffeid import SpiffeId
 
     try:
@@ -165,8 +160,6 @@ def _issue(args: argparse.Namespace) -> int:
     ca = _directory(args.dir).load()
     key = generate_key()
     chain = ca.issue_x509_svid(key.public_key(), spiffe_id, ttl, now=_now(), dns_names=args.dns)
-    from ca.authority import chain_pem
-
     _write(f"{args.out}.key", private_key_to_pem(key), 0o600)
     _write(f"{args.out}.crt", chain_pem(chain), 0o644)
     _write(f"{args.out}.bundle.pem", ca.bundle().to_pem(), 0o644)
