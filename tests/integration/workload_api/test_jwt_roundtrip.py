@@ -4,7 +4,7 @@ Two workloads of example.org each have their own Workload API server (the
 sidecar's) on their own socket; A's client middleware adds the bearer token,
 B's aiohttp middleware validates it against the JWT bundles B's Workload API
 streams. Everything is real: gRPC over Unix sockets, HTTP over 127.0.0.1,
-ES256 signatures. Expired, wrong-audience, foreign-trust-domain and forged
+ES256 signatures by the CA library's JWT signer. Expired, wrong-audience, foreign-trust-domain and forged
 tokens are refused before B's handler runs.
 """
 

@@ -26,7 +26,7 @@ async def test_fetches_typed_values(served, domain, partner):
     for bundles in (context.bundles, x509_bundles):
         assert bundles.trust_domains() == (TrustDomain.parse("example.org"), TrustDomain.parse("partner.org"))
         td = TrustDomain.parse("partner.org")
-        assert bundles.get_bundle_for_trust_domain(td).x509_authorities == (partner.root.cert,)
+        assert bundles.get_bundle_for_trust_domain(td).x509_authorities == (partner.root_cert,)
     home = jwt_bundles.get_bundle_for_trust_domain(TrustDomain.parse("example.org"))
     assert dict(home.jwt_authorities) == {domain.kid: domain.jwt_key.public_key()}
     assert home.x509_authorities == ()

@@ -6,7 +6,6 @@ from cryptography.hazmat.primitives import serialization
 from sdk.proto import workload as pb
 from sdk.workloadapi import WorkloadApiError
 from sdk.workloadapi._wire import jwt_bundle_set, split_der, x509_bundle_set, x509_context
-from tests.support.pki import make_leaf
 
 
 def _entry(domain, spiffe_id=None, bundle=None):
@@ -19,14 +18,14 @@ def _entry(domain, spiffe_id=None, bundle=None):
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ),
-        bundle=domain.root.der if bundle is None else bundle,
+        bundle=domain.root_der if bundle is None else bundle,
     )
 
 
 def test_split_der_reads_concatenated_certificates(domain):
-    leaf = make_leaf(domain.intermediate)
-    certs = split_der(leaf.der + domain.intermediate.der + domain.root.der, "chain")
-    assert certs == (leaf.cert, domain.intermediate.cert, domain.root.cert)
+    chain = (*domain.svid("/w").cert_chain, domain.root_cert)
+    der = b"".join(c.public_bytes(serialization.Encoding.DER) for c in chain)
+    assert split_der(der, "chain") == chain
     assert split_der(b"", "empty") == ()
 
 
@@ -41,13 +40,13 @@ def test_split_der_reads_concatenated_certificates(domain):
 )
 def test_split_der_refuses_garbage(domain, mangle, complaint):
     with pytest.raises(WorkloadApiError, match=complaint) as caught:
-        split_der(mangle(domain.root.der), "bundle")
+        split_der(mangle(domain.root_der), "bundle")
     assert caught.value.code == "BAD_RESPONSE"
 
 
 def test_x509_context_puts_own_bundle_with_federated(domain, partner):
     message = pb.X509SVIDResponse(
-        svids=[_entry(domain)], federated_bundles={"spiffe://partner.org": partner.root.der}
+        svids=[_entry(domain)], federated_bundles={"spiffe://partner.org": partner.root_der}
     )
     context = x509_context(message)
     assert context.bundles.trust_domains() == (domain.trust_domain, partner.trust_domain)
@@ -64,7 +63,7 @@ def test_x509_context_puts_own_bundle_with_federated(domain, partner):
         (lambda d: pb.X509SVIDResponse(svids=[_entry(d, bundle=b"")]), "empty bundle"),
         (
             lambda d: pb.X509SVIDResponse(
-                svids=[_entry(d)], federated_bundles={"not a trust domain!": d.root.der}
+                svids=[_entry(d)], federated_bundles={"not a trust domain!": d.root_der}
             ),
             "bundle key",
         ),

@@ -1,7 +1,7 @@
 """The Workload API server over a real Unix socket and real gRPC.
 
 Calls are made with a raw gRPC channel so that the tests control the
-metadata; identity material is really signed (tests.support.pki, PyJWT).
+metadata; identity material is really issued and signed by the CA library (ca/).
 """
 
 import asyncio
@@ -13,6 +13,7 @@ import stat
 import grpc
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+from google.protobuf import json_format
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from sdk.bundle import BundleSet
@@ -76,16 +77,16 @@ async def test_x509_svid_response_carries_svid_key_and_bundles(served, domain, o
     assert [s.spiffe_id for s in response.svids] == ["spiffe://example.org/ns/prod/sa/web"]
     entry = response.svids[0]
     assert entry.x509_svid == b"".join(c.public_bytes(Encoding.DER) for c in svid.cert_chain)
-    assert entry.bundle == domain.root.der
-    assert dict(response.federated_bundles) == {"spiffe://other.org": other_domain.root.der}
+    assert entry.bundle == domain.root_der
+    assert dict(response.federated_bundles) == {"spiffe://other.org": other_domain.root_der}
 
 
 async def test_x509_bundles_include_own_and_federated(served, domain, other_domain):
     _, _, channel = served
     response = await _first(channel, "FetchX509Bundles")
     assert dict(response.bundles) == {
-        "spiffe://example.org": domain.root.der,
-        "spiffe://other.org": other_domain.root.der,
+        "spiffe://example.org": domain.root_der,
+        "spiffe://other.org": other_domain.root_der,
     }
 
 
@@ -158,8 +159,10 @@ async def test_validate_jwt_svid_returns_id_and_claims(served, domain):
         pb.ValidateJWTSVIDRequest(audience="spiffe://example.org/ns/prod/sa/web", svid=token),
     )
     assert response.spiffe_id == "spiffe://example.org/ns/prod/sa/api"
-    assert response.claims["sub"] == "spiffe://example.org/ns/prod/sa/api"
-    assert response.claims["aud"] == "spiffe://example.org/ns/prod/sa/web"
+    claims = json_format.MessageToDict(response.claims)
+    assert claims["sub"] == "spiffe://example.org/ns/prod/sa/api"
+    assert claims["aud"] == ["spiffe://example.org/ns/prod/sa/web"]
+    assert claims["exp"] > claims["iat"] > 0
 
 
 async def test_validate_jwt_svid_refuses_bad_tokens(served, domain):
