@@ -82,7 +82,6 @@ def init_container(config: InjectorConfig, overrides: PodOverrides) -> dict[str,
     excluded_cidrs = _merge(config.exclude_outbound_cidrs, overrides.exclude_outbound_cidrs)
     if excluded_cidrs:
         args += ["--exclude-outbound-cidrs", _csv(excluded_cidrs)]
-    capabilities = ["NET_ADMIN", "NET_RAW"] + (["BPF"] if mode == "ebpf" else [])
     return {
         "name": INIT_NAME,
         "image": config.image,
@@ -99,7 +98,7 @@ def init_container(config: InjectorConfig, overrides: PodOverrides) -> dict[str,
             "privileged": False,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": False,
-            "capabilities": {"add": capabilities, "drop": ["ALL"]},
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
             "seccompProfile": dict(_SECCOMP),
         },
     }

@@ -75,16 +75,6 @@ def test_sidecar_config_file_is_the_annotation_projected_by_downward_api(config,
     assert volumes["trustmesh-policy"] == {"name": "trustmesh-policy", "configMap": {"name": "web-policy"}}
 
 
-def test_sidecar_config_matches_the_sidecar_loader(config, tmp_path, injected):
-    sidecar_config = pytest.importorskip("sidecar.config")
-    pod = injected(make_pod(), config)
-    path = tmp_path / "sidecar.yaml"
-    path.write_text(pod["metadata"]["annotations"]["trustmesh.io/sidecar-config"])
-    loaded = sidecar_config.load_config(path)
-    assert loaded.trust_domain == "example.org"
-    assert (loaded.inbound_port, loaded.outbound_port, loaded.health_port) == (15006, 15001, 15021)
-
-
 def test_classic_sidecar_is_the_first_container_and_app_stays_default(config, injected):
     pod = injected(make_pod(), replace(config, native_sidecar=False))
     assert names(pod["spec"]["initContainers"]) == ["trustmesh-init"]
