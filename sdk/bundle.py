@@ -87,6 +87,9 @@ class Bundle:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise BundleError(f"bundle {name} must be a non-negative integer, got {value!r}")
 
+    def __hash__(self) -> int:
+        return hash((self.trust_domain, self.x509_authorities, tuple(sorted(self.jwt_authorities)), self.sequence))
+
     # -- BundleSource ---------------------------------------------------------
 
     def get_bundle_for_trust_domain(self, td: TrustDomain) -> Bundle:
