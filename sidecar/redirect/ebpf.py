@@ -204,8 +204,20 @@ def _undo(cgroup: Path, pins: Path, attached: list[tuple[str, Path]]) -> None:
 
 
 def remove(config: RedirectConfig) -> None:
-    """Detach the programs from the cgroup, unpin everything, delete the nft table."""
-    cgroup = cgroup_path(config)
+    """Detach the programs from the cgroup, unpin everything, delete the nft table.
+
+    If the cgroup is already gone (the pod ended), the kernel has detached
+    the programs with it; only the pins and the table are left to remove.
+    """
+    try:
+        cgroup = cgroup_path(config)
+    except RedirectError:
+        if not config.cgroup or Path(config.cgroup).exists():
+            raise
+        pins = pin_dir(config, Path(config.cgroup))
+        shutil.rmtree(pins, ignore_errors=True)
+        nftables.remove(config)
+        return
     pins = pin_dir(config, cgroup)
     progs = pins / "progs"
     if pins.exists():

@@ -139,13 +139,19 @@ def show(config: RedirectConfig, backend: Backend | None = None) -> str:
 
 
 def verify(config: RedirectConfig, backend: Backend | None = None) -> list[str]:
-    """Differences between the rules in force and those ``config`` asks for (empty: none)."""
+    """Differences between the rules in force and those ``config`` asks for (empty: none).
+
+    Also reported: any rule that runs before trustmesh's jump in a built-in
+    chain, since it could let traffic skip the capture.
+    """
     backend = backend or detect_backend()
     diff: list[str] = []
     for version in _VERSIONS:
+        saved = backend.save(version)
         want = _format(rules.render(config, version)).splitlines()
-        have = _format(rules.owned_rules(backend.save(version))).splitlines()
+        have = _format(rules.owned_rules(saved)).splitlines()
         diff += difflib.unified_diff(want, have, f"{_TOOL[version]} wanted", f"{_TOOL[version]} in force", lineterm="")
+        diff += [f"- {_TOOL[version]} {problem}" for problem in rules.jumps_not_first(saved)]
     return diff
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "BUILTIN_CHAINS",
     "CHAIN_PREFIX",
     "apply_input",
+    "jumps_not_first",
     "owned_rules",
     "remove_input",
     "render",
@@ -151,6 +152,24 @@ def owned_rules(save_text: str) -> dict[str, Table]:
         elif table and line.startswith("-A ") and _is_owned(line):
             tables.setdefault(table, []).append(line)
     return tables
+
+
+def jumps_not_first(save_text: str) -> list[str]:
+    """Rules that run before trustmesh's jump in a built-in chain (each could skip the capture)."""
+    problems = []
+    table = None
+    first: dict[str, str] = {}
+    for line in save_text.splitlines():
+        line = line.strip()
+        if line.startswith("*"):
+            table, first = line[1:], {}
+        elif table and line.startswith("-A "):
+            chain = line.split()[1]
+            if chain in BUILTIN_CHAINS:
+                first.setdefault(chain, line)
+                if _is_owned(line) and first[chain] != line and not _is_owned(first[chain]):
+                    problems.append(f"{table} {chain}: {first[chain]!r} runs before {line!r}")
+    return problems
 
 
 def _is_owned(rule: str) -> bool:

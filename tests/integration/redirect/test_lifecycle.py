@@ -100,6 +100,11 @@ def test_iptables_legacy_backend_is_used_when_it_holds_the_rules():
         assert "TRUSTMESH_OUTPUT" in ns.run(["iptables-legacy-save"]).stdout
         assert "TRUSTMESH" not in ns.run(["iptables-nft-save"]).stdout
         assert "# backend: iptables-legacy" in t.cli("print").stdout
+        _ok(t.cli("verify"))
+        ns.run(["iptables-legacy", "-t", "nat", "-I", "OUTPUT", "1", "-j", "RETURN"])  # runs before the capture
+        jumped = t.cli("verify")
+        assert jumped.returncode == 1 and "nat OUTPUT: '-A OUTPUT -j RETURN' runs before" in jumped.stdout
+        ns.run(["iptables-legacy", "-t", "nat", "-D", "OUTPUT", "-j", "RETURN"])
         _ok(t.cli("remove"))
         _lifecycle(t)
 

@@ -77,3 +77,17 @@ def test_ebpf_mode_keeps_only_the_self_call_rules_in_nat_output():
         "-A TRUSTMESH_OUTPUT ! -d 127.0.0.0/8 -o lo -m owner --gid-owner 1337 -j TRUSTMESH_INBOUND",
     ]
     assert not any("TRUSTMESH_REDIRECT" in r for r in nat)
+
+
+def test_a_rule_placed_before_the_capture_jump_is_reported():
+    save = """*nat
+:OUTPUT ACCEPT [0:0]
+-A PREROUTING -p tcp -j TRUSTMESH_INBOUND
+-A PREROUTING -s 10.0.0.0/8 -j ACCEPT
+-A OUTPUT -j RETURN
+-A OUTPUT -p tcp -j TRUSTMESH_OUTPUT
+COMMIT
+"""
+    assert rules.jumps_not_first(save) == [
+        "nat OUTPUT: '-A OUTPUT -j RETURN' runs before '-A OUTPUT -p tcp -j TRUSTMESH_OUTPUT'"
+    ]
