@@ -6,9 +6,18 @@ JWT-SVID for the app's audience, and put the caller's SPIFFE ID in
 ``request[CALLER]``. Client side: :func:`jwt_svid_auth` (aiohttp client
 middleware) or :func:`bearer_header` add ``Authorization: Bearer``. Other
 frameworks use :func:`authenticate` and :func:`status_for` directly.
+Apps serving mutual TLS themselves use :func:`mtls_middleware` with
+:class:`sdk.workloadapi.SpiffeTls`.
 """
 
-from sdk.app.middleware import CALLER, CALLER_SVID, caller_id, jwt_svid_middleware, require_jwt_svid
+from sdk.app.middleware import (
+    CALLER,
+    CALLER_SVID,
+    caller_id,
+    jwt_svid_middleware,
+    mtls_middleware,
+    require_jwt_svid,
+)
 from sdk.app.auth import (
     AuthenticationError,
     JwtSvidValidator,
@@ -30,6 +39,7 @@ __all__ = [
     "caller_id",
     "jwt_svid_auth",
     "jwt_svid_middleware",
+    "mtls_middleware",
     "require_jwt_svid",
     "status_for",
 ]

@@ -23,16 +23,24 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import hdrs, web
 
 from sdk.app.auth import JwtSvidValidator, authenticate, status_for
+from sdk.errors import AuthorizationError
 from sdk.jwtsvid import JwtSvid
 from sdk.match import Matcher
 from sdk.spiffeid import SpiffeId
 
-__all__ = ["CALLER", "CALLER_SVID", "caller_id", "jwt_svid_middleware", "require_jwt_svid"]
+__all__ = [
+    "CALLER",
+    "CALLER_SVID",
+    "caller_id",
+    "jwt_svid_middleware",
+    "mtls_middleware",
+    "require_jwt_svid",
+]
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +117,29 @@ def require_jwt_svid(
         return wrapper
 
     return decorate
+
+
+class _PeerVerifier(Protocol):
+    def peer_id(self, ssl_object: Any, authorize: Matcher | None = None) -> SpiffeId: ...
+
+
+def mtls_middleware(tls: _PeerVerifier, *, authorize: Matcher | None = None) -> Any:
+    """Middleware for an app serving mutual TLS itself (``sdk.workloadapi.SpiffeTls``).
+
+    The client certificate chain is re-verified against the bundle of its own
+    trust domain and ``authorize`` is applied; the caller's SPIFFE ID goes in
+    ``request[CALLER]``. Refusals get 403 and never reach the handler.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        try:
+            request[CALLER] = tls.peer_id(ssl_object, authorize)
+        except Exception as err:  # every failure refuses
+            if not isinstance(err, AuthorizationError):
+                err = AuthorizationError(f"peer certificate refused: {err}")
+            return _refusal(request, err)
+        return await handler(request)
+
+    return middleware

@@ -5,7 +5,8 @@
   background; local validation of incoming JWT-SVIDs with the sdk's rules
   against JWT bundles that the server streams.
 * :class:`X509Source` — the current X.509-SVID and bundles, for apps that
-  terminate their own TLS.
+  terminate their own TLS; :class:`SpiffeTls` makes ``ssl`` contexts from it
+  that follow rotations, and verifies peers' SPIFFE IDs.
 * :func:`fetch_jwt_svid` / :func:`validate_jwt_svid` — one-call helpers over a
   shared source; :mod:`sdk.workloadapi.sync` has blocking versions of all this.
 
@@ -27,6 +28,7 @@ _EXPORTS = {
     "WorkloadApiClient": "sdk.workloadapi.client",
     "JwtSource": "sdk.workloadapi.jwtsource",
     "X509Source": "sdk.workloadapi.x509source",
+    "SpiffeTls": "sdk.workloadapi.tls",
     "close_default_sources": "sdk.workloadapi.default",
     "default_jwt_source": "sdk.workloadapi.default",
     "fetch_jwt_svid": "sdk.workloadapi.default",
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     )
     from sdk.workloadapi.errors import EndpointAddressError, WorkloadApiError
     from sdk.workloadapi.jwtsource import JwtSource
+    from sdk.workloadapi.tls import SpiffeTls
     from sdk.workloadapi.x509source import X509Source
 
 
