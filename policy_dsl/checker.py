@@ -246,8 +246,8 @@ def check(files: list[ast.PolicyFile] | tuple[ast.PolicyFile, ...]) -> CheckedPo
     checker = _Checker()
     policies_seen: dict[str, tuple[str, int]] = {}
     default: tuple[str, ast.DefaultDecl, ast.PolicyFile] | None = None
-    # (policy, rule, coverage conjuncts) of enforced rules, in source order
-    enforced: list[tuple[ast.Policy, ast.Rule, frozenset]] = []
+    # (file, policy, rule, coverage conjuncts) of allow/deny rules, in source order
+    shadow_candidates: list[tuple] = []
     for file in files:
         checker.file = file
         for decl in file.defaults:
@@ -278,29 +278,47 @@ def check(files: list[ast.PolicyFile] | tuple[ast.PolicyFile, ...]) -> CheckedPo
                 checker.never_matches(rule, parts)
                 coverage = frozenset(conjuncts(policy.selector) + parts)
                 if rule.effect != "audit":
-                    _shadowing(checker, policy, rule, coverage, enforced)
-                    if not (rule.dry_run or policy.dry_run):
-                        enforced.append((policy, rule, coverage))
+                    shadow_candidates.append((file, policy, rule, coverage))
     if checker.errors:
         raise PolicyCheckError(checker.errors)
+    _shadowing(checker, shadow_candidates)
     return CheckedPolicies(tuple(files), default[0] if default else "deny", tuple(checker.warnings))
 
 
-def _shadowing(checker: _Checker, policy, rule, coverage, enforced) -> None:
-    """Warn when an earlier enforced rule matches whenever ``rule`` does."""
-    for other_policy, other, other_cov in enforced:
-        if not other_cov <= coverage:
-            continue
-        if other.effect == rule.effect:
-            verdict = "it adds nothing"
-        elif other.effect == "deny" and rule.effect == "allow":
-            verdict = "it can never take effect"
-        else:
-            continue
-        checker._at(
-            rule,
-            f'rule "{rule.name}" is shadowed by {other.effect} rule "{other.name}" '
-            f'(policy "{other_policy.name}", line {other.line}), which matches whenever it does: {verdict}',
-            "warning",
-        )
-        return
+def _shadowing(checker: _Checker, rules: list) -> None:
+    """Warn about rules another enforced rule makes pointless.
+
+    ``rules`` holds (file, policy, rule, coverage) for every allow/deny rule in
+    source order. An allow rule is dead if any enforced deny rule (before or
+    after it) matches whenever it does; a rule adds nothing if an earlier
+    enforced rule of the same effect matches whenever it does. "Matches
+    whenever it does" means its selector and condition conjuncts are a subset.
+    """
+    counts: dict = {}
+    for entry in rules:
+        for part in entry[3]:
+            counts[part] = counts.get(part, 0) + 1
+    by_conjunct: dict = {}  # the rarest conjunct of each enforced rule -> [(order, entry)]
+    for order, entry in enumerate(rules):
+        if not (entry[2].dry_run or entry[1].dry_run):
+            key = min(entry[3], key=lambda part: (counts[part], repr(part)))
+            by_conjunct.setdefault(key, []).append((order, entry))
+    for index, (file, _policy, rule, coverage) in enumerate(rules):
+        candidates = sorted(c for part in coverage for c in by_conjunct.get(part, ()) if c[0] != index)
+        for order, (_f, other_policy, other, other_cov) in candidates:
+            if not other_cov <= coverage:
+                continue
+            if other.effect == "deny" and rule.effect == "allow":
+                verdict = "it can never take effect"
+            elif other.effect == rule.effect and order < index:
+                verdict = "it adds nothing"
+            else:
+                continue
+            checker.file = file
+            checker._at(
+                rule,
+                f'rule "{rule.name}" is shadowed by {other.effect} rule "{other.name}" '
+                f'(policy "{other_policy.name}", line {other.line}), which matches whenever it does: {verdict}',
+                "warning",
+            )
+            break

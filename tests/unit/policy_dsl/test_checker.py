@@ -61,3 +61,11 @@ def test_shadowing_respects_selectors():
         'policy "wide" protects all { allow "a" { request.method == "PUT" } }\n'
     )
     assert load_policy(text).warnings == ()
+
+
+def test_a_later_deny_also_makes_an_allow_dead():
+    (warning,) = warnings_of(
+        'allow "admin-get" { request.method == "GET" and request.path startswith "/admin" }\n'
+        'deny "no-admin" { request.path startswith "/admin" }'
+    )
+    assert warning.startswith('2:rule "admin-get" is shadowed by deny rule "no-admin"')
