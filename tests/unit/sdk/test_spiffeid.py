@@ -189,3 +189,26 @@ def test_agrees_with_py_spiffe(td, segments):
 
     text = "spiffe://" + td + "".join("/" + s for s in segments)
     assert str(ReferenceId(text)) == str(SpiffeId.parse(text))
+
+
+@given(st.text(alphabet="spifSPIF:/.-_%?#@aZ09 é", max_size=40))
+def test_accepts_exactly_what_py_spiffe_accepts(rest):
+    """Differential check against py-spiffe, except where it lower-cases the trust domain for you."""
+    from spiffe import SpiffeId as ReferenceId
+
+    text = "spiffe://" + rest
+    trust_domain = rest.split("/", 1)[0]
+    try:
+        SpiffeId.parse(text)
+        ours = True
+    except SpiffeIdError:
+        ours = False
+    try:
+        ReferenceId(text)
+        theirs = True
+    except Exception:  # noqa: BLE001 - any refusal by the reference counts
+        theirs = False
+    if trust_domain != trust_domain.lower():
+        assert not ours  # we refuse upper case instead of normalising it
+    else:
+        assert ours == theirs
