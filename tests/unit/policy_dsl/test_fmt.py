@@ -59,7 +59,7 @@ def test_shipped_examples_are_formatted(path):
     assert format_text(text) == text
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(policies())
 def test_formatting_never_changes_the_tree(text):
     formatted = format_text(text)

@@ -19,7 +19,7 @@ _TOKENS = [
 ]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.one_of(st.text(max_size=200), st.lists(st.sampled_from(_TOKENS), max_size=40).map(" ".join)))
 def test_loader_raises_only_policy_errors(text):
     try:
@@ -113,7 +113,7 @@ def _summary(decision):
             decision.audit_matches, decision.dry_run_effect)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policies(), st.lists(requests(), min_size=1, max_size=6))
 def test_fast_path_agrees_with_traced_reference(text, attrs_list):
     policy_set = load_policy(text)
@@ -124,7 +124,7 @@ def test_fast_path_agrees_with_traced_reference(text, attrs_list):
         assert [s.rule for s in traced.trace if s.matched and not s.rule.dry_run and s.rule.effect != "audit"] == list(fast.matches)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(policies(), st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5), st.floats(allow_nan=True)),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(
