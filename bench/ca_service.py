@@ -15,7 +15,12 @@ One run measures, in this order:
    phase calls ``FetchBundle`` (no authentication, no signing) to show what
    gRPC/TLS alone costs on this machine.
 
-Every phase is bounded by ``--seconds`` and ``--max-ops``. The machine's two
+Every phase is bounded by ``--seconds`` and ``--max-ops``; figures are
+medians over ``--rounds``. Besides wall-clock rates, each service phase
+reports the CPU time the service process and the load generator spent per
+call (``time.process_time``), and from it the calls one dedicated server
+core would sustain — the figure that stays meaningful when other work
+shares the machine. For the library "server CPU" is wall time per call. The machine's two
 cores are shared by the service process and the load generator, so the
 service figures include the client's cost on the same cores.
 
@@ -137,7 +142,11 @@ async def _service_main(conn) -> None:
         await service.start()
         conn.send((service.grpc_port, service.ca.bundle().to_pem(), token))
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, conn.recv)  # wait for "stop"
+        while True:  # answer "cpu" with this process's CPU seconds until "stop"
+            command = await loop.run_in_executor(None, conn.recv)
+            if command == "stop":
+                break
+            conn.send(time.process_time())
         await service.stop(grace=1)
 
 
@@ -190,13 +199,14 @@ async def drive(port: int, roots: bytes, token: str, csrs: list[bytes], rpc: str
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each phase")
+    parser.add_argument("--seconds", type=float, default=2.0, help="duration of each phase")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; figures are medians over rounds")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent calls in flight")
     parser.add_argument("--max-ops", type=int, default=100_000, help="cap on operations per phase")
     args = parser.parse_args()
 
     csrs = make_csrs(256)
-    library = bench_library(csrs, args.seconds, args.max_ops)
+    rounds: list[list[dict]] = []
 
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -206,25 +216,56 @@ def main() -> int:
         if not parent.poll(60):
             raise SystemExit("the CA service did not start within 60 s")
         port, roots, token = parent.recv()
-        service = [
-            asyncio.run(drive(port, roots, token, csrs, rpc, args.seconds, args.concurrency, args.max_ops, 200))
-            for rpc in ("x509", "jwt", "fetch")
-        ]
+        for _ in range(args.rounds):
+            # The library runs while the service process idles, then the service is driven.
+            library = bench_library(csrs, args.seconds, args.max_ops)
+            service = []
+            for rpc in ("x509", "jwt", "fetch"):
+                parent.send("cpu")
+                server_cpu = parent.recv()
+                client_cpu = time.process_time()
+                result = asyncio.run(
+                    drive(port, roots, token, csrs, rpc, args.seconds, args.concurrency, args.max_ops, 200)
+                )
+                parent.send("cpu")
+                # CPU per call, warm-up calls included (200 of them).
+                calls = result["ops"] + 200
+                result["server_us"] = (parent.recv() - server_cpu) / calls * 1e6
+                result["client_us"] = (time.process_time() - client_cpu) / calls * 1e6
+                service.append(result)
+            for r in library:
+                r["server_us"] = 1e6 / r["rate"]
+                r["client_us"] = 0.0
+            rounds.append(library + service)
     finally:
         parent.send("stop")
         proc.join(15)
         if proc.is_alive():
             proc.kill()
 
+    medians = [
+        {
+            "name": phase[0]["name"],
+            "ops": sum(r["ops"] for r in phase),
+            **{k: statistics.median(r[k] for r in phase)
+               for k in ("rate", "p50_ms", "p99_ms", "server_us", "client_us")},
+        }
+        for phase in zip(*rounds)
+    ]
+    load = os.getloadavg()[0]
     print(f"# CA service benchmark — {platform.python_implementation()} {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, {args.seconds:g} s per phase, concurrency {args.concurrency}")
-    print(f"{'phase':<16}{'ops':>8}{'ops/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
-    for r in library + service:
-        print(f"{r['name']:<16}{r['ops']:>8}{r['rate']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}")
-    x509_lib, jwt_lib = library
-    x509_svc, jwt_svc, _ = service
+          f"{os.cpu_count()} CPUs (load average {load:.1f} at the end), {args.rounds} rounds x "
+          f"{args.seconds:g} s per phase, concurrency {args.concurrency}; medians over rounds")
+    print("| phase | ops (all rounds) | ops/s | p50 ms | p99 ms | server CPU µs/op | client CPU µs/op |"
+          " ops/s per server core |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in medians:
+        print(f"| {r['name']} | {r['ops']} | {r['rate']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+              f"| {r['server_us']:.0f} | {r['client_us']:.0f} | {1e6 / r['server_us']:.0f} |")
+    x509_lib, jwt_lib, x509_svc, jwt_svc, fetch_svc = medians
     print(f"service/library throughput: x509 {x509_svc['rate'] / x509_lib['rate']:.2f}, "
-          f"jwt {jwt_svc['rate'] / jwt_lib['rate']:.2f}")
+          f"jwt {jwt_svc['rate'] / jwt_lib['rate']:.2f}; "
+          f"service/FetchBundle: x509 {x509_svc['rate'] / fetch_svc['rate']:.2f}, "
+          f"jwt {jwt_svc['rate'] / fetch_svc['rate']:.2f}")
     ok = (
         x509_svc["rate"] >= X509_TARGET and x509_svc["p99_ms"] <= X509_P99_MS and jwt_svc["rate"] >= JWT_TARGET
     )

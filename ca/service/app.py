@@ -183,7 +183,7 @@ class CaService:
             await runner.cleanup()
         self._runners.clear()
         if self._kube_client is None and self.kube is not None:
-            self.kube._client.close()
+            self.kube.close()
 
     async def run(self) -> None:
         """Start, serve until SIGTERM or SIGINT, then stop gracefully."""

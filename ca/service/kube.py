@@ -52,6 +52,12 @@ class KubeApi:
         self._auth = kubernetes.client.AuthenticationV1Api(api_client)
         self._core = kubernetes.client.CoreV1Api(api_client)
         self.timeout = timeout
+        # Bounds the threads (and API load) that a burst of new tokens can cause.
+        self._in_flight = asyncio.Semaphore(16)
+
+    def close(self) -> None:
+        """Close the underlying ApiClient's connection pool."""
+        self._client.close()
 
     async def token_review(self, token: str, audiences: list[str]) -> dict:
         """POST a TokenReview; returns the API's TokenReview document."""
@@ -115,7 +121,8 @@ class KubeApi:
             return json.loads(response.data)
 
         try:
-            return await asyncio.wait_for(asyncio.to_thread(run), self.timeout + 1.0)
+            async with self._in_flight:
+                return await asyncio.wait_for(asyncio.to_thread(run), self.timeout + 1.0)
         except ApiException as err:
             if err.status == 404 and missing_ok:
                 return None
