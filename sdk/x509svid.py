@@ -56,6 +56,7 @@ PrivateKey = Union[
 _ByType = dict[type, x509.Extension]
 
 MAX_CHAIN_LENGTH = 16
+MAX_SIGNATURE_CHECKS = 100
 _MAX_FILE_BYTES = 1024 * 1024
 
 
@@ -192,10 +193,10 @@ def verify_chain(
         raise X509SvidError(f"cannot verify '{spiffe_id}': {err}") from err
     if not bundle.x509_authorities:
         raise X509SvidError(f"the bundle for '{spiffe_id.trust_domain}' has no X.509 authorities")
-    reasons: list[str] = []
-    if not _path_to_anchor(leaf, chain[1:], bundle.x509_authorities, [], now, reasons):
-        if reasons:
-            raise X509SvidError(reasons[0])
+    search = _PathSearch(bundle.x509_authorities, now)
+    if not search.reaches_anchor(leaf, chain[1:], []):
+        if search.reasons:
+            raise X509SvidError(search.reasons[0])
         raise X509SvidError(
             f"certificate {describe(leaf)} is not signed by an authority "
             f"of the bundle for '{spiffe_id.trust_domain}'"
@@ -206,45 +207,54 @@ def verify_chain(
 # -- path building -------------------------------------------------------------
 
 
-def _path_to_anchor(
-    cert: x509.Certificate,
-    pool: list[x509.Certificate],
-    anchors: Sequence[x509.Certificate],
-    below: list[x509.Certificate],
-    now: datetime,
-    reasons: list[str],
-) -> bool:
-    """Depth-first search for a path from ``cert`` to one of ``anchors``.
+class _PathSearch:
+    """Depth-first search for a path from a certificate to one of ``anchors``.
 
-    ``below`` are the signing certificates already on the path under ``cert``.
-    Reasons why a candidate issuer was refused are appended to ``reasons``.
+    Why each refused candidate issuer was refused goes into ``reasons``. The
+    number of signature checks is bounded (as Go's crypto/x509 does), so a
+    peer cannot make us try every ordering of many same-named certificates.
     """
-    for anchor in anchors:
-        if _issued_by(cert, anchor, reasons) and _usable_signer(anchor, "authority", below, now, reasons):
-            return True
-    for index, candidate in enumerate(pool):
-        if not _issued_by(cert, candidate, reasons):
-            continue
-        if not _usable_signer(candidate, "intermediate", below, now, reasons):
-            continue
-        rest = pool[:index] + pool[index + 1 :]
-        if _path_to_anchor(candidate, rest, anchors, [*below, candidate], now, reasons):
-            return True
-    return False
 
+    def __init__(self, anchors: Sequence[x509.Certificate], now: datetime) -> None:
+        self.anchors = anchors
+        self.now = now
+        self.reasons: list[str] = []
+        self.signature_checks = 0
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, reasons: list[str]) -> bool:
-    if cert.issuer != issuer.subject:
+    def reaches_anchor(
+        self, cert: x509.Certificate, pool: list[x509.Certificate], below: list[x509.Certificate]
+    ) -> bool:
+        """Whether a path leads from ``cert`` to an anchor; ``below`` are the signers under ``cert``."""
+        for anchor in self.anchors:
+            if self._issued_by(cert, anchor) and _usable_signer(anchor, "authority", below, self.now, self.reasons):
+                return True
+        for index, candidate in enumerate(pool):
+            if not self._issued_by(cert, candidate):
+                continue
+            if not _usable_signer(candidate, "intermediate", below, self.now, self.reasons):
+                continue
+            rest = pool[:index] + pool[index + 1 :]
+            if self.reaches_anchor(candidate, rest, [*below, candidate]):
+                return True
         return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
-        reasons.append(
-            f"signature of {describe(cert)} does not verify with the key of {describe(issuer)} "
-            "(issuer name matches)"
-        )
-        return False
-    return True
+
+    def _issued_by(self, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+        if cert.issuer != issuer.subject:
+            return False
+        if self.signature_checks >= MAX_SIGNATURE_CHECKS:
+            raise X509SvidError(
+                f"gave up building a certificate path after {MAX_SIGNATURE_CHECKS} signature checks"
+            )
+        self.signature_checks += 1
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+            self.reasons.append(
+                f"signature of {describe(cert)} does not verify with the key of {describe(issuer)} "
+                "(issuer name matches)"
+            )
+            return False
+        return True
 
 
 def _usable_signer(

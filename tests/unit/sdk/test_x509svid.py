@@ -287,3 +287,14 @@ def test_naive_now_is_refused(mid, bundle):
 def test_make_cert_self_signed_defaults_are_a_valid_leaf_shape():
     selfie = make_cert(uri_sans=[WEB])
     assert validate_leaf(selfie.cert) == SpiffeId.parse(WEB)
+
+
+def test_path_search_is_bounded(bundle):
+    # Twelve CAs sharing one name and one key each verify each other's signature:
+    # an unbounded depth-first search would try every ordering of them.
+    shared_key = new_key()
+    seed = make_cert(subject="loop", key=shared_key, is_ca=True, key_usage={"key_cert_sign"}, eku=None)
+    loop = [make_intermediate(seed, subject="loop", key=shared_key) for _ in range(12)]
+    leaf = make_leaf(loop[0], WEB)
+    with pytest.raises(X509SvidError, match="gave up building a certificate path after 100 signature checks"):
+        verify_chain([leaf.cert, *(c.cert for c in loop)], bundle)
