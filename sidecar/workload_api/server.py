@@ -53,6 +53,8 @@ class WorkloadApiServer:
         jwt_ttl: timedelta | None = None,
         grace: float = 1.0,
     ) -> None:
+        if not isinstance(socket_mode, int) or not 0 <= socket_mode <= 0o777:
+            raise WorkloadApiServerError(f"socket mode must be between 0 and 0o777, got {socket_mode!r}")
         self.socket_path = Path(socket_path)
         self.socket_mode = socket_mode
         self._service = WorkloadApiService(source, jwt_ttl=jwt_ttl)

@@ -18,7 +18,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from sdk.bundle import BundleSet
 from sdk.proto import workload as pb
-from sidecar.workload_api import MemoryIdentitySource, WorkloadApiServerError, serve_workload_api
+from sidecar.workload_api import (
+    MemoryIdentitySource,
+    WorkloadApiServer,
+    WorkloadApiServerError,
+    serve_workload_api,
+)
 from tests.integration.workload_api.support import memory_source
 
 HEADER = ((pb.HEADER_KEY, pb.HEADER_VALUE),)
@@ -257,6 +262,11 @@ async def test_unusable_socket_paths_are_refused(domain, sock_dir, make_path, co
             pass
     if str(path).endswith("regular-file"):
         assert path.read_text() == "keep me"
+
+
+def test_bad_socket_mode_is_refused(domain, sock_dir):
+    with pytest.raises(WorkloadApiServerError, match="socket mode"):
+        WorkloadApiServer(memory_source(domain), sock_dir / "a.sock", socket_mode=0o4777)
 
 
 async def test_stop_ends_open_streams(domain, sock_dir):
