@@ -280,3 +280,36 @@ async def test_stop_ends_open_streams(domain, sock_dir):
         with pytest.raises(grpc.aio.AioRpcError):
             await asyncio.wait_for(call.read(), 5)
 
+
+
+_CONNECT = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except PermissionError:
+    print("denied")
+else:
+    print("connected")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as another uid")
+@pytest.mark.parametrize(("mode", "outcome"), [(0o666, "connected"), (0o600, "denied")])
+async def test_socket_mode_decides_which_uids_can_connect(domain, sock_dir, mode, outcome):
+    # An app container runs as some other uid: it reaches the socket only if the mode allows.
+    sock_dir.chmod(0o755)
+    path = sock_dir / "agent.sock"
+    async with serve_workload_api(memory_source(domain), path, socket_mode=mode):
+        proc = await asyncio.create_subprocess_exec(
+            "/usr/bin/python3",
+            "-c",
+            _CONNECT,
+            str(path),
+            user=4242,
+            group=4242,
+            extra_groups=[],
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert out.decode().strip() == outcome
