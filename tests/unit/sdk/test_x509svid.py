@@ -298,3 +298,21 @@ def test_path_search_is_bounded(bundle):
     leaf = make_leaf(loop[0], WEB)
     with pytest.raises(X509SvidError, match="gave up building a certificate path after 100 signature checks"):
         verify_chain([leaf.cert, *(c.cert for c in loop)], bundle)
+
+
+# Leaf rules py-spiffe 0.3.2 does not check; the others it must refuse too.
+_STRICTER_THAN_PY_SPIFFE = {
+    "leaf-eku-server-only",  # X509-SVID.md 4.4: if EKU is present, both must be set
+    "leaf-key-usage-not-critical",  # 4.3: key usage MUST be marked critical
+    "leaf-empty-subject-noncritical-san",  # 3.1: SAN MUST be critical if subject is empty
+}
+
+
+@pytest.mark.parametrize("fault", sorted(set(LEAF_FAULTS) - _STRICTER_THAN_PY_SPIFFE))
+def test_py_spiffe_also_refuses_the_leaf_fault(fault, mid):
+    """Confirms each fixture really carries its fault, by an independent reader."""
+    from spiffe import X509Svid as ReferenceSvid
+
+    leaf = make_leaf(mid, WEB, **LEAF_FAULTS[fault][0])
+    with pytest.raises(Exception, match="Invalid leaf certificate"):
+        ReferenceSvid.parse(chain_pem(leaf, mid), leaf.key_pem)
