@@ -77,7 +77,7 @@ def trustmesh_engine(specs):
             f'and request.path {op} "{s["path"]}" }}'
         )
     lines.append("}")
-    policy_set = load_policy("\n".join(lines), "bench.tmp")
+    policy_set = load_policy("\n".join(lines), "bench.policy")
 
     def prepare(req):
         return {

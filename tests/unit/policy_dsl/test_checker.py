@@ -6,7 +6,7 @@ from policy_dsl import load_policy
 
 
 def warnings_of(body: str) -> list[str]:
-    policy_set = load_policy(f'policy "p" protects all {{\n{body}\n}}\n', "w.tmp")
+    policy_set = load_policy(f'policy "p" protects all {{\n{body}\n}}\n', "w.policy")
     return [f"{w.line}:{w.message}" for w in policy_set.warnings]
 
 

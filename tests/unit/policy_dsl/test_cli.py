@@ -10,7 +10,7 @@ POLICY = 'policy "p" protects all {\n  allow "get" { request.method == "GET" }\n
 
 
 def test_check_ok_prints_summary_and_warnings(tmp_path, capsys):
-    path = tmp_path / "p.tmp"
+    path = tmp_path / "p.policy"
     path.write_text(POLICY)
     assert main(["policy", "check", str(path)]) == 0
     out, err = capsys.readouterr()
@@ -20,7 +20,7 @@ def test_check_ok_prints_summary_and_warnings(tmp_path, capsys):
 
 
 def test_check_invalid_exits_1_with_caret(tmp_path, capsys):
-    path = tmp_path / "bad.tmp"
+    path = tmp_path / "bad.policy"
     path.write_text('policy "p" protects all {\n  allow "r" { source.nope == "x" }\n}\n')
     assert main(["policy", "check", str(path)]) == 1
     err = capsys.readouterr().err
@@ -29,12 +29,12 @@ def test_check_invalid_exits_1_with_caret(tmp_path, capsys):
 
 
 def test_check_missing_file_exits_1(tmp_path, capsys):
-    assert main(["policy", "check", str(tmp_path / "nope.tmp")]) == 1
+    assert main(["policy", "check", str(tmp_path / "nope.policy")]) == 1
     assert "cannot read policy file" in capsys.readouterr().err
 
 
 def test_eval_explain(tmp_path, capsys):
-    path = tmp_path / "p.tmp"
+    path = tmp_path / "p.policy"
     path.write_text(POLICY)
     req = tmp_path / "req.json"
     req.write_text(json.dumps({"request": {"method": "GET", "target": "/a/../x"}}))

@@ -62,7 +62,7 @@ MALFORMED = [
     ),
     (
         'policy "p" protects all { allow "a" { true } }\npolicy "p" protects all { }\n',
-        PolicyCheckError, 2, 8, 'duplicate policy name "p" (first defined at bad.tmp:1)',
+        PolicyCheckError, 2, 8, 'duplicate policy name "p" (first defined at bad.policy:1)',
     ),
     (
         'policy "p" protects source.attrs.app == "x" { }\n',
@@ -102,13 +102,13 @@ MALFORMED = [
 @pytest.mark.parametrize(("text", "kind", "line", "column", "message"), MALFORMED)
 def test_malformed_file_is_located_precisely(text, kind, line, column, message):
     with pytest.raises(kind) as caught:
-        load_policy(text, "bad.tmp")
+        load_policy(text, "bad.policy")
     err = caught.value
     assert isinstance(err, PolicyError) and isinstance(err, ValueError)
-    assert (err.filename, err.line, err.column) == ("bad.tmp", line, column), str(err)
+    assert (err.filename, err.line, err.column) == ("bad.policy", line, column), str(err)
     assert message in err.message, err.message
     rendered = str(err).splitlines()
-    assert rendered[0].startswith(f"bad.tmp:{line}:{column}: error: ")
+    assert rendered[0].startswith(f"bad.policy:{line}:{column}: error: ")
     assert rendered[1].strip() == text.splitlines()[line - 1].strip()
     assert rendered[2].index("^") - 4 == column - 1  # the caret sits under the column
 

@@ -17,12 +17,12 @@ NAMES = ["dynamic-config", "deathstar", "namespace-isolation", "jwt-reports", "a
 
 
 def test_every_example_has_cases():
-    assert sorted(p.stem for p in EXAMPLES.glob("*.tmp")) == sorted(NAMES)
+    assert sorted(p.stem for p in EXAMPLES.glob("*.policy")) == sorted(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_example_passes_its_cases(name):
-    policy_set = load_files([EXAMPLES / f"{name}.tmp"])
+    policy_set = load_files([EXAMPLES / f"{name}.policy"])
     assert policy_set.warnings == ()
     cases = parse_cases(yaml.safe_load((EXAMPLES / f"{name}.cases.yaml").read_text()), name)
     results = run_cases(policy_set, cases)
@@ -31,7 +31,7 @@ def test_example_passes_its_cases(name):
 
 
 def test_case_runner_reports_mismatches():
-    policy_set = load_files([EXAMPLES / "deathstar.tmp"])
+    policy_set = load_files([EXAMPLES / "deathstar.policy"])
     cases = parse_cases({"cases": [{
         "name": "wrong on purpose",
         "request": {"destination": {"attrs": {"app": "deathstar"}}, "request": {"method": "PUT", "path": "/v1/exhaust-port"}},
@@ -49,7 +49,7 @@ def test_case_runner_reports_mismatches():
 
 def test_cli_runs_the_examples_and_fails_on_a_mismatch(tmp_path):
     ok = subprocess.run(
-        [sys.executable, "-m", "trustmesh", "policy", "test", str(EXAMPLES / "deathstar.tmp"),
+        [sys.executable, "-m", "trustmesh", "policy", "test", str(EXAMPLES / "deathstar.policy"),
          "--cases", str(EXAMPLES / "deathstar.cases.yaml")],
         capture_output=True, text=True, timeout=60,
     )
@@ -58,7 +58,7 @@ def test_cli_runs_the_examples_and_fails_on_a_mismatch(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("cases:\n  - name: landing for rebels\n    request: {destination: {attrs: {app: deathstar}}}\n    expect: ALLOW\n")
     failed = subprocess.run(
-        [sys.executable, "-m", "trustmesh", "policy", "test", str(EXAMPLES / "deathstar.tmp"), "--cases", str(bad)],
+        [sys.executable, "-m", "trustmesh", "policy", "test", str(EXAMPLES / "deathstar.policy"), "--cases", str(bad)],
         capture_output=True, text=True, timeout=60,
     )
     assert failed.returncode == 1

@@ -13,7 +13,7 @@ from trustmesh.cli import main
 
 from tests.unit.policy_dsl.test_properties import policies
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "policy_dsl" / "examples").glob("*.tmp"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "policy_dsl" / "examples").glob("*.policy"))
 
 MESSY = """# header comment
 default   deny
@@ -68,7 +68,7 @@ def test_formatting_never_changes_the_tree(text):
 
 
 def test_fmt_cli_check_and_write(tmp_path, capsys):
-    path = tmp_path / "p.tmp"
+    path = tmp_path / "p.policy"
     path.write_text(MESSY)
     assert main(["policy", "fmt", "--check", str(path)]) == 1
     assert main(["policy", "fmt", "--write", str(path)]) == 0

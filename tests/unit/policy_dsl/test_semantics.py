@@ -164,9 +164,9 @@ policy "p" protects all {
 
 
 def test_deny_overrides_allow_regardless_of_order():
-    decision = load_policy(COMBINED, "c.tmp").evaluate(request(request={"path": "/admin/x"}))
+    decision = load_policy(COMBINED, "c.policy").evaluate(request(request={"path": "/admin/x"}))
     assert decision.effect == "DENY" and not decision.allowed
-    assert (decision.rule.name, decision.rule.file, decision.rule.line) == ("no-admin", "c.tmp", 4)
+    assert (decision.rule.name, decision.rule.file, decision.rule.line) == ("no-admin", "c.policy", 4)
     assert [r.name for r in decision.matches] == ["open", "no-admin", "admin-get"]
     assert [r.name for r in decision.audit_matches] == ["all-admin"]
     assert decision.reason == 'deny rule "no-admin" in policy "p"'
@@ -233,7 +233,7 @@ def test_an_evaluation_error_is_a_deny():
 
 
 def test_trace_reports_every_rule_with_missing_attributes():
-    decision = load_policy(COMBINED, "c.tmp").evaluate(request(source=None), trace=True)
+    decision = load_policy(COMBINED, "c.policy").evaluate(request(source=None), trace=True)
     assert [step.rule.name for step in decision.trace] == [
         "open", "no-admin", "admin-get", "all-admin", "future", "future-put",
     ]
