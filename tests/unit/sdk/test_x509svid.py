@@ -316,3 +316,31 @@ def test_py_spiffe_also_refuses_the_leaf_fault(fault, mid):
     leaf = make_leaf(mid, WEB, **LEAF_FAULTS[fault][0])
     with pytest.raises(Exception, match="Invalid leaf certificate"):
         ReferenceSvid.parse(chain_pem(leaf, mid), leaf.key_pem)
+
+
+def _openssl_verify(directory, root, intermediates, leaf):
+    (directory / "root.pem").write_bytes(root.pem)
+    (directory / "untrusted.pem").write_bytes(chain_pem(*intermediates))
+    (directory / "leaf.pem").write_bytes(leaf.pem)
+    return subprocess.run(
+        ["openssl", "verify", "-CAfile", "root.pem", "-untrusted", "untrusted.pem", "leaf.pem"],
+        cwd=directory, capture_output=True, text=True, timeout=30,
+    )
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+@pytest.mark.parametrize("fault", sorted(set(CHAIN_FAULTS) - {"intermediate-id-with-path"}))
+def test_openssl_also_refuses_the_chain_fault(fault, root, tmp_path):
+    """Confirms each chain fixture really carries its fault (the SPIFFE-only rule aside)."""
+    intermediate = CHAIN_FAULTS[fault][0](root)
+    result = _openssl_verify(tmp_path, root, [intermediate], make_leaf(intermediate, WEB))
+    assert result.returncode != 0
+    assert "verification failed" in result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_openssl_also_refuses_the_path_length_fault(root, tmp_path):
+    capped = make_intermediate(root, subject="capped", path_length=0)
+    below = make_intermediate(capped, subject="below")
+    result = _openssl_verify(tmp_path, root, [capped, below], make_leaf(below, WEB))
+    assert "path length constraint exceeded" in result.stdout + result.stderr
