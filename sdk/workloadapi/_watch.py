@@ -109,5 +109,8 @@ class Latest(Generic[T]):
                     log.error("%s", err)
                     return
                 log.warning("%s; retrying in %.1f s", err, backoff)
+            except Exception as err:  # a bug must not silently end the watch
+                self._error = WorkloadApiError(f"Workload API {self._name}: {err!r}", "INTERNAL")
+                log.exception("Workload API %s watch failed; retrying in %.1f s", self._name, backoff)
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, self._max)
