@@ -20,6 +20,7 @@ Example::
         a.run(["curl", "-s", "http://10.77.0.2:8080/"])  # CompletedProcess; raises on failure
         cg = lab.cgroup("pod-a")          # a child cgroup v2 (Path), removed on exit
         a.spawn([...], cgroup=cg)          # the process starts inside it
+        lab.on_close(lambda: ...)          # extra cleanup, run first on exit
 
 A process that drops privileges must run ``/usr/bin/python3`` or the venv's
 python (``PYTHON`` below), because other uids cannot read the pyenv install.
@@ -34,7 +35,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = ["PYTHON", "NetLab", "Namespace", "cgroup2_root", "require_root"]
@@ -161,6 +162,7 @@ class NetLab:
         self._namespaces: list[Namespace] = []
         self._cgroups: list[Path] = []
         self._procs: list[subprocess.Popen[str]] = []
+        self._callbacks: list[Callable[[], object]] = []
 
     def __enter__(self) -> NetLab:
         return self
@@ -208,8 +210,20 @@ class NetLab:
         self._cgroups.append(path)
         return path
 
+    def on_close(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` first when the lab closes (last registered, first run); errors are ignored.
+
+        For what the lab cannot know about, e.g. bpffs pins a test's programs left behind.
+        """
+        self._callbacks.append(callback)
+
     def close(self) -> None:
-        """Kill processes, delete namespaces and cgroups; never raises."""
+        """Run ``on_close`` callbacks, kill processes, delete namespaces and cgroups; never raises."""
+        while self._callbacks:
+            try:
+                self._callbacks.pop()()
+            except Exception:  # cleanup must go on
+                pass
         for proc in self._procs:
             if proc.poll() is None:
                 try:

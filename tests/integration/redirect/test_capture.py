@@ -14,6 +14,7 @@ cgroup v2, to which the programs are attached.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,8 @@ def pods(request):
         pods = {}
         for name, ns in (("A", a_ns), ("B", b_ns)):
             cgroup = lab.cgroup(name.lower()) if mode == "ebpf" else None
+            if cgroup is not None:
+                lab.on_close(lambda c=cgroup: shutil.rmtree(f"/sys/fs/bpf/trustmesh-{c.name}", ignore_errors=True))
             pod = Pod(ns, name, mode, cgroup)
             try:
                 pod.redirect("apply")

@@ -7,6 +7,7 @@ must still return the plain IPv4 destination, in every mode.
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -45,6 +46,8 @@ def test_dual_stack_listener_sees_plain_ipv4_and_ipv6_destinations(mode):
         lab.link(a, b, ["10.79.0.1/24", "fd79::1/64"], ["10.79.0.2/24", "fd79::2/64"])
         cg = lab.cgroup("a") if mode == "ebpf" else None
         extra = ["--cgroup", str(cg), "--bpf-name", cg.name] if cg else []
+        if cg:
+            lab.on_close(lambda: shutil.rmtree(f"/sys/fs/bpf/trustmesh-{cg.name}", ignore_errors=True))
         a.run([PYTHON, "-m", "trustmesh", "redirect", "apply", "--mode", mode, *extra])
         try:
             a.spawn([PYTHON, "-c", LISTENER], uid=1337, gid=1337, cgroup=cg, ready_line=True)

@@ -9,6 +9,7 @@ the bpffs pins), runs the real ``trustmesh redirect`` command, and compares.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -82,6 +83,8 @@ def test_apply_is_idempotent_verify_detects_tampering_remove_leaves_no_trace(mod
     with NetLab() as lab:
         ns = lab.namespace("life")
         t = Target(ns, mode, lab.cgroup("life") if mode == "ebpf" else None)
+        if t.cgroup is not None:
+            lab.on_close(lambda: shutil.rmtree(f"/sys/fs/bpf/trustmesh-{t.cgroup.name}", ignore_errors=True))
         if user_rules:
             for argv in USER_RULES["iptables" if mode == "iptables" else "nft"]:
                 ns.run(argv)
