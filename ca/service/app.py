@@ -24,7 +24,7 @@ import logging
 import signal
 import ssl
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from ca.service.audit import AuditLog, open_audit_log
 from ca.service.auth import Authenticator
 from ca.service.ca_store import CaStore, DirectoryCaStore, MemoryCaStore, SecretCaStore
 from ca.service.config import ServiceConfig
+from ca.service.errors import ConfigError, StartupError
 from ca.service.grpc_server import CaServicer
 from ca.service.http_server import start_bundle_endpoint, start_ops_server
 from ca.service.issuance import Issuance
@@ -111,6 +112,14 @@ class CaService:
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
+        """Load the CA and open every port; on failure, close what was opened and raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+
+    async def _start(self) -> None:
         cfg = self.config
         now = self.clock()
         if cfg.kubernetes is not None:
@@ -119,8 +128,8 @@ class CaService:
         self._store = self._store or self._make_store()
         ca_config = CaConfig(
             cfg.trust_domain,
-            x509_svid_max_ttl=_td(cfg.x509_ttl.maximum),
-            jwt_svid_max_ttl=_td(cfg.jwt_ttl.maximum),
+            x509_svid_max_ttl=timedelta(seconds=cfg.x509_ttl.maximum),
+            jwt_svid_max_ttl=timedelta(seconds=cfg.jwt_ttl.maximum),
         )
         self._ca = await self._store.load_or_create(ca_config, now)
         self.hub = BundleHub(self._ca.bundle())
@@ -147,18 +156,27 @@ class CaService:
             ]
         )
         ca_pb2_grpc.add_CAServicer_to_server(servicer, self._grpc)
-        self.grpc_port = self._grpc.add_secure_port(cfg.listen.grpc, self._grpc_credentials())
+        try:
+            self.grpc_port = self._grpc.add_secure_port(cfg.listen.grpc, self._grpc_credentials())
+        except RuntimeError as err:
+            raise StartupError(f"listen.grpc: cannot listen on {cfg.listen.grpc}: {err}") from err
         if self.grpc_port == 0:
-            raise OSError(f"cannot listen on {cfg.listen.grpc}")
+            raise StartupError(f"listen.grpc: cannot listen on {cfg.listen.grpc}")
         await self._grpc.start()
 
         self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.serving.load_into(self._tls)
         host, port = _split(cfg.listen.bundle_endpoint)
-        runner, self.bundle_port = await start_bundle_endpoint(self.hub, self._tls, host, port)
+        try:
+            runner, self.bundle_port = await start_bundle_endpoint(self.hub, self._tls, host, port)
+        except OSError as err:
+            raise StartupError(f"listen.bundle_endpoint: cannot listen on {cfg.listen.bundle_endpoint}: {err.strerror or err}") from err
         self._runners.append(runner)
         host, port = _split(cfg.listen.metrics)
-        runner, self.ops_port = await start_ops_server(self.metrics, lambda: self._ready, host, port)
+        try:
+            runner, self.ops_port = await start_ops_server(self.metrics, lambda: self._ready, host, port)
+        except OSError as err:
+            raise StartupError(f"listen.metrics: cannot listen on {cfg.listen.metrics}: {err.strerror or err}") from err
         self._runners.append(runner)
         if self._rotation_loop:
             self._tasks.append(asyncio.create_task(self._rotate_forever(), name="ca-rotation"))
@@ -256,7 +274,13 @@ class CaService:
             assert self.kube is not None
             jwks = None
             if cfg.kubernetes.verify == "jwks":
-                jwks = JwksVerifier(Path(cfg.kubernetes.jwks_file).read_text(), cfg.kubernetes.issuer, self._epoch)
+                where = "authentication.kubernetes.jwks_file"
+                try:
+                    jwks = JwksVerifier(Path(cfg.kubernetes.jwks_file).read_text(), cfg.kubernetes.issuer, self._epoch)
+                except OSError as err:
+                    raise ConfigError(where, f"cannot read {cfg.kubernetes.jwks_file}: {err.strerror or err}") from err
+                except ValueError as err:
+                    raise ConfigError(where, str(err)) from err
             kubernetes = KubernetesAuthenticator(
                 cfg.kubernetes, self.kube, cfg.trust_domain, cfg.template, cluster=cfg.cluster, jwks=jwks, clock=self._epoch
             )
@@ -286,8 +310,3 @@ class CaService:
                 cert.not_valid_after_utc.timestamp()
             )
 
-
-def _td(seconds: int):
-    from datetime import timedelta
-
-    return timedelta(seconds=seconds)

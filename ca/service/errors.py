@@ -17,6 +17,7 @@ __all__ = [
     "BadRequestError",
     "RateLimitedError",
     "UpstreamUnavailableError",
+    "StartupError",
 ]
 
 
@@ -59,3 +60,7 @@ class RateLimitedError(ServiceError, PermissionError):
 
 class UpstreamUnavailableError(ServiceError, OSError):
     """A system the decision depends on (the Kubernetes API) cannot be reached."""
+
+
+class StartupError(ServiceError, OSError):
+    """The service could not start (a port is taken, a file is unreadable)."""

@@ -101,3 +101,18 @@ async def test_serves_then_exits_cleanly_on_sigterm(tmp_path):
     assert [r["caller_kind"] for r in records if r["event"] == "issued"] == ["static-token", "join-token"]
     assert records[-1]["event"] == "refused" and records[-1]["code"] == "UNAUTHENTICATED"
     assert STATIC not in "".join(audit) and join_token not in "".join(audit)
+
+
+def test_port_in_use_is_one_line_and_exit_1(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        doc = _local_config(tmp_path)
+        doc["listen"]["metrics"] = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = subprocess.run(_serve(_write(tmp_path, doc)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("trustmesh:")]
+    assert len(lines) == 1 and "listen.metrics: cannot listen on 127.0.0.1:" in lines[0]
+    assert "Traceback" not in result.stderr
