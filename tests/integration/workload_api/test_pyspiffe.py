@@ -22,6 +22,7 @@ from spiffe.spiffe_id.spiffe_id import TrustDomain as RefTrustDomain
 from spiffe.svid.jwt_svid import JwtSvid as RefJwtSvid
 from spiffe.workloadapi.errors import ValidateJwtSvidError
 
+from sdk.bundle import BundleSet
 from sidecar.workload_api import serve_workload_api
 from tests.integration.workload_api.support import Domain, memory_source
 
@@ -160,3 +161,24 @@ async def test_request_without_the_security_header_is_invalid_argument(served):
             return caught.value.code()
 
     assert await _in_thread(call_without_header) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_jwt_source_sees_a_jwt_authority_rotation(served, domains):
+    source, address = served
+    home, partner = domains
+    rotated = threading.Event()
+    jwt_source = await _in_thread(lambda: JwtSource(socket_path=address, timeout_in_seconds=10))
+    try:
+        jwt_source.subscribe_for_updates(rotated.set)
+        # the CA adds a new JWT signing key; tokens signed with it must validate
+        new_key = Domain("example.org")  # fresh key material, same trust domain
+        bundle = home.bundle().with_jwt_authority(new_key.kid, new_key.jwt_key.public_key())
+        await source.update(bundles=BundleSet([bundle, partner.bundle()]))
+        assert await _in_thread(rotated.wait, 10)
+        token = new_key.sign(home.id("/ns/prod/sa/api"), ["web"])
+        ref_bundle = jwt_source.get_bundle_for_trust_domain(RefTrustDomain("example.org"))
+        assert sorted(ref_bundle.jwt_authorities) == sorted([home.kid, new_key.kid])
+        checked = RefJwtSvid.parse_and_validate(token, ref_bundle, {"web"})
+        assert str(checked.spiffe_id) == "spiffe://example.org/ns/prod/sa/api"
+    finally:
+        await _in_thread(jwt_source.close)
