@@ -104,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         ("X.509-SVID + chain signature check", lambda: checked.issue(public, workload, hour, now=now)),
         ("JWT-SVID mint (ES256)", lambda: ca.mint_jwt_svid(workload, "payments", now=now)),
     ]
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"ca_sign: python {platform.python_version()}, cpu {cpu} only, "
-          f"{args.rounds} rounds x ~{args.round_seconds}s, medians")
+          f"{args.rounds} rounds x ~{args.round_seconds}s, medians; load average {load}")
     started = time.perf_counter()
     samples = measure(cases, args.rounds, args.round_seconds, args.max_ops)
     raw_samples = samples[cases[0][0]]
