@@ -15,7 +15,9 @@ Example::
     await client.close()
 
 The bundle calls (``fetch_bundle``, ``watch_bundle``) carry no credential:
-the bundle is public. Failures raise :class:`CaClientError`, whose ``code`` is the gRPC status code
+the bundle is public. By default (``follow_bundle=True``) the client trusts
+the X.509 authorities of each newer bundle it receives for the CA's own
+serving certificate, so it keeps working across CA rotations. Failures raise :class:`CaClientError`, whose ``code`` is the gRPC status code
 name (``"UNAUTHENTICATED"``, ``"PERMISSION_DENIED"``, ``"UNAVAILABLE"``, ...).
 """
 
@@ -84,9 +86,13 @@ class CaClient:
         token_source: Callable[[], str],
         server_name: str | None = None,
         timeout: float = 5.0,
+        *,
+        follow_bundle: bool = True,
     ) -> None:
+        self._sequence: int | None = None
         if isinstance(ca_bundle, Bundle):
             roots = ca_bundle.to_pem()
+            self._sequence = ca_bundle.sequence
         else:
             roots = bytes(ca_bundle)
         if not roots.strip():
@@ -96,8 +102,10 @@ class CaClient:
         self._token_source = token_source
         self._server_name = server_name
         self._timeout = timeout
+        self._follow = follow_bundle
         self._channel: grpc.aio.Channel | None = None
         self._stub_obj: ca_pb2_grpc.CAStub | None = None
+        self._old_channels: list[grpc.aio.Channel] = []
 
     def _stub(self) -> ca_pb2_grpc.CAStub:
         # The channel is created on first use so that it binds to the running loop.
@@ -112,6 +120,24 @@ class CaClient:
             self._channel = grpc.aio.secure_channel(self._address, creds, options=options)
             self._stub_obj = ca_pb2_grpc.CAStub(self._channel)
         return self._stub_obj
+
+    def _learn(self, bundle: Bundle) -> Bundle:
+        """Trust a newer bundle's X.509 authorities for the CA's own certificate.
+
+        The CA's serving certificate moves to a new authority after a
+        rotation; the bundle announced that authority beforehand, over this
+        already-verified channel. New calls then use a channel with the new
+        roots (an open ``watch_bundle`` stream keeps its channel).
+        """
+        newer = self._sequence is None or (bundle.sequence or 0) > self._sequence
+        if self._follow and newer and bundle.x509_authorities:
+            self._roots = bundle.to_pem()
+            self._sequence = bundle.sequence
+            if self._channel is not None:
+                self._old_channels.append(self._channel)
+            self._channel = None
+            self._stub_obj = None
+        return bundle
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         token = self._token_source().strip()
@@ -135,7 +161,7 @@ class CaClient:
         if not chain:
             raise CaClientError("CA sent an empty certificate chain", "INTERNAL")
         _require_same_key(chain[0], csr_der)
-        return chain, bundle_from_message(response.bundle)
+        return chain, self._learn(bundle_from_message(response.bundle))
 
     async def mint_jwt_svid(self, audiences: Sequence[str], ttl: timedelta | None = None) -> str:
         """Have the CA mint a JWT-SVID for ``audiences``; returns the token."""
@@ -150,7 +176,7 @@ class CaClient:
     async def fetch_bundle(self) -> Bundle:
         """The CA's current trust bundle."""
         response = await self._unary(self._stub().FetchBundle, ca_pb2.FetchBundleRequest(), authenticated=False)
-        return bundle_from_message(response)
+        return self._learn(bundle_from_message(response))
 
     async def watch_bundle(self) -> AsyncIterator[Bundle]:
         """Yield the current bundle, then every new one the CA publishes.
@@ -161,7 +187,7 @@ class CaClient:
         call = self._stub().WatchBundle(ca_pb2.WatchBundleRequest())
         try:
             async for message in call:
-                yield bundle_from_message(message)
+                yield self._learn(bundle_from_message(message))
         except grpc.aio.AioRpcError as err:
             raise _translate(err) from err
         finally:
@@ -169,9 +195,11 @@ class CaClient:
         raise CaClientError("the CA closed the bundle stream", "UNAVAILABLE")
 
     async def close(self) -> None:
-        """Close the channel (idempotent)."""
-        if self._channel is not None:
-            await self._channel.close()
+        """Close the channels (idempotent)."""
+        for channel in (*self._old_channels, self._channel):
+            if channel is not None:
+                await channel.close()
+        self._old_channels.clear()
         self._channel = None
         self._stub_obj = None
 

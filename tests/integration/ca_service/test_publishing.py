@@ -12,10 +12,12 @@ import ssl
 from datetime import timedelta
 
 import aiohttp
+import pytest
 
 from ca.service.ca_store import SecretCaStore
 from ca.service.kube import KubeApi
 from sdk.bundle import Bundle
+from sdk.ca_client import CaClient, CaClientError
 from sdk.spiffeid import TrustDomain
 from sdk.x509svid import verify_chain
 from tests.integration.ca_service.conftest import make_csr
@@ -31,7 +33,10 @@ def _configmap_bundle(kube) -> Bundle:
 async def test_watch_bundle_pushes_rotation_and_configmap_follows(kube, start_service, client_for, clock):
     service = await start_service(clock=clock)
     kube.add_pod("prod", "web-0", service_account="web")
-    client = client_for(service, lambda: kube.issue_token("prod", "web", pod_name="web-0"))
+    # The clock jumps months ahead while TLS checks the real time, so this client keeps its
+    # first connection (the serving certificate re-issued at the future time is "not yet valid").
+    client = CaClient(f"127.0.0.1:{service.grpc_port}", service.ca.bundle(),
+                      lambda: kube.issue_token("prod", "web", pod_name="web-0"), follow_bundle=False)
     first_root = service.ca.bundle().x509_authorities[0]
     assert _configmap_bundle(kube).sequence == 1
 
@@ -56,6 +61,8 @@ async def test_watch_bundle_pushes_rotation_and_configmap_follows(kube, start_se
     chain[0].verify_directly_issued_by(new_root)
     assert str(verify_chain(chain, pushed, clock.now)) == "spiffe://example.org/ns/prod/sa/web"
     await watch.aclose()
+    await client.close()
+
 
 
 async def test_bundle_endpoint_metrics_and_health(kube, start_service, client_for):
@@ -102,3 +109,33 @@ async def test_two_replicas_share_one_authority_through_a_secret(kube, start_ser
     assert two.ca.bundle().sequence == 2
     assert two.ca.bundle().to_jwks() == one.ca.bundle().to_jwks()
     assert json.loads(two.ca.bundle().to_jwks())["spiffe_sequence"] == 2
+
+
+async def test_operator_rotation_on_disk_reaches_the_running_service(kube, start_service, client_for, tmp_path):
+    from ca.service.ca_store import DirectoryCaStore
+    from ca.store import CaDirectory
+    from tests.integration.ca_service.conftest import utc_now
+
+    service = await start_service(ca_store=DirectoryCaStore(tmp_path / "ca"))
+    kube.add_pod("prod", "web-0", service_account="web")
+    client = client_for(service, lambda: kube.issue_token("prod", "web", pod_name="web-0"))
+    first = await client.fetch_bundle()
+
+    # What `trustmesh ca rotate prepare` does, on the directory the service uses.
+    with CaDirectory(tmp_path / "ca").update() as ca:
+        ca.prepare(utc_now())
+    await service.rotate()  # the periodic check re-reads the store
+    assert (await client.fetch_bundle()).sequence == 2  # the client learns the new root here
+    with CaDirectory(tmp_path / "ca").update() as ca:
+        ca.activate(utc_now())
+    await service.rotate()
+
+    # The CA's serving certificate now chains to the new root.
+    stale = CaClient(f"127.0.0.1:{service.grpc_port}", first, lambda: "x", follow_bundle=False, timeout=3)
+    with pytest.raises(CaClientError) as info:
+        await stale.fetch_bundle()
+    assert info.value.code == "UNAVAILABLE"
+    await stale.close()
+    chain, bundle = await client.sign_x509_svid(make_csr())  # a new channel, trusting both roots
+    assert str(verify_chain(chain, bundle)) == "spiffe://example.org/ns/prod/sa/web"
+    assert bundle.sequence == 2 and len(bundle.x509_authorities) == 2
