@@ -22,7 +22,8 @@ from sdk.template import IdentityTemplate
 from injector.annotations import INJECT_LABEL
 from injector.config import InjectorConfig
 from injector.containers import PROXY_NAME
-from injector.errors import InjectorConfigError, PodRefusedError, PodSpecError
+from injector.errors import InjectorConfigError, PodRefusedError
+from injector.shape import check_pod_shape
 
 __all__ = ["IdentityChecker", "check_injected"]
 
@@ -45,8 +46,6 @@ class IdentityChecker:
         """Return the SPIFFE ID the pod would get, or raise :class:`PodRefusedError` saying why not."""
         metadata, spec = _parts(pod)
         labels = metadata.get("labels") or {}
-        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-            raise PodSpecError("metadata.labels is not a map of strings")
         service_account = spec.get("serviceAccountName") or "default"
         try:
             return self.template.render(
@@ -75,20 +74,15 @@ def check_injected(pod: Mapping[str, Any], namespace: str) -> None:
     if spec.get("hostNetwork") is True:
         return
     containers = list(spec.get("initContainers") or ()) + list(spec.get("containers") or ())
-    if any(isinstance(c, dict) and c.get("name") == PROXY_NAME for c in containers):
+    if any(c.get("name") == PROXY_NAME for c in containers):
         return
     labels = metadata.get("labels") or {}
     why = (f"the pod opts out with the label {INJECT_LABEL}=false, which this namespace forbids"
-           if isinstance(labels, dict) and labels.get(INJECT_LABEL) == "false"
+           if labels.get(INJECT_LABEL) == "false"
            else "the trustmesh sidecar was not injected")
     raise PodRefusedError(f"namespace {namespace!r} requires the trustmesh sidecar ({INJECT_LABEL}=required): {why}")
 
 
-def _parts(pod: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    metadata = pod.get("metadata") or {}
-    spec = pod.get("spec")
-    if not isinstance(metadata, dict):
-        raise PodSpecError("metadata is not an object")
-    if not isinstance(spec, dict):
-        raise PodSpecError("spec is missing or not an object")
-    return metadata, spec
+def _parts(pod: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    check_pod_shape(pod)
+    return pod.get("metadata") or {}, pod["spec"]

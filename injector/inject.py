@@ -43,9 +43,10 @@ from injector.containers import (
     sidecar_container,
     volumes,
 )
-from injector.errors import PodRefusedError, PodSpecError
+from injector.errors import PodRefusedError
 from injector.patch import Patch, make_patch
 from injector.probes import PROBERS_ENV, rewrite_probes
+from injector.shape import check_pod_shape
 
 __all__ = ["Injection", "inject_pod", "pod_patch", "app_containers"]
 
@@ -78,11 +79,9 @@ def inject_pod(pod: Mapping[str, Any], config: InjectorConfig, *, trust_bundle: 
     bypass the proxy, and :class:`~injector.errors.PodSpecError` for something
     that is not a pod.
     """
-    spec = _spec_of(pod)
+    check_pod_shape(pod)
+    spec = pod["spec"]
     metadata = pod.get("metadata") or {}
-    _object(metadata, "metadata")
-    _object(metadata.get("labels"), "metadata.labels")
-    _object(metadata.get("annotations"), "metadata.annotations")
     labels = metadata.get("labels") or {}
     if spec.get("hostNetwork") is True:
         return Injection(dict(pod), False, "hostNetwork pods are never injected")
@@ -92,12 +91,12 @@ def inject_pod(pod: Mapping[str, Any], config: InjectorConfig, *, trust_bundle: 
     _refuse_proxy_identity(spec, config)
 
     new = copy.deepcopy(dict(pod))
-    new_meta = new.setdefault("metadata", {})
+    new_meta = _field(new, "metadata", dict)
     spec = new["spec"]
     native = config.native_sidecar if overrides.native_sidecar is None else overrides.native_sidecar
     probers = _rewrite_app_probes(spec, config, overrides)
 
-    inits = spec.setdefault("initContainers", [])
+    inits = _field(spec, "initContainers", list)
     if not _has(inits, INIT_NAME):
         inits.insert(0, init_container(config, overrides))
     proxy = _find(inits, PROXY_NAME) or _find(spec.get("containers", []), PROXY_NAME)
@@ -108,14 +107,14 @@ def inject_pod(pod: Mapping[str, Any], config: InjectorConfig, *, trust_bundle: 
         else:
             spec["containers"].insert(0, proxy)
             first_app = next(app_containers(spec), None)
-            annotations = new_meta.setdefault("annotations", {})
+            annotations = _field(new_meta, "annotations", dict)
             if first_app is not None:
                 annotations.setdefault(_DEFAULT_CONTAINER, first_app["name"])
     _record_probers(proxy, probers)
 
     # trustmesh's volumes are always trustmesh's: a same-named volume the pod
     # brought (say, its own "trust bundle") is replaced, not trusted.
-    vols = spec.setdefault("volumes", [])
+    vols = _field(spec, "volumes", list)
     for volume in volumes(config, overrides, inline_bundle=trust_bundle is not None):
         index = next((i for i, v in enumerate(vols) if v.get("name") == volume["name"]), None)
         if index is None:
@@ -125,7 +124,7 @@ def inject_pod(pod: Mapping[str, Any], config: InjectorConfig, *, trust_bundle: 
     for container in app_containers(spec):
         _add_socket(container)
 
-    annotations = new_meta.setdefault("annotations", {})
+    annotations = _field(new_meta, "annotations", dict)
     annotations[SIDECAR_CONFIG_ANNOTATION] = sidecar_config_yaml(config, overrides)
     if trust_bundle is not None:
         annotations[TRUST_BUNDLE_ANNOTATION] = trust_bundle
@@ -138,48 +137,6 @@ def app_containers(spec: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         for container in spec.get(key) or ():
             if container.get("name") not in (INIT_NAME, PROXY_NAME):
                 yield container
-
-
-def _spec_of(pod: Mapping[str, Any]) -> dict[str, Any]:
-    if not isinstance(pod, Mapping):
-        raise PodSpecError("the object is not a JSON object")
-    spec = pod.get("spec")
-    if not isinstance(spec, dict):
-        raise PodSpecError("spec is missing or not an object")
-    containers = spec.get("containers")
-    if not isinstance(containers, list) or not containers:
-        raise PodSpecError("spec.containers is missing or empty")
-    _object(spec.get("securityContext"), "spec.securityContext")
-    for key in ("containers", "initContainers", "volumes"):
-        for i, item in enumerate(_named_list(spec.get(key), f"spec.{key}")):
-            if key == "volumes":
-                continue
-            where = f"spec.{key}[{i}]"
-            _object(item.get("securityContext"), where + ".securityContext")
-            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-                _object(item.get(probe), f"{where}.{probe}")
-            for field in ("env", "volumeMounts", "ports"):
-                items = item.get(field)
-                if items is not None and (not isinstance(items, list)
-                                          or not all(isinstance(x, dict) for x in items)):
-                    raise PodSpecError(f"{where}.{field} is not a list of objects")
-    return spec
-
-
-def _object(value: Any, where: str) -> None:
-    if value is not None and not isinstance(value, dict):
-        raise PodSpecError(f"{where} is not an object")
-
-
-def _named_list(items: Any, where: str) -> list[dict[str, Any]]:
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        raise PodSpecError(f"{where} is not a list")
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise PodSpecError(f"{where}[{i}] has no name")
-    return items
 
 
 def _refuse_proxy_identity(spec: Mapping[str, Any], config: InjectorConfig) -> None:
@@ -206,15 +163,18 @@ def _rewrite_app_probes(spec: dict[str, Any], config: InjectorConfig,
         return {}
     excluded = set(config.exclude_inbound_ports) | set(overrides.exclude_inbound_ports)
     probers: dict[str, Any] = {}
-    for container in spec.get("containers") or ():
-        if container.get("name") != PROXY_NAME:
+    # Plain init containers have no probes; the app's own native sidecars do.
+    probed = [c for c in spec.get("initContainers") or () if c.get("restartPolicy") == "Always"]
+    probed += list(spec.get("containers") or ())
+    for container in probed:
+        if container.get("name") not in (INIT_NAME, PROXY_NAME):
             probers.update(rewrite_probes(container, config.health_port, excluded))
     return probers
 
 
 def _record_probers(proxy: dict[str, Any], probers: dict[str, Any]) -> None:
-    env = proxy.setdefault("env", [])
-    entry = next((e for e in env if isinstance(e, dict) and e.get("name") == PROBERS_ENV), None)
+    env = _field(proxy, "env", list)
+    entry = next((e for e in env if e.get("name") == PROBERS_ENV), None)
     if entry is None:
         entry = {"name": PROBERS_ENV, "value": "{}"}
         env.append(entry)
@@ -229,7 +189,7 @@ def _record_probers(proxy: dict[str, Any], probers: dict[str, Any]) -> None:
 
 
 def _add_socket(container: dict[str, Any]) -> None:
-    mounts = container.setdefault("volumeMounts", [])
+    mounts = _field(container, "volumeMounts", list)
     if not any(m.get("name") == SOCKET_VOLUME for m in mounts):
         clash = next((m for m in mounts if m.get("mountPath") == SOCKET_DIR), None)
         if clash is not None:
@@ -237,9 +197,16 @@ def _add_socket(container: dict[str, Any]) -> None:
                 f"container {container['name']!r} already mounts volume {clash.get('name')!r} "
                 f"at {SOCKET_DIR}, where trustmesh mounts the Workload API socket")
         mounts.append({"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR, "readOnly": True})
-    env = container.setdefault("env", [])
+    env = _field(container, "env", list)
     if not any(e.get("name") == SOCKET_ENV for e in env):
         env.append({"name": SOCKET_ENV, "value": SOCKET_URI})
+
+
+def _field(obj: dict[str, Any], key: str, kind: type) -> Any:
+    """``obj[key]``, created empty if it is missing or null."""
+    if obj.get(key) is None:
+        obj[key] = kind()
+    return obj[key]
 
 
 def _has(items: list[dict[str, Any]], name: str) -> bool:

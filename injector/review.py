@@ -75,8 +75,9 @@ def parse_review(body: bytes) -> AdmissionRequest:
         raise ReviewError(f"request.object is a {obj.get('apiVersion')} {obj.get('kind')}, not a v1 Pod", uid)
     namespace = request.get("namespace")
     if not isinstance(namespace, str) or not namespace:
-        namespace = ((obj or {}).get("metadata") or {}).get("namespace") or ""
-        if not namespace:
+        metadata = (obj or {}).get("metadata")
+        namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
+        if not isinstance(namespace, str) or not namespace:
             raise ReviewError("request.namespace is missing", uid)
     name = request.get("name")
     return AdmissionRequest(

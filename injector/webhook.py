@@ -113,5 +113,7 @@ class Webhooks:
 def _pod_name(request: AdmissionRequest) -> str:
     if request.name:
         return request.name
-    metadata = (request.object or {}).get("metadata") or {}
+    metadata = (request.object or {}).get("metadata")
+    if not isinstance(metadata, dict):
+        return "?"
     return str(metadata.get("name") or metadata.get("generateName") or "?")

@@ -103,7 +103,8 @@ def admission_review(obj: Any, *, operation: str = "CREATE", namespace: str = "p
                      old: dict[str, Any] | None = None, uid: str | None = None) -> dict[str, Any]:
     """An AdmissionReview v1 request for a pod, as kube-apiserver sends it."""
     source = next((o for o in (obj, old) if isinstance(o, dict)), {})
-    name = (source.get("metadata") or {}).get("name", "")
+    metadata = source.get("metadata")
+    name = metadata.get("name", "") if isinstance(metadata, dict) else ""
     return {
         "kind": "AdmissionReview",
         "apiVersion": "admission.k8s.io/v1",

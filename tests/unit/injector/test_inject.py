@@ -226,7 +226,7 @@ def test_app_setting_its_own_socket_env_keeps_it(config, injected):
 @pytest.mark.parametrize("bad, message", [
     ({"kind": "Pod"}, "spec"),
     ({"spec": {"containers": []}}, "containers"),
-    ({"spec": {"containers": [{"image": "x"}]}}, r"containers\[0\] has no name"),
+    ({"spec": {"containers": [{"image": "x"}]}}, r"spec.containers\[0\].name is missing"),
     ({"spec": {"containers": [{"name": "a", "env": "x"}]}}, "env"),
     ({"spec": {"containers": [{"name": "a"}], "securityContext": []}}, "securityContext"),
     ({"metadata": {"annotations": ["x"]}, "spec": {"containers": [{"name": "a"}]}}, "annotations"),

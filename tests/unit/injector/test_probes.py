@@ -70,3 +70,13 @@ def test_unknown_named_port_is_left_alone(config, injected):
     pod["spec"]["containers"][0]["readinessProbe"] = {"httpGet": {"path": "/", "port": "nope"}}
     out = injected(pod, config)
     assert out["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] == "nope"
+
+
+def test_probes_of_the_apps_own_native_sidecar_are_rewritten_too(config, injected):
+    log_agent = {"name": "log-agent", "image": "registry.example/agent:1", "restartPolicy": "Always",
+                 "readinessProbe": {"httpGet": {"path": "/ok", "port": 9000}}}
+    out = injected(make_pod(initContainers=[log_agent]), config)
+    agent = _by_name(out["spec"]["initContainers"], "log-agent")
+    assert agent["readinessProbe"]["httpGet"] == {"path": "/app-health/log-agent/readyz", "port": 15021,
+                                                  "scheme": "HTTP"}
+    assert probers_of(out)["/app-health/log-agent/readyz"]["httpGet"]["port"] == 9000
