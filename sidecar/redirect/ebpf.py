@@ -174,7 +174,10 @@ def apply(config: RedirectConfig) -> None:
         if not verify(config):
             return  # already exactly as asked
         remove(config)
-    obj = build_object()
+    try:
+        obj = build_object()
+    except OSError as err:
+        raise RedirectError(f"the eBPF object could not be built: {err}") from err
     _ensure_bpffs()
     attached: list[tuple[str, Path]] = []
     try:

@@ -12,6 +12,7 @@ import difflib
 from sidecar.redirect import nft_rules
 from sidecar.redirect._run import run
 from sidecar.redirect.config import RedirectConfig
+from sidecar.redirect.errors import RedirectError
 
 __all__ = ["apply", "in_force", "plan", "remove", "show", "verify"]
 
@@ -29,7 +30,12 @@ def apply(config: RedirectConfig) -> None:
 def in_force() -> str | None:
     """The table as ``nft list`` prints it, or ``None`` when there is none."""
     done = run(["nft", "list", "table", *nft_rules.TABLE.split()], check=False)
-    return done.stdout if done.returncode == 0 else None
+    if done.returncode == 0:
+        return done.stdout
+    if "No such file or directory" in done.stderr:
+        return None
+    message = done.stderr.strip().replace("\n", "; ")
+    raise RedirectError(f"nft list table {nft_rules.TABLE} failed (exit {done.returncode}): {message}")
 
 
 def remove(config: RedirectConfig | None = None) -> None:
