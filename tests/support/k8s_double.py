@@ -29,8 +29,9 @@ projected ServiceAccount token carries (``iss``, ``sub``, ``aud``, ``exp``,
 serviceaccount name/uid, node name/uid).
 
 Time comes from ``clock`` (seconds since the epoch), so tests can move it
-instead of sleeping. ``outage()`` makes every API call answer 503; ``stop()``
-closes the port (connection refused).
+instead of sleeping. ``outage()`` makes every API call answer 503;
+``response_delay`` makes each API call wait; ``stop()`` closes the port
+(connection refused). ``requests`` and ``token_reviews`` record what was asked.
 
 Example::
 
@@ -149,6 +150,8 @@ class KubernetesDouble:
         self.requests: list[tuple[str, str]] = []
         self.token_reviews: list[dict] = []
         self._outage = False
+        # Seconds every API call waits before answering (a slow apiserver).
+        self.response_delay = 0.0
         self._rv = 1000
         self._lock = threading.Lock()
         self._runner: web.AppRunner | None = None
@@ -392,6 +395,8 @@ class KubernetesDouble:
                 return _status(503, "ServiceUnavailable", "the server is currently unable to handle the request")
             if self.api_token and request.headers.get("Authorization") != f"Bearer {self.api_token}":
                 return _status(401, "Unauthorized", "Unauthorized")
+            if self.response_delay:
+                await asyncio.sleep(self.response_delay)
         return await handler(request)
 
     async def _discovery(self, request: web.Request) -> web.Response:

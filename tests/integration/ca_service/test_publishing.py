@@ -139,3 +139,21 @@ async def test_operator_rotation_on_disk_reaches_the_running_service(kube, start
     chain, bundle = await client.sign_x509_svid(make_csr())  # a new channel, trusting both roots
     assert str(verify_chain(chain, bundle)) == "spiffe://example.org/ns/prod/sa/web"
     assert bundle.sequence == 2 and len(bundle.x509_authorities) == 2
+
+
+async def test_stop_lets_in_flight_calls_finish(kube, start_service, client_for):
+    service = await start_service()
+    kube.add_pod("prod", "web-0", service_account="web")
+    client = client_for(service, kube.issue_token("prod", "web", pod_name="web-0"))
+    kube.response_delay = 0.5  # the TokenReview is slow, so the call is in flight during stop()
+    call = asyncio.create_task(client.sign_x509_svid(make_csr()))
+    for _ in range(500):  # at most 5 s
+        if any(path.endswith("/tokenreviews") for _, path in kube.requests):
+            break
+        await asyncio.sleep(0.01)
+    await service.stop(grace=5)
+    chain, bundle = await call
+    assert str(verify_chain(chain, bundle)) == "spiffe://example.org/ns/prod/sa/web"
+    with pytest.raises(CaClientError) as info:
+        await client.sign_x509_svid(make_csr())
+    assert info.value.code == "UNAVAILABLE"
