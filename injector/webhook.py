@@ -68,7 +68,8 @@ class Webhooks:
         injection = inject_pod(request.object, self.config, trust_bundle=bundle)
         if not injection.injected:
             log.info("inject %s/%s: skipped: %s", request.namespace, _pod_name(request), injection.reason)
-            return allow(request.uid)
+            # The API server selected this pod for injection: say why it was not injected.
+            return allow(request.uid, warnings=[f"trustmesh: not injected: {injection.reason}"])
         patch = pod_patch(request.object, injection)
         log.info("inject %s/%s: %d patch operations", request.namespace, _pod_name(request), len(patch))
         return allow(request.uid, patch)

@@ -53,11 +53,13 @@ def test_reinvocation_on_the_patched_pod_returns_no_patch(hooks):
     assert response == {"uid": review["request"]["uid"], "allowed": True}
 
 
-def test_opted_out_and_host_network_pods_are_admitted_unchanged(hooks):
-    for pod in (make_pod(labels={"trustmesh.io/inject": "false"}), make_pod(hostNetwork=True)):
+def test_opted_out_and_host_network_pods_are_admitted_unchanged_with_a_warning(hooks):
+    for pod, why in ((make_pod(labels={"trustmesh.io/inject": "false"}), "opts out"),
+                     (make_pod(hostNetwork=True), "hostNetwork")):
         review = admission_review(pod)
         response = response_of(hooks.inject(body(review)), review["request"]["uid"])
         assert response["allowed"] is True and "patch" not in response
+        assert len(response["warnings"]) == 1 and why in response["warnings"][0]
 
 
 def test_update_is_not_mutated(hooks):
