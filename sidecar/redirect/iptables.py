@@ -84,6 +84,8 @@ def apply(config: RedirectConfig, backend: Backend | None = None) -> None:
         for version in done:  # put back exactly what was there
             now = rules.owned_rules(backend.save(version))
             backend.restore(version, rules.apply_input(before[version], now))
+            if backend.name == "nft":
+                _drop_empty_tables(backend, version)
         raise RedirectError(f"apply failed and was rolled back: {err}") from err
 
 

@@ -165,3 +165,19 @@ def test_ebpf_failure_half_way_is_rolled_back():
         finally:
             ns.run(["bpftool", "cgroup", "detach", str(t.cgroup), "getsockopt", "pinned", str(blocker / "p/trustmesh_getsockopt")], check=False)
             subprocess.run(["rm", "-rf", str(blocker)], check=False)
+
+
+def test_iptables_failure_half_way_is_rolled_back():
+    """IPv4 applies, then IPv6 fails for real: a user chain still refers to a chain trustmesh must delete."""
+    require_root()
+    with NetLab() as lab:
+        ns = lab.namespace("rb6")
+        for argv in (["-N", "USER"], ["-N", "TRUSTMESH_OUT_FILTER"], ["-A", "USER", "-j", "TRUSTMESH_OUT_FILTER"]):
+            ns.run(["ip6tables-nft", *argv])
+        t = Target(ns, "iptables", None)
+        before = t.snapshot()
+        failed = t.cli("apply", "--udp", "allow")  # wants no IPv6 filter chains, so tries to delete it
+        assert failed.returncode == 1
+        assert "apply failed and was rolled back" in failed.stderr
+        assert "ip6tables-nft-restore" in failed.stderr
+        assert t.snapshot() == before  # IPv4 rules, applied first, are gone again
