@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import tempfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ from ca.errors import CaStoreError
 from ca.manager import CaConfig, CertificateAuthority
 from ca.service.errors import UpstreamUnavailableError
 from ca.service.kube import KubeApi
+from ca.service.scratch import scratch_directory
 from ca.store import CaDirectory
 
 __all__ = ["CaStore", "MemoryCaStore", "DirectoryCaStore", "SecretCaStore"]
@@ -112,8 +112,8 @@ class SecretCaStore:
         doc = await self.api.read_secret(self.namespace, self.name)
         if doc is not None:
             return self._materialize(doc)[0]
-        with tempfile.TemporaryDirectory(prefix="trustmesh-ca-") as tmp:
-            directory = CaDirectory(Path(tmp) / "ca")
+        with scratch_directory() as tmp:
+            directory = CaDirectory(tmp / "ca")
             ca = directory.init(config, now=now)
             files = _collect(directory.path)
         try:
@@ -129,8 +129,8 @@ class SecretCaStore:
             doc = await self.api.read_secret(self.namespace, self.name)
             if doc is None:
                 raise UpstreamUnavailableError(f"CA Secret {self.namespace}/{self.name} disappeared")
-            with tempfile.TemporaryDirectory(prefix="trustmesh-ca-") as tmp:
-                directory = _write_files(Path(tmp), doc)
+            with scratch_directory() as tmp:
+                directory = _write_files(tmp, doc)
                 with directory.update() as ca:
                     step(ca)
                 files = _collect(directory.path)
@@ -151,8 +151,8 @@ class SecretCaStore:
         return self._materialize(doc)[0]
 
     def _materialize(self, doc: dict) -> tuple[CertificateAuthority, str]:
-        with tempfile.TemporaryDirectory(prefix="trustmesh-ca-") as tmp:
-            directory = _write_files(Path(tmp), doc)
+        with scratch_directory() as tmp:
+            directory = _write_files(tmp, doc)
             return directory.load(), doc["metadata"]["resourceVersion"]
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import ssl
-import tempfile
 from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ca.manager import CertificateAuthority
+from ca.service.scratch import scratch_directory
 from sdk.spiffeid import SpiffeId
 
 __all__ = ["ServingCertificate", "SERVING_PATH"]
@@ -57,7 +57,7 @@ class ServingCertificate:
 
     def load_into(self, context: ssl.SSLContext) -> None:
         """Load the current chain and key into an SSL context (for new connections)."""
-        with tempfile.TemporaryDirectory(prefix="trustmesh-ca-tls-") as tmp:
+        with scratch_directory("trustmesh-ca-tls-") as tmp:
             cert_path, key_path = os.path.join(tmp, "chain.pem"), os.path.join(tmp, "key.pem")
             for path, data in ((cert_path, self.chain_pem), (key_path, self.key_pem)):
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
