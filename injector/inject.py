@@ -99,28 +99,11 @@ def inject_pod(pod: Mapping[str, Any], config: InjectorConfig, *, trust_bundle: 
     inits = _field(spec, "initContainers", list)
     if not _has(inits, INIT_NAME):
         inits.insert(0, init_container(config, overrides))
-    proxy = _find(inits, PROXY_NAME) or _find(spec.get("containers", []), PROXY_NAME)
+    proxy = _find(inits, PROXY_NAME) or _find(spec["containers"], PROXY_NAME)
     if proxy is None:
-        proxy = sidecar_container(config, overrides, native, "{}")
-        if native:
-            inits.insert(_index(inits, INIT_NAME) + 1, proxy)
-        else:
-            spec["containers"].insert(0, proxy)
-            first_app = next(app_containers(spec), None)
-            annotations = _field(new_meta, "annotations", dict)
-            if first_app is not None:
-                annotations.setdefault(_DEFAULT_CONTAINER, first_app["name"])
+        proxy = _add_sidecar(new, config, overrides, native)
     _record_probers(proxy, probers)
-
-    # trustmesh's volumes are always trustmesh's: a same-named volume the pod
-    # brought (say, its own "trust bundle") is replaced, not trusted.
-    vols = _field(spec, "volumes", list)
-    for volume in volumes(config, overrides, inline_bundle=trust_bundle is not None):
-        index = next((i for i, v in enumerate(vols) if v.get("name") == volume["name"]), None)
-        if index is None:
-            vols.append(volume)
-        else:
-            vols[index] = volume
+    _set_volumes(spec, volumes(config, overrides, inline_bundle=trust_bundle is not None))
     for container in app_containers(spec):
         _add_socket(container)
 
@@ -129,6 +112,34 @@ def inject_pod(pod: Mapping[str, Any], config: InjectorConfig, *, trust_bundle: 
     if trust_bundle is not None:
         annotations[TRUST_BUNDLE_ANNOTATION] = trust_bundle
     return Injection(new, True)
+
+
+def _add_sidecar(pod: dict[str, Any], config: InjectorConfig, overrides: PodOverrides,
+                 native: bool) -> dict[str, Any]:
+    """Insert the sidecar: right after ``trustmesh-init`` if native, else as the first container."""
+    spec = pod["spec"]
+    proxy = sidecar_container(config, overrides, native, "{}")
+    if native:
+        inits = spec["initContainers"]
+        inits.insert(_index(inits, INIT_NAME) + 1, proxy)
+        return proxy
+    first_app = spec["containers"][0]["name"]
+    spec["containers"].insert(0, proxy)
+    # `kubectl logs/exec` without -c should still pick the app, not the proxy.
+    _field(_field(pod, "metadata", dict), "annotations", dict).setdefault(_DEFAULT_CONTAINER, first_app)
+    return proxy
+
+
+def _set_volumes(spec: dict[str, Any], wanted: list[dict[str, Any]]) -> None:
+    """Add trustmesh's volumes; a same-named volume the pod brought (say, its own
+    "trust bundle") is replaced, not trusted."""
+    vols = _field(spec, "volumes", list)
+    for volume in wanted:
+        index = next((i for i, v in enumerate(vols) if v.get("name") == volume["name"]), None)
+        if index is None:
+            vols.append(volume)
+        else:
+            vols[index] = volume
 
 
 def app_containers(spec: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
