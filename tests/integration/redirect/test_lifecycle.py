@@ -124,6 +124,10 @@ def _lifecycle(t: Target) -> None:
     applied = t.snapshot()
     assert applied != before
     _ok(t.cli("verify"))
+    shown = t.cli("print")
+    _ok(shown)
+    expected = {"iptables": "-A TRUSTMESH_REDIRECT -p tcp -j REDIRECT --to-ports 15001", "nftables": "redirect to :15001"}
+    assert expected.get(t.mode, "trustmesh_connect4") in shown.stdout
     _ok(t.cli("apply"))
     assert t.snapshot() == applied
     _ok(t.cli("verify"))
