@@ -190,3 +190,20 @@ def test_require_injection_refuses_an_opted_out_pod_and_admits_an_injected_one(h
 
     review = admission_review(make_pod(hostNetwork=True))
     assert response_of(hooks.require_injection(body(review)), review["request"]["uid"])["allowed"] is True
+
+
+def test_pod_from_a_replicaset_with_generate_name_is_injected(hooks, assert_valid):
+    pod = make_pod(labels={"app": "web", "env": "prod"})
+    meta = pod["metadata"]
+    del meta["name"]
+    meta["generateName"] = "web-7d4b9c-"
+    meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d4b9c",
+                                "uid": "5a0b5f0e-6d0f-4d7e-9a4f-0a6c7e1f2b3c", "controller": True,
+                                "blockOwnerDeletion": True}]
+    review = admission_review(pod)
+    assert review["request"]["name"] == ""
+    response = response_of(hooks.inject(body(review)), review["request"]["uid"])
+    patched = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(response["patch"])))
+    assert_valid(patched)
+    review = admission_review(patched)
+    assert response_of(hooks.validate(body(review)), review["request"]["uid"])["allowed"] is True
