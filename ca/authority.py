@@ -257,8 +257,8 @@ class X509Issuer:
 
     Lifetimes are capped by ``max_ttl`` and by the authority's own expiry.
     Every certificate is validated before it is returned: the X509-SVID
-    leaf rules (:func:`sdk.x509svid.validate_leaf`), the SPIFFE ID, subject
-    key, issuer name and validity at ``now`` (as SPIRE's credential validator
+    leaf rules (:func:`sdk.x509svid.validate_leaf`), the SPIFFE ID, the
+    certified key and validity at ``now`` (as SPIRE's credential validator
     does). The path from the issuing certificate to the root is checked once,
     when the issuer is built. With ``verify_signatures=True`` each leaf also
     goes through :func:`sdk.x509svid.verify_chain` against the issuing
@@ -283,6 +283,8 @@ class X509Issuer:
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
         )
         self._issuer_name = authority.certificate.subject
+        self._not_before = authority.not_before
+        self._expires_at = authority.expires_at
         self._anchor = Bundle(trust_domain, (authority.certificate,), {})
         self._tail = authority.presented_chain
 
@@ -308,14 +310,14 @@ class X509Issuer:
         if not spiffe_id.member_of(self.trust_domain):
             raise IssuanceError(f"{spiffe_id} is not in trust domain {self.trust_domain}")
         _check_subject_key(public_key)
-        if now < self.authority.not_before:
-            raise IssuanceError(f"the issuing authority is not valid until {self.authority.not_before.isoformat()}")
+        if now < self._not_before:
+            raise IssuanceError(f"the issuing authority is not valid until {self._not_before.isoformat()}")
         builder = certs.svid_builder(
             spiffe_id=spiffe_id,
             public_key=public_key,  # type: ignore[arg-type]
             issuer=self.authority.certificate,
             not_before=now,
-            not_after=certs.not_after_for(now, ttl, self.max_ttl, self.authority.expires_at),
+            not_after=certs.not_after_for(now, ttl, self.max_ttl, self._expires_at),
             dns_names=dns_names,
             ip_addresses=ip_addresses,
             issuer_aki=self._aki,
@@ -334,8 +336,6 @@ class X509Issuer:
             raise IssuanceError(f"issued certificate failed X509-SVID validation: {err}") from err
         if got != spiffe_id:
             problem = f"carries {got}, expected {spiffe_id}"
-        elif leaf.issuer != self._issuer_name:
-            problem = "names the wrong issuer"
         elif not leaf.not_valid_before_utc <= now < leaf.not_valid_after_utc:
             problem = "is not valid now"
         elif leaf.public_key() != public_key:
