@@ -141,7 +141,7 @@ class CaService:
 
         servicer = CaServicer(
             issuance=Issuance(lambda: self.ca, x509_ttl=cfg.x509_ttl, jwt_ttl=cfg.jwt_ttl, clock=self.clock),
-            authenticator=self._make_authenticator(),
+            authenticator=await self._make_authenticator(),
             limiter=RateLimiter(cfg.limits.rate_per_second, cfg.limits.burst),
             hub=self.hub,
             audit=self.audit,
@@ -267,13 +267,19 @@ class CaService:
             return SecretCaStore(self.kube, store.namespace, store.name)
         return MemoryCaStore()
 
-    def _make_authenticator(self) -> Authenticator:
+    async def _make_authenticator(self) -> Authenticator:
         cfg = self.config
         kubernetes = None
         if cfg.kubernetes is not None:
             assert self.kube is not None
             jwks = None
-            if cfg.kubernetes.verify == "jwks":
+            if cfg.kubernetes.verify == "jwks" and not cfg.kubernetes.jwks_file:
+                discovery = await self.kube.issuer_discovery()
+                issuer = cfg.kubernetes.issuer or str(discovery.get("issuer") or "")
+                if not issuer:
+                    raise StartupError("the API server's issuer discovery document names no issuer")
+                jwks = JwksVerifier(await self.kube.issuer_keys(), issuer, self._epoch)
+            elif cfg.kubernetes.verify == "jwks":
                 where = "authentication.kubernetes.jwks_file"
                 try:
                     jwks = JwksVerifier(Path(cfg.kubernetes.jwks_file).read_text(), cfg.kubernetes.issuer, self._epoch)

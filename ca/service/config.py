@@ -12,7 +12,7 @@ a typo never silently falls back to a default. Example file::
     authentication:
       kubernetes:
         audience: trustmesh-ca
-        verify: tokenreview            # or: jwks (offline, with jwks_file)
+        verify: tokenreview            # or: jwks (offline; keys from jwks_file or the API server)
         allow_namespaces: [prod, staging]
         deny_service_accounts: ["prod/default"]
       static_tokens_file: /etc/trustmesh/static-tokens.yaml
@@ -257,8 +257,8 @@ def _kubernetes(reader: _Reader | None) -> KubernetesAuthConfig | None:
         deny_service_accounts=_service_account_patterns(reader, "deny_service_accounts"),
     )
     reader.finish()
-    if cfg.verify == "jwks" and not (cfg.jwks_file and cfg.issuer):
-        raise ConfigError(reader._path("jwks_file"), "verify: jwks needs jwks_file and issuer")
+    if cfg.verify == "jwks" and cfg.jwks_file and not cfg.issuer:
+        raise ConfigError(reader._path("issuer"), "verify: jwks with a jwks_file needs the issuer")
     return cfg
 
 

@@ -3,7 +3,9 @@
 Steps, in order, each refusing with a typed error:
 
 1. verify the token — a TokenReview for the configured audience, or offline
-   against the cluster's service-account issuer keys (JWKS) — and cache the
+   against the cluster's service-account issuer keys (JWKS, from a file or
+   fetched from the API server and re-fetched when a token names an unknown
+   key, at most every 30 s) — and cache the
    positive result under the token's SHA-256 until the token expires;
 2. apply the namespace and ServiceAccount allow/deny lists (deny wins; each
    non-empty allow list must match);
@@ -81,12 +83,22 @@ class JwksVerifier:
     """Offline verification of ServiceAccount tokens against issuer keys."""
 
     def __init__(self, jwks: str | bytes | dict, issuer: str, clock: Callable[[], float] = time.time) -> None:
+        self.issuer, self._clock = issuer, clock
+        self.replace_keys(jwks)
+
+    def replace_keys(self, jwks: str | bytes | dict) -> None:
+        """Use a new key set (the issuer rotated its keys)."""
         data = json.loads(jwks) if isinstance(jwks, (str, bytes)) else jwks
         try:
             self._keys = {k.key_id: k for k in jwt.PyJWKSet.from_dict(data).keys}
         except jwt.PyJWTError as err:
             raise ValueError(f"unusable service-account issuer JWKS: {err}") from err
-        self.issuer, self._clock = issuer, clock
+
+    def knows_key_of(self, token: str) -> bool:
+        try:
+            return jwt.get_unverified_header(token).get("kid") in self._keys
+        except jwt.PyJWTError:
+            return True  # let verify() report the malformed token
 
     def verify(self, token: str, audience: str) -> ReviewedToken:
         try:
@@ -152,6 +164,7 @@ class KubernetesAuthenticator:
         self.tokens = TokenCache(clock)
         self._pods: dict[tuple[str, str], tuple[float, PodFacts | None]] = {}
         self._decisions: OrderedDict[bytes, tuple[float, Caller]] = OrderedDict()
+        self._keys_fetched_at = clock()
 
     async def authenticate(self, token: str) -> Caller:
         digest = token_digest(token)
@@ -216,6 +229,8 @@ class KubernetesAuthenticator:
         if cached is not None:
             return cached
         if self._jwks is not None:
+            if not self._jwks.knows_key_of(token):
+                await self._refresh_issuer_keys()
             reviewed = self._jwks.verify(token, self.cfg.audience)
         else:
             expires_at = unverified_expiry(token)
@@ -225,6 +240,15 @@ class KubernetesAuthenticator:
             raise UnauthenticatedError("ServiceAccount token has expired")
         self.tokens.put(digest, reviewed)
         return reviewed
+
+    async def _refresh_issuer_keys(self) -> None:
+        """Re-fetch the issuer keys from the API (keys from a file are fixed), at most every 30 s."""
+        now = self._clock()
+        if self.cfg.jwks_file or now < self._keys_fetched_at + 30:
+            return
+        self._keys_fetched_at = now
+        assert self._jwks is not None
+        self._jwks.replace_keys(await self.api.issuer_keys())
 
     async def _pod(self, namespace: str, name: str) -> PodFacts | None:
         key = (namespace, name)

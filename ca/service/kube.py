@@ -51,6 +51,8 @@ class KubeApi:
         self._k = kubernetes.client
         self._auth = kubernetes.client.AuthenticationV1Api(api_client)
         self._core = kubernetes.client.CoreV1Api(api_client)
+        self._well_known = kubernetes.client.WellKnownApi(api_client)
+        self._openid = kubernetes.client.OpenidApi(api_client)
         self.timeout = timeout
         # Bounds the threads (and API load) that a burst of new tokens can cause.
         self._in_flight = asyncio.Semaphore(16)
@@ -63,6 +65,14 @@ class KubeApi:
         """POST a TokenReview; returns the API's TokenReview document."""
         body = self._k.V1TokenReview(spec=self._k.V1TokenReviewSpec(token=token, audiences=audiences))
         return await self._call("TokenReview", self._auth.create_token_review, body)
+
+    async def issuer_discovery(self) -> dict:
+        """The service-account issuer's OIDC discovery document."""
+        return await self._call("issuer discovery", self._well_known.get_service_account_issuer_open_id_configuration)
+
+    async def issuer_keys(self) -> dict:
+        """The service-account issuer's public keys (JWKS)."""
+        return await self._call("issuer keys", self._openid.get_service_account_issuer_open_id_keyset)
 
     async def read_pod(self, namespace: str, name: str) -> dict | None:
         """The Pod document, or None when it does not exist."""

@@ -11,8 +11,9 @@ from datetime import timedelta
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from sdk.ca_client import CaClientError
 from sdk.jwtsvid import validate_jwt_svid
 from sdk.spiffeid import SpiffeId
 from sdk.x509svid import verify_chain
@@ -126,6 +127,22 @@ async def test_offline_jwks_verification(kube, start_service, client_for, tmp_pa
     assert str(verify_chain(chain, bundle)) == "spiffe://example.org/ns/prod/sa/web"
     assert not kube.token_reviews  # verified offline; only the pod was read
     assert ("GET", "/api/v1/namespaces/prod/pods/web-0") in kube.requests
+
+
+async def test_offline_verification_with_keys_from_the_api_server(kube, start_service, client_for):
+    service = await start_service(authentication={"kubernetes": {"verify": "jwks", "pod_cache_seconds": 0}})
+    assert ("GET", "/openid/v1/jwks") in kube.requests
+    kube.add_pod("prod", "web-0", service_account="web")
+    client = client_for(service, kube.issue_token("prod", "web", pod_name="web-0"))
+    chain, bundle = await client.sign_x509_svid(make_csr())
+    assert str(verify_chain(chain, bundle)) == "spiffe://example.org/ns/prod/sa/web"
+    assert not kube.token_reviews
+    forged = kube.issue_token(
+        "prod", "web", pod_name="web-0", key=rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
+    with pytest.raises(CaClientError) as info:
+        await client_for(service, forged).sign_x509_svid(make_csr())
+    assert info.value.code == "UNAUTHENTICATED"
 
 
 @pytest.mark.parametrize("key", [ec.generate_private_key(ec.SECP384R1())], ids=["p384"])

@@ -63,8 +63,8 @@ def test_full_kubernetes_config():
             "authentication.kubernetes.allow_service_accounts",
         ),
         (
-            {"trust_domain": "example.org", "authentication": {"kubernetes": {"verify": "jwks"}}},
-            "authentication.kubernetes.jwks_file",
+            {"trust_domain": "example.org", "authentication": {"kubernetes": {"verify": "jwks", "jwks_file": "f"}}},
+            "authentication.kubernetes.issuer",
         ),
         (_with(bundle={"configmap": {"name": "x"}}), "bundle.configmap"),
         ([1, 2], "(top level)"),
