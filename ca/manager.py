@@ -211,15 +211,19 @@ class CertificateAuthority:
 
     def due(self, now: datetime) -> tuple[str, ...]:
         """The rotation steps :meth:`tick` would take at ``now`` (``prune``, ``prepare``, ``activate``)."""
-        slots, steps = self._state.slots, []
-        if slots.prune_due(now, self.config.grace):
+        slots, steps, grace = self._state.slots, [], self.config.grace
+        if slots.prune_due(now, grace):
             steps.append("prune")
             slots = Slots(slots.active)
         if slots.prepare_due(now):
             steps.append("prepare")
-            return (*steps, "activate") if now >= slots.active.activate_due_at else tuple(steps)
-        if slots.activate_due(now):
-            steps.append("activate")
+            if now < slots.active.activate_due_at:
+                return tuple(steps)
+        elif not slots.activate_due(now):
+            return tuple(steps)
+        steps.append("activate")
+        if now >= slots.active.expires_at:  # the authority that retires is already expired
+            steps.append("prune")
         return tuple(steps)
 
     def tick(self, now: datetime) -> tuple[str, ...]:
@@ -239,6 +243,9 @@ class CertificateAuthority:
             if slots.activate_due(now):
                 slots = slots.activate(now)
                 done.append(f"activate {slots.active.id}")
+                if slots.prune_due(now, grace):  # it had already expired: nothing it signed is valid
+                    done.append(f"prune {slots.standby.id}")  # type: ignore[union-attr]
+                    slots, sequence = Slots(slots.active), sequence + 1
             if done:
                 self._set(slots, sequence, state.tainted)
         return tuple(done)

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from ca.authority import load_upstream
-from ca.errors import RotationError
+from ca.errors import IssuanceError, RotationError
 from ca.keys import generate_key
 from ca.manager import CaConfig, CertificateAuthority
 from ca.rotation import SlotState
@@ -148,3 +148,17 @@ def test_bundle_jwks_carries_the_sequence_and_both_authorities_during_rotation(t
     doc = json.loads(ca.bundle().to_jwks())
     assert doc["spiffe_sequence"] == 2
     assert sorted(k["use"] for k in doc["keys"]) == ["jwt-svid", "jwt-svid", "x509-svid", "x509-svid"]
+
+
+def test_a_ca_left_off_past_its_expiry_recovers_on_the_next_ticks(td):
+    ca = CertificateAuthority.create(_config(td), now=T0)
+    later = T0 + CA_TTL * 3
+    public = generate_key().public_key()
+    with pytest.raises(IssuanceError, match="expired"):
+        ca.issue_x509_svid(public, WEB, now=later)
+    assert ca.due(later) == ("prepare", "activate", "prune")
+    # the expired authority leaves the bundle in the same tick
+    assert [d.split()[0] for d in ca.tick(later)] == ["prepare", "activate", "prune"]
+    assert verify_chain(ca.issue_x509_svid(public, WEB, now=later), ca.bundle(), later) == WEB
+    assert len(ca.bundle().x509_authorities) == 1 and ca.sequence == 3
+    assert ca.tick(later) == ()
