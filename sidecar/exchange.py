@@ -60,6 +60,7 @@ class ConnInfo:
     target_port: int = 0  # inbound: the app port; outbound: the destination port
     target_host: str = ""
     expected_id: str | None = None  # outbound: the SPIFFE ID the destination must present
+    cache: Any = None  # per-connection facts a router computes once
 
 
 @dataclass(slots=True)
@@ -259,13 +260,16 @@ class HttpDownstream(asyncio.Protocol):
             self._answer(result.status, result.text, close, result.log)
             return
         self.forward = result
-        pending = b"".join(encode_chunk(b) for b in self.body) if head.chunked else b"".join(self.body)
-        self.body = []
+        if self.body:
+            pending = result.head + b"".join([encode_chunk(b) for b in self.body] if head.chunked else self.body)
+            self.body = []
+        else:
+            pending = result.head
         if self.request_done:
-            pending = result.head + pending + (LAST_CHUNK if head.chunked else b"")
+            if head.chunked:
+                pending += LAST_CHUNK
             self.replayable = pending
         else:
-            pending = result.head + pending
             self.replayable = None
         conn = result.pool.take_idle(result.key)
         if conn is not None:

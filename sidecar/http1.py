@@ -343,6 +343,12 @@ class ResponseFramer:
         while used < n and self._state != "done":
             state = self._state
             if state == "head":
+                if not self._buf:  # common case: the whole head is in this read
+                    end = data.find(b"\r\n\r\n", used)
+                    if 0 <= end - used <= self._max_head_bytes:
+                        self._start_body(data[used:end])
+                        used = end + 4
+                        continue
                 start = len(self._buf)
                 self._buf += data[used:]
                 end = self._buf.find(b"\r\n\r\n")
@@ -379,31 +385,47 @@ class ResponseFramer:
         return self._state == "close"
 
     def _start_body(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
+        eol = head.find(b"\r\n")
+        status_line = head if eol < 0 else head[:eol]
+        parts = status_line.split(b" ", 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
             raise HttpError(502, "malformed status line from upstream")
         status = int(parts[1])
+        fields = head[eol:].lower() if eol >= 0 else b""
         length: int | None = None
         chunked = False
         connection = b""
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.lower()
-            if name == b"content-length":
-                value = value.strip()
-                if _DIGITS.fullmatch(value) is None or (length is not None and int(value) != length):
+        if (
+            fields.count(b"\r\ncontent-length:") > 1
+            or b"\r\ntransfer-encoding:" in fields
+            or fields.count(b"\r\nconnection:") > 1
+        ):
+            for line in fields.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name == b"content-length":
+                    value = value.strip()
+                    if _DIGITS.fullmatch(value) is None or (length is not None and int(value) != length):
+                        raise HttpError(502, "malformed Content-Length from upstream")
+                    length = int(value)
+                elif name == b"transfer-encoding":
+                    chunked = value.strip().endswith(b"chunked")
+                elif name == b"connection":
+                    connection += b"," + value.strip()
+        else:
+            value = _field_value(fields, b"\r\ncontent-length:")
+            if value is not None:
+                if _DIGITS.fullmatch(value) is None:
                     raise HttpError(502, "malformed Content-Length from upstream")
                 length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = value.strip().lower().endswith(b"chunked")
-            elif name == b"connection":
-                connection += b"," + value.strip().lower()
+            connection = _field_value(fields, b"\r\nconnection:") or b""
         if 100 <= status < 200 and status != 101:
             return  # interim response: the final one follows in the same stream
         self.status = status
-        tokens = {t.strip() for t in connection.split(b",")}
-        if b"close" in tokens or (parts[0] == b"HTTP/1.0" and b"keep-alive" not in tokens):
+        if connection and connection != b"keep-alive":
+            tokens = {t.strip() for t in connection.split(b",")}
+            if b"close" in tokens or (parts[0] == b"HTTP/1.0" and b"keep-alive" not in tokens):
+                self.keep_alive = False
+        elif parts[0] == b"HTTP/1.0":
             self.keep_alive = False
         if self._head_only or status in (204, 304):
             self._state = "done"
@@ -421,6 +443,17 @@ class ResponseFramer:
             self.keep_alive = False
 
 
+def _field_value(fields: bytes, marker: bytes) -> bytes | None:
+    """The value of the one field starting with ``marker`` in lower-cased head bytes."""
+    at = fields.find(marker)
+    if at < 0:
+        return None
+    start = at + len(marker)
+    end = fields.find(b"\r\n", start)
+    return fields[start : end if end >= 0 else len(fields)].strip()
+
+
+_EMPTY: frozenset[bytes] = frozenset()
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"transfer-encoding"}
 )
@@ -432,7 +465,8 @@ def serialize_head(
     """The head to send upstream: ``target`` replaces the request target; headers named in
     ``drop``, hop-by-hop headers and those listed in ``Connection`` are removed (chunked
     framing is re-added when the body is chunked); ``add`` is appended."""
-    named = {t.strip() for t in (head.get(b"connection") or b"").lower().split(b",")} - {b""}
+    connection = head.get(b"connection")
+    named = {t.strip() for t in connection.lower().split(b",")} - {b""} if connection else _EMPTY
     parts = [b"%b %b HTTP/1.1\r\n" % (head.method.encode(), target.encode())]
     for name, value in head.headers:
         if name in drop or name in HOP_BY_HOP or name in named:

@@ -58,6 +58,7 @@ class IdentityState:
         self.trust_domain = trust_domain
         self.clock = clock
         self._svid: X509Svid | None = None
+        self._window: tuple[float, float] | None = None
         self._bundles = BundleSet()
         self._generation = 0
         self._event = asyncio.Event()
@@ -97,12 +98,12 @@ class IdentityState:
         return self._svid.expires_at if self._svid is not None else None
 
     def valid(self, now: datetime | None = None) -> bool:
-        """True while there is an SVID inside its validity period."""
-        svid = self._svid
-        if svid is None:
+        """True while there is an SVID inside its validity period (at ``now``, default the clock)."""
+        window = self._window
+        if window is None:
             return False
-        now = now or self.clock()
-        return svid.leaf.not_valid_before_utc <= now < svid.expires_at
+        t = (now or self.clock()).timestamp()
+        return window[0] <= t < window[1]
 
     def server_context(self) -> ssl.SSLContext | None:
         """The server-side mTLS context to use now; None without a valid SVID (fail closed)."""
@@ -127,6 +128,7 @@ class IdentityState:
     def _update(self, svid: X509Svid | None = None, bundle: Bundle | None = None) -> None:
         if svid is not None:
             self._svid = svid
+            self._window = (svid.leaf.not_valid_before_utc.timestamp(), svid.expires_at.timestamp())
         if bundle is not None:
             self._bundles.put(bundle)
         self._generation += 1

@@ -15,6 +15,7 @@ Opaque TCP ports get an identity-only decision at connect time
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -36,6 +37,9 @@ from sidecar.exchange import Answer, ConnInfo, Forward
 from sidecar.http1 import RequestHead, serialize_head
 from sidecar.metrics import Metrics
 from sidecar.pool import Pool
+from policy_dsl import PathError as _PathError
+from policy_dsl import normalize_path as _normalize_path
+from policy_dsl import parse_query as _parse_query
 
 __all__ = ["InboundRouter", "IDENTITY_HEADERS", "answer_for", "normalize_target"]
 
@@ -56,14 +60,17 @@ def answer_for(err: Exception, log_fields: dict[str, Any]) -> Answer:
     return Answer(503, "unavailable", {**log_fields, "error": str(err)}, close=True)
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_target(target: str) -> tuple[str, str, dict[str, str]]:
-    """(path, raw query, query fields) via ``policy_dsl``; rejected targets raise ``HttpError(400)``."""
-    from policy_dsl import PathError, normalize_path, parse_query
+    """(path, raw query, query fields) via ``policy_dsl``; rejected targets raise ``HttpError(400)``.
 
+    Results are cached (the function is pure), so a hot path is normalised once.
+    Callers must not mutate the returned query dict.
+    """
     try:
-        normalized = normalize_path(target)
-        fields = parse_query(normalized.query) if normalized.query else {}
-    except PathError as err:
+        normalized = _normalize_path(target)
+        fields = _parse_query(normalized.query) if normalized.query else {}
+    except _PathError as err:
         raise HttpError(400, f"rejected request target: {err}") from err
     return normalized.path, normalized.query, fields
 
@@ -107,19 +114,21 @@ class InboundRouter:
         return self.max_json_body
 
     def route(self, conn: ConnInfo, head: RequestHead, body: bytes | None) -> Forward | Answer:
-        fields: dict[str, Any] = {"source": str(conn.peer_id) if conn.peer_id else None, "method": head.method}
+        per_conn = conn.cache
+        if per_conn is None or per_conn[0] != self.identity.generation:
+            per_conn = conn.cache = self._connection_facts(conn)
+        fields: dict[str, Any] = {"source": per_conn[1], "method": head.method}
         try:
-            now = self.clock()
-            if not self.identity.valid(now):
+            if not self.identity.valid():
                 raise IdentityUnavailableError("the sidecar's SVID is missing or expired")
             path, query, query_fields = self.normalize(head.target)
             fields["path"] = path
-            jwt = self._jwt(head, fields)
+            jwt = self._jwt(head, fields) if head.get(b"authorization") is not None else None
             attrs = {
-                "source": source_attributes(conn.peer_id, conn.peer_ip),
-                "destination": destination_attributes(self.identity.spiffe_id, conn.target_port),
+                "source": per_conn[2],
+                "destination": per_conn[3],
                 "request": request_attributes(_without_identity_headers(head), path, query_fields, body, jwt),
-                "context": context_attributes("http", now),
+                "context": context_attributes("http", self.clock()),
             }
             verdict = self.authorizer(attrs)
         except Exception as err:  # noqa: BLE001 - every failure is mapped, none opens the door
@@ -131,12 +140,23 @@ class InboundRouter:
         fields["rule"] = verdict.rule
         if not verdict.allowed:
             return Answer(403, _deny_text(verdict), fields)
-        target = path + ("?" + query if query else "")
-        add = []
-        if conn.peer_id is not None:
-            add.append((b"x-forwarded-client-cert", f"By={self.identity.spiffe_id};URI={conn.peer_id}".encode()))
-        new_head = serialize_head(head, target, IDENTITY_HEADERS, add)
+        target = path + "?" + query if query else path
+        new_head = serialize_head(head, target, IDENTITY_HEADERS, per_conn[4])
         return Forward(new_head, self.app_pool, (self.app_host, conn.target_port), 503, fields)
+
+    def _connection_facts(self, conn: ConnInfo) -> tuple[Any, ...]:
+        """What is the same for every request of a connection (until the identity changes)."""
+        own = self.identity.spiffe_id
+        add = []
+        if conn.peer_id is not None and own is not None:
+            add.append((b"x-forwarded-client-cert", f"By={own};URI={conn.peer_id}".encode()))
+        return (
+            self.identity.generation,
+            str(conn.peer_id) if conn.peer_id is not None else None,
+            source_attributes(conn.peer_id, conn.peer_ip),
+            destination_attributes(own, conn.target_port),
+            add,
+        )
 
     def _jwt(self, head: RequestHead, fields: dict[str, Any]) -> dict[str, Any] | None:
         token = bearer_token(head)
@@ -155,6 +175,8 @@ class InboundRouter:
         duration = (self.loop_time() - started) if self.loop_time else 0.0
         decision = fields.get("decision", "error" if status != 503 else "unavailable")
         self.metrics.request(self.direction, decision, status, duration)
+        if self.access_log.stream is None:
+            return
         self.access_log.write(
             direction=self.direction,
             source=fields.get("source"),

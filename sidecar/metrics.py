@@ -1,14 +1,20 @@
 """The sidecar's Prometheus metrics, in a registry of its own.
 
-Label children are cached so that the per-request cost is a dict lookup and
-an increment.
+The per-request series (requests by direction/decision/status, the latency
+histogram, authorization decisions by rule) are plain counters in dicts,
+exported by a custom collector at scrape time: recording one request costs a
+few dict operations and a ``bisect``, not prometheus-client's per-sample
+locks and Python bucket loop. Everything else uses prometheus-client as is.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 __all__ = ["Metrics"]
 
@@ -21,21 +27,12 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "trustmesh_sidecar_requests", "HTTP requests handled", ["direction", "decision", "status"], registry=r
-        )
-        self.latency = Histogram(
-            "trustmesh_sidecar_request_duration_seconds",
-            "Time from request head to the end of the response",
-            ["direction"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
+        self._requests: dict[tuple[str, str, str], int] = {}
+        self._decisions: dict[tuple[str, str], int] = {}
+        self._latency: dict[str, list[float]] = {}  # direction -> bucket counts..., count, sum
+        r.register(_HotPathCollector(self))
         self.tcp = Counter(
             "trustmesh_sidecar_tcp_connections", "Opaque TCP connections", ["direction", "decision"], registry=r
-        )
-        self.authz = Counter(
-            "trustmesh_sidecar_authz_decisions", "Policy decisions by deciding rule", ["decision", "rule"], registry=r
         )
         self.svid_not_after = Gauge(
             "trustmesh_sidecar_svid_not_after_seconds", "Expiry of the current X.509-SVID (unix time)", registry=r
@@ -49,29 +46,63 @@ class Metrics:
             ["listener", "reason"],
             registry=r,
         )
-        self._children: dict[tuple, Any] = {}
 
     def request(self, direction: str, decision: str, status: int, seconds: float) -> None:
-        key = ("r", direction, decision, status)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.requests.labels(direction, decision, str(status))
-        child.inc()
-        key = ("l", direction)
-        hist = self._children.get(key)
-        if hist is None:
-            hist = self._children[key] = self.latency.labels(direction)
-        hist.observe(seconds)
+        key = (direction, decision, str(status))
+        requests = self._requests
+        requests[key] = requests.get(key, 0) + 1
+        row = self._latency.get(direction)
+        if row is None:
+            row = self._latency[direction] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        row[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        row[-1] += seconds
 
     def decision(self, allowed: bool, rule: str | None) -> None:
-        key = ("a", allowed, rule)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.authz.labels("allow" if allowed else "deny", rule or "(default)")
-        child.inc()
+        key = ("allow" if allowed else "deny", rule or "(default)")
+        self._decisions[key] = self._decisions.get(key, 0) + 1
 
     def tcp_connection(self, direction: str, decision: str) -> None:
         self.tcp.labels(direction, decision).inc()
 
     def reject(self, listener: str, reason: str) -> None:
         self.rejected.labels(listener, reason).inc()
+
+
+LATENCY_BUCKETS = _LATENCY_BUCKETS
+
+
+class _HotPathCollector:
+    """Exports the dict-kept series in the Prometheus formats."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "trustmesh_sidecar_requests", "HTTP requests handled", labels=["direction", "decision", "status"]
+        )
+        for labels, value in sorted(self.m._requests.items()):
+            requests.add_metric(list(labels), value)
+        yield requests
+        authz = CounterMetricFamily(
+            "trustmesh_sidecar_authz_decisions", "Policy decisions by deciding rule", labels=["decision", "rule"]
+        )
+        for labels, value in sorted(self.m._decisions.items()):
+            authz.add_metric(list(labels), value)
+        yield authz
+        latency = HistogramMetricFamily(
+            "trustmesh_sidecar_request_duration_seconds",
+            "Time from request head to the end of the response",
+            labels=["direction"],
+        )
+        for direction, row in sorted(self.m._latency.items()):
+            cumulative, buckets = 0.0, []
+            for bound, count in zip([*LATENCY_BUCKETS, float("inf")], row[:-1]):
+                cumulative += count
+                buckets.append((_le(bound), cumulative))
+            latency.add_metric([direction], buckets, row[-1])
+        yield latency
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)

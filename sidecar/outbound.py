@@ -84,6 +84,8 @@ class OutboundRouter:
         duration = (self.loop_time() - started) if self.loop_time else 0.0
         decision = "forward" if status and "error" not in fields else "error"
         self.metrics.request(self.direction, decision, status, duration)
+        if self.access_log.stream is None:
+            return
         self.access_log.write(
             direction=self.direction,
             source=str(self.identity.spiffe_id),

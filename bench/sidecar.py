@@ -1,0 +1,334 @@
+"""Sidecar data-plane benchmark: direct vs two trustmesh sidecars vs two nginx, side by side.
+
+Run: ``.venv/bin/python bench/sidecar.py [--seconds 5] [--rounds 3] [--connections 16 64]``
+
+Topologies, all on loopback, all driven by the same load generator (``wrk``
+from Debian, keep-alive, one thread) against the same app (an nginx worker
+answering every request with a 1 KiB body):
+
+* ``direct``    wrk -> app
+* ``trustmesh`` wrk -> sidecar A (explicit upstream) -> mTLS -> sidecar B (STRICT,
+  a one-rule policy evaluated per request) -> app
+* ``nginx``     wrk -> nginx A (proxy_pass https, client certificate, verifies the
+  server chain and name) -> nginx B (ssl_verify_client on) -> app
+
+Both proxy chains use TLS 1.3 with ECDSA P-256 SVIDs from the same test CA,
+keep-alive pools to the next hop, access logs off. Both hops of each chain
+are pinned to CPU 0 and wrk and the app to CPU 1 (``taskset``), so a chain's
+req/s is what one core of proxying delivers. Each (topology, connections)
+cell runs ``--rounds`` times, interleaved (direct, trustmesh, nginx, direct,
+...), and the medians are reported: req/s, p50/p99 latency (wrk --latency),
+CPU time per 1,000 requests per proxy process (from /proc/<pid>/stat, both
+hops summed then halved), and RSS per proxy after the run.
+
+Targets (issue 6): trustmesh >= 0.8x nginx req/s at 16 and 64 connections;
+<= 60 us CPU per request per sidecar hop; RSS <= 35 MB per sidecar; added
+p99 over direct <= 5 ms at 16 connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.pki import chain_pem, make_intermediate, make_leaf, make_root  # noqa: E402
+
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+TD = "example.org"
+BODY = "x" * 1024
+PROXY_CPU, LOAD_CPU = "0", "1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+class Pki:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.root = make_root(TD)
+        self.mid = make_intermediate(self.root)
+        (directory / "bundle.pem").write_bytes(self.root.pem)
+        # nginx needs the intermediate in its trusted store to verify depth-2 chains the same way
+        (directory / "bundle-chain.pem").write_bytes(self.root.pem + self.mid.pem)
+
+    def svid(self, name: str, path: str, dns: str | None = None) -> tuple[str, str]:
+        leaf = make_leaf(self.mid, f"spiffe://{TD}{path}", dns_sans=[dns] if dns else None)
+        crt, key = self.dir / f"{name}.crt", self.dir / f"{name}.key"
+        crt.write_bytes(chain_pem(leaf, self.mid))
+        key.write_bytes(leaf.key_pem)
+        return str(crt), str(key)
+
+
+def start_nginx(directory: Path, name: str, server_block: str, upstreams: str = "") -> subprocess.Popen:
+    conf = directory / f"{name}.conf"
+    conf.write_text(
+        f"""
+worker_processes 1;
+daemon off;
+pid {directory}/{name}.pid;
+error_log {directory}/{name}.error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  default_type text/plain;
+  client_body_temp_path {directory}/{name}-body;
+  proxy_temp_path {directory}/{name}-proxy;
+  {upstreams}
+  server {{
+    {server_block}
+  }}
+}}
+"""
+    )
+    cpu = LOAD_CPU if name == "app" else PROXY_CPU
+    proc = subprocess.Popen(["taskset", "-c", cpu, "nginx", "-c", str(conf), "-p", str(directory)], stderr=subprocess.DEVNULL)
+    return proc
+
+
+def nginx_worker_pids(proc: subprocess.Popen) -> list[int]:
+    time.sleep(0.3)
+    return [proc.pid, *children(proc.pid)]
+
+
+def start_sidecar(directory: Path, name: str, config: dict) -> tuple[subprocess.Popen, dict]:
+    import yaml
+
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen(
+        ["taskset", "-c", PROXY_CPU, PYTHON, "-m", "trustmesh", "sidecar", "run", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=open(directory / f"{name}.stderr", "wb"),
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=str(ROOT),
+    )
+    line = proc.stdout.readline()  # type: ignore[union-attr]
+    if not line:
+        raise RuntimeError(f"sidecar {name} failed: {(directory / f'{name}.stderr').read_text()[-2000:]}")
+    return proc, json.loads(line)["ports"]
+
+
+def wrk(port: int, connections: int, seconds: float) -> dict:
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "--timeout", "5s",
+         f"http://127.0.0.1:{port}/orders/1"],
+        capture_output=True, text=True, timeout=seconds + 30,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps,
+        "requests": total,
+        "p50_ms": _ms(lat["50"]),
+        "p99_ms": _ms(lat["99"]),
+        "non2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": sock_errors.group(1) if sock_errors else "",
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+POLICY = """
+policy "bench" protects destination.attrs.sa == "server" {
+  allow "client-reads-orders" {
+    source.id == "spiffe://example.org/ns/bench/sa/client"
+    and request.method == "GET"
+    and request.path startswith "/orders/"
+  }
+}
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args()
+    if args.seconds > 60 or args.rounds > 10:
+        parser.error("runs are bounded: --seconds <= 60, --rounds <= 10")
+
+    work = Path(tempfile.mkdtemp(prefix="trustmesh-bench-"))
+    for d in ("app-body", "app-proxy", "na-body", "na-proxy", "nb-body", "nb-proxy"):
+        (work / d).mkdir()
+    pki = Pki(work)
+    procs: list[subprocess.Popen] = []
+    try:
+        app_port = free_port()
+        procs.append(start_nginx(work, "app", f'listen 127.0.0.1:{app_port}; location / {{ return 200 "{BODY}"; }}'))
+        wait_port(app_port)
+
+        # -- trustmesh chain
+        a_crt, a_key = pki.svid("sc-a", "/ns/bench/sa/client")
+        b_crt, b_key = pki.svid("sc-b", "/ns/bench/sa/server")
+        (work / "policy.tmp").write_text(POLICY)
+        common = {"trust_domain": TD, "access_log": "off", "admin": {"port": 0, "health_port": 0, "health_address": "127.0.0.1"}}
+        b_proc, b_ports = start_sidecar(work, "sc-b", {
+            **common,
+            "identity": {"cert_file": b_crt, "key_file": b_key, "bundle_file": str(work / "bundle.pem")},
+            "inbound": {"port": 0, "address": "127.0.0.1", "app_port": app_port},
+            "outbound": {"transparent": False},
+            "policy": {"file": str(work / "policy.tmp")},
+        })
+        procs.append(b_proc)
+        sa_port = free_port()
+        a_proc, _ = start_sidecar(work, "sc-a", {
+            **common,
+            "identity": {"cert_file": a_crt, "key_file": a_key, "bundle_file": str(work / "bundle.pem")},
+            "inbound": {"port": 0, "address": "127.0.0.1", "app_port": 1},
+            "outbound": {"transparent": False, "upstreams": [
+                {"listen": sa_port, "address": f"127.0.0.1:{b_ports['inbound']}", "spiffe_id": "spiffe://example.org/ns/bench/sa/server"}]},
+        })
+        procs.append(a_proc)
+
+        # -- nginx chain (same CA, same key type; nginx B verifies the client chain, nginx A the server's)
+        na_crt, na_key = pki.svid("ng-a", "/ns/bench/sa/client")
+        nb_crt, nb_key = pki.svid("ng-b", "/ns/bench/sa/server", dns="server.bench.mesh")
+        nb_port, na_port = free_port(), free_port()
+        tls = "ssl_protocols TLSv1.2 TLSv1.3; ssl_ecdh_curve X25519:prime256v1;"
+        procs.append(start_nginx(work, "nb", f"""
+    listen 127.0.0.1:{nb_port} ssl;
+    {tls}
+    ssl_certificate {nb_crt}; ssl_certificate_key {nb_key};
+    ssl_client_certificate {work}/bundle-chain.pem; ssl_verify_client on; ssl_verify_depth 3;
+    location / {{
+      proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-Client-Cert $ssl_client_s_dn;
+    }}""", f"upstream app {{ server 127.0.0.1:{app_port}; keepalive 128; keepalive_requests 1000000; }}"))
+        procs.append(start_nginx(work, "na", f"""
+    listen 127.0.0.1:{na_port};
+    location / {{
+      proxy_pass https://nb; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_ssl_certificate {na_crt}; proxy_ssl_certificate_key {na_key};
+      proxy_ssl_trusted_certificate {work}/bundle-chain.pem; proxy_ssl_verify on; proxy_ssl_verify_depth 3;
+      proxy_ssl_name server.bench.mesh; proxy_ssl_session_reuse on; proxy_ssl_protocols TLSv1.2 TLSv1.3;
+    }}""", f"upstream nb {{ server 127.0.0.1:{nb_port}; keepalive 128; keepalive_requests 1000000; }}"))
+        for port in (sa_port, na_port, nb_port):
+            wait_port(port)
+        nginx_pids = nginx_worker_pids(procs[-2]) + nginx_worker_pids(procs[-1])
+        topologies = {
+            "direct": (app_port, []),
+            "trustmesh": (sa_port, [a_proc.pid, b_proc.pid]),
+            "nginx": (na_port, nginx_pids),
+        }
+        # warm up every path (handshakes, pools) before measuring
+        for port, _ in topologies.values():
+            wrk(port, 4, 1)
+        results: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in args.connections} for name in topologies}
+        for rnd in range(args.rounds):
+            for conns in args.connections:
+                for name, (port, pids) in topologies.items():
+                    cpu0 = cpu_seconds(pids) if pids else 0.0
+                    res = wrk(port, conns, args.seconds)
+                    if pids:
+                        hops = 2
+                        res["cpu_us_per_req_per_hop"] = (cpu_seconds(pids) - cpu0) / res["requests"] / hops * 1e6
+                    results[name][conns].append(res)
+                    print(f"round {rnd + 1} c={conns:3} {name:9} {res['rps']:9.0f} req/s  p50 {res['p50_ms']:.2f} ms  "
+                          f"p99 {res['p99_ms']:.2f} ms" + (f"  cpu/req/hop {res['cpu_us_per_req_per_hop']:.1f} us" if pids else "")
+                          + (f"  non-2xx {res['non2xx']}" if res["non2xx"] else "") + (f"  socket errors: {res['socket_errors']}" if res["socket_errors"] else ""), flush=True)
+        rss = {
+            "trustmesh sidecar A": rss_mb(a_proc.pid),
+            "trustmesh sidecar B": rss_mb(b_proc.pid),
+            "nginx A (master+worker)": sum(rss_mb(p) for p in nginx_worker_pids(procs[-1])),
+            "nginx B (master+worker)": sum(rss_mb(p) for p in nginx_worker_pids(procs[-2])),
+        }
+        report(results, rss, args)
+        if args.json:
+            args.json.write_text(json.dumps({"results": results, "rss_mb": rss}, indent=2))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM if proc.args[3:4] != ["-m"] else signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return 0
+
+
+def report(results: dict, rss: dict, args: argparse.Namespace) -> None:
+    med = lambda rows, key: statistics.median(r[key] for r in rows)  # noqa: E731
+    print()
+    print(f"medians of {args.rounds} rounds x {args.seconds:g} s, 1 KiB responses, proxies pinned to one core")
+    print("| connections | topology | req/s | p50 ms | p99 ms | CPU us/req/hop | vs direct | vs nginx |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for conns in args.connections:
+        direct = med(results["direct"][conns], "rps")
+        nginx = med(results["nginx"][conns], "rps")
+        for name in ("direct", "trustmesh", "nginx"):
+            rows = results[name][conns]
+            rps = med(rows, "rps")
+            cpu = f"{med(rows, 'cpu_us_per_req_per_hop'):.1f}" if name != "direct" else "-"
+            print(f"| {conns} | {name} | {rps:,.0f} | {med(rows, 'p50_ms'):.2f} | {med(rows, 'p99_ms'):.2f} | {cpu} | "
+                  f"{rps / direct:.2f}x | {rps / nginx:.2f}x |")
+    print()
+    for name, value in rss.items():
+        print(f"RSS {name}: {value:.1f} MB")
+    c16 = 16 if 16 in args.connections else args.connections[0]
+    added = med(results["trustmesh"][c16], "p99_ms") - med(results["direct"][c16], "p99_ms")
+    print(f"added p99 over direct at {c16} connections: {added:.2f} ms")
+    errors = sum(r["non2xx"] for rows in results.values() for cell in rows.values() for r in cell)
+    print(f"non-2xx responses across all runs: {errors}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
