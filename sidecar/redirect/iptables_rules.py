@@ -65,10 +65,7 @@ def render(config: RedirectConfig, version: int) -> dict[str, Table]:
 
 def _nat(config: RedirectConfig, v: int) -> Table:
     lo = _LOOPBACK[v]
-    out_capture = config.mode != "ebpf"  # in eBPF mode cgroup programs capture outbound
-    chains = ["TRUSTMESH_INBOUND", "TRUSTMESH_IN_REDIRECT", "TRUSTMESH_OUTPUT"]
-    if out_capture:
-        chains.append("TRUSTMESH_REDIRECT")
+    chains = ["TRUSTMESH_INBOUND", "TRUSTMESH_IN_REDIRECT", "TRUSTMESH_OUTPUT", "TRUSTMESH_REDIRECT"]
     rules = [f":{c} - [0:0]" for c in chains]
     rules += ["-A PREROUTING -p tcp -j TRUSTMESH_INBOUND", "-A OUTPUT -p tcp -j TRUSTMESH_OUTPUT"]
     for port in config.effective_inbound_exclusions:
@@ -84,21 +81,18 @@ def _nat(config: RedirectConfig, v: int) -> Table:
     rules += [
         f"{out} ! -d {lo} -o lo -m owner --uid-owner {config.proxy_uid} -j TRUSTMESH_INBOUND",
         f"{out} ! -d {lo} -o lo -m owner --gid-owner {config.proxy_gid} -j TRUSTMESH_INBOUND",
+        f"{out} -m owner --uid-owner {config.proxy_uid} -j RETURN",
+        f"{out} -m owner --gid-owner {config.proxy_gid} -j RETURN",
+        f"{out} -d {lo} -j RETURN",
     ]
-    if out_capture:
-        rules += [
-            f"{out} -m owner --uid-owner {config.proxy_uid} -j RETURN",
-            f"{out} -m owner --gid-owner {config.proxy_gid} -j RETURN",
-            f"{out} -d {lo} -j RETURN",
-        ]
-        rules += [f"{out} -p tcp -m tcp --dport {p} -j RETURN" for p in config.exclude_outbound_ports]
-        rules += [f"{out} -d {n} -j RETURN" for n in config.cidrs("exclude_outbound_cidrs", v) or ()]
-        include = config.cidrs("outbound_cidrs", v)
-        if include is None:
-            rules.append(f"{out} -j TRUSTMESH_REDIRECT")
-        else:
-            rules += [f"{out} -d {n} -j TRUSTMESH_REDIRECT" for n in include]
-        rules.append(f"-A TRUSTMESH_REDIRECT -p tcp -j REDIRECT --to-ports {config.outbound_port}")
+    rules += [f"{out} -p tcp -m tcp --dport {p} -j RETURN" for p in config.exclude_outbound_ports]
+    rules += [f"{out} -d {n} -j RETURN" for n in config.cidrs("exclude_outbound_cidrs", v) or ()]
+    include = config.cidrs("outbound_cidrs", v)
+    if include is None:
+        rules.append(f"{out} -j TRUSTMESH_REDIRECT")
+    else:
+        rules += [f"{out} -d {n} -j TRUSTMESH_REDIRECT" for n in include]
+    rules.append(f"-A TRUSTMESH_REDIRECT -p tcp -j REDIRECT --to-ports {config.outbound_port}")
     return rules
 
 

@@ -69,16 +69,6 @@ def test_remove_input_of_nothing_is_empty():
     assert rules.remove_input(rules.owned_rules("*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n")) == ""
 
 
-def test_ebpf_mode_keeps_only_the_self_call_rules_in_nat_output():
-    nat = rules.render(RedirectConfig(mode="ebpf"), 4)["nat"]
-    outputs = [r for r in nat if r.startswith("-A TRUSTMESH_OUTPUT")]
-    assert outputs == [
-        "-A TRUSTMESH_OUTPUT ! -d 127.0.0.0/8 -o lo -m owner --uid-owner 1337 -j TRUSTMESH_INBOUND",
-        "-A TRUSTMESH_OUTPUT ! -d 127.0.0.0/8 -o lo -m owner --gid-owner 1337 -j TRUSTMESH_INBOUND",
-    ]
-    assert not any("TRUSTMESH_REDIRECT" in r for r in nat)
-
-
 def test_a_rule_placed_before_the_capture_jump_is_reported():
     save = """*nat
 :OUTPUT ACCEPT [0:0]
