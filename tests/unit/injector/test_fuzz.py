@@ -7,10 +7,13 @@ import copy
 import json
 
 import jsonpatch
+import kubernetes_validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from injector.config import InjectorConfig
+from injector.errors import AnnotationError
+from injector.inject import inject_pod, pod_patch
 from injector.webhook import Webhooks
 from tests.support.k8s_admission_double import admission_review
 from tests.support.k8s_admission_double import pod as make_pod
@@ -102,3 +105,57 @@ def test_damaged_review_envelopes_get_a_400_or_a_denial(key, value):
         assert response["uid"] == review["request"]["uid"]
         if not response["allowed"]:
             assert response["status"]["code"] in (400, 403), response["status"]["message"]
+
+
+_names = st.text(alphabet="abcdefghij-", min_size=1, max_size=6).filter(
+    lambda n: n[0] != "-" and n[-1] != "-" and not n.startswith("trustmesh"))
+_probe = st.one_of(
+    st.none(),
+    st.builds(lambda p: {"httpGet": {"path": "/h", "port": p}}, st.sampled_from([8080, "http", 15021, 9000])),
+    st.builds(lambda p: {"tcpSocket": {"port": p}}, st.sampled_from([8080, 9000])),
+    st.just({"exec": {"command": ["true"]}}),
+)
+
+
+@st.composite
+def valid_pods(draw):
+    names = draw(st.lists(_names, min_size=1, max_size=4, unique=True))
+    split = draw(st.integers(0, len(names) - 1))
+    containers = []
+    for name in names[split:]:
+        container = {"name": name, "image": "registry.example/x:1",
+                     "ports": [{"name": "http", "containerPort": 8080}]}
+        for field in ("readinessProbe", "livenessProbe", "startupProbe"):
+            probe = draw(_probe)
+            if probe is not None:
+                container[field] = probe
+        if draw(st.booleans()):
+            container["env"] = [{"name": "X", "value": "1"}]
+        containers.append(container)
+    inits = [{"name": n, "image": "registry.example/i:1",
+              **({"restartPolicy": "Always"} if draw(st.booleans()) else {})} for n in names[:split]]
+    annotations = draw(st.dictionaries(
+        st.sampled_from(["trustmesh.io/sidecar-mode", "trustmesh.io/exclude-inbound-ports",
+                         "trustmesh.io/rewrite-probes", "trustmesh.io/policy"]),
+        st.sampled_from(["classic", "native", "9000", "false", "true", "pol"]), max_size=2))
+    pod = make_pod(containers=containers, annotations=annotations)
+    if inits:
+        pod["spec"]["initContainers"] = inits
+    return pod
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pod=valid_pods())
+def test_any_accepted_pod_injects_to_a_valid_pod_and_reinjection_is_a_no_op(pod):
+    config = InjectorConfig(trust_domain="example.org")
+    try:
+        first = inject_pod(pod, config)
+    except AnnotationError:
+        return  # e.g. sidecar-mode "9000": refused, and that is tested elsewhere
+    patched = jsonpatch.apply_patch(pod, pod_patch(pod, first))
+    assert patched == first.pod
+    kubernetes_validate.validate(patched, "1.36", strict=True)
+    spec = patched["spec"]
+    every = [c["name"] for c in spec.get("initContainers", []) + spec["containers"]]
+    assert every.count("trustmesh-init") == 1 and every.count("trustmesh-proxy") == 1
+    assert pod_patch(patched, inject_pod(patched, config)) == []
