@@ -41,6 +41,11 @@ _EXTRA = "authentication.kubernetes.io/"
 _SA_PREFIX = "system:serviceaccount:"
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """A JSON object where one is expected; anything else reads as empty (and so fails closed)."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def _one(extra: Mapping[str, Any], key: str) -> str:
     values = extra.get(_EXTRA + key) or []
     if isinstance(values, list) and len(values) == 1 and isinstance(values[0], str) and values[0]:
@@ -63,14 +68,16 @@ def reviewed_token_from_review(doc: Mapping[str, Any], audience: str, expires_at
     ``expires_at`` is the token's ``exp`` (its signature was just checked by
     the apiserver); it bounds how long the result may be cached.
     """
-    status = doc.get("status") or {}
+    status = _mapping(doc.get("status"))
     if status.get("authenticated") is not True:
         raise UnauthenticatedError(f"token rejected by the Kubernetes API: {status.get('error') or 'not authenticated'}")
-    if audience not in (status.get("audiences") or []):
+    audiences = status.get("audiences")
+    if not isinstance(audiences, list) or audience not in audiences:
         raise UnauthenticatedError(f"token is not valid for audience {audience!r}")
-    user = status.get("user") or {}
-    ns, sa = _split_username(str(user.get("username") or ""))
-    extra = user.get("extra") or {}
+    user = _mapping(status.get("user"))
+    username = user.get("username")
+    ns, sa = _split_username(username if isinstance(username, str) else "")
+    extra = _mapping(user.get("extra"))
     pod_name, pod_uid = _one(extra, "pod-name"), _one(extra, "pod-uid")
     if not pod_name or not pod_uid:
         raise DeniedError("token is not bound to a pod; use a projected ServiceAccount token")
@@ -98,9 +105,9 @@ def reviewed_token_from_claims(claims: Mapping[str, Any]) -> ReviewedToken:
 
 def pod_facts_from_pod(doc: Mapping[str, Any]) -> PodFacts:
     """A Pod document → :class:`PodFacts`."""
-    meta = doc.get("metadata") or {}
-    spec = doc.get("spec") or {}
-    labels = meta.get("labels") or {}
+    meta = _mapping(doc.get("metadata"))
+    spec = _mapping(doc.get("spec"))
+    labels = _mapping(meta.get("labels"))
     return PodFacts(
         namespace=str(meta.get("namespace") or ""),
         name=str(meta.get("name") or ""),

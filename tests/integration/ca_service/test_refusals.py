@@ -202,3 +202,12 @@ async def test_jwt_audiences_checked(kube, start_service, client_for, audit_stre
         await client.mint_jwt_svid([])
     assert info.value.code == "INVALID_ARGUMENT"
     assert audit_stream.last()["rpc"] == "MintJWTSVID"
+
+
+async def test_deadline_exceeded_when_the_api_is_slow(kube, start_service, client_for, audit_stream):
+    service = await start_service(limits={"deadline_seconds": 0.3})
+    kube.add_pod("prod", "web-0", service_account="web")
+    client = client_for(service, kube.issue_token("prod", "web", pod_name="web-0"))
+    kube.response_delay = 1.0
+    err, line = await _refused(client, audit_stream, "DEADLINE_EXCEEDED")
+    assert "deadline" in err.details

@@ -144,3 +144,58 @@ def test_status_mapping(err, code):
     got, message = status_for(err)
     assert got is code
     assert "secret detail" not in message and "crypto internals" not in message
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from ca.service.wire import pod_facts_from_pod, reviewed_token_from_review  # noqa: E402
+
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=2048))
+def test_any_csr_bytes_give_a_precise_refusal_or_a_key(data):
+    try:
+        public_key_from_csr(data, 1024)
+    except BadRequestError as err:
+        assert str(err).startswith("csr") or "CSR" in str(err)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["status", "metadata", "spec", "x"]), _json, max_size=4)
+    | st.fixed_dictionaries(
+        {"status": st.fixed_dictionaries(
+            {"authenticated": st.just(True), "audiences": st.just(["trustmesh-ca"]),
+             "user": st.dictionaries(st.sampled_from(["username", "extra", "uid"]), _json, max_size=3)})}
+    )
+)
+def test_any_token_review_document_is_refused_or_fully_formed(doc):
+    try:
+        got = reviewed_token_from_review(doc, "trustmesh-ca", 1.0)
+    except (UnauthenticatedError, DeniedError):
+        return
+    assert got.namespace and got.service_account and got.pod_name and got.pod_uid
+
+
+_pod_field = st.none() | st.text(max_size=5) | st.lists(st.integers(), max_size=2) | st.dictionaries(
+    st.text(max_size=3), st.text(max_size=3) | st.integers(), max_size=2
+)
+_pod_section = st.none() | st.integers() | st.dictionaries(
+    st.sampled_from(["labels", "name", "uid", "deletionTimestamp", "serviceAccountName"]), _pod_field, max_size=3
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.sampled_from(["metadata", "spec"]), _pod_section, max_size=2))
+def test_any_pod_document_converts_without_crashing(doc):
+    facts = pod_facts_from_pod(doc)
+    assert isinstance(facts.terminating, bool)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in facts.labels.items())
