@@ -100,6 +100,7 @@ class WorkloadApiService:
         self._source = source
         self._jwt_ttl = jwt_ttl
         self._jwt_cache = jwt_cache if jwt_cache is not None else JwtSvidCache()
+        self._cache_generation = source.generation
 
     # -- X.509-SVID profile ------------------------------------------------
 
@@ -127,6 +128,10 @@ class WorkloadApiService:
             audiences = _audiences(request.audience)
             svid = self._source.get_x509_svid()
             own_id = str(svid.spiffe_id)
+            if self._source.generation != self._cache_generation:
+                # new SVID or bundles (e.g. a JWT key rotation): mint afresh
+                self._jwt_cache.clear()
+                self._cache_generation = self._source.generation
             if request.spiffe_id:
                 wanted = str(SpiffeId.parse(request.spiffe_id))
                 if wanted != own_id:

@@ -133,6 +133,15 @@ async def test_fetch_jwt_svid_caches_per_audience_set(served, domain):
     assert len([t for t in domain.minted if t in (a1.svids[0].svid, ab.svids[0].svid)]) == 2
 
 
+async def test_identity_change_empties_the_jwt_cache(served, domain):
+    source, _, channel = served
+    request = pb.JWTSVIDRequest(audience=["a"])
+    before = (await _first(channel, "FetchJWTSVID", request)).svids[0].svid
+    assert (await _first(channel, "FetchJWTSVID", request)).svids[0].svid == before
+    await source.update(svid=domain.svid("/ns/prod/sa/web"))
+    assert (await _first(channel, "FetchJWTSVID", request)).svids[0].svid != before
+
+
 @pytest.mark.parametrize(
     ("request_fields", "code", "complaint"),
     [
