@@ -78,7 +78,7 @@ def test_every_resource_file_is_in_a_kustomization():
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed")
-@pytest.mark.parametrize("directory", KUSTOMIZATIONS)
+@pytest.mark.parametrize("directory", ["", "cert-manager"])  # together they include every kustomization
 def test_kustomize_renders_valid_objects(directory, assert_valid):
     rendered = subprocess.run(["kubectl", "kustomize", str(MANIFESTS / directory)], capture_output=True,
                               text=True, timeout=60, check=False)

@@ -68,7 +68,7 @@ def damaged_pods(draw):
     return pod
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pod=damaged_pods())
 def test_damaged_pods_get_a_decision_never_an_internal_error(pod):
     for endpoint in (HOOKS.inject, HOOKS.validate, HOOKS.require_injection):
@@ -87,7 +87,7 @@ REVIEW = admission_review(BASE)
 REQUEST_KEYS = sorted(REVIEW["request"])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(key=st.sampled_from(REQUEST_KEYS + ["apiVersion", "kind", "request"]), value=_json)
 def test_damaged_review_envelopes_get_a_400_or_a_denial(key, value):
     review = copy.deepcopy(REVIEW)
@@ -144,7 +144,7 @@ def valid_pods(draw):
     return pod
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pod=valid_pods())
 def test_any_accepted_pod_injects_to_a_valid_pod_and_reinjection_is_a_no_op(pod):
     config = InjectorConfig(trust_domain="example.org")
