@@ -35,13 +35,12 @@ from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca import certs
 from ca.errors import IssuanceError, KeyFormatError
-from ca.keys import PrivateKey, key_type_of
+from ca.keys import PrivateKey, check_signing_key, signature_hash
 from sdk.bundle import Bundle
 from sdk.errors import TrustmeshError
 from sdk.spiffeid import SpiffeId, TrustDomain
@@ -61,7 +60,6 @@ __all__ = [
 ]
 
 DEFAULT_X509_SVID_MAX_TTL = timedelta(hours=24)
-_SHA256 = hashes.SHA256()
 
 
 def new_authority_id() -> str:
@@ -124,7 +122,7 @@ def create_root(
         not_before=now,
         not_after=now + ttl,
     )
-    cert = builder.sign(key, _SHA256)
+    cert = builder.sign(key, signature_hash(key))
     return X509Authority(cert, key, (), cert)
 
 
@@ -151,7 +149,7 @@ def create_intermediate(
         not_before=now,
         not_after=min(now + ttl, limit),
     )
-    cert = builder.sign(parent.private_key, _SHA256)
+    cert = builder.sign(parent.private_key, signature_hash(parent.private_key))
     return X509Authority(cert, key, parent.presented_chain, parent.trust_anchor)
 
 
@@ -208,7 +206,7 @@ def check_authority(authority: X509Authority, *, source: str) -> None:
     still loadable so that rotation can remove it).
     """
     cert = authority.certificate
-    key_type_of(authority.private_key)
+    check_signing_key(authority.private_key)
     if cert.public_key() != authority.private_key.public_key():
         raise KeyFormatError(f"{source}: the private key does not match the certificate")
     path = (cert, *authority.chain) + (() if authority.is_root else (authority.trust_anchor,))
@@ -283,6 +281,7 @@ class X509Issuer:
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
         )
         self._issuer_name = authority.certificate.subject
+        self._hash = signature_hash(authority.private_key)
         self._not_before = authority.not_before
         self._expires_at = authority.expires_at
         self._anchor = Bundle(trust_domain, (authority.certificate,), {})
@@ -323,7 +322,7 @@ class X509Issuer:
             issuer_aki=self._aki,
             issuer_name=self._issuer_name,
         )
-        leaf = builder.sign(self.authority.private_key, _SHA256)
+        leaf = builder.sign(self.authority.private_key, self._hash)
         self._validate(leaf, spiffe_id, public_key, now)
         return (leaf, *self._tail)
 

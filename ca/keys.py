@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol, Union
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ca.errors import CaStoreError, KeyFormatError
@@ -33,6 +33,8 @@ __all__ = [
     "KeyType",
     "generate_key",
     "key_type_of",
+    "check_signing_key",
+    "signature_hash",
     "private_key_to_pem",
     "private_key_from_pem",
     "KeyStore",
@@ -85,6 +87,32 @@ def key_type_of(key: object) -> KeyType:
     raise KeyFormatError(f"unsupported key type {type(key).__name__} (only ECDSA P-256 or RSA)")
 
 
+def check_signing_key(key: object) -> None:
+    """Raise KeyFormatError unless ``key`` can sign certificates here.
+
+    The CA generates only :class:`KeyType` keys, but an upstream CA's key may
+    also be ECDSA P-384/P-521 or RSA up to 8192 bits.
+    """
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        if not isinstance(key.curve, (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)):
+            raise KeyFormatError(f"unsupported elliptic curve {key.curve.name} (P-256, P-384 or P-521)")
+    elif isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        if not 2048 <= key.key_size <= 8192:
+            raise KeyFormatError(f"unsupported RSA key size {key.key_size} (2048 to 8192)")
+    else:
+        raise KeyFormatError(f"unsupported key type {type(key).__name__} (only ECDSA or RSA)")
+
+
+def signature_hash(key: PrivateKey) -> hashes.HashAlgorithm:
+    """The digest to sign with ``key``: SHA-384 for P-384, SHA-512 for P-521, else SHA-256."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        if isinstance(key.curve, ec.SECP384R1):
+            return hashes.SHA384()
+        if isinstance(key.curve, ec.SECP521R1):
+            return hashes.SHA512()
+    return hashes.SHA256()
+
+
 def private_key_to_pem(key: PrivateKey, passphrase: bytes | None = None) -> bytes:
     """Encode ``key`` as PKCS#8 PEM, encrypted with ``passphrase`` when one is given."""
     encryption: serialization.KeySerializationEncryption
@@ -112,7 +140,7 @@ def private_key_from_pem(
             raise KeyFormatError(f"{source}: wrong passphrase or corrupt encrypted key") from err
         raise KeyFormatError(f"{source}: not a PEM private key ({err})") from err
     try:
-        key_type_of(key)  # reject unsupported algorithms and sizes
+        check_signing_key(key)  # reject unsupported algorithms and sizes
     except KeyFormatError as err:
         raise KeyFormatError(f"{source}: {err}") from None
     return key  # type: ignore[return-value]

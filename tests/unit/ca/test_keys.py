@@ -17,6 +17,7 @@ from ca.keys import (
     key_type_of,
     private_key_from_pem,
     private_key_to_pem,
+    signature_hash,
 )
 from tests.support.pki import new_key
 
@@ -54,16 +55,23 @@ def test_passphrase_encrypts_and_is_required():
     [
         (b"", "not a PEM private key"),
         (b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "not a PEM private key"),
-        (private_key_to_pem(new_key("ec-p384")), "only P-256"),
-        (private_key_to_pem(new_key("rsa-1024")), "only 2048 or 3072"),
-        (private_key_to_pem(new_key("ed25519")), "only ECDSA P-256 or RSA"),
+        (private_key_to_pem(new_key("rsa-1024")), "unsupported RSA key size 1024"),
+        (private_key_to_pem(new_key("ed25519")), "only ECDSA or RSA"),
     ],
-    ids=["empty", "garbage", "p384", "rsa-1024", "ed25519"],
+    ids=["empty", "garbage", "rsa-1024", "ed25519"],
 )
 def test_unusable_keys_are_refused_with_the_reason(data, reason):
     with pytest.raises(KeyFormatError, match=reason) as caught:
         private_key_from_pem(data, source="upstream.key")
     assert str(caught.value).startswith("upstream.key: ")
+
+
+def test_an_upstream_p384_key_loads_and_signs_with_sha384():
+    key = private_key_from_pem(private_key_to_pem(new_key("ec-p384")))
+    assert signature_hash(key).name == "sha384"
+    assert signature_hash(generate_key()).name == "sha256"
+    with pytest.raises(KeyFormatError, match="only P-256"):
+        key_type_of(key)  # but the CA never generates one for itself
 
 
 def test_unknown_key_type_name_lists_the_choices():

@@ -265,6 +265,19 @@ def test_unusable_upstream_material_is_refused(now, fault, reason):
     assert str(caught.value).startswith("upstream.pem: ")
 
 
+@pytest.mark.parametrize("kind", ["ec-p384", "rsa-3072"])
+def test_upstream_with_another_key_type_signs_our_intermediate(td, now, openssl_verify, kind):
+    root = make_root("corp.example", key=new_key(kind))
+    upstream = load_upstream(root.pem, root.key, now=now)
+    ca = CertificateAuthority.create(CaConfig(td), now=now, upstream=upstream)
+    ours = ca.slots.active.x509.certificate
+    if kind == "ec-p384":
+        assert ours.signature_hash_algorithm.name == "sha384"
+    chain = ca.issue_x509_svid(generate_key().public_key(), WEB, now=now)
+    result = openssl_verify(chain, [root.cert], purpose="sslclient")
+    assert result.returncode == 0, result.stderr
+
+
 def test_upstream_path_length_that_allows_our_intermediate_is_accepted(td, now, openssl_verify):
     root = make_root("corp.example", path_length=2)
     mid = make_intermediate(root, path_length=1)
