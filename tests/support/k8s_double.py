@@ -3,7 +3,10 @@
 Kubernetes itself is the one thing trustmesh tests do not run; this aiohttp
 application stands in for kube-apiserver and speaks its real JSON shapes, so
 production code uses the real ``kubernetes`` client against it exactly as it
-would against a cluster (``kubernetes.client.Configuration(host=kube.url)``).
+would against a cluster (``kubernetes.client.Configuration(host=kube.url)``,
+or simply ``kube.api_client()``). Plain HTTP by default; ``tls=True`` serves
+HTTPS with a fresh self-signed certificate for 127.0.0.1 (``kube.ca_pem``),
+which ``api_client()`` trusts.
 
 What it serves:
 
@@ -48,18 +51,24 @@ import asyncio
 import base64
 import copy
 import hashlib
+import ipaddress
 import json
+import os
+import ssl
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import jwt
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 __all__ = ["KubernetesDouble", "DEFAULT_ISSUER", "NAMESPACED_KINDS"]
 
@@ -131,6 +140,7 @@ class KubernetesDouble:
         clock: Callable[[], float] = time.time,
         api_token: str | None = None,
         node_name: str = "node-1",
+        tls: bool = False,
     ) -> None:
         self.issuer = issuer
         self.invalidation_delay = invalidation_delay
@@ -156,6 +166,8 @@ class KubernetesDouble:
         self._lock = threading.Lock()
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.tls = tls
+        self.ca_pem = b""  # with tls=True: the certificate clients must trust
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -174,11 +186,49 @@ class KubernetesDouble:
         app.router.add_delete(base + "/{name}", self._delete)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl_context() if self.tls else None)
         await site.start()
         host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self.url = f"{'https' if self.tls else 'http'}://{host}:{port}"
         return self.url
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """A self-signed serving certificate for 127.0.0.1 (its PEM lands in ``ca_pem``)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver double")])
+        now = datetime.now(timezone.utc)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                ),
+                critical=False,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        self.ca_pem = cert.public_bytes(serialization.Encoding.PEM)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        with tempfile.TemporaryDirectory(prefix="k8s-double-") as tmp:
+            cert_path, key_path = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
+            with open(cert_path, "wb") as out:
+                out.write(self.ca_pem)
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(
+                    key.private_bytes(
+                        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                    )
+                )
+            context.load_cert_chain(cert_path, key_path)
+        return context
 
     async def stop(self) -> None:
         """Close the listening port; later client calls get connection refused."""
@@ -212,6 +262,9 @@ class KubernetesDouble:
         import kubernetes.client
 
         config = kubernetes.client.Configuration(host=self.url)
+        if self.tls:
+            config.ssl_ca_cert = None
+            config.ca_cert_data = self.ca_pem.decode()
         bearer = token or self.api_token
         if bearer:
             config.api_key = {"BearerToken": bearer}

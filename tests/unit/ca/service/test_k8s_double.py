@@ -140,3 +140,16 @@ async def test_secret_string_data_and_outage(kube):
         with pytest.raises(ApiException) as info:
             await asyncio.to_thread(core.read_namespaced_secret, "ca-keys", "sys")
     assert info.value.status == 503
+
+
+async def test_https_with_api_token():
+    async with KubernetesDouble(tls=True, api_token="ca-token") as kube:
+        assert kube.url.startswith("https://127.0.0.1:")
+        kube.add_pod("prod", "web-0", service_account="web")
+        core = kubernetes.client.CoreV1Api(kube.api_client())
+        pod = await asyncio.to_thread(core.read_namespaced_pod, "web-0", "prod")
+        assert pod.metadata.name == "web-0"
+        anonymous = kubernetes.client.CoreV1Api(kube.api_client(token="wrong"))
+        with pytest.raises(ApiException) as info:
+            await asyncio.to_thread(anonymous.read_namespaced_pod, "web-0", "prod")
+        assert info.value.status == 401
