@@ -31,7 +31,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -303,7 +303,7 @@ class X509Issuer:
         or a SAN is unacceptable, the authority has expired, or the signed
         certificate fails validation.
         """
-        now = _utc(now)
+        now = certs.aware_now(now)
         if not isinstance(spiffe_id, SpiffeId):
             raise IssuanceError(f"spiffe_id must be a SpiffeId, got {type(spiffe_id).__name__}")
         if not spiffe_id.member_of(self.trust_domain):
@@ -342,14 +342,6 @@ class X509Issuer:
         else:
             return
         raise IssuanceError(f"issued certificate {problem}")
-
-
-def _utc(now: datetime | None) -> datetime:
-    if now is None:
-        return datetime.now(timezone.utc)
-    if now.tzinfo is None:
-        raise IssuanceError("now must be a timezone-aware datetime")
-    return now
 
 
 def chain_pem(chain: Sequence[x509.Certificate]) -> bytes:

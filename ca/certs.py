@@ -32,6 +32,7 @@ __all__ = [
     "authority_name",
     "check_dns_name",
     "check_ip_address",
+    "aware_now",
     "not_after_for",
     "authority_builder",
     "svid_builder",
@@ -87,6 +88,15 @@ def check_ip_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Addr
         return ipaddress.ip_address(address)
     except ValueError:
         raise IssuanceError(f"IP address {address!r}: not a valid IPv4 or IPv6 address") from None
+
+
+def aware_now(now: datetime | None) -> datetime:
+    """``now``, or the current time when None; a naive datetime is refused (IssuanceError)."""
+    if now is None:
+        return datetime.now(timezone.utc)
+    if not isinstance(now, datetime) or now.tzinfo is None:
+        raise IssuanceError(f"now must be a timezone-aware datetime, got {now!r}")
+    return now
 
 
 def not_after_for(

@@ -116,7 +116,7 @@ class JwtSigner:
         now: datetime | None = None,
     ) -> str:
         """A signed JWT-SVID for ``spiffe_id`` and ``audience`` (one or more), valid ``ttl`` (capped)."""
-        now = now or datetime.now(timezone.utc)
+        now = certs.aware_now(now)
         if not isinstance(spiffe_id, SpiffeId):
             raise IssuanceError(f"spiffe_id must be a SpiffeId, got {type(spiffe_id).__name__}")
         if not spiffe_id.member_of(self.trust_domain):

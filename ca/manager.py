@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
@@ -93,12 +93,14 @@ class TaintRecord:
 
 @dataclass(frozen=True)
 class _State:
+    """One consistent view, swapped in whole: slots and what is derived from them."""
+
     slots: Slots
     sequence: int
-    tainted: tuple[TaintRecord, ...] = ()
-    issuer: X509Issuer = field(compare=False, default=None)  # type: ignore[assignment]
-    signer: JwtSigner = field(compare=False, default=None)  # type: ignore[assignment]
-    bundle: Bundle = field(compare=False, default=None)  # type: ignore[assignment]
+    tainted: tuple[TaintRecord, ...]
+    issuer: X509Issuer
+    signer: JwtSigner
+    bundle: Bundle
 
 
 class CertificateAuthority:
@@ -185,6 +187,7 @@ class CertificateAuthority:
 
     def prepare(self, now: datetime) -> Authority:
         """Create the next authority in the standby slot; it joins the bundle."""
+        now = _aware(now)
         with self._lock:
             state = self._state
             state.slots.check_can_prepare(self.config.grace)
@@ -194,6 +197,7 @@ class CertificateAuthority:
 
     def activate(self, now: datetime) -> Authority:
         """Make the prepared authority the signer; the previous one retires (stays in the bundle)."""
+        now = _aware(now)
         with self._lock:
             state = self._state
             slots = state.slots.activate(now)
@@ -202,6 +206,7 @@ class CertificateAuthority:
 
     def taint(self, now: datetime) -> Authority:
         """Remove the retired authority from the bundle; what it signed stops validating."""
+        now = _aware(now)
         with self._lock:
             state = self._state
             slots, old = state.slots.taint()
@@ -211,6 +216,7 @@ class CertificateAuthority:
 
     def due(self, now: datetime) -> tuple[str, ...]:
         """The rotation steps :meth:`tick` would take at ``now`` (``prune``, ``prepare``, ``activate``)."""
+        now = _aware(now)
         slots, steps, grace = self._state.slots, [], self.config.grace
         if slots.prune_due(now, grace):
             steps.append("prune")
@@ -228,6 +234,7 @@ class CertificateAuthority:
 
     def tick(self, now: datetime) -> tuple[str, ...]:
         """Do every rotation step that is due at ``now``; returns what was done, e.g. ``("prepare id",)``."""
+        now = _aware(now)
         done: list[str] = []
         with self._lock:
             state = self._state
@@ -280,12 +287,16 @@ class CertificateAuthority:
         return _State(slots, sequence, tainted, issuer, signer, bundle)
 
 
+def _aware(now: datetime) -> datetime:
+    if not isinstance(now, datetime) or now.tzinfo is None:
+        raise RotationError(f"now must be a timezone-aware datetime, got {now!r}")
+    return now.astimezone(timezone.utc)
+
+
 def _new_authority(
     config: CaConfig, upstream: X509Authority | None, now: datetime, state: SlotState
 ) -> Authority:
-    if now.tzinfo is None:
-        raise RotationError("now must be a timezone-aware datetime")
-    now = now.astimezone(timezone.utc)
+    now = _aware(now)
     authority_id = new_authority_id()
     key = generate_key(config.key_type)
     if upstream is None:

@@ -162,3 +162,14 @@ def test_a_ca_left_off_past_its_expiry_recovers_on_the_next_ticks(td):
     assert verify_chain(ca.issue_x509_svid(public, WEB, now=later), ca.bundle(), later) == WEB
     assert len(ca.bundle().x509_authorities) == 1 and ca.sequence == 3
     assert ca.tick(later) == ()
+
+
+def test_a_naive_clock_is_refused(td):
+    ca = CertificateAuthority.create(_config(td), now=T0)
+    naive = T0.replace(tzinfo=None)
+    with pytest.raises(RotationError, match="timezone-aware"):
+        ca.tick(naive)
+    with pytest.raises(IssuanceError, match="timezone-aware"):
+        ca.issue_x509_svid(generate_key().public_key(), WEB, now=naive)
+    with pytest.raises(IssuanceError, match="timezone-aware"):
+        ca.mint_jwt_svid(WEB, "api", now=naive)
