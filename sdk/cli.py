@@ -24,7 +24,7 @@ _MAX_INPUT_BYTES = 1024 * 1024
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``svid inspect`` and ``jwt validate``."""
+    """Add ``svid inspect``, ``jwt validate`` and the Workload API client ``api``."""
     svid = subparsers.add_parser("svid", help="inspect X.509-SVIDs")
     svid_sub = svid.add_subparsers(dest="svid_command", metavar="ACTION")
     svid_sub.required = True
@@ -58,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--trust-domain", metavar="TD", help="trust domain of --bundle (default: the token's sub)"
     )
     validate.set_defaults(func=_jwt_validate)
+
+    from sdk.workloadapi import cli as api_cli
+
+    api_cli.register(subparsers)
 
 
 # -- svid inspect ----------------------------------------------------------------
