@@ -169,3 +169,19 @@ def test_failures_exit_1_with_one_line(shared_ca, tmp_path, args, message):
     assert result.stderr.count("\n") == 1 and result.stdout == ""
     assert not (tmp_path / "w.crt").exists()
     assert (Path(shared_ca) / "ca.json").read_bytes() == before
+
+
+def test_concurrent_rotations_are_serialised_by_the_directory_lock(ca_dir):
+    runs = [
+        subprocess.Popen([sys.executable, "-m", "trustmesh", "ca", "rotate", "prepare", "--dir", ca_dir],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    results = [(p.wait(timeout=60), p.stderr.read()) for p in runs]
+    for p in runs:
+        p.stdout.close()
+        p.stderr.close()
+    assert sorted(code for code, _ in results) == [0, 1, 1]
+    assert all("already prepared" in err for code, err in results if code == 1)
+    doc = json.loads((Path(ca_dir) / "ca.json").read_text())
+    assert doc["sequence"] == 2 and len(doc["authorities"]) == 2
