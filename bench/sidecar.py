@@ -275,11 +275,14 @@ def main() -> int:
         for rnd in range(args.rounds):
             for conns in args.connections:
                 for name, (port, pids) in topologies.items():
-                    cpu0 = cpu_seconds(pids) if pids else 0.0
+                    cpu0 = [cpu_seconds([p]) for p in pids]
                     res = wrk(port, conns, args.seconds)
                     if pids:
-                        hops = 2
-                        res["cpu_us_per_req_per_hop"] = (cpu_seconds(pids) - cpu0) / res["requests"] / hops * 1e6
+                        used = [cpu_seconds([p]) - c for p, c in zip(pids, cpu0)]
+                        res["cpu_us_per_req_per_hop"] = sum(used) / res["requests"] / 2 * 1e6
+                        if name == "trustmesh":
+                            res["cpu_us_per_req_a"] = used[0] / res["requests"] * 1e6
+                            res["cpu_us_per_req_b"] = used[1] / res["requests"] * 1e6
                     results[name][conns].append(res)
                     print(f"round {rnd + 1} c={conns:3} {name:9} {res['rps']:9.0f} req/s  p50 {res['p50_ms']:.2f} ms  "
                           f"p99 {res['p99_ms']:.2f} ms" + (f"  cpu/req/hop {res['cpu_us_per_req_per_hop']:.1f} us" if pids else "")
@@ -296,7 +299,7 @@ def main() -> int:
     finally:
         for proc in procs:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM if proc.args[3:4] != ["-m"] else signal.SIGTERM)
+                proc.send_signal(signal.SIGTERM)
         for proc in procs:
             try:
                 proc.wait(timeout=15)
@@ -323,6 +326,10 @@ def report(results: dict, rss: dict, args: argparse.Namespace) -> None:
     print()
     for name, value in rss.items():
         print(f"RSS {name}: {value:.1f} MB")
+    for conns in args.connections:
+        rows = results["trustmesh"][conns]
+        print(f"trustmesh CPU per request at {conns} connections: sidecar A (outbound) "
+              f"{med(rows, 'cpu_us_per_req_a'):.1f} us, sidecar B (inbound, policy) {med(rows, 'cpu_us_per_req_b'):.1f} us")
     c16 = 16 if 16 in args.connections else args.connections[0]
     added = med(results["trustmesh"][c16], "p99_ms") - med(results["direct"][c16], "p99_ms")
     print(f"added p99 over direct at {c16} connections: {added:.2f} ms")
