@@ -29,12 +29,14 @@ from datetime import timedelta
 import grpc
 import grpc.aio
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from sdk.bundle import Bundle
 from sdk.errors import TrustmeshError
 from sdk.proto import ca_pb2, ca_pb2_grpc
 from sdk.spiffeid import TrustDomain
+from sdk.x509svid import X509Svid
 
 __all__ = ["CaClient", "CaClientError", "bundle_from_message", "MAX_MESSAGE_BYTES"]
 
@@ -146,14 +148,20 @@ class CaClient:
         return (("authorization", f"Bearer {token}"),)
 
     async def sign_x509_svid(
-        self, csr_der: bytes, ttl: timedelta | None = None
+        self, csr_der: bytes, ttl: timedelta | None = None, *, renew: X509Svid | None = None
     ) -> tuple[tuple[x509.Certificate, ...], Bundle]:
         """Have the CA sign ``csr_der``; returns (leaf-first chain, bundle).
 
-        The returned leaf is checked to carry the CSR's public key.
+        With ``renew``, the call is authenticated by proving that SVID (its
+        chain plus a signature over the CSR with its key) instead of a token;
+        the CA must enable ``svid_renewal``. The returned leaf is checked to
+        carry the CSR's public key.
         """
         request = ca_pb2.SignX509SVIDRequest(csr=csr_der, requested_ttl_seconds=_ttl_seconds(ttl))
-        response = await self._unary(self._stub().SignX509SVID, request)
+        if renew is not None:
+            request.renew_chain.extend(c.public_bytes(serialization.Encoding.DER) for c in renew.cert_chain)
+            request.renew_signature = _sign(renew.private_key, csr_der)
+        response = await self._unary(self._stub().SignX509SVID, request, authenticated=renew is None)
         try:
             chain = tuple(x509.load_der_x509_certificate(der) for der in response.cert_chain)
         except ValueError as err:
@@ -221,6 +229,14 @@ def _translate(err: grpc.aio.AioRpcError) -> CaClientError:
     code = err.code()
     name = code.name if code is not None else "UNKNOWN"
     return CaClientError(err.details() or name, name)
+
+
+def _sign(key: object, data: bytes) -> bytes:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    raise CaClientError(f"cannot sign a renewal with a {type(key).__name__}", "INVALID_ARGUMENT")
 
 
 def _require_same_key(leaf: x509.Certificate, csr_der: bytes) -> None:

@@ -46,7 +46,9 @@ from ca.service.local_auth import JoinTokens, StaticTokens
 from ca.service.metrics import ServiceMetrics
 from ca.service.publisher import BundleHub, ConfigMapPublisher
 from ca.service.ratelimit import RateLimiter
-from ca.service.serving import ServingCertificate
+from ca.service.renewal import SvidRenewal
+from ca.service.serving import SERVING_PATH, ServingCertificate
+from sdk.spiffeid import SpiffeId
 from sdk.proto import ca_pb2_grpc
 
 __all__ = ["CaService"]
@@ -147,6 +149,13 @@ class CaService:
             audit=self.audit,
             metrics=self.metrics,
             limits=cfg.limits,
+            renewal=SvidRenewal(
+                lambda: self.ca.bundle(),
+                self.clock,
+                refused=[SpiffeId.from_segments(cfg.trust_domain, *SERVING_PATH)],
+            )
+            if cfg.svid_renewal
+            else None,
         )
         self._grpc = grpc.aio.server(
             options=[

@@ -17,6 +17,7 @@ a typo never silently falls back to a default. Example file::
         deny_service_accounts: ["prod/default"]
       static_tokens_file: /etc/trustmesh/static-tokens.yaml
       join_tokens: true                # single-use; join_tokens_file persists them
+      svid_renewal: true               # renew X.509-SVIDs by proving the current one
     listen:
       grpc: 0.0.0.0:15012
       bundle_endpoint: 0.0.0.0:8443
@@ -112,6 +113,7 @@ class ServiceConfig:
     static_tokens_file: str = ""
     join_tokens: bool = False  # single-use join tokens (in memory, or join_tokens_file)
     join_tokens_file: str = ""
+    svid_renewal: bool = False  # renew an X.509-SVID by proving the current one
     x509_ttl: TtlConfig = field(default_factory=lambda: TtlConfig(3600, 24 * 3600))
     jwt_ttl: TtlConfig = field(default_factory=lambda: TtlConfig(300, 3600))
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -299,6 +301,7 @@ def parse_config(data: Any) -> ServiceConfig:
     static_tokens_file = auth.string("static_tokens_file")
     join_tokens_file = auth.string("join_tokens_file")
     join_tokens = auth.boolean("join_tokens", bool(join_tokens_file))
+    svid_renewal = auth.boolean("svid_renewal", False)
     auth.finish()
 
     d = ServiceConfig(trust_domain=td, template=template)
@@ -367,6 +370,7 @@ def parse_config(data: Any) -> ServiceConfig:
         static_tokens_file=static_tokens_file,
         join_tokens=join_tokens,
         join_tokens_file=join_tokens_file,
+        svid_renewal=svid_renewal,
         x509_ttl=x509_ttl,
         jwt_ttl=jwt_ttl,
         limits=limits,

@@ -28,7 +28,9 @@ from ca.service.identity import Caller
 from ca.service.issuance import Issuance
 from ca.service.metrics import ServiceMetrics
 from ca.service.publisher import BundleHub
+from ca.service.errors import UnauthenticatedError
 from ca.service.ratelimit import RateLimiter
+from ca.service.renewal import SvidRenewal
 from ca.service.status import status_for
 from ca.service import wire
 from sdk.proto import ca_pb2, ca_pb2_grpc
@@ -59,16 +61,25 @@ class CaServicer(ca_pb2_grpc.CAServicer):
         audit: AuditLog,
         metrics: ServiceMetrics,
         limits: LimitsConfig,
+        renewal: SvidRenewal | None = None,
     ) -> None:
         self.issuance, self.authenticator, self.limiter = issuance, authenticator, limiter
         self.hub, self.audit, self.metrics, self.limits = hub, audit, metrics, limits
         self._watchers = 0
+        self.renewal = renewal
 
     async def SignX509SVID(self, request: ca_pb2.SignX509SVIDRequest, context) -> ca_pb2.SignX509SVIDResponse:
         async def run(caller_slot: list[Caller]) -> ca_pb2.SignX509SVIDResponse:
             public_key = public_key_from_csr(request.csr, self.limits.max_csr_bytes)
             ttl = wire.ttl_from_request(request.requested_ttl_seconds)
-            caller = await self._authenticate(context, caller_slot)
+            if request.renew_chain:
+                if self.renewal is None:
+                    raise UnauthenticatedError("renewal by SVID is not enabled on this CA; send a token")
+                caller = self.renewal.authenticate(request.renew_chain, request.renew_signature, request.csr)
+                caller_slot.append(caller)
+                self.limiter.check(caller.rate_key)
+            else:
+                caller = await self._authenticate(context, caller_slot)
             issued = self.issuance.sign_x509(caller, public_key, ttl)
             self.audit.issued("SignX509SVID", caller, serial=issued.serial, not_after=issued.not_after, peer=context.peer())
             return wire.sign_response(issued.chain, caller.spiffe_id, issued.bundle)

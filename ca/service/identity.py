@@ -49,7 +49,7 @@ class Caller:
     service_account: str = ""
     pod_name: str = ""
     pod_uid: str = ""
-    token_id: str = ""  # a short hash naming a join/static token, never the token
+    token_id: str = ""  # a short hash naming a join/static token (never the token); for renewals the presented serial
 
     @property
     def rate_key(self) -> str:
@@ -66,4 +66,6 @@ class Caller:
                 "pod": self.pod_name,
                 "pod_uid": self.pod_uid,
             }
+        if self.kind == "svid-renewal":
+            return {"caller_kind": self.kind, "renewed_serial": self.token_id}
         return {"caller_kind": self.kind, "token_id": self.token_id}

@@ -211,3 +211,68 @@ async def test_deadline_exceeded_when_the_api_is_slow(kube, start_service, clien
     kube.response_delay = 1.0
     err, line = await _refused(client, audit_stream, "DEADLINE_EXCEEDED")
     assert "deadline" in err.details
+
+
+async def test_join_token_then_renewal_by_svid(kube, start_service, client_for, audit_stream):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from sdk.spiffeid import SpiffeId
+    from sdk.x509svid import X509Svid
+
+    service = await start_service(authentication={"join_tokens": True, "svid_renewal": True})
+    token = service.join_tokens.create(SpiffeId.parse("spiffe://example.org/demo/web"))
+    client = client_for(service, lambda: token)
+    key = ec.generate_private_key(ec.SECP256R1())
+    chain, _ = await client.sign_x509_svid(make_csr(key))
+    current = X509Svid(SpiffeId.parse("spiffe://example.org/demo/web"), chain, key)
+
+    # The token is spent; the current SVID renews (no token is sent).
+    new_key = ec.generate_private_key(ec.SECP256R1())
+    renewed, bundle = await client.sign_x509_svid(make_csr(new_key), renew=current)
+    assert str(renewed[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value[0].value) == (
+        "spiffe://example.org/demo/web"
+    )
+    line = audit_stream.last()
+    assert line["caller_kind"] == "svid-renewal" and int(line["renewed_serial"], 16) == chain[0].serial_number
+
+    # A signature by another key, or an SVID from another CA, is refused.
+    impostor = X509Svid(current.spiffe_id, chain, ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(CaClientError) as info:
+        await client.sign_x509_svid(make_csr(), renew=impostor)
+    assert info.value.code == "UNAUTHENTICATED" and "renew_signature does not verify" in info.value.details
+    with pytest.raises(CaClientError) as info:
+        await client.sign_x509_svid(make_csr(), renew=_foreign_svid())
+    assert info.value.code == "UNAUTHENTICATED" and "does not verify" in info.value.details
+
+
+async def test_renewal_by_svid_is_off_by_default(kube, start_service, client_for):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from sdk.x509svid import X509Svid
+
+    service = await start_service()
+    kube.add_pod("prod", "web-0", service_account="web")
+    client = client_for(service, kube.issue_token("prod", "web", pod_name="web-0"))
+    key = ec.generate_private_key(ec.SECP256R1())
+    chain, _ = await client.sign_x509_svid(make_csr(key))
+    from sdk.spiffeid import SpiffeId
+
+    current = X509Svid(SpiffeId.parse("spiffe://example.org/ns/prod/sa/web"), chain, key)
+    with pytest.raises(CaClientError) as info:
+        await client.sign_x509_svid(make_csr(), renew=current)
+    assert info.value.code == "UNAUTHENTICATED" and "not enabled" in info.value.details
+
+
+def _foreign_svid():
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ca.manager import CaConfig, CertificateAuthority
+    from sdk.spiffeid import SpiffeId, TrustDomain
+    from sdk.x509svid import X509Svid
+
+    other = CertificateAuthority.create(CaConfig(TrustDomain.parse("example.org")), now=datetime.now(timezone.utc))
+    key = ec.generate_private_key(ec.SECP256R1())
+    sid = SpiffeId.parse("spiffe://example.org/ns/kube-system/sa/admin")
+    return X509Svid(sid, other.issue_x509_svid(key.public_key(), sid, timedelta(hours=1)), key)

@@ -7,12 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SignX509SVIDRequest(_message.Message):
-    __slots__ = ("csr", "requested_ttl_seconds")
+    __slots__ = ("csr", "requested_ttl_seconds", "renew_chain", "renew_signature")
     CSR_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RENEW_CHAIN_FIELD_NUMBER: _ClassVar[int]
+    RENEW_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     csr: bytes
     requested_ttl_seconds: int
-    def __init__(self, csr: _Optional[bytes] = ..., requested_ttl_seconds: _Optional[int] = ...) -> None: ...
+    renew_chain: _containers.RepeatedScalarFieldContainer[bytes]
+    renew_signature: bytes
+    def __init__(self, csr: _Optional[bytes] = ..., requested_ttl_seconds: _Optional[int] = ..., renew_chain: _Optional[_Iterable[bytes]] = ..., renew_signature: _Optional[bytes] = ...) -> None: ...
 
 class SignX509SVIDResponse(_message.Message):
     __slots__ = ("cert_chain", "spiffe_id", "bundle")
