@@ -1,0 +1,134 @@
+"""`trustmesh demo` as a user runs it: a real CA, real sidecars and apps, real mTLS.
+
+Each test runs the command as a subprocess with ``TMPDIR`` pointing at its own
+directory, so it can check afterwards that the demo removed everything it
+created and that none of its processes is left (children inherit ``TMPDIR``,
+which is how they are found in ``/proc``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DEMO = [sys.executable, "-m", "trustmesh", "demo"]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+
+
+def _leftover_processes(tmp_path: Path) -> list[int]:
+    """Pids of live processes started with our TMPDIR (the demo's children)."""
+    marker = f"TMPDIR={tmp_path}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().split(") ", 1)[1][0]
+        except OSError:
+            continue
+        if marker in environ.split(b"\0") and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _rows(stdout: str) -> dict[int, str]:
+    """Table lines by call number."""
+    return {int(m.group(1)): m.group(0) for m in re.finditer(r"^(\d+)\s{2,}.*$", stdout, re.M)}
+
+
+def test_demo_runs_to_completion_and_shows_allowed_and_denied_calls_with_reasons(tmp_path):
+    result = subprocess.run(DEMO, capture_output=True, text=True, timeout=60, env=_env(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = _rows(result.stdout)
+    assert len(rows) == 12, result.stdout
+    # ABAC, attribute against attribute: each app gets its own config and nothing else.
+    assert re.search(r'web \(mTLS\) -> config\s+POST /v1/fetch \{"appname":"web"\}\s+ALLOW\s+rule fetch-own-config', rows[1])
+    assert re.search(r'billing \(mTLS\) -> config\s+POST /v1/fetch \{"appname":"billing"\}\s+ALLOW\s+rule fetch-own-config', rows[2])
+    assert re.search(r'web \(mTLS\) -> config\s+POST /v1/fetch \{"appname":"billing"\}\s+DENY\s+default deny', rows[3])
+    # mTLS between workloads, and a denied path (also when spelt with "..").
+    assert re.search(r"web \(mTLS\) -> billing\s+GET /v1/invoices/2026-11\s+ALLOW\s+rule web-reads-invoices", rows[4])
+    assert re.search(r"GET /v1/admin/keys\s+DENY\s+rule no-admin-api", rows[6])
+    assert re.search(r"GET /v1/fetch/\.\./admin/keys\s+DENY\s+rule no-admin-api", rows[7])
+    # The client side checks the server's SPIFFE ID before sending anything.
+    assert re.search(r"REFUSED\s+caller's sidecar: server is '…/app/billing', expected '…/app/config'", rows[8])
+    # Plaintext to a STRICT sidecar never reaches the app: the sidecar counted a failed handshake.
+    assert re.search(r"outsider \(plain\) -> config\s+.*REFUSED\s+callee's sidecar closed it: handshake rejected", rows[9])
+    # A JWT-SVID fetched from the Workload API admits the caller outside the mesh; a token for
+    # another audience, or none, does not.
+    assert re.search(r"analytics \(JWT\) -> reports\s+GET /reports/daily\s+ALLOW\s+rule analytics-reads-reports", rows[10])
+    assert re.search(r"analytics \(JWT for config\) -> reports\s+GET /reports/daily\s+DENY", rows[11])
+    assert re.search(r"outsider \(plain\) -> reports\s+GET /reports/daily\s+DENY", rows[12])
+    assert "all 12 calls went as expected: 4 allowed, 8 denied or refused" in result.stdout
+    # Everything it started is gone: processes, work directory, logs (kept only on failure).
+    assert _leftover_processes(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keep_running_prints_curl_lines_that_work_and_ctrl_c_cleans_up(tmp_path):
+    proc = subprocess.Popen(DEMO + ["--keep-running"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "demo exited early:\n" + "".join(lines) + proc.stderr.read()
+            lines.append(line)
+            if line.startswith("curl -s http://") and "/v1/invoices/" in line:
+                break
+        text = "".join(lines)
+        assert "press Ctrl-C to stop it" in text
+        # The printed command works: web reaches billing through its sidecar.
+        url = re.search(r"curl -s (http://127\.0\.0\.1:\d+/v1/invoices/2026-11)", text).group(1)
+        from urllib.request import urlopen
+
+        with urlopen(url, timeout=10) as response:
+            body = response.read().decode()
+        assert '"caller": "spiffe://demo.example/ns/demo/app/web"' in body
+        assert _leftover_processes(tmp_path)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    assert "interrupted; stopping everything" in out
+    assert _leftover_processes(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_process_that_cannot_start_fails_the_demo_with_its_log_and_cleans_up(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        if port > 65519:
+            pytest.skip("ephemeral port too high for --port-base")
+        # config's sidecar is the first on --port-base: its inbound port is taken.
+        result = subprocess.run(DEMO + ["--port-base", str(port)], capture_output=True, text=True, timeout=60, env=_env(tmp_path))
+    assert result.returncode == 1
+    assert "sidecar-config" in result.stderr and "logs of every process:" in result.stderr
+    assert "Traceback" not in result.stderr.split("last output:")[0]
+    assert _leftover_processes(tmp_path) == []
+    # Only the log directory is kept, for the user to read.
+    kept = list(tmp_path.iterdir())
+    assert len(kept) == 1 and kept[0].name.startswith("trustmesh-demo-logs-")
+    assert (kept[0] / "sidecar-config.log").read_text()
+
+
+def test_usage_errors_exit_2():
+    result = subprocess.run(DEMO + ["--port-base", "80"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "trustmesh: error: --port-base must be between 1024 and 65519, got 80"

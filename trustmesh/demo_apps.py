@@ -1,0 +1,145 @@
+"""The demo's small HTTP apps (aiohttp). They know nothing about trustmesh.
+
+Each app listens on plain HTTP behind its sidecar and trusts what the sidecar
+lets through; the caller's identity, when there is one, arrives in the
+``x-forwarded-client-cert`` header the sidecar adds. Run one with::
+
+    python -m trustmesh.demo_apps config --host 127.0.0.1 --port 0
+
+It prints ``{"event": "listening", "port": N}`` on stdout once it accepts
+connections, and exits on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+
+from aiohttp import web
+
+__all__ = ["make_app", "APPS", "main"]
+
+# What the configuration service holds, per app. The sidecar's policy decides
+# which caller may read which entry; the app itself does no checking.
+_CONFIGS = {
+    "web": {"theme": "dark", "billing_url": "http://127.0.0.1/billing"},
+    "billing": {"currency": "EUR", "invoice_prefix": "INV"},
+    "reports": {"retention_days": 30},
+    "analytics": {"batch_size": 500},
+}
+
+
+def _caller(request: web.Request) -> str | None:
+    """The caller's SPIFFE ID from the sidecar's ``x-forwarded-client-cert`` (``By=...;URI=...``)."""
+    xfcc = request.headers.get("x-forwarded-client-cert", "")
+    for part in xfcc.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip().lower() == "uri":
+            return value.strip()
+    return None
+
+
+def _reply(request: web.Request, app: str, **payload: object) -> web.Response:
+    return web.json_response({"app": app, "caller": _caller(request), **payload})
+
+
+def make_app(name: str) -> web.Application:
+    """The aiohttp application for demo workload ``name``."""
+    app = web.Application()
+
+    async def healthz(request: web.Request) -> web.Response:
+        return _reply(request, name, status="ok")
+
+    app.router.add_get("/healthz", healthz)
+    routes = APPS.get(name)
+    if routes is None:
+        raise ValueError(f"unknown demo app {name!r}; known: {', '.join(sorted(APPS))}")
+    routes(app, name)
+    return app
+
+
+def _config_routes(app: web.Application, name: str) -> None:
+    async def fetch(request: web.Request) -> web.Response:
+        try:
+            wanted = (await request.json())["appname"]
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"error": 'body must be JSON {"appname": ...}'}, status=400)
+        if wanted not in _CONFIGS:
+            return web.json_response({"error": f"no configuration for {wanted!r}"}, status=404)
+        return _reply(request, name, appname=wanted, config=_CONFIGS[wanted])
+
+    async def admin_keys(request: web.Request) -> web.Response:
+        # What an attacker would want; the policy's deny rule keeps every caller out.
+        return _reply(request, name, keys=["not-a-real-key"])
+
+    app.router.add_post("/v1/fetch", fetch)
+    app.router.add_get("/v1/admin/keys", admin_keys)
+
+
+def _billing_routes(app: web.Application, name: str) -> None:
+    async def invoices(request: web.Request) -> web.Response:
+        month = request.match_info["month"]
+        return _reply(request, name, month=month, invoices=[{"id": f"INV-{month}-001", "total": "42.00"}])
+
+    app.router.add_get("/v1/invoices/{month}", invoices)
+
+
+def _web_routes(app: web.Application, name: str) -> None:
+    async def index(request: web.Request) -> web.Response:
+        return _reply(request, name, page="front page")
+
+    app.router.add_get("/", index)
+
+
+def _reports_routes(app: web.Application, name: str) -> None:
+    async def report(request: web.Request) -> web.Response:
+        return _reply(request, name, report=request.match_info["name"], rows=3)
+
+    app.router.add_get("/reports/{name}", report)
+
+
+def _no_routes(app: web.Application, name: str) -> None:
+    """The analytics job serves nothing but its health check; it only calls out."""
+
+
+APPS = {
+    "config": _config_routes,
+    "billing": _billing_routes,
+    "web": _web_routes,
+    "reports": _reports_routes,
+    "analytics": _no_routes,
+}
+
+
+async def _serve(name: str, host: str, port: int) -> None:
+    runner = web.AppRunner(make_app(name), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    print(json.dumps({"event": "listening", "app": name, "port": bound}), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trustmesh.demo_apps", description=__doc__.splitlines()[0])
+    parser.add_argument("app", choices=sorted(APPS))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    asyncio.run(_serve(args.app, args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

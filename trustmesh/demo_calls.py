@@ -1,0 +1,125 @@
+"""Making the demo's scripted calls and reading their outcome.
+
+Requests are written byte for byte on a plain socket (so a path like
+``/v1/fetch/../admin/keys`` reaches the sidecar exactly as written) and the
+answer is classified:
+
+* an answer from the app (2xx-4xx, other than the sidecar's 403) → ``allow``;
+* ``403`` from the callee's sidecar → ``deny``, with the rule it names;
+* no HTTP answer (connection refused, reset or closed), or an error status
+  from the caller's own sidecar → ``refused``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+__all__ = ["Response", "Outcome", "http_request", "classify", "NO_RESPONSE"]
+
+NO_RESPONSE = 0  # Response.status when nothing came back
+_MAX_RESPONSE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Response:
+    """An HTTP answer (``status`` 0: none, ``error`` says why)."""
+
+    status: int
+    body: bytes = b""
+    error: str = ""
+
+    def json(self) -> dict | None:
+        try:
+            value = json.loads(self.body)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one call, as the table shows it."""
+
+    decision: str  # allow | deny | refused
+    reason: str
+    status: int
+
+
+async def http_request(
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 5.0,
+) -> Response:
+    """One HTTP/1.1 request on a fresh connection; never raises for network trouble."""
+    try:
+        return await asyncio.wait_for(_exchange(host, port, method, path, body, headers or {}), timeout)
+    except asyncio.TimeoutError:
+        return Response(NO_RESPONSE, error=f"no answer within {timeout:.0f} s")
+    except ConnectionRefusedError:
+        return Response(NO_RESPONSE, error="connection refused")
+    except (ConnectionError, asyncio.IncompleteReadError) as err:
+        return Response(NO_RESPONSE, error=_closed(err))
+    except OSError as err:
+        return Response(NO_RESPONSE, error=err.strerror or str(err))
+
+
+def _closed(err: BaseException) -> str:
+    if isinstance(err, ConnectionResetError):
+        return "connection reset without an HTTP answer"
+    return "connection closed without an HTTP answer"
+
+
+async def _exchange(host: str, port: int, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Response:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        if body is not None:
+            lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        parts = status_line.split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+            return Response(NO_RESPONSE, error=f"not an HTTP answer: {status_line[:60]!r}")
+        length = None
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length" and value.strip().isdigit():
+                length = int(value.strip())
+        if length is not None:
+            data = await reader.readexactly(min(length, _MAX_RESPONSE))
+        else:
+            data = await reader.read(_MAX_RESPONSE)
+        return Response(int(parts[1]), data)
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+
+
+def classify(response: Response, *, from_callee_sidecar: bool) -> Outcome:
+    """Turn an answer into a decision; ``from_callee_sidecar`` says a 403 came from the callee's
+    sidecar (the demo's apps never answer 403 themselves)."""
+    if response.status == NO_RESPONSE:
+        return Outcome("refused", response.error, NO_RESPONSE)
+    text = response.body.decode("utf-8", "replace").strip()
+    if response.status == 403 and from_callee_sidecar:
+        if text.startswith("denied by rule "):
+            return Outcome("deny", "rule " + text.removeprefix("denied by rule "), 403)
+        if text == "denied by default":
+            return Outcome("deny", "default deny: no rule allows it", 403)
+        return Outcome("deny", text[:80], 403)
+    if response.status in (502, 503, 504):
+        return Outcome("refused", f"{response.status} from the caller's sidecar: {text[:80]}", response.status)
+    return Outcome("allow", "", response.status)

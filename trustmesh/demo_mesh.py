@@ -1,0 +1,226 @@
+"""Starting the demo mesh on loopback: a CA, and per workload an app and a sidecar.
+
+Everything listens on 127.0.0.1. Ports are ephemeral (each process binds
+port 0 and reports what it got) unless ``port_base`` is given, in which case
+the addresses a user would call by hand are fixed: each sidecar's inbound
+listener is ``port_base + i`` in :data:`WORKLOADS` order, and the callers'
+outbound ports follow.
+
+Sidecars use the explicit outbound mode (a local port per upstream, with the
+upstream's expected SPIFFE ID), so no traffic redirect and no privileges are
+needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import socket
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from trustmesh.demo_errors import DemoError
+from trustmesh.demo_procs import Supervisor, json_event
+from trustmesh.demo_topology import TRUST_DOMAIN, WORKLOADS, Workload, sidecar_config, spiffe_id
+
+__all__ = ["Mesh", "start_ca", "start_loopback_mesh", "write_policy"]
+
+_CA_READY = re.compile(r"serving gRPC on (\d+)")
+
+
+@dataclass
+class Mesh:
+    """Where everything of a running demo mesh can be reached."""
+
+    workdir: Path
+    ca_address: str = ""
+    app_ports: dict[str, int] = field(default_factory=dict)
+    inbound: dict[str, tuple[str, int]] = field(default_factory=dict)
+    outbound: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
+    admin: dict[str, tuple[str, int]] = field(default_factory=dict)
+    sockets: dict[str, Path] = field(default_factory=dict)
+    access_logs: dict[str, Path] = field(default_factory=dict)
+
+
+def python() -> str:
+    """The interpreter children run (the one running the demo, so the same packages)."""
+    return sys.executable
+
+
+def write_policy(workdir: Path) -> Path:
+    """Copy the demo policy next to the configs; every sidecar loads this file."""
+    path = workdir / "demo.policy"
+    path.write_text(resources.files("trustmesh").joinpath("demo.policy").read_text())
+    return path
+
+
+def init_ca(workdir: Path) -> Path:
+    """Create the CA directory (in-process) and write its X.509 roots; returns the PEM file."""
+    from ca.manager import CaConfig
+    from ca.store import CaDirectory
+    from sdk.spiffeid import TrustDomain
+
+    now = datetime.now(timezone.utc)
+    ca = CaDirectory(workdir / "ca").init(CaConfig(TrustDomain.parse(TRUST_DOMAIN), ca_ttl=timedelta(days=2)), now=now)
+    bundle = workdir / "ca-bundle.pem"
+    bundle.write_bytes(ca.bundle().to_pem())
+    return bundle
+
+
+async def start_ca(
+    sup: Supervisor,
+    workdir: Path,
+    tokens: dict[str, str],
+    *,
+    listen_host: str = "127.0.0.1",
+    serving_ips: tuple[str, ...] = ("127.0.0.1",),
+    port: int = 0,
+    user: int | None = None,
+) -> int:
+    """Run ``trustmesh ca serve`` with one static token per workload; returns its gRPC port."""
+    token_file = workdir / "static-tokens.yaml"
+    token_file.write_text(yaml.safe_dump({token: spiffe_id(name) for name, token in tokens.items()}))
+    token_file.chmod(0o600)
+    config = {
+        "trust_domain": TRUST_DOMAIN,
+        "ca": {"store": {"kind": "directory", "path": str(workdir / "ca")}},
+        "authentication": {"static_tokens_file": str(token_file)},
+        "listen": {
+            "grpc": f"{listen_host}:{port}",
+            "bundle_endpoint": f"{listen_host}:0",
+            "metrics": "127.0.0.1:0",
+        },
+        "serving": {"dns_names": ["trustmesh-ca.demo"], "ip_addresses": list(serving_ips)},
+        "audit_log": str(sup.log_dir / "ca-audit.jsonl"),
+        "rotation_check_seconds": 60,
+    }
+    path = workdir / "ca-service.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    def ready(line: str) -> int | None:
+        found = _CA_READY.search(line)
+        return int(found.group(1)) if found else None
+
+    argv = [python(), "-m", "trustmesh", "ca", "serve", "--config", str(path)]
+    return await sup.start("ca", argv, ready, stream="stderr", user=user)
+
+
+async def start_app(sup: Supervisor, name: str, host: str = "127.0.0.1", port: int = 0) -> int:
+    argv = [python(), "-m", "trustmesh.demo_apps", name, "--host", host, "--port", str(port)]
+    event = await sup.start(f"app-{name}", argv, json_event("listening"))
+    return int(event["port"])
+
+
+async def start_loopback_mesh(sup: Supervisor, workdir: Path, port_base: int | None = None) -> Mesh:
+    """Start the CA and every app, then every sidecar; return where they listen.
+
+    The sidecars' inbound ports are chosen before they start (a caller's
+    sidecar must know its callees' ports): free ephemeral ports, or from
+    ``port_base`` on.
+    """
+    mesh = Mesh(workdir)
+    tokens = {w.name: secrets.token_urlsafe(24) for w in WORKLOADS}
+    bundle = init_ca(workdir)
+    policy = write_policy(workdir)
+    ca_port, *app_ports = await asyncio.gather(
+        start_ca(sup, workdir, tokens),
+        *(start_app(sup, w.name) for w in WORKLOADS),
+    )
+    mesh.ca_address = f"127.0.0.1:{ca_port}"
+    mesh.app_ports = {w.name: port for w, port in zip(WORKLOADS, app_ports)}
+    fixed = _fixed_ports(port_base)
+    for w in WORKLOADS:
+        mesh.inbound[w.name] = ("127.0.0.1", fixed.get(("inbound", w.name)) or 0)
+    free = iter(free_ports(sum(1 for port in mesh.inbound.values() if port[1] == 0)))
+    for name, (host, port) in mesh.inbound.items():
+        if port == 0:
+            mesh.inbound[name] = (host, next(free))
+    await asyncio.gather(*(_start_sidecar(sup, mesh, w, tokens[w.name], bundle, policy, fixed) for w in WORKLOADS))
+    return mesh
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports the kernel reports free now (bound together, then released)."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            socks.append(sock)
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _fixed_ports(port_base: int | None) -> dict[tuple[str, str], int]:
+    """With ``port_base``: ("inbound", workload) and (workload, upstream) -> fixed port."""
+    if port_base is None:
+        return {}
+    names = [("inbound", w.name) for w in WORKLOADS]
+    names += [(w.name, up) for w in WORKLOADS for up in w.upstreams]
+    return {key: port_base + i for i, key in enumerate(names)}
+
+
+async def _start_sidecar(
+    sup: Supervisor,
+    mesh: Mesh,
+    workload: Workload,
+    token: str,
+    bundle: Path,
+    policy: Path,
+    fixed: dict[tuple[str, str], int],
+) -> None:
+    home = mesh.workdir / workload.name
+    home.mkdir(mode=0o700, exist_ok=True)
+    socket_path = home / "agent.sock" if workload.workload_api else None
+    access_log = sup.log_dir / f"sidecar-{workload.name}-access.jsonl"
+    doc = sidecar_config(
+        workload,
+        ca_address=mesh.ca_address,
+        ca_bundle_file=str(bundle),
+        token=token,
+        app_port=mesh.app_ports[workload.name],
+        inbound_ports=mesh.inbound,
+        policy_file=str(policy),
+        access_log=str(access_log),
+        socket_path=str(socket_path) if socket_path else None,
+    )
+    doc["inbound"]["port"] = mesh.inbound[workload.name][1]
+    for upstream, entry in zip(workload.upstreams, doc["outbound"]["upstreams"]):
+        entry["listen"] = fixed.get((workload.name, upstream), 0)
+    config = home / "sidecar.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    config.chmod(0o600)  # it holds the workload's CA token
+    argv = [python(), "-m", "trustmesh", "sidecar", "run", "--config", str(config)]
+    event = await sup.start(f"sidecar-{workload.name}", argv, json_event("listening"))
+    ports = event["ports"]
+    mesh.admin[workload.name] = ("127.0.0.1", int(ports["admin"]))
+    for i, upstream in enumerate(workload.upstreams):
+        mesh.outbound[(workload.name, upstream)] = ("127.0.0.1", int(ports[f"upstream-{i}"]))
+    if socket_path is not None:
+        mesh.sockets[workload.name] = socket_path
+    mesh.access_logs[workload.name] = access_log
+    await wait_ready(f"sidecar-{workload.name}", *mesh.admin[workload.name], sup)
+
+
+async def wait_ready(name: str, host: str, port: int, sup: Supervisor, timeout: float = 15.0) -> None:
+    """Poll a sidecar's ``/healthz/ready`` until it answers 200 (it has an SVID and the policy)."""
+    from trustmesh.demo_calls import http_request
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        response = await http_request(host, port, "GET", "/healthz/ready", timeout=2.0)
+        if response.status == 200:
+            return
+        if loop.time() >= deadline or any(c.name == name for c in sup.dead()):
+            why = response.body.decode(errors="replace").strip() or response.error
+            raise DemoError(f"{name} did not become ready within {timeout:.0f} s: {why}")
+        await asyncio.sleep(0.1)

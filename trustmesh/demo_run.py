@@ -1,0 +1,127 @@
+"""The `trustmesh demo` run: set up, make the scripted calls, print the table, clean up.
+
+Cleanup is one ``finally``: every child process is stopped (SIGTERM, then
+SIGKILL), network namespaces are removed (netns mode) and the work directory
+(CA keys, tokens, configs, sockets) is deleted — on success, on failure and
+on Ctrl-C or SIGTERM alike. The log directory is kept only when something
+went wrong (a process failed, a call had an unexpected outcome), and its
+path is printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from trustmesh.demo_errors import DemoError
+from trustmesh.demo_procs import Supervisor
+
+__all__ = ["DemoOptions", "run_demo"]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    isolation: str = "loopback"  # loopback | netns
+    keep_running: bool = False
+    port_base: int | None = None
+    verbose: bool = False
+
+
+def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
+    """Run the demo; 0 when every scripted call went as expected, 1 otherwise."""
+    try:
+        return asyncio.run(_run(options, out))
+    except asyncio.CancelledError:  # SIGTERM (Ctrl-C arrives as KeyboardInterrupt)
+        return 143
+
+
+async def _run(options: DemoOptions, out: TextIO) -> int:
+    main = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    assert main is not None
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, main.cancel)
+    workdir = Path(tempfile.mkdtemp(prefix="trustmesh-demo-"))
+    log_dir = Path(tempfile.mkdtemp(prefix="trustmesh-demo-logs-"))
+    sup = Supervisor(log_dir)
+    cleanups: list = []
+    keep_logs = True
+    started = time.monotonic()
+    try:
+        result = await _demo(options, out, sup, workdir, cleanups, started)
+        keep_logs = result != 0
+        return result
+    except asyncio.CancelledError:
+        keep_logs = False  # the user stopped it; nothing failed
+        print("\ninterrupted; stopping everything", file=out, flush=True)
+        raise
+    finally:
+        await asyncio.shield(_cleanup(sup, cleanups))
+        shutil.rmtree(workdir, ignore_errors=True)
+        if keep_logs:
+            print(f"logs of every process: {log_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+
+async def _cleanup(sup: Supervisor, cleanups: list) -> None:
+    await sup.stop_all()
+    for undo in reversed(cleanups):
+        try:
+            undo()
+        except Exception as err:  # noqa: BLE001 - report and go on cleaning
+            print(f"cleanup: {err}", file=sys.stderr)
+
+
+def _check_alive(sup: Supervisor, when: str) -> None:
+    dead = sup.dead()
+    if dead:
+        details = "\n".join(f"{c.name} exited with status {c.process.returncode}; its output ({c.log_file}):\n{c.tail()}" for c in dead)
+        raise DemoError(f"{', '.join(c.name for c in dead)} stopped {when}:\n{details}")
+
+
+async def _demo(options: DemoOptions, out: TextIO, sup: Supervisor, workdir: Path, cleanups: list, started: float) -> int:
+    from trustmesh.demo_script import format_table, run_script
+
+    print("trustmesh demo: starting a CA and 5 workloads (app + sidecar each) on "
+          + ("loopback" if options.isolation == "loopback" else "network namespaces"), file=out, flush=True)
+    if options.isolation == "netns":
+        from trustmesh.demo_netns import netns_performer, start_netns_mesh
+
+        mesh = await start_netns_mesh(sup, workdir, cleanups)
+        perform = netns_performer(mesh)
+    else:
+        from trustmesh.demo_mesh import start_loopback_mesh
+        from trustmesh.demo_script import loopback_performer
+
+        mesh = await start_loopback_mesh(sup, workdir, options.port_base)
+        perform = loopback_performer(mesh)
+    print(f"up in {time.monotonic() - started:.1f} s; making the scripted calls\n", file=out, flush=True)
+    try:
+        rows = await run_script(perform, mesh.access_logs)
+    finally:
+        await perform.close()  # type: ignore[attr-defined]
+    _check_alive(sup, "during the scripted calls")
+    print(format_table(rows), file=out, flush=True)
+    print(f"\nlegend: ALLOW = the app answered; DENY = the callee's sidecar answered 403 (policy);\n"
+          f"        REFUSED = no answer from the app (no mTLS, or the caller's sidecar would not send).\n"
+          f"        The policy is trustmesh/demo.policy; total time {time.monotonic() - started:.1f} s.", file=out, flush=True)
+    failed = any(not row.ok for row in rows)
+    if options.keep_running:
+        from trustmesh.demo_script import curl_lines
+
+        print("\nThe demo keeps running; press Ctrl-C to stop it and clean up.", file=out)
+        print(f"Each process's output is in {sup.log_dir}.\n", file=out)
+        print(curl_lines(mesh), file=out, flush=True)
+        while not sup.dead():
+            await asyncio.sleep(1.0)
+        _check_alive(sup, "while the demo was running")
+    return 1 if failed else 0

@@ -1,0 +1,244 @@
+"""Running the scripted calls against a loopback mesh, and printing the result table.
+
+For each call the table shows who called whom with what, the decision
+(``allow``, ``deny``, ``refused``), the reason, and whether that is what the
+script expected. The reason for an allowed call is the deciding rule, read
+from the callee sidecar's access log (the sidecar is what decided, so the
+demo asks it rather than re-evaluating the policy itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from trustmesh.demo_calls import Outcome, classify, http_request
+from trustmesh.demo_mesh import Mesh
+from trustmesh.demo_topology import SCRIPT, Call, spiffe_id
+
+__all__ = ["Row", "run_script", "loopback_performer", "format_table", "curl_lines"]
+
+
+@dataclass(frozen=True)
+class Row:
+    number: int
+    call: Call
+    outcome: Outcome
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome.decision == self.call.expect
+
+
+Performer = Callable[[Call], Awaitable[Outcome]]
+
+
+def loopback_performer(mesh: Mesh) -> Performer:
+    """Make each call as the caller's app would on loopback (explicit outbound mode)."""
+    jwt_clients: dict[str, object] = {}
+
+    async def perform(call: Call) -> Outcome:
+        if call.via == "plain":
+            before = await rejected_connections(*mesh.admin[call.callee])
+        if call.via == "mtls":
+            assert call.upstream is not None
+            host, port = mesh.outbound[(call.caller, call.upstream)]
+            headers: dict[str, str] = {}
+        else:
+            host, port = mesh.inbound[call.callee]
+            headers = {}
+            if call.via == "jwt":
+                assert call.audience is not None
+                headers["Authorization"] = "Bearer " + await _fetch_jwt(mesh, jwt_clients, call.caller, call.audience)
+        response = await http_request(host, port, call.method, call.path, body=call.body_bytes, headers=headers)
+        outcome = classify(response, from_callee_sidecar=True)
+        if call.via == "plain" and outcome.decision == "refused":
+            outcome = await _explain_rejection(outcome, before, mesh.admin[call.callee])
+        return outcome
+
+    perform.close = lambda: _close_all(jwt_clients)  # type: ignore[attr-defined]
+    return perform
+
+
+async def rejected_connections(host: str, port: int) -> dict[str, float]:
+    """A sidecar's ``trustmesh_sidecar_connections_rejected`` counts on its inbound listener, by reason."""
+    response = await http_request(host, port, "GET", "/metrics", timeout=2.0)
+    counts: dict[str, float] = {}
+    for match in _REJECTED.finditer(response.body.decode(errors="replace")):
+        counts[match.group(1)] = float(match.group(2))
+    return counts
+
+
+_REJECTED = re.compile(r'^trustmesh_sidecar_connections_rejected_total\{listener="inbound",reason="([^"]+)"\} (\S+)$', re.M)
+
+
+async def _explain_rejection(outcome: Outcome, before: dict[str, float], admin: tuple[str, int]) -> Outcome:
+    """Ask the callee's sidecar which rejection counter moved (it counts before it closes)."""
+    after = await rejected_connections(*admin)
+    moved = [reason for reason, count in after.items() if count > before.get(reason, 0.0)]
+    if not moved:
+        return outcome
+    return Outcome(outcome.decision, f"callee's sidecar closed it: {', '.join(moved)} rejected", outcome.status)
+
+
+async def _fetch_jwt(mesh: Mesh, clients: dict[str, object], caller: str, audience: str) -> str:
+    """A JWT-SVID for ``audience``'s ID from ``caller``'s Workload API, through the sdk client."""
+    from sdk.workloadapi import WorkloadApiClient
+
+    client = clients.get(caller)
+    if client is None:
+        client = clients[caller] = WorkloadApiClient(f"unix://{mesh.sockets[caller]}")
+    svid = await client.fetch_jwt_svid(spiffe_id(audience))  # type: ignore[attr-defined]
+    return svid.token
+
+
+async def _close_all(clients: dict[str, object]) -> None:
+    for client in clients.values():
+        await client.close()  # type: ignore[attr-defined]
+
+
+async def run_script(
+    perform: Performer,
+    access_logs: dict[str, Path],
+    script: Sequence[Call] = SCRIPT,
+    log_wait: float = 3.0,
+) -> list[Row]:
+    """Make every call in order; fill in the rule of allowed calls from the access logs."""
+    rows = []
+    for number, call in enumerate(script, 1):
+        rows.append(Row(number, call, await perform(call)))
+    return await _with_rules(rows, access_logs, log_wait)
+
+
+async def _with_rules(rows: list[Row], access_logs: dict[str, Path], log_wait: float) -> list[Row]:
+    """Fill in reasons from the sidecars' access logs: the deciding rule of an allowed call
+    (callee, inbound), and why the caller's sidecar answered an error itself (caller, outbound).
+    Sidecars flush their access log about once a second, so wait for the lines needed."""
+    wanted = [r for r in rows if _log_key(r) is not None]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + log_wait
+    while True:
+        found = _match_entries(wanted, access_logs)
+        if len(found) == len(wanted) or loop.time() >= deadline:
+            break
+        await asyncio.sleep(0.2)
+    out = []
+    for row in rows:
+        entry = found.get(row.number)
+        o = row.outcome
+        if row.outcome.decision == "allow":
+            reason = f"rule {entry['rule']}" if entry and entry.get("rule") else "(no access-log line found)"
+            row = Row(row.number, row.call, Outcome("allow", f"{reason} ({o.status})", o.status))
+        elif entry is not None and entry.get("error"):
+            error = re.sub(r"^[\w.:\[\]]+:\d+: ", "", str(entry["error"]))
+            row = Row(row.number, row.call, Outcome(o.decision, f"caller's sidecar: {error} ({o.status})", o.status))
+        out.append(row)
+    return out
+
+
+def _log_key(row: Row) -> tuple[str, str] | None:
+    """Whose access log explains this row, and which direction: None when none does."""
+    if row.outcome.decision == "allow":
+        return row.call.callee, "inbound"
+    if row.outcome.decision == "refused" and row.call.via == "mtls" and row.outcome.status:
+        return row.call.caller, "outbound"
+    return None
+
+
+def _match_entries(rows: list[Row], access_logs: dict[str, Path]) -> dict[int, dict]:
+    """Pair each row with the first unused log entry of its workload, direction, method and path."""
+    from policy_dsl import normalize_path
+
+    used: set[tuple[str, str, int]] = set()
+    found: dict[int, dict] = {}
+    cache: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        key = _log_key(row)
+        assert key is not None
+        entries = cache.get(key)
+        if entries is None:
+            entries = cache[key] = _entries(access_logs.get(key[0]), key[1])
+        path = normalize_path(row.call.path).path if key[1] == "inbound" else row.call.path
+        for index, entry in enumerate(entries):
+            if (*key, index) in used:
+                continue
+            if entry.get("method") == row.call.method and entry.get("path") == path and entry.get("status") == row.outcome.status:
+                used.add((*key, index))
+                found[row.number] = entry
+                break
+    return found
+
+
+def _entries(path: Path | None, direction: str) -> list[dict]:
+    if path is None:
+        return []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    entries = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("direction") == direction:
+            entries.append(entry)
+    return entries
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """The result table: one line per call (the reason last, unclipped), then a summary line."""
+    header = ("#", "what it shows", "caller -> callee", "request", "decision", "reason")
+    body = []
+    for row in rows:
+        c, o = row.call, row.outcome
+        decision = o.decision.upper() if row.ok else f"{o.decision.upper()} (expected {c.expect.upper()})"
+        body.append((str(row.number), c.shows, f"{c.caller_text} -> {c.callee}", _clip(c.request_text, 40), decision, _short(o.reason)))
+    widths = [max(len(r[i]) for r in (header, *body)) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(r, widths)).rstrip() for r in (header, *body)]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    failed = [r.number for r in rows if not r.ok]
+    if failed:
+        lines.append(f"\n{len(failed)} of {len(rows)} calls did not go as expected: {', '.join(map(str, failed))}")
+    else:
+        allowed = sum(r.outcome.decision == "allow" for r in rows)
+        lines.append(f"\nall {len(rows)} calls went as expected: {allowed} allowed, {len(rows) - allowed} denied or refused")
+    return "\n".join(lines)
+
+
+def _short(text: str) -> str:
+    return text.replace(spiffe_id(""), "…/app/")
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def curl_lines(mesh: Mesh) -> str:
+    """How to call the running demo by hand."""
+    web_config = "{}:{}".format(*mesh.outbound[("web", "config")])
+    web_billing = "{}:{}".format(*mesh.outbound[("web", "billing")])
+    config_in = "{}:{}".format(*mesh.inbound["config"])
+    reports_in = "{}:{}".format(*mesh.inbound["reports"])
+    sock = mesh.sockets.get("analytics")
+    lines = [
+        "# as web, through web's sidecar (mTLS to config; allowed: its own config):",
+        f"curl -s http://{web_config}/v1/fetch -H 'content-type: application/json' -d '{{\"appname\":\"web\"}}'",
+        "# the same, asking for billing's config (denied by policy):",
+        f"curl -s http://{web_config}/v1/fetch -H 'content-type: application/json' -d '{{\"appname\":\"billing\"}}'",
+        "# as web, to billing:",
+        f"curl -s http://{web_billing}/v1/invoices/2026-11",
+        "# plaintext straight to config's sidecar (refused: STRICT mTLS):",
+        f"curl -sv http://{config_in}/v1/fetch",
+        "# a JWT-SVID from analytics' Workload API, then plain HTTP to reports:",
+        f"TOKEN=$(trustmesh api fetch-jwt --socket unix://{sock} --audience {spiffe_id('reports')} | tail -n1)"
+        if sock
+        else "",
+        f"curl -s http://{reports_in}/reports/daily -H \"Authorization: Bearer $TOKEN\"",
+    ]
+    return "\n".join(line for line in lines if line)
