@@ -31,6 +31,9 @@ policy "orders" protects destination.attrs.sa == "server" {
     and request.path == "/api/orders"
     and request.json.quantity <= 10
   }
+  allow "reports-need-a-jwt-svid" {
+    request.path == "/reports" and request.jwt.sub == "spiffe://example.org/ns/a/sa/client"
+  }
   deny "no-admin" {
     request.path startswith "/api/orders/admin"
   }
@@ -54,6 +57,7 @@ async def world(tmp_path):
         sidecar_config(
             ca=ca_section("token-a-0123456789abcdef"),
             outbound={"port": 0, "upstreams": [{"listen": 0, "address": f"127.0.0.1:{b.ports['inbound']}", "spiffe_id": SERVER}]},
+            workload_api={"socket": str(tmp_path / "agent.sock")},
         ),
         tmp_path,
         "a",
@@ -156,3 +160,19 @@ async def test_sigterm_drains_in_flight_request(world):
         resp = await slow
         assert resp.status == 200
         assert await stop == 0
+
+
+async def test_app_uses_a_jwt_svid_from_its_workload_api_through_the_mesh(world):
+    from sdk.workloadapi.client import WorkloadApiClient
+
+    a, tmp = world["a"], world["tmp"]
+    base = f"http://127.0.0.1:{a.ports['upstream-0']}"
+    async with WorkloadApiClient(f"unix://{tmp / 'agent.sock'}") as workload_api:
+        context = await workload_api.fetch_x509_context()
+        assert str(context.default_svid.spiffe_id) == CLIENT
+        jwt_svid = await workload_api.fetch_jwt_svid(SERVER)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{base}/reports") as r:
+            assert r.status == 403
+        async with s.get(f"{base}/reports", headers={"Authorization": f"Bearer {jwt_svid.token}"}) as r:
+            assert r.status == 200
