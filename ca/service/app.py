@@ -134,6 +134,11 @@ class CaService:
             jwt_svid_max_ttl=timedelta(seconds=cfg.jwt_ttl.maximum),
         )
         self._ca = await self._store.load_or_create(ca_config, now)
+        if self._ca.trust_domain != cfg.trust_domain:
+            raise ConfigError(
+                "trust_domain",
+                f"is {cfg.trust_domain}, but the CA in the configured store is for {self._ca.trust_domain}",
+            )
         self.hub = BundleHub(self._ca.bundle())
         if cfg.publish_configmap and self.kube is not None:
             self.publisher = ConfigMapPublisher(self.kube, cfg.bundle_configmap_namespace, cfg.bundle_configmap_name)

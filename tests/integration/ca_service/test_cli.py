@@ -116,3 +116,15 @@ def test_port_in_use_is_one_line_and_exit_1(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.startswith("trustmesh:")]
     assert len(lines) == 1 and "listen.metrics: cannot listen on 127.0.0.1:" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_store_for_another_trust_domain_is_refused(tmp_path):
+    from datetime import datetime, timezone
+
+    from ca.manager import CaConfig
+    from sdk.spiffeid import TrustDomain
+
+    CaDirectory(tmp_path / "ca").init(CaConfig(TrustDomain.parse("other.org")), now=datetime.now(timezone.utc))
+    result = subprocess.run(_serve(_write(tmp_path, _local_config(tmp_path))), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "config: trust_domain: is example.org, but the CA in the configured store is for other.org" in result.stderr
