@@ -125,7 +125,9 @@ class CaService:
         cfg = self.config
         now = self.clock()
         if cfg.kubernetes is not None:
-            client = self._kube_client or api_client_for(cfg.kubernetes.api_host)
+            client = self._kube_client or api_client_for(
+                cfg.kubernetes.api_host, token=_read_token(cfg.kubernetes.api_token_file)
+            )
             self.kube = KubeApi(client, timeout=cfg.kubernetes.api_timeout)
         self._store = self._store or self._make_store()
         ca_config = CaConfig(
@@ -330,3 +332,11 @@ class CaService:
                 cert.not_valid_after_utc.timestamp()
             )
 
+
+def _read_token(path: str) -> str:
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text().strip()
+    except OSError as err:
+        raise ConfigError("authentication.kubernetes.api_token_file", f"cannot read {path}: {err.strerror or err}") from err

@@ -70,6 +70,7 @@ class KubernetesAuthConfig:
     jwks_file: str = ""
     issuer: str = ""
     api_host: str = ""  # empty: in-cluster config, else KUBECONFIG
+    api_token_file: str = ""  # bearer token for api_host (re-read on start)
     api_timeout: float = 3.0
     pod_cache_seconds: float = 2.0
     allow_namespaces: tuple[str, ...] = ()
@@ -251,6 +252,7 @@ def _kubernetes(reader: _Reader | None) -> KubernetesAuthConfig | None:
         jwks_file=reader.string("jwks_file"),
         issuer=reader.string("issuer"),
         api_host=reader.string("api_host"),
+        api_token_file=reader.string("api_token_file"),
         api_timeout=float(reader.number("api_timeout", d.api_timeout)),
         pod_cache_seconds=float(reader.number("pod_cache_seconds", d.pod_cache_seconds, minimum=0.0)),
         allow_namespaces=reader.strings("allow_namespaces"),

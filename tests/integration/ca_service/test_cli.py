@@ -128,3 +128,36 @@ def test_store_for_another_trust_domain_is_refused(tmp_path):
     result = subprocess.run(_serve(_write(tmp_path, _local_config(tmp_path))), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "config: trust_domain: is example.org, but the CA in the configured store is for other.org" in result.stderr
+
+
+async def test_kubernetes_mode_process_against_the_api_double(tmp_path):
+    """`trustmesh ca serve` in Kubernetes mode, reaching the API double (in this
+    process, tests/support/k8s_double.py) through `api_host`."""
+    from tests.support.k8s_double import KubernetesDouble
+
+    async with KubernetesDouble(api_token="ca-credential") as kube:
+        kube.add_pod("prod", "web-0", service_account="web")
+        doc = _local_config(tmp_path)
+        doc["authentication"] = {"kubernetes": {"api_host": kube.url, "api_token_file": str(tmp_path / "sa-token")}}
+        (tmp_path / "sa-token").write_text("ca-credential\n")
+        doc["bundle"] = {"configmap": {"namespace": "trustmesh-system", "name": "trustmesh-bundle"}}
+        proc = await asyncio.create_subprocess_exec(*_serve(_write(tmp_path, doc)), stderr=subprocess.PIPE)
+        try:
+            port = None
+            while port is None:
+                line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+                assert line, "the service exited before listening"
+                found = re.search(r"serving gRPC on (\d+)", line)
+                port = int(found.group(1)) if found else None
+            assert ("configmaps", "trustmesh-system", "trustmesh-bundle") in kube.objects
+            bundle = CaDirectory(tmp_path / "ca").load().bundle()
+            client = CaClient(f"127.0.0.1:{port}", bundle, lambda: kube.issue_token("prod", "web", pod_name="web-0"))
+            chain, got = await client.sign_x509_svid(make_csr())
+            assert str(verify_chain(chain, got)) == "spiffe://example.org/ns/prod/sa/web"
+            await client.close()
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
