@@ -180,7 +180,7 @@ def _markdown(rows, verdicts, results, ratios, cases, cpu, load, args, elapsed) 
     lines += [
         "",
         "X.509-SVID issuance includes building the template, the ECDSA P-256 signature and the",
-        "post-issue validation (`sdk.x509svid.validate_leaf`, SPIFFE ID, certified key, validity)",
+        "post-issue validation (`sdk.x509svid.validate_leaf`, the SPIFFE ID, validity at `now`)",
         "that every issued certificate goes through. The \"+ chain signature check\" row adds",
         "`sdk.x509svid.verify_chain` against the issuing certificate, i.e. one ECDSA verification",
         "(about three signatures' worth of work); it is available as `X509Issuer(verify_signatures=True)`.",
