@@ -73,6 +73,9 @@ def test_quickstart_init_issue_inspect(ca_dir, tmp_path, openssl_verify):
     for purpose in ("sslclient", "sslserver"):
         result = openssl_verify(svid.cert_chain, bundle.x509_authorities, purpose=purpose)
         assert result.returncode == 0, result.stderr
+    # the quickstart's last step: the sdk's inspector accepts it against the written bundle
+    inspected = ok("svid", "inspect", str(crt), "--bundle", str(bundle_pem))
+    assert WEB in inspected
 
 
 def test_jwt_issue_prints_a_token_the_bundle_validates(ca_dir):
