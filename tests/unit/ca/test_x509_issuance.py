@@ -309,3 +309,16 @@ def test_a_dns_name_reaches_the_certificate_only_as_a_clean_host_name(name):
     sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == [name.lower()]
     assert _HOSTNAME.fullmatch(name.lower()) and len(name) <= 253
+
+
+_SEGMENT = st.from_regex(r"[A-Za-z0-9._-]{1,20}", fullmatch=True).filter(lambda s: s not in (".", ".."))
+
+
+@settings(max_examples=100, deadline=None)
+@given(segments=st.lists(_SEGMENT, min_size=1, max_size=6))
+def test_any_valid_spiffe_id_is_issued_and_read_back_by_py_spiffe(segments):
+    spiffe_id = SpiffeId.from_segments(WEB.trust_domain, *segments)
+    key = generate_key()
+    chain = _FUZZ_CA.issue_x509_svid(key.public_key(), spiffe_id, now=_FUZZ_NOW)
+    theirs = spiffe.X509Svid.parse(chain_pem(chain), private_key_to_pem(key))
+    assert str(theirs.spiffe_id) == str(spiffe_id)
