@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 
 import pytest
@@ -173,3 +174,29 @@ def test_a_naive_clock_is_refused(td):
         ca.issue_x509_svid(generate_key().public_key(), WEB, now=naive)
     with pytest.raises(IssuanceError, match="timezone-aware"):
         ca.mint_jwt_svid(WEB, "api", now=naive)
+
+
+def test_issuing_from_threads_while_rotating_never_yields_a_torn_credential(td):
+    ca = CertificateAuthority.create(_config(td), now=T0)
+    public = generate_key().public_key()
+    issued, errors = [], []
+
+    def worker():
+        try:
+            for _ in range(60):
+                issued.append((ca.issue_x509_svid(public, WEB, now=T0), ca.mint_jwt_svid(WEB, "api", now=T0)))
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    ca.prepare(T0)
+    ca.activate(T0)
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and len(issued) == 240
+    bundle = ca.bundle()  # holds both authorities: the retired one is still trusted
+    for chain, token in issued:
+        assert verify_chain(chain, bundle, T0) == WEB
+        validate_jwt_svid(token, bundle, "api", now=T0)
