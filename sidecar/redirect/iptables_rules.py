@@ -99,10 +99,16 @@ def _nat(config: RedirectConfig, v: int) -> Table:
 def _filter(config: RedirectConfig, v: int) -> Table:
     inp, out = "-A TRUSTMESH_IN_FILTER", "-A TRUSTMESH_OUT_FILTER"
     if v == 6 and config.ipv6 == "drop":
+        # Refused at once (a TCP reset, an ICMPv6 error) rather than left to time out. Those
+        # answers go to ourselves over lo and must pass; nothing else on lo but ::1 does,
+        # so whatever arrives on lo has already been through this filter on its way out.
         body = [
-            f"{inp} -d ::1/128 -i lo -j RETURN",
+            f"{inp} -i lo -j RETURN",
             f"{inp} -j DROP",
             f"{out} -d ::1/128 -o lo -j RETURN",
+            f"{out} -o lo -p tcp -m tcp --tcp-flags RST RST -j RETURN",
+            f"{out} -o lo -p ipv6-icmp -j RETURN",
+            f"{out} -p tcp -j REJECT --reject-with tcp-reset",
             f"{out} -j REJECT --reject-with {_REJECT[6]}",
         ]
     elif config.udp == "drop":

@@ -52,8 +52,15 @@ def _chain(name: str, rules: list[str], hook: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _ipv6_not_captured(config: RedirectConfig) -> list[str]:
+    # With ipv6="drop" the inet table's nat chains must leave IPv6 alone: a redirect
+    # would hand it to the sidecar instead of the filter chains refusing it.
+    return ["meta nfproto ipv6 return"] if config.ipv6 == "drop" else []
+
+
 def _inbound(config: RedirectConfig) -> list[str]:
-    rules = [f"tcp dport {p} return" for p in config.effective_inbound_exclusions]
+    rules = _ipv6_not_captured(config)
+    rules += [f"tcp dport {p} return" for p in config.effective_inbound_exclusions]
     redirect = f"redirect to :{config.inbound_port}"
     if config.inbound_ports is None:
         rules.append(f"meta l4proto tcp {redirect}")
@@ -64,7 +71,8 @@ def _inbound(config: RedirectConfig) -> list[str]:
 
 def _outbound(config: RedirectConfig) -> list[str]:
     uid, gid = config.proxy_uid, config.proxy_gid
-    rules = [
+    rules = _ipv6_not_captured(config)
+    rules += [
         f'oifname "lo" ip daddr != 127.0.0.0/8 meta skuid {uid} jump inbound',
         f'oifname "lo" ip daddr != 127.0.0.0/8 meta skgid {gid} jump inbound',
     ]
@@ -98,8 +106,15 @@ def _filters(config: RedirectConfig) -> tuple[list[str], list[str]]:
     inp: list[str] = []
     out: list[str] = []
     if config.ipv6 == "drop":
-        inp.append("ip6 daddr != ::1 drop")
-        out.append("ip6 daddr != ::1 reject with icmpv6 port-unreachable")
+        # Refused at once (a TCP reset, an ICMPv6 error) rather than left to time out; those
+        # answers reach us over lo, where nothing else but ::1 is let through.
+        inp.append('meta nfproto ipv6 iifname != "lo" drop')
+        out += [
+            'ip6 daddr != ::1 oifname "lo" tcp flags rst return',
+            'ip6 daddr != ::1 oifname "lo" meta l4proto ipv6-icmp return',
+            "ip6 daddr != ::1 meta l4proto tcp reject with tcp reset",
+            "ip6 daddr != ::1 reject with icmpv6 port-unreachable",
+        ]
     if config.udp == "drop":
         inp += [
             'iifname "lo" return',
