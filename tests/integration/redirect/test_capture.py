@@ -95,8 +95,9 @@ def pods(request):
             pod.redirect("remove", check=False)
 
 
-def test_app_outbound_lands_on_sidecar_with_original_destination(pods):
-    answer = pods["A"].connect("10.77.0.2", 8080)
+@pytest.mark.parametrize("ip", ["10.77.0.2", "::ffff:10.77.0.2"], ids=["ipv4", "ipv4-mapped-on-ipv6-socket"])
+def test_app_outbound_lands_on_sidecar_with_original_destination(pods, ip):
+    answer = pods["A"].connect(ip, 8080)
     assert path(answer) == [
         ("A-outbound", ("10.77.0.2", 8080)),
         ("B-inbound", ("10.77.0.2", 8080)),
