@@ -1,7 +1,8 @@
 """Traffic capture in real network namespaces, for each mode: iptables, nftables, eBPF.
 
-Two "pods", A and B, are namespaces joined by a veth pair (10.77.0.0/24 and
-10.77.1.0/24 and fd77::/64, assigned here). Each runs the real
+Two "pods", A and B, are namespaces joined by a veth pair (10.77.0.0/24,
+10.77.1.0/24, fd77::/64 and fd77:1::/64, assigned here; the second range of
+each family is excluded from capture). Each runs the real
 ``trustmesh redirect apply`` and two processes from ``probe.py``: a stand-in
 sidecar as uid 1337 (listeners 15001 and 15006 that ask
 ``original_destination`` and forward, as the real sidecar would) and an app
@@ -28,7 +29,7 @@ APP_UID = 1000
 PROXY = 1337
 OPTIONS = [
     "--exclude-outbound-ports", "5432",
-    "--exclude-outbound-cidrs", "10.77.1.0/24",
+    "--exclude-outbound-cidrs", "10.77.1.0/24,fd77:1::/64",
     "--exclude-inbound-ports", "9090,7070",
 ]  # fmt: skip
 
@@ -73,7 +74,12 @@ def pods(request):
     mode = request.param
     with NetLab() as lab:
         a_ns, b_ns = lab.namespace("a"), lab.namespace("b")
-        lab.link(a_ns, b_ns, ["10.77.0.1/24", "10.77.1.1/24", "fd77::1/64"], ["10.77.0.2/24", "10.77.1.2/24", "fd77::2/64"])
+        lab.link(
+            a_ns,
+            b_ns,
+            ["10.77.0.1/24", "10.77.1.1/24", "fd77::1/64", "fd77:1::1/64"],
+            ["10.77.0.2/24", "10.77.1.2/24", "fd77::2/64", "fd77:1::2/64"],
+        )
         pods = {}
         for name, ns in (("A", a_ns), ("B", b_ns)):
             cgroup = lab.cgroup(name.lower()) if mode == "ebpf" else None
@@ -114,6 +120,7 @@ def test_proxy_uid_and_gid_are_not_redirected(pods):
 def test_excluded_port_and_cidr_are_not_redirected(pods):
     assert path(pods["A"].connect("10.77.0.2", 5432)) == [("B-inbound", ("10.77.0.2", 5432)), ("B-app", None)]
     assert path(pods["A"].connect("10.77.1.2", 8080)) == [("B-inbound", ("10.77.1.2", 8080)), ("B-app", None)]
+    assert path(pods["A"].connect("fd77:1::2", 8080)) == [("B-inbound", ("fd77:1::2", 8080)), ("B-app", None)]
 
 
 def test_excluded_inbound_port_reaches_the_app_directly(pods):
