@@ -1,8 +1,8 @@
 """Traffic capture in real network namespaces, for each mode: iptables, nftables, eBPF.
 
 Two "pods", A and B, are namespaces joined by a veth pair (10.77.0.0/24,
-10.77.1.0/24, fd77::/64 and fd77:1::/64, assigned here; the second range of
-each family is excluded from capture). Each runs the real
+10.77.1.0/24, 10.77.2.0/24, fd77::/64 and fd77:1::/64, assigned here;
+10.77.1.0/24 and fd77:1::/64 are excluded from capture). Each runs the real
 ``trustmesh redirect apply`` and two processes from ``probe.py``: a stand-in
 sidecar as uid 1337 (listeners 15001 and 15006 that ask
 ``original_destination`` and forward, as the real sidecar would) and an app
@@ -77,8 +77,8 @@ def pods(request):
         lab.link(
             a_ns,
             b_ns,
-            ["10.77.0.1/24", "10.77.1.1/24", "fd77::1/64", "fd77:1::1/64"],
-            ["10.77.0.2/24", "10.77.1.2/24", "fd77::2/64", "fd77:1::2/64"],
+            ["10.77.0.1/24", "10.77.1.1/24", "10.77.2.1/24", "fd77::1/64", "fd77:1::1/64"],
+            ["10.77.0.2/24", "10.77.1.2/24", "10.77.2.2/24", "fd77::2/64", "fd77:1::2/64"],
         )
         pods = {}
         for name, ns in (("A", a_ns), ("B", b_ns)):
@@ -170,3 +170,17 @@ def test_ipv6_drop_refuses_ipv6_both_ways_and_keeps_ipv4(pods):
     finally:
         a.redirect("apply")
     assert path(a.connect("fd77::2", 8080))[0] == ("A-outbound", ("fd77::2", 8080))
+
+
+def test_only_listed_outbound_cidrs_are_captured(pods):
+    a = pods["A"]
+    listed = ("--outbound-cidrs", "10.77.0.0/24,fd77::/64")
+    a.redirect("apply", *listed)
+    try:
+        assert a.redirect("verify", *listed, check=False).returncode == 0
+        assert path(a.connect("10.77.0.2", 8080))[0] == ("A-outbound", ("10.77.0.2", 8080))
+        assert path(a.connect("fd77::2", 8080))[0] == ("A-outbound", ("fd77::2", 8080))
+        assert path(a.connect("10.77.2.2", 8080)) == [("B-inbound", ("10.77.2.2", 8080)), ("B-app", None)]
+    finally:
+        a.redirect("apply")
+    assert path(a.connect("10.77.2.2", 8080))[0] == ("A-outbound", ("10.77.2.2", 8080))
