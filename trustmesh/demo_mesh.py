@@ -18,16 +18,19 @@ import re
 import secrets
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from trustmesh.demo_calls import Response, http_request
 from trustmesh.demo_errors import DemoError
 from trustmesh.demo_procs import Supervisor, json_event
-from trustmesh.demo_topology import TRUST_DOMAIN, WORKLOADS, Workload, sidecar_config, spiffe_id
+from trustmesh.demo_topology import TRUST_DOMAIN, WORKLOADS, Call, Workload, sidecar_config, spiffe_id
 
 __all__ = ["Mesh", "start_ca", "start_loopback_mesh", "write_policy"]
 
@@ -46,6 +49,56 @@ class Mesh:
     admin: dict[str, tuple[str, int]] = field(default_factory=dict)
     sockets: dict[str, Path] = field(default_factory=dict)
     access_logs: dict[str, Path] = field(default_factory=dict)
+
+    def target(self, call: Call) -> tuple[str, int]:
+        """Where the caller's app sends ``call``: its sidecar's outbound port for the upstream
+        (mTLS), else the callee sidecar's inbound port (plain HTTP)."""
+        if call.via == "mtls":
+            assert call.upstream is not None
+            return self.outbound[(call.caller, call.upstream)]
+        return self.inbound[call.callee]
+
+    async def send(self, caller: str, host: str, port: int, method: str, path: str, **kw: Any) -> Response:
+        """One HTTP request as ``caller``'s app makes it (on loopback: from this process)."""
+        return await http_request(host, port, method, path, **kw)
+
+    async def admin_get(self, workload: str, path: str) -> Response:
+        """GET on a sidecar's loopback-only admin port."""
+        return await http_request(*self.admin[workload], "GET", path, timeout=2.0)
+
+    def curl_lines(self) -> str:
+        """How to call the running demo by hand."""
+        return curl_lines(
+            web_config="http://{}:{}".format(*self.outbound[("web", "config")]),
+            web_billing="http://{}:{}".format(*self.outbound[("web", "billing")]),
+            config_plain="http://{}:{}".format(*self.inbound["config"]),
+            reports_plain="http://{}:{}".format(*self.inbound["reports"]),
+            socket=self.sockets.get("analytics"),
+        )
+
+
+def curl_lines(*, web_config: str, web_billing: str, config_plain: str, reports_plain: str,
+               socket: Path | None, web: str = "", outsider: str = "") -> str:
+    """Commands to try by hand; ``web``/``outsider`` prefix the commands run as those callers."""
+    json_header = "-H 'content-type: application/json'"
+    lines = [
+        "# as web, through web's sidecar (mTLS to config; allowed: its own config):",
+        f"{web}curl -s {web_config}/v1/fetch {json_header} -d '{{\"appname\":\"web\"}}'",
+        "# the same, asking for billing's config (denied by policy):",
+        f"{web}curl -s {web_config}/v1/fetch {json_header} -d '{{\"appname\":\"billing\"}}'",
+        "# as web, to billing:",
+        f"{web}curl -s {web_billing}/v1/invoices/2026-11",
+        "# plaintext straight to config (refused: STRICT mTLS):",
+        f"{outsider}curl -sv {config_plain}/v1/fetch",
+    ]
+    if socket is not None:
+        lines += [
+            "# a JWT-SVID from analytics' Workload API (the sdk client), then plain HTTP to reports:",
+            f"TOKEN=$({sys.executable} -c 'import sys; from sdk.workloadapi.sync import fetch_jwt_svid; "
+            f"print(fetch_jwt_svid(sys.argv[2], address=sys.argv[1]).token)' unix://{socket} {spiffe_id('reports')})",
+            f"{outsider}curl -s {reports_plain}/reports/daily -H \"Authorization: Bearer $TOKEN\"",
+        ]
+    return "\n".join(lines)
 
 
 def python() -> str:
@@ -81,7 +134,7 @@ async def start_ca(
     listen_host: str = "127.0.0.1",
     serving_ips: tuple[str, ...] = ("127.0.0.1",),
     port: int = 0,
-    user: int | None = None,
+    wrap: Callable[[list[str]], list[str]] = list,
 ) -> int:
     """Run ``trustmesh ca serve`` with one static token per workload; returns its gRPC port."""
     token_file = workdir / "static-tokens.yaml"
@@ -108,12 +161,15 @@ async def start_ca(
         return int(found.group(1)) if found else None
 
     argv = [python(), "-m", "trustmesh", "ca", "serve", "--config", str(path)]
-    return await sup.start("ca", argv, ready, stream="stderr", user=user)
+    return await sup.start("ca", wrap(argv), ready, stream="stderr")
 
 
-async def start_app(sup: Supervisor, name: str, host: str = "127.0.0.1", port: int = 0) -> int:
+async def start_app(
+    sup: Supervisor, name: str, host: str = "127.0.0.1", port: int = 0, wrap: Callable[[list[str]], list[str]] = list
+) -> int:
+    """Run demo app ``name`` (``wrap`` adapts the command, e.g. to enter a namespace); returns its port."""
     argv = [python(), "-m", "trustmesh.demo_apps", name, "--host", host, "--port", str(port)]
-    event = await sup.start(f"app-{name}", argv, json_event("listening"))
+    event = await sup.start(f"app-{name}", wrap(argv), json_event("listening"))
     return int(event["port"])
 
 
@@ -212,8 +268,6 @@ async def _start_sidecar(
 
 async def wait_ready(name: str, host: str, port: int, sup: Supervisor, timeout: float = 15.0) -> None:
     """Poll a sidecar's ``/healthz/ready`` until it answers 200 (it has an SVID and the policy)."""
-    from trustmesh.demo_calls import http_request
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:

@@ -23,7 +23,7 @@ from typing import Any
 
 from trustmesh.demo_errors import DemoError
 
-__all__ = ["Child", "Supervisor", "json_event"]
+__all__ = ["Agent", "Child", "Supervisor", "json_event"]
 
 
 def json_event(event: str) -> Callable[[str], dict[str, Any] | None]:
@@ -76,7 +76,6 @@ class Supervisor:
         stream: str = "stdout",
         timeout: float = 20.0,
         env: dict[str, str] | None = None,
-        user: int | None = None,
     ) -> Any:
         """Start ``argv``; return what ``ready`` returned for the first line it accepted.
 
@@ -92,9 +91,6 @@ class Supervisor:
             stderr=asyncio.subprocess.PIPE,
             env=full_env,
             start_new_session=True,
-            user=user,
-            group=user,
-            extra_groups=[] if user is not None else None,
         )
         out = log_file.open("a", buffering=1)
         child = Child(name, process, log_file, output=out)
@@ -140,9 +136,57 @@ class Supervisor:
                     await asyncio.wait_for(pump, 1.0)
             child.output.close()
 
+    async def start_agent(self, name: str, argv: Sequence[str], timeout: float = 20.0) -> Agent:
+        """Start a line-oriented JSON helper (:mod:`trustmesh.demo_agent`): requests on its
+        stdin, answers on its stdout; stderr goes to the log. Ready at ``{"event": "ready"}``."""
+        log_file = self.log_dir / f"{name}.log"
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        out = log_file.open("a", buffering=1)
+        child = Child(name, process, log_file, output=out)
+        self.children.append(child)
+        never: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        child.pumps.append(asyncio.create_task(_pump(process.stderr, out, "stderr", None, never)))
+        agent = Agent(child)
+        try:
+            first = await asyncio.wait_for(agent.read(), timeout)
+        except (asyncio.TimeoutError, DemoError) as err:
+            raise DemoError(f"{name} did not start: {err}; its output ({log_file}):\n{child.tail()}") from None
+        if first.get("event") != "ready":
+            raise DemoError(f"{name} did not start: unexpected first line {first!r}")
+        return agent
+
     def dead(self) -> list[Child]:
         """Children that exited on their own (before :meth:`stop_all`)."""
         return [c for c in self.children if c.process.returncode is not None]
+
+
+class Agent:
+    """One request at a time to a :mod:`trustmesh.demo_agent` process."""
+
+    def __init__(self, child: Child) -> None:
+        self.child = child
+        self._lock = asyncio.Lock()
+
+    async def read(self) -> dict[str, Any]:
+        assert self.child.process.stdout is not None
+        line = await self.child.process.stdout.readline()
+        if not line:
+            raise DemoError(f"{self.child.name} exited")
+        return json.loads(line)
+
+    async def ask(self, request: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
+        stdin = self.child.process.stdin
+        assert stdin is not None
+        async with self._lock:
+            stdin.write(json.dumps(request).encode() + b"\n")
+            await stdin.drain()
+            return await asyncio.wait_for(self.read(), timeout)
 
 
 async def _pump(

@@ -49,8 +49,13 @@ async def _run(options: DemoOptions, out: TextIO) -> int:
     assert main is not None
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGTERM, main.cancel)
-    workdir = Path(tempfile.mkdtemp(prefix="trustmesh-demo-"))
-    log_dir = Path(tempfile.mkdtemp(prefix="trustmesh-demo-logs-"))
+    if options.isolation == "netns":
+        from trustmesh.demo_netns import check_host
+
+        check_host()  # before anything is created
+    base = _temp_base(options.isolation, out)
+    workdir = Path(tempfile.mkdtemp(prefix="trustmesh-demo-", dir=base))
+    log_dir = Path(tempfile.mkdtemp(prefix="trustmesh-demo-logs-", dir=base))
     sup = Supervisor(log_dir)
     cleanups: list = []
     keep_logs = True
@@ -72,6 +77,19 @@ async def _run(options: DemoOptions, out: TextIO) -> int:
             shutil.rmtree(log_dir, ignore_errors=True)
 
 
+def _temp_base(isolation: str, out: TextIO) -> str:
+    """Where the work and log directories go. In netns mode the sidecars run as uid 1337 and
+    must reach their files, so every directory above them must be searchable by others."""
+    base = tempfile.gettempdir()
+    if isolation != "netns":
+        return base
+    path = Path(base).resolve()
+    if all(p.stat().st_mode & 0o001 for p in (path, *path.parents)):
+        return base
+    print(f"note: {base} is not searchable by other users (the sidecars run as uid 1337); using /tmp", file=out)
+    return "/tmp"
+
+
 async def _cleanup(sup: Supervisor, cleanups: list) -> None:
     await sup.stop_all()
     for undo in reversed(cleanups):
@@ -89,21 +107,19 @@ def _check_alive(sup: Supervisor, when: str) -> None:
 
 
 async def _demo(options: DemoOptions, out: TextIO, sup: Supervisor, workdir: Path, cleanups: list, started: float) -> int:
-    from trustmesh.demo_script import format_table, run_script
+    from trustmesh.demo_script import format_table, performer, run_script
 
     print("trustmesh demo: starting a CA and 5 workloads (app + sidecar each) on "
-          + ("loopback" if options.isolation == "loopback" else "network namespaces"), file=out, flush=True)
+          + ("loopback (explicit outbound mode)" if options.isolation == "loopback" else "a network namespace each (transparent redirect)"), file=out, flush=True)
     if options.isolation == "netns":
-        from trustmesh.demo_netns import netns_performer, start_netns_mesh
+        from trustmesh.demo_netns import start_netns_mesh
 
         mesh = await start_netns_mesh(sup, workdir, cleanups)
-        perform = netns_performer(mesh)
     else:
         from trustmesh.demo_mesh import start_loopback_mesh
-        from trustmesh.demo_script import loopback_performer
 
         mesh = await start_loopback_mesh(sup, workdir, options.port_base)
-        perform = loopback_performer(mesh)
+    perform = performer(mesh)
     print(f"up in {time.monotonic() - started:.1f} s; making the scripted calls\n", file=out, flush=True)
     try:
         rows = await run_script(perform, mesh.access_logs)
@@ -116,11 +132,9 @@ async def _demo(options: DemoOptions, out: TextIO, sup: Supervisor, workdir: Pat
           f"        The policy is trustmesh/demo.policy; total time {time.monotonic() - started:.1f} s.", file=out, flush=True)
     failed = any(not row.ok for row in rows)
     if options.keep_running:
-        from trustmesh.demo_script import curl_lines
-
         print("\nThe demo keeps running; press Ctrl-C to stop it and clean up.", file=out)
         print(f"Each process's output is in {sup.log_dir}.\n", file=out)
-        print(curl_lines(mesh), file=out, flush=True)
+        print(mesh.curl_lines(), file=out, flush=True)
         while not sup.dead():
             await asyncio.sleep(1.0)
         _check_alive(sup, "while the demo was running")

@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from trustmesh.demo_calls import Outcome, classify, http_request
+from trustmesh.demo_calls import Outcome, classify
 from trustmesh.demo_mesh import Mesh
 from trustmesh.demo_topology import SCRIPT, Call, spiffe_id
 
-__all__ = ["Row", "run_script", "loopback_performer", "format_table", "curl_lines"]
+__all__ = ["Row", "run_script", "performer", "format_table"]
 
 
 @dataclass(frozen=True)
@@ -37,36 +37,31 @@ class Row:
 Performer = Callable[[Call], Awaitable[Outcome]]
 
 
-def loopback_performer(mesh: Mesh) -> Performer:
-    """Make each call as the caller's app would on loopback (explicit outbound mode)."""
+def performer(mesh: Mesh) -> Performer:
+    """Make each call as the caller's app would: ``mesh`` knows where to send it and from where."""
     jwt_clients: dict[str, object] = {}
 
     async def perform(call: Call) -> Outcome:
         if call.via == "plain":
-            before = await rejected_connections(*mesh.admin[call.callee])
-        if call.via == "mtls":
-            assert call.upstream is not None
-            host, port = mesh.outbound[(call.caller, call.upstream)]
-            headers: dict[str, str] = {}
-        else:
-            host, port = mesh.inbound[call.callee]
-            headers = {}
-            if call.via == "jwt":
-                assert call.audience is not None
-                headers["Authorization"] = "Bearer " + await _fetch_jwt(mesh, jwt_clients, call.caller, call.audience)
-        response = await http_request(host, port, call.method, call.path, body=call.body_bytes, headers=headers)
+            before = await rejected_connections(mesh, call.callee)
+        headers: dict[str, str] = {}
+        if call.via == "jwt":
+            assert call.audience is not None
+            headers["Authorization"] = "Bearer " + await _fetch_jwt(mesh, jwt_clients, call.caller, call.audience)
+        host, port = mesh.target(call)
+        response = await mesh.send(call.caller, host, port, call.method, call.path, body=call.body_bytes, headers=headers)
         outcome = classify(response, from_callee_sidecar=True)
         if call.via == "plain" and outcome.decision == "refused":
-            outcome = await _explain_rejection(outcome, before, mesh.admin[call.callee])
+            outcome = await _explain_rejection(outcome, before, mesh, call.callee)
         return outcome
 
     perform.close = lambda: _close_all(jwt_clients)  # type: ignore[attr-defined]
     return perform
 
 
-async def rejected_connections(host: str, port: int) -> dict[str, float]:
+async def rejected_connections(mesh: Mesh, workload: str) -> dict[str, float]:
     """A sidecar's ``trustmesh_sidecar_connections_rejected`` counts on its inbound listener, by reason."""
-    response = await http_request(host, port, "GET", "/metrics", timeout=2.0)
+    response = await mesh.admin_get(workload, "/metrics")
     counts: dict[str, float] = {}
     for match in _REJECTED.finditer(response.body.decode(errors="replace")):
         counts[match.group(1)] = float(match.group(2))
@@ -76,9 +71,9 @@ async def rejected_connections(host: str, port: int) -> dict[str, float]:
 _REJECTED = re.compile(r'^trustmesh_sidecar_connections_rejected_total\{listener="inbound",reason="([^"]+)"\} (\S+)$', re.M)
 
 
-async def _explain_rejection(outcome: Outcome, before: dict[str, float], admin: tuple[str, int]) -> Outcome:
+async def _explain_rejection(outcome: Outcome, before: dict[str, float], mesh: Mesh, workload: str) -> Outcome:
     """Ask the callee's sidecar which rejection counter moved (it counts before it closes)."""
-    after = await rejected_connections(*admin)
+    after = await rejected_connections(mesh, workload)
     moved = [reason for reason, count in after.items() if count > before.get(reason, 0.0)]
     if not moved:
         return outcome
@@ -217,28 +212,3 @@ def _short(text: str) -> str:
 
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def curl_lines(mesh: Mesh) -> str:
-    """How to call the running demo by hand."""
-    web_config = "{}:{}".format(*mesh.outbound[("web", "config")])
-    web_billing = "{}:{}".format(*mesh.outbound[("web", "billing")])
-    config_in = "{}:{}".format(*mesh.inbound["config"])
-    reports_in = "{}:{}".format(*mesh.inbound["reports"])
-    sock = mesh.sockets.get("analytics")
-    lines = [
-        "# as web, through web's sidecar (mTLS to config; allowed: its own config):",
-        f"curl -s http://{web_config}/v1/fetch -H 'content-type: application/json' -d '{{\"appname\":\"web\"}}'",
-        "# the same, asking for billing's config (denied by policy):",
-        f"curl -s http://{web_config}/v1/fetch -H 'content-type: application/json' -d '{{\"appname\":\"billing\"}}'",
-        "# as web, to billing:",
-        f"curl -s http://{web_billing}/v1/invoices/2026-11",
-        "# plaintext straight to config's sidecar (refused: STRICT mTLS):",
-        f"curl -sv http://{config_in}/v1/fetch",
-        "# a JWT-SVID from analytics' Workload API, then plain HTTP to reports:",
-        f"TOKEN=$(trustmesh api fetch-jwt --socket unix://{sock} --audience {spiffe_id('reports')} | tail -n1)"
-        if sock
-        else "",
-        f"curl -s http://{reports_in}/reports/daily -H \"Authorization: Bearer $TOKEN\"",
-    ]
-    return "\n".join(line for line in lines if line)

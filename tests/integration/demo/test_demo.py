@@ -132,3 +132,61 @@ def test_usage_errors_exit_2():
     result = subprocess.run(DEMO + ["--port-base", "80"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert result.stderr.strip() == "trustmesh: error: --port-base must be between 1024 and 65519, got 80"
+
+
+def _root_tools_or_skip() -> None:
+    import shutil
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces)")
+    for tool in ("ip", "nsenter", "setpriv", "iptables"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool}")
+
+
+@pytest.fixture
+def shared_tmp():
+    """A TMPDIR that uid 1337 can traverse (pytest's tmp_path sits under a 0700 directory)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="demo-test-", dir="/tmp"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.netns
+def test_netns_isolation_runs_the_same_script_through_transparent_redirect(shared_tmp):
+    _root_tools_or_skip()
+    tmp_path = shared_tmp
+    proc = subprocess.Popen(DEMO + ["--isolation", "netns"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out + err
+    assert "a network namespace each (transparent redirect)" in out
+    rows = _rows(out)
+    assert re.search(r'web \(mTLS\) -> config\s+POST /v1/fetch \{"appname":"web"\}\s+ALLOW\s+rule fetch-own-config', rows[1])
+    assert re.search(r'web \(mTLS\) -> config\s+POST /v1/fetch \{"appname":"billing"\}\s+DENY', rows[3])
+    assert re.search(r"REFUSED\s+caller's sidecar: server is '…/app/billing', expected '…/app/config'", rows[8])
+    assert re.search(r"outsider \(plain\) -> config\s+.*REFUSED\s+callee's sidecar closed it: handshake rejected", rows[9])
+    assert re.search(r"analytics \(JWT\) -> reports\s+GET /reports/daily\s+ALLOW\s+rule analytics-reads-reports", rows[10])
+    assert "all 12 calls went as expected" in out
+    # Namespaces (and with them the veths and iptables rules), processes and files are gone.
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    assert f"tmdemo{proc.pid}-" not in namespaces
+    assert _leftover_processes(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.netns
+def test_netns_isolation_without_root_is_a_usage_error():
+    _root_tools_or_skip()
+    as_user = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
+    result = subprocess.run(as_user + DEMO + ["--isolation", "netns"], capture_output=True, text=True, timeout=30, cwd="/")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("trustmesh: error: --isolation netns needs root")
