@@ -184,3 +184,14 @@ def test_only_listed_outbound_cidrs_are_captured(pods):
     finally:
         a.redirect("apply")
     assert path(a.connect("10.77.2.2", 8080))[0] == ("A-outbound", ("10.77.2.2", 8080))
+
+
+def test_only_listed_inbound_ports_are_captured(pods):
+    a, b = pods["A"], pods["B"]
+    b.redirect("apply", "--inbound-ports", "8080")
+    try:
+        assert path(a.connect("10.77.0.2", 8080, uid=PROXY)) == [("B-inbound", ("10.77.0.2", 8080)), ("B-app", None)]
+        assert path(a.connect("10.77.0.2", 5432, uid=PROXY)) == [("B-app", None)]
+    finally:
+        b.redirect("apply")
+    assert path(a.connect("10.77.0.2", 5432, uid=PROXY))[0] == ("B-inbound", ("10.77.0.2", 5432))
