@@ -28,6 +28,7 @@ that their bytes can be forwarded untouched.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -52,6 +53,10 @@ _FIELD = re.compile(
 )
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})(?:[ \t]*;[\x20-\x7e\t]*)?")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
+_FIELD_LINE = _TOKEN + rb":[ \t]*(?:[\x21-\x7e\x80-\xff](?:[\x20-\x7e\x80-\xff\t]*[\x21-\x7e\x80-\xff])?)?[ \t]*"
+_HEAD = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(1\.[01])((?:\r\n" + _FIELD_LINE + rb")*)")
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host", b"connection"})
+_IDENTITY = frozenset({b"x-forwarded-client-cert"})
 _MAX_CHUNK_LINE = 4096
 
 
@@ -88,6 +93,7 @@ class RequestHead:
     content_length: int | None
     chunked: bool
     keep_alive: bool
+    raw_fields: bytes | None = None  # the header lines as received, when none needs rewriting
 
     def get(self, name: bytes) -> bytes | None:
         """The value of the first header called ``name`` (lower-case), if any."""
@@ -118,20 +124,22 @@ def _split_head(buf: bytearray, max_head_bytes: int) -> bytes | None:
 
 
 def parse_request_head(head: bytes, max_headers: int) -> RequestHead:
-    """Validate and parse a request head (request line and fields, CRLF-separated)."""
-    if b"\0" in head:
-        raise HttpError(400, "NUL in request head")
-    lines = head.split(b"\r\n")
-    if b"\n" in head and head.count(b"\n") != len(lines) - 1:
-        raise HttpError(400, "bare LF in request head")
-    if b"\r" in head and head.count(b"\r") != len(lines) - 1:
-        raise HttpError(400, "bare CR in request head")
-    m = _REQUEST_LINE.fullmatch(lines[0])
+    """Validate and parse a request head (request line and fields, CRLF-separated).
+
+    One regular expression checks the whole head (every character class is
+    strict, so NUL, bare CR/LF, obs-fold and whitespace before a colon cannot
+    match); only a head that fails it goes through :func:`_diagnose` to name
+    the problem.
+    """
+    m = _HEAD.fullmatch(head)
     if m is None:
-        raise HttpError(400, "malformed request line")
+        _diagnose(head)
+        raise HttpError(400, "malformed request head")
     method, target, version = m.group(1).decode(), m.group(2).decode(), m.group(3).decode()
-    if not target.startswith("/"):
+    if target[0] != "/":
         raise HttpError(400, "request target must be in origin form")
+    block = m.group(4)
+    lines = block.split(b"\r\n") if block else [b""]
     if len(lines) - 1 > max_headers:
         raise HttpError(431, "too many header fields")
     headers: list[tuple[bytes, bytes]] = []
@@ -139,26 +147,30 @@ def parse_request_head(head: bytes, max_headers: int) -> RequestHead:
     transfer_encoding: bytes | None = None
     hosts = 0
     connection = b""
+    sensitive = False
     for line in lines[1:]:
-        f = _FIELD.fullmatch(line)
-        if f is None:
-            raise HttpError(400, _field_problem(line))
-        name = f.group(1).lower()
-        value = f.group(2)
-        if name == b"content-length":
-            if content_length is not None:
-                raise HttpError(400, "repeated Content-Length")
-            if _DIGITS.fullmatch(value) is None:
-                raise HttpError(400, "malformed Content-Length")
-            content_length = int(value)
-        elif name == b"transfer-encoding":
-            if transfer_encoding is not None:
-                raise HttpError(400, "repeated Transfer-Encoding")
-            transfer_encoding = value.lower()
-        elif name == b"host":
-            hosts += 1
-        elif name == b"connection":
-            connection = connection + b"," + value.lower() if connection else value.lower()
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        value = value.strip(b" \t")
+        if name in _FRAMING:
+            if name == b"content-length":
+                if content_length is not None:
+                    raise HttpError(400, "repeated Content-Length")
+                if _DIGITS.fullmatch(value) is None:
+                    raise HttpError(400, "malformed Content-Length")
+                content_length = int(value)
+            elif name == b"transfer-encoding":
+                if transfer_encoding is not None:
+                    raise HttpError(400, "repeated Transfer-Encoding")
+                transfer_encoding = value.lower()
+                sensitive = True
+            elif name == b"host":
+                hosts += 1
+            else:  # connection
+                connection = connection + b"," + value.lower() if connection else value.lower()
+                sensitive = True
+        elif name in HOP_BY_HOP or name in _IDENTITY or name.startswith(b"x-trustmesh-"):
+            sensitive = True
         headers.append((name, value))
     if transfer_encoding is not None:
         if content_length is not None:
@@ -169,11 +181,31 @@ def parse_request_head(head: bytes, max_headers: int) -> RequestHead:
             raise HttpError(501, "unsupported Transfer-Encoding")
     if version == "1.1" and hosts != 1:
         raise HttpError(400, "HTTP/1.1 request needs exactly one Host")
-    tokens = {t.strip() for t in connection.split(b",")} if connection else set()
-    keep_alive = b"close" not in tokens and (version == "1.1" or b"keep-alive" in tokens)
+    if connection:
+        tokens = {t.strip() for t in connection.split(b",")}
+        keep_alive = b"close" not in tokens and (version == "1.1" or b"keep-alive" in tokens)
+    else:
+        keep_alive = version == "1.1"
     return RequestHead(
-        method, target, version, headers, content_length, transfer_encoding is not None, keep_alive
+        method, target, version, headers, content_length, transfer_encoding is not None, keep_alive,
+        None if sensitive else block,
     )
+
+
+def _diagnose(head: bytes) -> None:
+    """Raise the precise :class:`HttpError` for a head that failed the strict pattern."""
+    if b"\0" in head:
+        raise HttpError(400, "NUL in request head")
+    lines = head.split(b"\r\n")
+    if b"\n" in head and head.count(b"\n") != len(lines) - 1:
+        raise HttpError(400, "bare LF in request head")
+    if b"\r" in head and head.count(b"\r") != len(lines) - 1:
+        raise HttpError(400, "bare CR in request head")
+    if _REQUEST_LINE.fullmatch(lines[0]) is None:
+        raise HttpError(400, "malformed request line")
+    for line in lines[1:]:
+        if _FIELD.fullmatch(line) is None:
+            raise HttpError(400, _field_problem(line))
 
 
 def _field_problem(line: bytes) -> str:
@@ -454,6 +486,12 @@ def _field_value(fields: bytes, marker: bytes) -> bytes | None:
 
 
 _EMPTY: frozenset[bytes] = frozenset()
+
+
+@functools.lru_cache(maxsize=16)
+def _fast_droppable(drop: frozenset[bytes]) -> bool:
+    """True when every name in ``drop`` is one the parser flags (so raw lines can be reused)."""
+    return all(name in _IDENTITY or name.startswith(b"x-trustmesh-") for name in drop)
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"transfer-encoding"}
 )
@@ -465,6 +503,9 @@ def serialize_head(
     """The head to send upstream: ``target`` replaces the request target; headers named in
     ``drop``, hop-by-hop headers and those listed in ``Connection`` are removed (chunked
     framing is re-added when the body is chunked); ``add`` is appended."""
+    if head.raw_fields is not None and _fast_droppable(drop):  # nothing to remove: keep the lines
+        extra = b"".join([b"\r\n%b: %b" % pair for pair in add])
+        return b"%b %b HTTP/1.1%b%b\r\n\r\n" % (head.method.encode(), target.encode(), head.raw_fields, extra)
     connection = head.get(b"connection")
     named = {t.strip() for t in connection.lower().split(b",")} - {b""} if connection else _EMPTY
     parts = [b"%b %b HTTP/1.1\r\n" % (head.method.encode(), target.encode())]

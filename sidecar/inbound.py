@@ -226,6 +226,8 @@ def _deny_text(verdict: Verdict) -> str:
 
 
 def _without_identity_headers(head: RequestHead) -> RequestHead:
+    if head.raw_fields is not None:  # the parser saw no identity or hop-by-hop header
+        return head
     if not any(name in IDENTITY_HEADERS for name, _ in head.headers):
         return head
     from dataclasses import replace
