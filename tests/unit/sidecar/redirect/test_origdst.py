@@ -35,3 +35,27 @@ def test_unix_sockets_are_never_redirected():
     with a, b:
         with pytest.raises(RedirectError):
             original_destination(a)
+
+
+async def test_asyncio_transport_sockets_are_accepted():
+    """The sidecar passes ``writer.get_extra_info("socket")`` (an asyncio TransportSocket)."""
+    import asyncio
+
+    seen: list[BaseException] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            original_destination(writer.get_extra_info("socket"))
+        except BaseException as err:  # recorded for the assertion below
+            seen.append(err)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        _, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+    assert len(seen) == 1 and isinstance(seen[0], RedirectError)
