@@ -142,7 +142,10 @@ class CaClient:
         return bundle
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        token = self._token_source().strip()
+        try:
+            token = self._token_source().strip()
+        except OSError as err:  # e.g. the projected token file is not there yet
+            raise CaClientError(f"cannot get a token: {err}", "UNAUTHENTICATED") from err
         if not token:
             raise CaClientError("the token source returned an empty token", "UNAUTHENTICATED")
         return (("authorization", f"Bearer {token}"),)

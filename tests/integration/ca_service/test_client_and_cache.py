@@ -57,3 +57,13 @@ async def test_client_server_name_and_empty_token(kube, start_service):
     await client.close()
     with pytest.raises(CaClientError, match="no trust anchors"):
         CaClient("127.0.0.1:1", b"", lambda: "x")
+
+
+async def test_token_source_failure_is_a_client_error(kube, start_service, tmp_path):
+    service = await start_service()
+    missing = tmp_path / "token"
+    client = CaClient(f"127.0.0.1:{service.grpc_port}", service.ca.bundle(), missing.read_text)
+    with pytest.raises(CaClientError) as info:
+        await client.mint_jwt_svid(["a"])
+    assert info.value.code == "UNAUTHENTICATED" and "cannot get a token" in info.value.details
+    await client.close()
