@@ -30,7 +30,8 @@ import yaml
 from trustmesh.demo_calls import Response, http_request
 from trustmesh.demo_errors import DemoError
 from trustmesh.demo_procs import Supervisor, json_event
-from trustmesh.demo_topology import TRUST_DOMAIN, WORKLOADS, Call, Workload, sidecar_config, spiffe_id
+from trustmesh.demo_configs import ca_service_config, explicit_sidecar_config
+from trustmesh.demo_topology import TRUST_DOMAIN, WORKLOADS, Call, Workload, spiffe_id
 
 __all__ = ["Mesh", "start_ca", "start_loopback_mesh", "write_policy"]
 
@@ -140,19 +141,14 @@ async def start_ca(
     token_file = workdir / "static-tokens.yaml"
     token_file.write_text(yaml.safe_dump({token: spiffe_id(name) for name, token in tokens.items()}))
     token_file.chmod(0o600)
-    config = {
-        "trust_domain": TRUST_DOMAIN,
-        "ca": {"store": {"kind": "directory", "path": str(workdir / "ca")}},
-        "authentication": {"static_tokens_file": str(token_file)},
-        "listen": {
-            "grpc": f"{listen_host}:{port}",
-            "bundle_endpoint": f"{listen_host}:0",
-            "metrics": "127.0.0.1:0",
-        },
-        "serving": {"dns_names": ["trustmesh-ca.demo"], "ip_addresses": list(serving_ips)},
-        "audit_log": str(sup.log_dir / "ca-audit.jsonl"),
-        "rotation_check_seconds": 60,
-    }
+    config = ca_service_config(
+        store_path=str(workdir / "ca"),
+        static_tokens_file=str(token_file),
+        audit_log=str(sup.log_dir / "ca-audit.jsonl"),
+        listen_host=listen_host,
+        port=port,
+        serving_ips=serving_ips,
+    )
     path = workdir / "ca-service.yaml"
     path.write_text(yaml.safe_dump(config))
 
@@ -237,20 +233,22 @@ async def _start_sidecar(
     home.mkdir(mode=0o700, exist_ok=True)
     socket_path = home / "agent.sock" if workload.workload_api else None
     access_log = sup.log_dir / f"sidecar-{workload.name}-access.jsonl"
-    doc = sidecar_config(
+    upstreams = [
+        (fixed.get((workload.name, name), 0), *mesh.inbound[callee], spiffe_id(expected))
+        for name, (callee, expected) in workload.upstreams.items()
+    ]
+    doc = explicit_sidecar_config(
         workload,
         ca_address=mesh.ca_address,
         ca_bundle_file=str(bundle),
         token=token,
         app_port=mesh.app_ports[workload.name],
-        inbound_ports=mesh.inbound,
+        inbound_port=mesh.inbound[workload.name][1],
+        upstreams=upstreams,
         policy_file=str(policy),
         access_log=str(access_log),
         socket_path=str(socket_path) if socket_path else None,
     )
-    doc["inbound"]["port"] = mesh.inbound[workload.name][1]
-    for upstream, entry in zip(workload.upstreams, doc["outbound"]["upstreams"]):
-        entry["listen"] = fixed.get((workload.name, upstream), 0)
     config = home / "sidecar.yaml"
     config.write_text(yaml.safe_dump(doc))
     config.chmod(0o600)  # it holds the workload's CA token

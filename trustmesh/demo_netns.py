@@ -35,7 +35,8 @@ from trustmesh.demo_calls import Response
 from trustmesh.demo_errors import DemoError, DemoUsageError
 from trustmesh.demo_mesh import Mesh, curl_lines, init_ca, python, start_app, start_ca, write_policy
 from trustmesh.demo_procs import Agent, Supervisor, json_event
-from trustmesh.demo_topology import OUTSIDER, TRUST_DOMAIN, WORKLOADS, Call, Workload, spiffe_id
+from trustmesh.demo_configs import transparent_sidecar_config
+from trustmesh.demo_topology import OUTSIDER, WORKLOADS, Call, Workload, spiffe_id
 
 __all__ = ["NetnsMesh", "start_netns_mesh"]
 
@@ -205,20 +206,19 @@ async def _start_sidecar(sup: Supervisor, mesh: NetnsMesh, workload: Workload, t
     access_log = sup.log_dir / f"sidecar-{workload.name}-access.jsonl"
     access_log.touch(mode=0o600)
     os.chown(access_log, PROXY_UID, PROXY_UID)
-    doc: dict[str, Any] = {
-        "trust_domain": TRUST_DOMAIN,
-        "mode": workload.mode,
-        "ca": {"address": mesh.ca_address, "bundle_file": str(bundle), "token": token},
-        "inbound": {"port": 15006},
-        "outbound": {"port": 15001, "transparent": True, "destinations": _destinations(mesh)},
-        "admin": {"port": 15000, "health_port": 15021},
-        "policy": {"file": str(policy)},
-        "access_log": str(access_log),
-        "limits": {"drain_grace": 1},
-    }
-    if workload.workload_api:
-        doc["workload_api"] = {"socket": str(home / "agent.sock")}
-        mesh.sockets[workload.name] = home / "agent.sock"
+    socket_path = home / "agent.sock" if workload.workload_api else None
+    doc = transparent_sidecar_config(
+        workload,
+        ca_address=mesh.ca_address,
+        ca_bundle_file=str(bundle),
+        token=token,
+        destinations=_destinations(mesh),
+        policy_file=str(policy),
+        access_log=str(access_log),
+        socket_path=str(socket_path) if socket_path else None,
+    )
+    if socket_path is not None:
+        mesh.sockets[workload.name] = socket_path
     config = home / "sidecar.yaml"
     config.write_text(yaml.safe_dump(doc))
     config.chmod(0o600)

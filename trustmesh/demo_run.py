@@ -107,7 +107,7 @@ def _check_alive(sup: Supervisor, when: str) -> None:
 
 
 async def _demo(options: DemoOptions, out: TextIO, sup: Supervisor, workdir: Path, cleanups: list, started: float) -> int:
-    from trustmesh.demo_script import format_table, performer, run_script
+    from trustmesh.demo_script import Performer, format_table, run_script
 
     print("trustmesh demo: starting a CA and 5 workloads (app + sidecar each) on "
           + ("loopback (explicit outbound mode)" if options.isolation == "loopback" else "a network namespace each (transparent redirect)"), file=out, flush=True)
@@ -119,12 +119,12 @@ async def _demo(options: DemoOptions, out: TextIO, sup: Supervisor, workdir: Pat
         from trustmesh.demo_mesh import start_loopback_mesh
 
         mesh = await start_loopback_mesh(sup, workdir, options.port_base)
-    perform = performer(mesh)
+    perform = Performer(mesh)
     print(f"up in {time.monotonic() - started:.1f} s; making the scripted calls\n", file=out, flush=True)
     try:
         rows = await run_script(perform, mesh.access_logs)
     finally:
-        await perform.close()  # type: ignore[attr-defined]
+        await perform.close()
     _check_alive(sup, "during the scripted calls")
     print(format_table(rows), file=out, flush=True)
     print(f"\nlegend: ALLOW = the app answered; DENY = the callee's sidecar answered 403 (policy);\n"

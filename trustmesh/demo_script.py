@@ -15,12 +15,13 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trustmesh.demo_calls import Outcome, classify
 from trustmesh.demo_mesh import Mesh
 from trustmesh.demo_topology import SCRIPT, Call, spiffe_id
 
-__all__ = ["Row", "run_script", "performer", "format_table"]
+__all__ = ["Row", "run_script", "Performer", "format_table"]
 
 
 @dataclass(frozen=True)
@@ -34,20 +35,22 @@ class Row:
         return self.outcome.decision == self.call.expect
 
 
-Performer = Callable[[Call], Awaitable[Outcome]]
+class Performer:
+    """Makes each call as the caller's app would; ``mesh`` knows where to send it and from where.
+    JWT-SVIDs come from the caller's Workload API through the sdk client."""
 
+    def __init__(self, mesh: Mesh) -> None:
+        self.mesh = mesh
+        self._clients: dict[str, Any] = {}
 
-def performer(mesh: Mesh) -> Performer:
-    """Make each call as the caller's app would: ``mesh`` knows where to send it and from where."""
-    jwt_clients: dict[str, object] = {}
-
-    async def perform(call: Call) -> Outcome:
+    async def __call__(self, call: Call) -> Outcome:
+        mesh = self.mesh
         if call.via == "plain":
             before = await rejected_connections(mesh, call.callee)
         headers: dict[str, str] = {}
         if call.via == "jwt":
             assert call.audience is not None
-            headers["Authorization"] = "Bearer " + await _fetch_jwt(mesh, jwt_clients, call.caller, call.audience)
+            headers["Authorization"] = "Bearer " + await self._jwt(call.caller, call.audience)
         host, port = mesh.target(call)
         response = await mesh.send(call.caller, host, port, call.method, call.path, body=call.body_bytes, headers=headers)
         outcome = classify(response, from_callee_sidecar=True)
@@ -55,8 +58,19 @@ def performer(mesh: Mesh) -> Performer:
             outcome = await _explain_rejection(outcome, before, mesh, call.callee)
         return outcome
 
-    perform.close = lambda: _close_all(jwt_clients)  # type: ignore[attr-defined]
-    return perform
+    async def _jwt(self, caller: str, audience: str) -> str:
+        from sdk.workloadapi import WorkloadApiClient
+
+        client = self._clients.get(caller)
+        if client is None:
+            client = self._clients[caller] = WorkloadApiClient(f"unix://{self.mesh.sockets[caller]}")
+        svid = await client.fetch_jwt_svid(spiffe_id(audience))
+        return svid.token
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
 
 
 async def rejected_connections(mesh: Mesh, workload: str) -> dict[str, float]:
@@ -80,24 +94,8 @@ async def _explain_rejection(outcome: Outcome, before: dict[str, float], mesh: M
     return Outcome(outcome.decision, f"callee's sidecar closed it: {', '.join(moved)} rejected", outcome.status)
 
 
-async def _fetch_jwt(mesh: Mesh, clients: dict[str, object], caller: str, audience: str) -> str:
-    """A JWT-SVID for ``audience``'s ID from ``caller``'s Workload API, through the sdk client."""
-    from sdk.workloadapi import WorkloadApiClient
-
-    client = clients.get(caller)
-    if client is None:
-        client = clients[caller] = WorkloadApiClient(f"unix://{mesh.sockets[caller]}")
-    svid = await client.fetch_jwt_svid(spiffe_id(audience))  # type: ignore[attr-defined]
-    return svid.token
-
-
-async def _close_all(clients: dict[str, object]) -> None:
-    for client in clients.values():
-        await client.close()  # type: ignore[attr-defined]
-
-
 async def run_script(
-    perform: Performer,
+    perform: Callable[[Call], Awaitable[Outcome]],
     access_logs: dict[str, Path],
     script: Sequence[Call] = SCRIPT,
     log_wait: float = 3.0,

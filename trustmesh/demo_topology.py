@@ -29,7 +29,6 @@ __all__ = [
     "SCRIPT",
     "OUTSIDER",
     "spiffe_id",
-    "sidecar_config",
 ]
 
 TRUST_DOMAIN = "demo.example"
@@ -149,47 +148,3 @@ SCRIPT: tuple[Call, ...] = (
          audience="config"),
     Call(OUTSIDER, "plain", "reports", "GET", "/reports/daily", "deny", "no credential, no access"),
 )
-
-
-def sidecar_config(
-    workload: Workload,
-    *,
-    ca_address: str,
-    ca_bundle_file: str,
-    token: str,
-    app_port: int,
-    inbound_ports: dict[str, tuple[str, int]],
-    policy_file: str,
-    access_log: str,
-    socket_path: str | None,
-    listen_address: str = "127.0.0.1",
-) -> dict[str, Any]:
-    """The YAML document (as a dict) for one workload's sidecar in explicit (loopback) mode.
-
-    ``inbound_ports`` maps each already-started workload to the host and port
-    of its sidecar's inbound listener.
-    """
-    doc: dict[str, Any] = {
-        "trust_domain": TRUST_DOMAIN,
-        "mode": workload.mode,
-        "ca": {"address": ca_address, "bundle_file": ca_bundle_file, "token": token},
-        "inbound": {"port": 0, "address": listen_address, "app_port": app_port},
-        "outbound": {
-            "transparent": False,
-            "upstreams": [
-                {
-                    "listen": 0,
-                    "address": "{}:{}".format(*inbound_ports[callee]),
-                    "spiffe_id": spiffe_id(expected),
-                }
-                for callee, expected in workload.upstreams.values()
-            ],
-        },
-        "admin": {"port": 0, "health_port": 0, "health_address": "127.0.0.1"},
-        "policy": {"file": policy_file},
-        "access_log": access_log,
-        "limits": {"drain_grace": 1},
-    }
-    if socket_path is not None:
-        doc["workload_api"] = {"socket": socket_path}
-    return doc

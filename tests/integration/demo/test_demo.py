@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -109,6 +110,26 @@ def test_keep_running_prints_curl_lines_that_work_and_ctrl_c_cleans_up(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_during_start_up_stops_what_was_started(tmp_path):
+    proc = subprocess.Popen(DEMO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
+    try:
+        assert proc.stdout.readline().startswith("trustmesh demo: starting")
+        deadline = time.monotonic() + 20
+        while not _leftover_processes(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _leftover_processes(tmp_path), "no child process appeared"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert _leftover_processes(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_process_that_cannot_start_fails_the_demo_with_its_log_and_cleans_up(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -135,8 +156,6 @@ def test_usage_errors_exit_2():
 
 
 def _root_tools_or_skip() -> None:
-    import shutil
-
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces)")
     for tool in ("ip", "nsenter", "setpriv", "iptables"):
@@ -147,7 +166,6 @@ def _root_tools_or_skip() -> None:
 @pytest.fixture
 def shared_tmp():
     """A TMPDIR that uid 1337 can traverse (pytest's tmp_path sits under a 0700 directory)."""
-    import shutil
     import tempfile
 
     path = Path(tempfile.mkdtemp(prefix="demo-test-", dir="/tmp"))
@@ -190,3 +208,36 @@ def test_netns_isolation_without_root_is_a_usage_error():
     result = subprocess.run(as_user + DEMO + ["--isolation", "netns"], capture_output=True, text=True, timeout=30, cwd="/")
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("trustmesh: error: --isolation netns needs root")
+
+
+@pytest.mark.netns
+def test_netns_keep_running_then_sigterm_removes_the_namespaces(shared_tmp):
+    _root_tools_or_skip()
+    proc = subprocess.Popen(DEMO + ["--isolation", "netns", "--keep-running"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env(shared_tmp))
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "demo exited early:\n" + "".join(lines) + proc.stderr.read()
+            lines.append(line)
+            if "/v1/invoices/" in line and line.startswith("nsenter"):
+                break
+        # The printed command runs as web, inside web's namespace, through the redirect.
+        command = line.strip().replace("curl -s", "curl -s --max-time 10", 1)
+        if shutil.which("curl"):
+            body = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30).stdout
+            assert '"caller": "spiffe://demo.example/ns/demo/app/web"' in body
+        prefix = f"tmdemo{proc.pid}-"
+        assert prefix in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert prefix not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert _leftover_processes(shared_tmp) == []
+    assert list(shared_tmp.iterdir()) == []
