@@ -116,12 +116,18 @@ def build_object() -> Path:
     return obj
 
 
-def _map_updates(config: RedirectConfig, maps: Path) -> list[str]:
-    """bpftool batch lines that fill the configuration maps."""
+# Maps apply fills; the others (tm_by_cookie, tm_by_peer) belong to the programs.
+CONFIG_MAPS = ("tm_build", "tm_excl_ports", "tm_excl4", "tm_incl4", "tm_excl6", "tm_incl6", "tm_config")
+_ARRAYS = ("tm_build", "tm_config")
+Entry = tuple[str, bytes, bytes]  # map name, key, value
 
-    def update(name: str, key: bytes, value: bytes) -> str:
-        return f"map update pinned {maps / name} key hex {key.hex(' ')} value hex {value.hex(' ')}"
 
+def _build_id() -> bytes:
+    return hashlib.sha256(SOURCE.read_bytes()).digest()[:8]
+
+
+def _entries(config: RedirectConfig) -> list[Entry]:
+    """What the configuration maps must hold for ``config`` (``tm_config`` last)."""
     cfg = struct.pack(
         "=5I",
         config.proxy_uid,
@@ -130,14 +136,63 @@ def _map_updates(config: RedirectConfig, maps: Path) -> list[str]:
         1 if config.outbound_cidrs is None else 0,
         1 if config.ipv6 == "drop" else 0,
     )
-    lines = [update("tm_config", struct.pack("=I", 0), cfg)]
-    lines += [update("tm_excl_ports", struct.pack("=H", p), b"\x01") for p in config.exclude_outbound_ports]
+    zero = struct.pack("=I", 0)
+    entries: list[Entry] = [("tm_build", zero, _build_id())]
+    entries += [("tm_excl_ports", struct.pack("=H", p), b"\x01") for p in config.exclude_outbound_ports]
     for field, prefix in (("exclude_outbound_cidrs", "tm_excl"), ("outbound_cidrs", "tm_incl")):
         for net in getattr(config, field) or ():
             # LPM key: prefix length (host order), then the address in network order
             key = struct.pack("=I", net.prefixlen) + net.network_address.packed
-            lines.append(update(f"{prefix}{net.version}", key, b"\x01"))
-    return lines
+            entries.append((f"{prefix}{net.version}", key, b"\x01"))
+    entries.append(("tm_config", zero, cfg))
+    return entries
+
+
+def _update(maps: Path, entry: Entry) -> str:
+    name, key, value = entry
+    return f"map update pinned {maps / name} key hex {key.hex(' ')} value hex {value.hex(' ')}"
+
+
+def _delete(maps: Path, name: str, key: bytes) -> str:
+    return f"map delete pinned {maps / name} key hex {key.hex(' ')}"
+
+
+def _map_updates(config: RedirectConfig, maps: Path) -> list[str]:
+    """bpftool batch lines that fill freshly created configuration maps."""
+    return [_update(maps, e) for e in _entries(config)]
+
+
+def _batch(lines: list[str]) -> None:
+    if not lines:
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".bpftool") as batch:
+        batch.write("\n".join(lines) + "\n")
+        batch.flush()
+        run(["bpftool", "batch", "file", batch.name])
+
+
+def _dump(maps: Path, name: str) -> dict[bytes, bytes]:
+    dump = json.loads(run(["bpftool", "-j", "map", "dump", "pinned", str(maps / name)]).stdout)
+    return {_bytes(e["key"]): _bytes(e["value"]) for e in dump}
+
+
+def _bytes(values: list[str]) -> bytes:
+    return bytes(int(v, 16) for v in values)
+
+
+def _rewrite(maps: Path, have: dict[str, dict[bytes, bytes]], want: list[Entry]) -> list[str]:
+    """Batch lines turning the maps' contents ``have`` into ``want``."""
+    wanted: dict[str, set[bytes]] = {}
+    for name, key, _ in want:
+        wanted.setdefault(name, set()).add(key)
+    lines = [
+        _delete(maps, name, key)
+        for name in CONFIG_MAPS
+        if name not in _ARRAYS
+        for key in have.get(name, {})
+        if key not in wanted.get(name, set())
+    ]
+    return lines + [_update(maps, e) for e in want]
 
 
 def plan(config: RedirectConfig) -> str:
@@ -173,6 +228,8 @@ def apply(config: RedirectConfig) -> None:
     if pins.exists():
         if not verify(config):
             return  # already exactly as asked
+        if _reconfigure(config, cgroup, pins):
+            return  # same programs, still attached: only the maps and the table changed
         remove(config)
     try:
         obj = build_object()
@@ -186,10 +243,7 @@ def apply(config: RedirectConfig) -> None:
             run(["bpftool", "prog", "loadall", str(obj), str(pins / "progs"), "pinmaps", str(pins / "maps")])
         except RedirectError as err:
             raise RedirectError(f"eBPF programs could not be loaded into this kernel: {err}") from err
-        with tempfile.NamedTemporaryFile("w", suffix=".bpftool") as batch:
-            batch.write("\n".join(_map_updates(config, pins / "maps")) + "\n")
-            batch.flush()
-            run(["bpftool", "batch", "file", batch.name])
+        _batch(_map_updates(config, pins / "maps"))
         for prog, attach_type in PROGRAMS.items():
             run(["bpftool", "cgroup", "attach", str(cgroup), attach_type, "pinned", str(pins / "progs" / prog), "multi"])
             attached.append((attach_type, pins / "progs" / prog))
@@ -197,6 +251,34 @@ def apply(config: RedirectConfig) -> None:
     except (RedirectError, OSError) as err:
         _undo(cgroup, pins, attached)
         raise RedirectError(f"eBPF apply failed and was rolled back: {err}") from err
+
+
+def _reconfigure(config: RedirectConfig, cgroup: Path, pins: Path) -> bool:
+    """Rewrite the maps (and table) in place when this build's programs are all attached.
+
+    The programs stay attached throughout, so there is no moment without
+    capture. On failure the maps are put back as they were. ``False`` when
+    in-place is not possible (other build, a program missing or detached).
+    """
+    maps, progs = pins / "maps", pins / "progs"
+    try:
+        on_cgroup = _attached_ids(cgroup)
+        if not all((progs / p).exists() and _prog_id(progs / p) in on_cgroup for p in PROGRAMS):
+            return False
+        have = {name: _dump(maps, name) for name in CONFIG_MAPS}
+    except RedirectError:
+        return False
+    if have["tm_build"].get(struct.pack("=I", 0)) != _build_id():
+        return False
+    try:
+        _batch(_rewrite(maps, have, _entries(config)))
+        nftables.apply(config)
+    except RedirectError as err:
+        now = {name: _dump(maps, name) for name in CONFIG_MAPS}
+        before = [(name, k, v) for name in CONFIG_MAPS for k, v in have[name].items()]
+        _batch(_rewrite(maps, now, before))
+        raise RedirectError(f"eBPF apply failed and was rolled back: {err}") from err
+    return True
 
 
 def _undo(cgroup: Path, pins: Path, attached: list[tuple[str, Path]]) -> None:
@@ -236,7 +318,7 @@ def show(config: RedirectConfig) -> str:
     pins = pin_dir(config, cgroup)
     parts = [f"# cgroup {cgroup}", run(["bpftool", "cgroup", "show", str(cgroup)], check=False).stdout.rstrip()]
     if pins.exists():
-        for name in ("tm_config", "tm_excl_ports", "tm_excl4", "tm_incl4", "tm_excl6", "tm_incl6"):
+        for name in CONFIG_MAPS:
             dump = run(["bpftool", "map", "dump", "pinned", str(pins / "maps" / name)], check=False)
             parts += [f"# map {name}", dump.stdout.rstrip()]
     else:
@@ -264,22 +346,16 @@ def verify(config: RedirectConfig) -> list[str]:
 
 
 def _verify_maps(config: RedirectConfig, maps: Path) -> list[str]:
-    want: dict[str, set[tuple[str, str]]] = {}
-    for line in _map_updates(config, maps):
-        words = line.split()
-        key_at, value_at = words.index("key"), words.index("value")
-        name = Path(words[3]).name
-        key = " ".join(words[key_at + 2 : value_at])
-        want.setdefault(name, set()).add((key, " ".join(words[value_at + 2 :])))
+    want: dict[str, dict[bytes, bytes]] = {name: {} for name in CONFIG_MAPS}
+    for name, key, value in _entries(config):
+        want[name][key] = value
     problems = []
-    for name in ("tm_config", "tm_excl_ports", "tm_excl4", "tm_incl4", "tm_excl6", "tm_incl6"):
-        dump = json.loads(run(["bpftool", "-j", "map", "dump", "pinned", str(maps / name)]).stdout)
-        have = {(_hex(e["key"]), _hex(e["value"])) for e in dump}
-        if have != want.get(name, set()):
-            problems.append(f"- map {name} holds {sorted(have)}, wanted {sorted(want.get(name, set()))}")
+    for name in CONFIG_MAPS:
+        have = _dump(maps, name)
+        if have != want[name]:
+            problems.append(f"- map {name} holds {_show(have)}, wanted {_show(want[name])}")
     return problems
 
 
-def _hex(values: list[str]) -> str:
-    return " ".join(v.removeprefix("0x").zfill(2) for v in values)
-
+def _show(entries: dict[bytes, bytes]) -> str:
+    return "{" + ", ".join(f"{k.hex()}: {v.hex()}" for k, v in sorted(entries.items())) + "}"

@@ -72,6 +72,15 @@ struct {
 	__type(value, struct config);
 } tm_config SEC(".maps");
 
+/* Which build of this file is loaded (first 8 bytes of its SHA-256), set by
+ * `apply` so that a later `apply` knows whether it may just rewrite the maps. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} tm_build SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);

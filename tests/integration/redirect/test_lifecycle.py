@@ -185,3 +185,30 @@ def test_iptables_failure_half_way_is_rolled_back():
         assert "apply failed and was rolled back" in failed.stderr
         assert "ip6tables-nft-restore" in failed.stderr
         assert t.snapshot() == before  # IPv4 rules, applied first, are gone again
+
+
+def test_ebpf_apply_with_new_options_keeps_the_programs_attached():
+    """Changing options rewrites the maps in place: the same programs stay attached throughout."""
+    require_root()
+    with NetLab() as lab:
+        ns = lab.namespace("inplace")
+        t = Target(ns, "ebpf", lab.cgroup("inplace"))
+        lab.on_close(lambda: shutil.rmtree(f"/sys/fs/bpf/trustmesh-{t.cgroup.name}", ignore_errors=True))
+        _ok(t.cli("apply"))
+        attached = t.snapshot()["cgroup"]
+        _ok(t.cli("apply", "--exclude-outbound-ports", "6000", "--ipv6", "drop"))
+        assert t.snapshot()["cgroup"] == attached  # same program ids
+        _ok(t.cli("verify", "--exclude-outbound-ports", "6000", "--ipv6", "drop"))
+        assert t.cli("verify").returncode == 1
+        _ok(t.cli("apply"))
+        _ok(t.cli("verify"))
+        assert t.snapshot()["cgroup"] == attached
+
+        # Programs of another build (as after an upgrade) are replaced, not reconfigured.
+        build = Path("/sys/fs/bpf") / f"trustmesh-{t.cgroup.name}" / "maps" / "tm_build"
+        ns.run(["bpftool", "map", "update", "pinned", str(build), "key", *"0 0 0 0".split(), "value", *["0"] * 8])
+        assert t.cli("verify").returncode == 1
+        _ok(t.cli("apply"))
+        _ok(t.cli("verify"))
+        assert t.snapshot()["cgroup"] != attached
+        _ok(t.cli("remove"))
