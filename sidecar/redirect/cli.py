@@ -48,7 +48,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exclude-outbound-cidrs", default="", help="CIDRs never captured")
     p.add_argument("--ipv6", default="capture", help="capture (like IPv4) or drop")
     p.add_argument("--udp", default="drop", help="UDP other than DNS from the app: drop (default) or allow")
-    p.add_argument("--cgroup", default=None, help="ebpf: cgroup v2 directory (default: this process's)")
+    p.add_argument("--cgroup", default=None, help="ebpf (required): the pod's cgroup v2 directory")
     p.add_argument("--bpf-name", default=None, help="ebpf: pin under /sys/fs/bpf/trustmesh-NAME")
 
 

@@ -86,7 +86,7 @@ class RedirectConfig:
     ``udp`` chooses what happens to UDP other than DNS (port 53) from
     processes that are not the proxy: ``"drop"`` (the default: the sidecar
     only proxies TCP, so anything else would go around it) or ``"allow"``.
-    ``cgroup`` and ``bpf_name`` are used by the ``ebpf`` mode only.
+    ``cgroup`` (required) and ``bpf_name`` are used by the ``ebpf`` mode only.
     """
 
     mode: Mode = "iptables"
@@ -144,6 +144,10 @@ class RedirectConfig:
                 "--outbound-cidrs",
                 "lists no IPv6 range while --ipv6 is 'capture', so IPv6 would go around "
                 "the sidecar; add an IPv6 range or use --ipv6 drop",
+            )
+        if self.mode == "ebpf" and not self.cgroup:
+            raise RedirectConfigError(
+                "--cgroup", "required with --mode ebpf: the pod's cgroup v2 directory, holding the app and the sidecar"
             )
         if self.bpf_name is not None and (
             not self.bpf_name or not all(c.isalnum() or c in "-_" for c in self.bpf_name)

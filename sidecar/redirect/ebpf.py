@@ -46,15 +46,20 @@ PROGRAMS = {
 
 
 def cgroup_path(config: RedirectConfig) -> Path:
-    """The cgroup v2 directory to attach to: ``config.cgroup``, else this process's own."""
-    if config.cgroup:
-        path = Path(config.cgroup)
-    else:
-        path = _cgroup2_root() / _own_cgroup().lstrip("/")
+    """The pod's cgroup v2 directory (``--cgroup``), checked: a cgroup v2, and not the root.
+
+    There is no default: in Kubernetes the init container's own cgroup holds
+    neither the app nor the sidecar, and the root would capture the whole host.
+    """
+    if not config.cgroup:
+        raise RedirectError("--cgroup is required with --mode ebpf")
+    path = Path(config.cgroup)
     if not (path / "cgroup.procs").is_file():
         raise RedirectError(f"--cgroup: {path} is not a cgroup v2 directory")
     if not _on_cgroup2(path):
         raise RedirectError(f"--cgroup: {path} is a cgroup v1 directory; eBPF needs cgroup v2")
+    if any(str(path.resolve()) == m for m, t in _mounts() if t == "cgroup2"):
+        raise RedirectError(f"--cgroup: {path} is the root cgroup; capture there would take every process on the host")
     return path
 
 
@@ -69,25 +74,10 @@ def _mounts() -> list[tuple[str, str]]:
         return [(p[1], p[2]) for p in (line.split() for line in f) if len(p) > 2]
 
 
-def _cgroup2_root() -> Path:
-    for mountpoint, fstype in _mounts():
-        if fstype == "cgroup2":
-            return Path(mountpoint)
-    raise RedirectError("no cgroup v2 hierarchy is mounted; eBPF mode needs one")
-
-
 def _on_cgroup2(path: Path) -> bool:
     resolved = str(path.resolve())
     roots = [m for m, t in _mounts() if t == "cgroup2"]
     return any(resolved == r or resolved.startswith(r.rstrip("/") + "/") for r in roots)
-
-
-def _own_cgroup() -> str:
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            if line.startswith("0::"):
-                return line[3:].strip()
-    raise RedirectError("this process is in no cgroup v2; pass --cgroup")
 
 
 def _ensure_bpffs() -> None:
@@ -197,7 +187,7 @@ def _rewrite(maps: Path, have: dict[str, dict[bytes, bytes]], want: list[Entry])
 
 def plan(config: RedirectConfig) -> str:
     """What ``apply`` would do (``--dry-run``): object, pins, cgroup, map contents, nft table."""
-    cgroup = Path(config.cgroup) if config.cgroup else Path("<this process's cgroup>")
+    cgroup = Path(config.cgroup or "")
     pins = pin_dir(config, cgroup)
     lines = [
         f"# build: clang -target bpf -O2 -g -c {SOURCE}",

@@ -74,6 +74,7 @@ def test_lists_are_bounded():
         ({"ipv6": "allow"}, "--ipv6", "'allow' is not 'capture' or 'drop'"),
         ({"udp": "tproxy"}, "--udp", "is not 'drop' or 'allow'"),
         ({"bpf_name": "../x"}, "--bpf-name", "use letters, digits"),
+        ({"mode": "ebpf"}, "--cgroup", "required with --mode ebpf"),
         ({"exclude_outbound_ports": (0,)}, "--exclude-outbound-ports", "port 0 is outside"),
     ],
 )

@@ -11,6 +11,8 @@ from sidecar.redirect import RedirectConfig, RedirectError
 from sidecar.redirect import ebpf
 from sidecar.redirect.config import parse_cidrs
 
+POD = "/sys/fs/cgroup/kubepods/pod-x"  # never touched by these tests
+
 
 def _entries(config: RedirectConfig) -> dict[str, list[tuple[bytes, bytes]]]:
     out: dict[str, list[tuple[bytes, bytes]]] = {}
@@ -23,7 +25,7 @@ def _entries(config: RedirectConfig) -> dict[str, list[tuple[bytes, bytes]]]:
 
 
 def test_config_map_matches_struct_config_in_the_c_source():
-    cfg = RedirectConfig(mode="ebpf", proxy_uid=2000, proxy_gid=2001, outbound_port=16001, ipv6="drop")
+    cfg = RedirectConfig(mode="ebpf", cgroup=POD, proxy_uid=2000, proxy_gid=2001, outbound_port=16001, ipv6="drop")
     [(key, value)] = _entries(cfg)["tm_config"]
     assert key == b"\0\0\0\0"
     # struct config { proxy_uid, proxy_gid, outbound_port, capture_all, ipv6_drop } (host order)
@@ -33,6 +35,7 @@ def test_config_map_matches_struct_config_in_the_c_source():
 def test_exclusions_and_ranges_become_lpm_keys_with_addresses_in_network_order():
     cfg = RedirectConfig(
         mode="ebpf",
+        cgroup=POD,
         exclude_outbound_ports=(5432,),
         outbound_cidrs=parse_cidrs("10.0.0.0/8,fd00::/8", "--outbound-cidrs"),
         exclude_outbound_cidrs=parse_cidrs("10.96.0.0/12", "--exclude-outbound-cidrs"),
@@ -62,3 +65,11 @@ def test_the_c_source_ships_in_the_package():
     text = ebpf.SOURCE.read_text()
     for section in ('SEC("cgroup/connect4")', 'SEC("cgroup/connect6")', 'SEC("sockops")', 'SEC("cgroup/getsockopt")'):
         assert section in text
+
+
+def test_the_root_cgroup_is_refused():
+    roots = [m for m, t in ebpf._mounts() if t == "cgroup2"]
+    if not roots:
+        pytest.skip("no cgroup v2 here")
+    with pytest.raises(RedirectError, match="is the root cgroup; capture there would take every process"):
+        ebpf.cgroup_path(RedirectConfig(mode="ebpf", cgroup=roots[0]))

@@ -36,7 +36,7 @@ CASES = {
         outbound_cidrs=parse_cidrs("10.0.0.0/8,fd00::/8", "--outbound-cidrs"),
         udp="allow",
     ),
-    "ebpf": RedirectConfig(mode="ebpf", exclude_inbound_ports=(8443,)),
+    "ebpf": RedirectConfig(mode="ebpf", cgroup="/sys/fs/cgroup/pod", exclude_inbound_ports=(8443,)),
 }
 
 
