@@ -1,1 +1,50 @@
-"""placeholder"""
+"""The per-pod data plane: mTLS termination and origination, per-request ABAC, traffic capture.
+
+The public pieces (see docs/sidecar.md)::
+
+    from sidecar import Sidecar, load_config, IdentityManager, StaticIdentity
+
+``sidecar.redirect`` (the init container's traffic capture) and
+``sidecar.workload_api`` (the SPIFFE Workload API server) are subpackages.
+Names are loaded on first use, so importing :mod:`sidecar` (as the init
+container does) pulls in nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Sidecar": "sidecar.app",
+    "SidecarConfig": "sidecar.config",
+    "load_config": "sidecar.config",
+    "parse_config": "sidecar.config",
+    "IdentityManager": "sidecar.identity",
+    "StaticIdentity": "sidecar.identity",
+    "PolicyAuthorizer": "sidecar.attributes",
+    "Verdict": "sidecar.attributes",
+    "RequestReader": "sidecar.http1",
+    "ResponseFramer": "sidecar.http1",
+    "SidecarError": "sidecar.errors",
+    "ConfigError": "sidecar.errors",
+    "HttpError": "sidecar.errors",
+    "UpstreamError": "sidecar.errors",
+    "PeerVerificationError": "sidecar.errors",
+    "IdentityUnavailableError": "sidecar.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sidecar' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
