@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,21 @@ def test_only_listed_inbound_ports_are_captured(pods):
     finally:
         b.redirect("apply")
     assert path(a.connect("10.77.0.2", 5432, uid=PROXY))[0] == ("B-inbound", ("10.77.0.2", 5432))
+
+
+def test_ebpf_records_are_forgotten_when_connections_close(pods):
+    a = pods["A"]
+    if a.mode != "ebpf":
+        pytest.skip("eBPF keeps its own records; netfilter's conntrack is the kernel's business")
+    maps = Path("/sys/fs/bpf") / f"trustmesh-{a.cgroup.name}" / "maps"
+    assert path(a.connect("10.77.0.2", 8080))[0] == ("A-outbound", ("10.77.0.2", 8080))
+
+    def records(name: str) -> list:
+        return json.loads(a.ns.run(["bpftool", "-j", "map", "dump", "pinned", str(maps / name)]).stdout)
+
+    for _ in range(50):  # the closing handshake may still be in flight; bounded wait
+        if not records("tm_by_peer"):
+            break
+        time.sleep(0.05)
+    assert records("tm_by_peer") == []
+    assert records("tm_by_cookie") == []
