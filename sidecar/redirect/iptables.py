@@ -38,7 +38,9 @@ class Backend:
 
     def restore(self, version: int, text: str) -> None:
         if text:
-            run([self.tool(version, "restore"), "--noflush"], text)
+            # legacy serialises writers with the xtables lock: wait for it rather than fail
+            wait = ["--wait", "10"] if self.name == "legacy" else []
+            run([self.tool(version, "restore"), "--noflush", *wait], text)
 
 
 def _rule_count(name: str) -> int:
