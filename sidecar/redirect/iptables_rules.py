@@ -15,12 +15,17 @@ The chain design follows Istio's ``istio-iptables``:
 ``filter`` table (only when there is something to refuse)
   ``TRUSTMESH_IN_FILTER`` / ``TRUSTMESH_OUT_FILTER``: with ``udp="drop"``, UDP
   other than DNS from non-proxy processes is rejected and unsolicited inbound
-  UDP other than DNS dropped; with ``ipv6="drop"``, every IPv6 packet not to ``::1`` is.
+  UDP other than DNS dropped; with ``ipv6="drop"``, IPv6 (there is then no
+  IPv6 ``nat`` table) is refused at once outbound — a TCP reset or an ICMPv6
+  error, which reach the sender over ``lo`` — and dropped inbound; only
+  ``::1`` passes.
 
-Two differences from Istio, on purpose: loopback is the whole of
-``127.0.0.0/8`` (trustmesh has no ``127.0.0.6`` passthrough source), and the
+Three differences from Istio, on purpose: loopback is the whole of
+``127.0.0.0/8`` (trustmesh has no ``127.0.0.6`` passthrough source); the
 self-call rule jumps to ``TRUSTMESH_INBOUND`` rather than straight to the
-redirect so that the always-excluded health/admin ports stay excluded.
+redirect so that the always-excluded health/admin ports stay excluded; and
+an app's own call to its pod IP over ``lo`` is captured like any other
+(Istio lets it through untouched), so it meets the inbound sidecar once.
 
 Rules are rendered exactly as ``iptables-save`` prints them, so ``verify``
 compares text with text. :func:`apply_input` and :func:`remove_input` build

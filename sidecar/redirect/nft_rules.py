@@ -7,7 +7,7 @@ chains mirror the iptables design (see :mod:`sidecar.redirect.iptables_rules`):
 ``output → outbound`` holds the proxy self-call rule, skips the proxy
 uid/gid, loopback and exclusions and redirects the rest to the outbound
 port; ``input_filter`` / ``output_filter`` refuse non-DNS UDP and, with
-``ipv6="drop"``, IPv6. In ``ebpf`` mode the outbound redirect is left to the
+``ipv6="drop"``, IPv6 (which the nat chains then leave alone). In ``ebpf`` mode the outbound redirect is left to the
 cgroup programs and only the self-call rule stays in ``outbound``.
 
 The text is exactly what ``nft list table inet trustmesh`` prints, so
