@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sidecar.redirect import RedirectConfig, RedirectConfigError
 from sidecar.redirect.config import MAX_LIST, parse_cidrs, parse_ports
@@ -97,3 +99,23 @@ def test_config_is_a_frozen_value():
     with pytest.raises(AttributeError):
         cfg.proxy_uid = 1  # type: ignore[misc]
     assert cfg == RedirectConfig() and hash(cfg) == hash(RedirectConfig())
+
+
+@given(st.text(max_size=40))
+def test_any_port_text_gives_ports_or_a_precise_error(text):
+    try:
+        ports = parse_ports(text, "--exclude-outbound-ports")
+    except RedirectConfigError as err:
+        assert str(err).startswith("--exclude-outbound-ports: ")
+    else:
+        assert ports == tuple(sorted(set(ports))) and all(1 <= p <= 65535 for p in ports)
+
+
+@given(st.text(max_size=60))
+def test_any_cidr_text_gives_networks_or_a_precise_error(text):
+    try:
+        nets = parse_cidrs(text, "--outbound-cidrs")
+    except RedirectConfigError as err:
+        assert str(err).startswith("--outbound-cidrs: ")
+    else:
+        assert all(n.network_address == n[0] for n in nets)
