@@ -18,6 +18,7 @@ be built, loaded or attached, everything done so far is undone and a
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import json
@@ -81,10 +82,13 @@ def _on_cgroup2(path: Path) -> bool:
 
 
 def _ensure_bpffs() -> None:
-    if any(m == str(BPFFS) and t == "bpf" for m, t in _mounts()):
-        return
-    BPFFS.mkdir(parents=True, exist_ok=True)
-    run(["mount", "-t", "bpf", "bpf", str(BPFFS)])
+    """Mount bpffs on /sys/fs/bpf unless it is; locked, so two callers never stack two mounts."""
+    with open("/run/trustmesh-bpffs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if any(m == str(BPFFS) and t == "bpf" for m, t in _mounts()):
+            return
+        BPFFS.mkdir(parents=True, exist_ok=True)
+        run(["mount", "-t", "bpf", "bpf", str(BPFFS)])
 
 
 def build_object() -> Path:
