@@ -83,7 +83,8 @@ def _on_cgroup2(path: Path) -> bool:
 
 def _ensure_bpffs() -> None:
     """Mount bpffs on /sys/fs/bpf unless it is; locked, so two callers never stack two mounts."""
-    with open("/run/trustmesh-bpffs.lock", "w") as lock:
+    lock_dir = "/run" if os.path.isdir("/run") else tempfile.gettempdir()
+    with open(os.path.join(lock_dir, "trustmesh-bpffs.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if any(m == str(BPFFS) and t == "bpf" for m, t in _mounts()):
             return
