@@ -11,7 +11,6 @@ import time
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sdk.ca_client import CaClientError
