@@ -47,6 +47,7 @@ from ca.service.metrics import ServiceMetrics
 from ca.service.publisher import BundleHub, ConfigMapPublisher
 from ca.service.ratelimit import RateLimiter
 from ca.service.renewal import SvidRenewal
+from ca.service.schedule import rotate_once
 from ca.service.serving import SERVING_PATH, ServingCertificate
 from sdk.spiffeid import SpiffeId
 from sdk.proto import ca_pb2_grpc
@@ -238,16 +239,12 @@ class CaService:
         now = now or self.clock()
         assert self._store is not None
         ca = await self._store.reload()
-        due = ca.due(now)
         done: tuple[str, ...] = ()
-        if "prepare" in due and "prune" not in due:
-            # Publish the prepared authority now; activation waits for a later check.
-            ca = await self._store.apply(lambda c: c.prepare(now) if "prepare" in c.due(now) else None)
-            done = ("prepare",)
-        elif due:
-            holder: list[tuple[str, ...]] = []
-            ca = await self._store.apply(lambda c: holder.append(c.tick(now)))
-            done = holder[0] if holder else ()
+        if ca.due(now):
+            # apply() re-reads the latest CA, so a step another replica took is not repeated.
+            steps: list[tuple[str, ...]] = []
+            ca = await self._store.apply(lambda latest: steps.append(rotate_once(latest, now)))
+            done = steps[0] if steps else ()
         await self._install(ca, now)
         return done
 
