@@ -50,6 +50,7 @@ class Caller:
     pod_name: str = ""
     pod_uid: str = ""
     token_id: str = ""  # a short hash naming a join/static token (never the token); for renewals the presented serial
+    credential_id: str = ""  # the apiserver's credential id of a ServiceAccount token ("JTI=...")
 
     @property
     def rate_key(self) -> str:
@@ -59,13 +60,16 @@ class Caller:
     def audit_fields(self) -> dict[str, str]:
         """The caller as it appears in an audit line."""
         if self.kind == "kubernetes":
-            return {
+            fields = {
                 "caller_kind": self.kind,
                 "namespace": self.namespace,
                 "service_account": self.service_account,
                 "pod": self.pod_name,
                 "pod_uid": self.pod_uid,
             }
+            if self.credential_id:
+                fields["credential_id"] = self.credential_id
+            return fields
         if self.kind == "svid-renewal":
             return {"caller_kind": self.kind, "renewed_serial": self.token_id}
         return {"caller_kind": self.kind, "token_id": self.token_id}

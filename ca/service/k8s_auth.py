@@ -222,6 +222,7 @@ class KubernetesAuthenticator:
             service_account=reviewed.service_account,
             pod_name=pod.name,
             pod_uid=pod.uid,
+            credential_id=reviewed.credential_id,
         )
 
     async def _verify(self, token: str, digest: bytes) -> ReviewedToken:

@@ -34,6 +34,7 @@ async def test_sa_template_issues_the_pods_identity(kube, start_service, client_
         "prod", "web", "web-0", pod["metadata"]["uid"]
     )
     assert int(line["serial"], 16) == chain[0].serial_number
+    assert line["credential_id"].startswith("JTI=")  # correlates with the apiserver's audit log
 
 
 async def test_jwt_svid_validates_with_the_bundle(kube, start_service, client_for):
