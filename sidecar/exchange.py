@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sidecar.errors import HttpError, UpstreamError
-from sidecar.http1 import END, LAST_CHUNK, NEED_DATA, RequestHead, RequestReader, ResponseFramer, encode_chunk
+from sidecar.http1 import (
+    END,
+    LAST_CHUNK,
+    NEED_DATA,
+    RequestHead,
+    RequestReader,
+    ResponseFramer,
+    encode_chunk,
+    parse_request_head,
+)
 from sidecar.pool import Pool, UpstreamConnection
 
 __all__ = ["HttpDownstream", "Router", "Forward", "Answer", "ConnInfo", "simple_response", "REASONS"]
@@ -138,6 +147,21 @@ class HttpDownstream(asyncio.Protocol):
         self.listener.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if (
+            self.state == _HEAD
+            and not self.reader.buffered
+            and data.find(b"\r\n\r\n") == len(data) - 4 > 0
+            and len(data) <= self.limits.max_head_bytes
+        ):
+            # the common case: exactly one complete head in this read, nothing pipelined
+            try:
+                head = parse_request_head(data[:-4], self.limits.max_headers)
+            except HttpError as err:
+                self._refuse(err.status, err.reason)
+                return
+            if not head.has_body:
+                self._start(head, end_seen=True)
+                return
         self.reader.feed(data)
         state = self.state
         if state == _HEAD:
@@ -203,7 +227,7 @@ class HttpDownstream(asyncio.Protocol):
                 continue
             self._start(ev)  # type: ignore[arg-type]
 
-    def _start(self, head: RequestHead) -> None:
+    def _start(self, head: RequestHead, end_seen: bool = False) -> None:
         self.head = head
         self.head_started = None
         self.deadline = math.inf
@@ -212,7 +236,9 @@ class HttpDownstream(asyncio.Protocol):
         self.body_size = 0
         self.request_done = False
         self.response_started = False
-        if not head.has_body:
+        if end_seen:
+            self.request_done = True
+        elif not head.has_body:
             self._consume_end()
         limit = self.router.wants_body(self.info, head) if head.has_body else 0
         if limit:
