@@ -3,7 +3,7 @@
 Run with the venv python inside a namespace (see tests/support/netns.py):
 
   probe.py serve NAME ROLE:IP:PORT ...   listen; print "ready"; answer each connection
-  probe.py connect IP PORT              connect, print the JSON answer (or the errno)
+  probe.py connect IP PORT [TIMEOUT [BIND_IP]]  connect, print the JSON answer (or the errno)
   probe.py udp-echo IP:PORT ...         echo UDP datagrams; print "ready"
   probe.py udp-send IP PORT             send one datagram, print the echo (or the error)
 
@@ -28,11 +28,13 @@ from sidecar.redirect import RedirectError, original_destination
 _TIMEOUT_S = 3.0
 
 
-def _ask(ip: str, port: int, timeout: float = _TIMEOUT_S) -> dict:
+def _ask(ip: str, port: int, timeout: float = _TIMEOUT_S, bind: str | None = None) -> dict:
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
+            if bind:
+                s.bind((bind, 0))
             s.connect((ip, port))
             data = b""
             while not data.endswith(b"\n"):
@@ -141,7 +143,8 @@ def main(argv: list[str]) -> None:
         udp_echo(argv[1:])
     elif command == "connect":
         timeout = float(argv[3]) if len(argv) > 3 else _TIMEOUT_S
-        print(json.dumps(_ask(argv[1], int(argv[2]), timeout)))
+        bind = argv[4] if len(argv) > 4 else None
+        print(json.dumps(_ask(argv[1], int(argv[2]), timeout, bind)))
     elif command == "udp-send":
         print(json.dumps(udp_send(argv[1], int(argv[2]))))
     else:

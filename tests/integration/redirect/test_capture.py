@@ -47,9 +47,11 @@ class Pod:
             argv += ["--cgroup", str(self.cgroup), "--bpf-name", self.cgroup.name]
         return self.ns.run(argv, check=check)
 
-    def connect(self, ip: str, port: int, uid: int = APP_UID, gid: int | None = None, timeout: float = 3.0):
+    def connect(
+        self, ip: str, port: int, uid: int = APP_UID, gid: int | None = None, timeout: float = 3.0, bind: str = ""
+    ):
         gid = uid if gid is None else gid
-        argv = [PYTHON, PROBE, "connect", ip, str(port), str(timeout)]
+        argv = [PYTHON, PROBE, "connect", ip, str(port), str(timeout), *([bind] if bind else [])]
         out = self.ns.run(argv, uid=uid, gid=gid, cgroup=self.cgroup).stdout
         return json.loads(out)
 
@@ -110,6 +112,11 @@ def test_app_outbound_lands_on_sidecar_with_original_destination(pods, ip):
         ("B-inbound", ("10.77.0.2", 8080)),
         ("B-app", None),
     ]
+
+
+def test_app_bound_to_its_pod_address_is_captured_too(pods):
+    answer = pods["A"].connect("10.77.0.2", 8080, bind="10.77.0.1")
+    assert path(answer)[:2] == [("A-outbound", ("10.77.0.2", 8080)), ("B-inbound", ("10.77.0.2", 8080))]
 
 
 def test_proxy_uid_and_gid_are_not_redirected(pods):
