@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["PYTHON", "NetLab", "Namespace", "cgroup2_root", "require_root"]
+__all__ = ["PYTHON", "NetLab", "Namespace", "cgroup2_root", "require_root", "sweep_stale"]
 
 PYTHON = "/work/main/.venv/bin/python" if os.path.exists("/work/main/.venv/bin/python") else sys.executable
 _counter = itertools.count()
@@ -154,8 +154,44 @@ def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
     return proc.stdout.readline()
 
 
+def sweep_stale(prefix: str = "tmt-") -> list[str]:
+    """Remove namespaces, cgroups and bpffs pins left by labs whose process is gone (e.g. SIGKILL).
+
+    Only names of the form ``<prefix><pid>-…`` whose ``<pid>`` no longer runs
+    are touched. Returns what was removed.
+    """
+    removed: list[str] = []
+
+    def dead(name: str) -> bool:
+        pid = name[len(prefix) :].split("-", 1)[0]
+        return name.startswith(prefix) and pid.isdigit() and not Path(f"/proc/{pid}").exists()
+
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+    for name in (line.split()[0] for line in listing.splitlines() if line.strip()):
+        if dead(name):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+            removed.append(name)
+    root = cgroup2_root()
+    if root is not None:
+        for path in root.iterdir():
+            if path.is_dir() and dead(path.name):
+                _remove_cgroup(path)
+                removed.append(str(path))
+    bpffs = Path("/sys/fs/bpf")
+    if bpffs.is_dir():
+        for path in bpffs.glob(f"trustmesh-{prefix}*"):
+            if dead(path.name.removeprefix("trustmesh-")):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(str(path))
+    return removed
+
+
 class NetLab:
-    """A set of namespaces, links, cgroups and processes that disappears on exit."""
+    """A set of namespaces, links, cgroups and processes that disappears on exit.
+
+    Entering the lab first calls :func:`sweep_stale`, so a run killed without
+    cleanup does not leave its namespaces behind for long.
+    """
 
     def __init__(self, prefix: str | None = None) -> None:
         self.prefix = prefix or f"tmt-{os.getpid()}-{next(_counter)}"
@@ -165,6 +201,8 @@ class NetLab:
         self._callbacks: list[Callable[[], object]] = []
 
     def __enter__(self) -> NetLab:
+        if os.geteuid() == 0:
+            sweep_stale()
         return self
 
     def __exit__(self, *exc: object) -> None:
