@@ -175,8 +175,8 @@ class HttpDownstream(asyncio.Protocol):
             self.transport.pause_reading()  # type: ignore[union-attr]
 
     def eof_received(self) -> bool:
-        if self.state == _HEAD and not self.reader.in_message:
-            return False  # clean close between requests
+        if self.info.tls or (self.state == _HEAD and not self.reader.in_message):
+            return False  # clean close between requests (TLS transports cannot half-close)
         return True  # half-close: finish the response, then close
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -230,8 +230,8 @@ class HttpDownstream(asyncio.Protocol):
     def _start(self, head: RequestHead, end_seen: bool = False) -> None:
         self.head = head
         self.head_started = None
-        self.deadline = math.inf
         self.started = self.loop.time()
+        self.deadline = self.started + self.limits.idle_timeout  # an app that never answers
         self.body = []
         self.body_size = 0
         self.request_done = False
@@ -469,6 +469,8 @@ class HttpDownstream(asyncio.Protocol):
         """The header, idle or drain deadline passed."""
         if self.state == _HEAD and self.reader.in_message:
             self._answer(408, REASONS[408], True, {"error": "request head not received in time"})
+        elif self.state in (_CONNECTING, _SENDING, _AWAIT) and not self.response_started:
+            self._answer(504, REASONS[504], True, {**self._log(), "error": "no response in time"})
         else:
             self._close()
 

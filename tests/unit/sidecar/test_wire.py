@@ -179,3 +179,9 @@ def _metrics_text(sidecar) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(sidecar.metrics.registry).decode()
+
+
+async def test_app_that_never_answers_gets_504_after_the_idle_timeout(mesh, pki, app):
+    b = await mesh(config(app.port, limits=Limits(idle_timeout=0.5)), pki.identity("/ns/b/sa/server"), rule_authorizer({CLIENT}))
+    data = await _exchange(b.ports["inbound"], client_ctx(pki), b"GET /slow?s=5 HTTP/1.1\r\nHost: b\r\n\r\n", timeout=8)
+    assert data.startswith(b"HTTP/1.1 504")
