@@ -151,16 +151,28 @@ class CaClient:
         return (("authorization", f"Bearer {token}"),)
 
     async def sign_x509_svid(
-        self, csr_der: bytes, ttl: timedelta | None = None, *, renew: X509Svid | None = None
+        self,
+        csr_der: bytes,
+        ttl: timedelta | None = None,
+        *,
+        renew: X509Svid | None = None,
+        dns_names: Sequence[str] = (),
     ) -> tuple[tuple[x509.Certificate, ...], Bundle]:
         """Have the CA sign ``csr_der``; returns (leaf-first chain, bundle).
 
         With ``renew``, the call is authenticated by proving that SVID (its
         chain plus a signature over the CSR with its key) instead of a token;
-        the CA must enable ``svid_renewal``. The returned leaf is checked to
-        carry the CSR's public key.
+        the CA must enable ``svid_renewal``. ``dns_names`` asks for a serving
+        certificate: the CA adds them only if its ``serving_certificates``
+        allow-list grants them to the caller, else the call fails with
+        ``PERMISSION_DENIED``. The returned leaf is checked to carry the CSR's
+        public key and exactly the requested DNS names.
         """
-        request = ca_pb2.SignX509SVIDRequest(csr=csr_der, requested_ttl_seconds=_ttl_seconds(ttl))
+        if isinstance(dns_names, str):
+            dns_names = [dns_names]
+        request = ca_pb2.SignX509SVIDRequest(
+            csr=csr_der, requested_ttl_seconds=_ttl_seconds(ttl), dns_names=list(dns_names)
+        )
         if renew is not None:
             request.renew_chain.extend(c.public_bytes(serialization.Encoding.DER) for c in renew.cert_chain)
             request.renew_signature = _sign(renew.private_key, csr_der)
@@ -172,6 +184,7 @@ class CaClient:
         if not chain:
             raise CaClientError("CA sent an empty certificate chain", "INTERNAL")
         _require_same_key(chain[0], csr_der)
+        _require_dns_names(chain[0], dns_names)
         return chain, self._learn(bundle_from_message(response.bundle))
 
     async def mint_jwt_svid(self, audiences: Sequence[str], ttl: timedelta | None = None) -> str:
@@ -240,6 +253,18 @@ def _sign(key: object, data: bytes) -> bytes:
     if isinstance(key, rsa.RSAPrivateKey):
         return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
     raise CaClientError(f"cannot sign a renewal with a {type(key).__name__}", "INVALID_ARGUMENT")
+
+
+def _require_dns_names(leaf: x509.Certificate, requested: Sequence[str]) -> None:
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        present = {name.lower() for name in san.get_values_for_type(x509.DNSName)}
+    except x509.ExtensionNotFound:
+        present = set()
+    if present != {name.lower() for name in requested}:
+        raise CaClientError(
+            f"CA returned a certificate with DNS names {sorted(present)}, asked for {sorted(requested)}", "INTERNAL"
+        )
 
 
 def _require_same_key(leaf: x509.Certificate, csr_der: bytes) -> None:

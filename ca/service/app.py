@@ -36,6 +36,7 @@ from ca.service.audit import AuditLog, open_audit_log
 from ca.service.auth import Authenticator
 from ca.service.ca_store import CaStore, DirectoryCaStore, MemoryCaStore, SecretCaStore
 from ca.service.config import ServiceConfig
+from ca.service.dns_policy import DnsNamePolicy
 from ca.service.errors import ConfigError, StartupError
 from ca.service.grpc_server import CaServicer
 from ca.service.http_server import start_bundle_endpoint, start_ops_server
@@ -164,6 +165,7 @@ class CaService:
             )
             if cfg.svid_renewal
             else None,
+            dns_policy=DnsNamePolicy(cfg.serving_certificates),
         )
         self._grpc = grpc.aio.server(
             options=[

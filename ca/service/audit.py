@@ -3,7 +3,7 @@
 Each line has ``time`` (RFC 3339, UTC), ``event`` (``issued`` or
 ``refused``), ``rpc``, the caller (namespace/ServiceAccount/pod, or the
 join/static token id) and either the issued ``spiffe_id``, ``serial`` and
-``not_after`` or the refusal ``code`` and ``reason``. Tokens never appear.
+``not_after`` (and ``dns_names`` when a serving certificate was issued) or the refusal ``code`` and ``reason``. Tokens never appear.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class AuditLog:
         serial: int | None = None,
         not_after: datetime | None = None,
         audiences: tuple[str, ...] = (),
+        dns_names: tuple[str, ...] = (),
         peer: str = "",
     ) -> None:
         record: dict[str, Any] = {"event": "issued", "rpc": rpc, **caller.audit_fields(), "spiffe_id": str(caller.spiffe_id)}
@@ -59,6 +60,8 @@ class AuditLog:
             record["not_after"] = _iso(not_after)
         if audiences:
             record["audiences"] = list(audiences)
+        if dns_names:
+            record["dns_names"] = list(dns_names)
         self._write(record, peer)
 
     def refused(

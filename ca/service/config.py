@@ -22,6 +22,9 @@ a typo never silently falls back to a default. Example file::
       grpc: 0.0.0.0:15012
       bundle_endpoint: 0.0.0.0:8443
       metrics: 127.0.0.1:15014
+    serving_certificates:              # who may have DNS names on its certificate
+      - service_account: trustmesh-system/trustmesh-injector
+        dns_names: [trustmesh-injector.trustmesh-system.svc]
 """
 
 from __future__ import annotations
@@ -34,9 +37,12 @@ from typing import Any
 
 import yaml
 
+from ca.certs import check_dns_name
+from ca.errors import IssuanceError
+from ca.service.dns_policy import DnsGrant
 from ca.service.errors import ConfigError
 from sdk.errors import SpiffeIdError, TemplateError
-from sdk.spiffeid import TrustDomain
+from sdk.spiffeid import SpiffeId, TrustDomain
 from sdk.template import DEFAULT_TEMPLATE, IdentityTemplate
 
 __all__ = [
@@ -121,6 +127,7 @@ class ServiceConfig:
     listen: ListenConfig = field(default_factory=ListenConfig)
     serving_dns_names: tuple[str, ...] = ("trustmesh-ca.trustmesh-system.svc",)
     serving_ip_addresses: tuple[str, ...] = ("127.0.0.1",)
+    serving_certificates: tuple[DnsGrant, ...] = ()  # who may have which DNS names on its SVID
     bundle_configmap_namespace: str = "trustmesh-system"
     bundle_configmap_name: str = "trustmesh-bundle"
     publish_configmap: bool = False
@@ -266,6 +273,49 @@ def _kubernetes(reader: _Reader | None) -> KubernetesAuthConfig | None:
     return cfg
 
 
+def _grant(data: Any, where: str, td: TrustDomain, ca_names: tuple[str, ...]) -> DnsGrant:
+    entry = _Reader(data, where)
+    spiffe_id_text = entry.string("spiffe_id")
+    service_account = entry.string("service_account")
+    names = entry.strings("dns_names")
+    entry.finish()
+    if bool(spiffe_id_text) == bool(service_account):
+        raise ConfigError(where, "needs exactly one of spiffe_id or service_account")
+    spiffe_id = None
+    if spiffe_id_text:
+        try:
+            spiffe_id = SpiffeId.parse(spiffe_id_text)
+        except SpiffeIdError as err:
+            raise ConfigError(f"{where}.spiffe_id", str(err)) from err
+        if not spiffe_id.member_of(td):
+            raise ConfigError(f"{where}.spiffe_id", f"{spiffe_id} is not in the trust domain {td}")
+    else:
+        ns, sep, sa = service_account.partition("/")
+        if not sep or not ns or not sa or "/" in sa or "*" in service_account:
+            raise ConfigError(f"{where}.service_account", f"must be NAMESPACE/NAME (no wildcards), got {service_account!r}")
+    if not names:
+        raise ConfigError(f"{where}.dns_names", "must list at least one DNS name")
+    checked = []
+    for name in names:
+        try:
+            checked.append(check_dns_name(name))
+        except IssuanceError as err:
+            raise ConfigError(f"{where}.dns_names", str(err)) from err
+        if checked[-1] in ca_names:
+            # Anyone holding a certificate with the CA's own name could impersonate the CA to its clients.
+            raise ConfigError(f"{where}.dns_names", f"{name!r} is the CA's own serving name (serving.dns_names)")
+    return DnsGrant(tuple(dict.fromkeys(checked)), spiffe_id=spiffe_id, service_account=service_account)
+
+
+def _grants(top: _Reader, td: TrustDomain, ca_names: tuple[str, ...]) -> tuple[DnsGrant, ...]:
+    value = top.get("serving_certificates")
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError("serving_certificates", "must be a list of {spiffe_id | service_account, dns_names}")
+    return tuple(_grant(item, f"serving_certificates[{i}]", td, ca_names) for i, item in enumerate(value))
+
+
 def parse_config(data: Any) -> ServiceConfig:
     """Validate a decoded config mapping; raises :class:`ConfigError` naming the field."""
     top = _Reader(data, "")
@@ -342,6 +392,8 @@ def parse_config(data: Any) -> ServiceConfig:
         except ValueError as err:
             raise ConfigError("serving.ip_addresses", f"{ip!r} is not an IP address") from err
     serving.finish()
+    ca_names = tuple(name.lower() for name in dns_names)
+    grants = _grants(top, td, ca_names)
 
     bundle = top.section("bundle") or _Reader({}, "bundle")
     cm = bundle.section("configmap")
@@ -379,6 +431,7 @@ def parse_config(data: Any) -> ServiceConfig:
         listen=listen,
         serving_dns_names=dns_names,
         serving_ip_addresses=ips,
+        serving_certificates=grants,
         bundle_configmap_namespace=cm_ns,
         bundle_configmap_name=cm_name,
         publish_configmap=publish,

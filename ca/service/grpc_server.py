@@ -1,8 +1,9 @@
 """The ``trustmesh.ca.v1.CA`` gRPC servicer (grpc.aio).
 
 Each issuing call runs the same pipeline under the call's deadline: check the
-request (CSR proof of possession and key policy, audiences) → authenticate
-the bearer token → per-identity rate limit → sign. Every outcome is counted
+request (CSR proof of possession and key policy, audiences, DNS names) →
+authenticate the bearer token → per-identity rate limit → the DNS-name
+allow-list (serving certificates) → sign. Every outcome is counted
 in the metrics and written to the audit log; every error becomes a status
 code in :func:`ca.service.status.status_for` only.
 
@@ -24,6 +25,7 @@ from ca.service.audit import AuditLog
 from ca.service.auth import Authenticator
 from ca.service.config import LimitsConfig
 from ca.service.csr import public_key_from_csr
+from ca.service.dns_policy import DnsNamePolicy, dns_names_from_request
 from ca.service.identity import Caller
 from ca.service.issuance import Issuance
 from ca.service.metrics import ServiceMetrics
@@ -62,16 +64,19 @@ class CaServicer(ca_pb2_grpc.CAServicer):
         metrics: ServiceMetrics,
         limits: LimitsConfig,
         renewal: SvidRenewal | None = None,
+        dns_policy: DnsNamePolicy | None = None,
     ) -> None:
         self.issuance, self.authenticator, self.limiter = issuance, authenticator, limiter
         self.hub, self.audit, self.metrics, self.limits = hub, audit, metrics, limits
         self._watchers = 0
         self.renewal = renewal
+        self.dns_policy = dns_policy or DnsNamePolicy()
 
     async def SignX509SVID(self, request: ca_pb2.SignX509SVIDRequest, context) -> ca_pb2.SignX509SVIDResponse:
         async def run(caller_slot: list[Caller]) -> ca_pb2.SignX509SVIDResponse:
             public_key = public_key_from_csr(request.csr, self.limits.max_csr_bytes)
             ttl = wire.ttl_from_request(request.requested_ttl_seconds)
+            dns_names = dns_names_from_request(request.dns_names)
             if request.renew_chain:
                 if self.renewal is None:
                     raise UnauthenticatedError("renewal by SVID is not enabled on this CA; send a token")
@@ -80,8 +85,12 @@ class CaServicer(ca_pb2_grpc.CAServicer):
                 self.limiter.check(caller.rate_key)
             else:
                 caller = await self._authenticate(context, caller_slot)
-            issued = self.issuance.sign_x509(caller, public_key, ttl)
-            self.audit.issued("SignX509SVID", caller, serial=issued.serial, not_after=issued.not_after, peer=context.peer())
+            self.dns_policy.check(caller, dns_names)
+            issued = self.issuance.sign_x509(caller, public_key, ttl, dns_names)
+            self.audit.issued(
+                "SignX509SVID", caller, serial=issued.serial, not_after=issued.not_after, dns_names=dns_names,
+                peer=context.peer(),
+            )
             return wire.sign_response(issued.chain, caller.spiffe_id, issued.bundle)
 
         return await self._call("SignX509SVID", context, run)

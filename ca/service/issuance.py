@@ -76,9 +76,13 @@ class Issuance:
     ) -> None:
         self._ca, self.x509_ttl, self.jwt_ttl, self._clock = ca_getter, x509_ttl, jwt_ttl, clock
 
-    def sign_x509(self, caller: Caller, public_key: object, requested: timedelta | None) -> IssuedX509:
+    def sign_x509(
+        self, caller: Caller, public_key: object, requested: timedelta | None, dns_names: tuple[str, ...] = ()
+    ) -> IssuedX509:
+        """Sign for ``caller``; ``dns_names`` must already be allowed (:class:`~ca.service.dns_policy.DnsNamePolicy`)."""
         ca = self._ca()
-        chain = ca.issue_x509_svid(public_key, caller.spiffe_id, clamp_ttl(requested, self.x509_ttl), now=self._clock())
+        ttl = clamp_ttl(requested, self.x509_ttl)
+        chain = ca.issue_x509_svid(public_key, caller.spiffe_id, ttl, now=self._clock(), dns_names=dns_names)
         return IssuedX509(tuple(chain), ca.bundle())
 
     def mint_jwt(self, caller: Caller, audiences: tuple[str, ...], requested: timedelta | None) -> IssuedJwt:

@@ -7,16 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SignX509SVIDRequest(_message.Message):
-    __slots__ = ("csr", "requested_ttl_seconds", "renew_chain", "renew_signature")
+    __slots__ = ("csr", "requested_ttl_seconds", "renew_chain", "renew_signature", "dns_names")
     CSR_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RENEW_CHAIN_FIELD_NUMBER: _ClassVar[int]
     RENEW_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    DNS_NAMES_FIELD_NUMBER: _ClassVar[int]
     csr: bytes
     requested_ttl_seconds: int
     renew_chain: _containers.RepeatedScalarFieldContainer[bytes]
     renew_signature: bytes
-    def __init__(self, csr: _Optional[bytes] = ..., requested_ttl_seconds: _Optional[int] = ..., renew_chain: _Optional[_Iterable[bytes]] = ..., renew_signature: _Optional[bytes] = ...) -> None: ...
+    dns_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, csr: _Optional[bytes] = ..., requested_ttl_seconds: _Optional[int] = ..., renew_chain: _Optional[_Iterable[bytes]] = ..., renew_signature: _Optional[bytes] = ..., dns_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SignX509SVIDResponse(_message.Message):
     __slots__ = ("cert_chain", "spiffe_id", "bundle")
