@@ -108,6 +108,7 @@ def _check_alive(sup: Supervisor, when: str) -> None:
 
 async def _demo(options: DemoOptions, out: TextIO, sup: Supervisor, workdir: Path, cleanups: list, started: float) -> int:
     from trustmesh.demo_script import Performer, format_table, run_script
+    from trustmesh.demo_topology import spiffe_id
 
     print("trustmesh demo: starting a CA and 5 workloads (app + sidecar each) on "
           + ("loopback (explicit outbound mode)" if options.isolation == "loopback" else "a network namespace each (transparent redirect)"), file=out, flush=True)
@@ -120,7 +121,9 @@ async def _demo(options: DemoOptions, out: TextIO, sup: Supervisor, workdir: Pat
 
         mesh = await start_loopback_mesh(sup, workdir, options.port_base)
     perform = Performer(mesh)
-    print(f"up in {time.monotonic() - started:.1f} s; making the scripted calls\n", file=out, flush=True)
+    print(f"up in {time.monotonic() - started:.1f} s. SPIFFE IDs: {spiffe_id('<app>')}; reports' sidecar is PERMISSIVE\n"
+          "(it also takes JWT-SVID callers), analytics is outside the mesh (it only uses its Workload API).\n"
+          "Making the scripted calls:\n", file=out, flush=True)
     try:
         rows = await run_script(perform, mesh.access_logs)
     finally:
