@@ -17,6 +17,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -32,7 +33,6 @@ class DemoOptions:
     isolation: str = "loopback"  # loopback | netns
     keep_running: bool = False
     port_base: int | None = None
-    verbose: bool = False
 
 
 def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
@@ -57,7 +57,7 @@ async def _run(options: DemoOptions, out: TextIO) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="trustmesh-demo-", dir=base))
     log_dir = Path(tempfile.mkdtemp(prefix="trustmesh-demo-logs-", dir=base))
     sup = Supervisor(log_dir)
-    cleanups: list = []
+    cleanups: list[Callable[[], None]] = []
     keep_logs = True
     started = time.monotonic()
     try:
@@ -69,6 +69,9 @@ async def _run(options: DemoOptions, out: TextIO) -> int:
         print("\ninterrupted; stopping everything", file=out, flush=True)
         raise
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup short
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, lambda: None)
         await asyncio.shield(_cleanup(sup, cleanups))
         shutil.rmtree(workdir, ignore_errors=True)
         if keep_logs:
@@ -90,7 +93,7 @@ def _temp_base(isolation: str, out: TextIO) -> str:
     return "/tmp"
 
 
-async def _cleanup(sup: Supervisor, cleanups: list) -> None:
+async def _cleanup(sup: Supervisor, cleanups: list[Callable[[], None]]) -> None:
     await sup.stop_all()
     for undo in reversed(cleanups):
         try:
@@ -106,7 +109,7 @@ def _check_alive(sup: Supervisor, when: str) -> None:
         raise DemoError(f"{', '.join(c.name for c in dead)} stopped {when}:\n{details}")
 
 
-async def _demo(options: DemoOptions, out: TextIO, sup: Supervisor, workdir: Path, cleanups: list, started: float) -> int:
+async def _demo(options: DemoOptions, out: TextIO, sup: Supervisor, workdir: Path, cleanups: list[Callable[[], None]], started: float) -> int:
     from trustmesh.demo_script import Performer, format_table, run_script
     from trustmesh.demo_topology import spiffe_id
 
