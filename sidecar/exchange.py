@@ -324,6 +324,9 @@ class HttpDownstream(asyncio.Protocol):
         conn.framer = ResponseFramer(self.head.method)
         conn.write(pending)
         self.state = _SENDING
+        if self.read_paused:  # paused while connecting; the body must keep flowing now
+            self.read_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
         self._pump_body()
 
     def _pump_body(self) -> None:

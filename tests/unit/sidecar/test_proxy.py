@@ -142,3 +142,12 @@ async def test_permissive_accepts_plaintext_as_unauthenticated(mesh, pki, app):
             assert r.status == 200
     assert seen_attrs[0]["authenticated"] is False and "id" not in seen_attrs[0]
     assert seen_attrs[1]["authenticated"] is True and seen_attrs[1]["id"] == CLIENT
+
+
+async def test_large_upload_as_first_request_on_fresh_connections(mesh, pki, app):
+    a, b = await _pair(mesh, pki, app)
+    payload = b"y" * 5_000_000
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"http://127.0.0.1:{a.ports['upstream-0']}/upload", data=payload) as r:
+            assert r.status == 200
+            assert len((await r.json())["body"]) == len(payload)
