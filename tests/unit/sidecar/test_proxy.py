@@ -146,7 +146,7 @@ async def test_permissive_accepts_plaintext_as_unauthenticated(mesh, pki, app):
 
 async def test_large_upload_as_first_request_on_fresh_connections(mesh, pki, app):
     a, b = await _pair(mesh, pki, app)
-    payload = b"y" * 5_000_000
+    payload = b"y" * 1_000_000  # the echo app accepts up to 1 MiB
     async with aiohttp.ClientSession() as s:
         async with s.post(f"http://127.0.0.1:{a.ports['upstream-0']}/upload", data=payload) as r:
             assert r.status == 200
