@@ -242,6 +242,11 @@ class HttpDownstream(asyncio.Protocol):
             self._consume_end()
         limit = self.router.wants_body(self.info, head) if head.has_body else 0
         if limit:
+            if head.get(b"expect") == b"100-continue":
+                # the body is wanted before deciding: ask for it ourselves (the app must not answer 100 again)
+                head.headers = [(n, v) for n, v in head.headers if n != b"expect"]
+                head.raw_fields = None
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
             self.state = _COLLECT
             self._collect_limit = limit
             self._collect()

@@ -185,3 +185,17 @@ async def test_app_that_never_answers_gets_504_after_the_idle_timeout(mesh, pki,
     b = await mesh(config(app.port, limits=Limits(idle_timeout=0.5)), pki.identity("/ns/b/sa/server"), rule_authorizer({CLIENT}))
     data = await _exchange(b.ports["inbound"], client_ctx(pki), b"GET /slow?s=5 HTTP/1.1\r\nHost: b\r\n\r\n", timeout=8)
     assert data.startswith(b"HTTP/1.1 504")
+
+
+async def test_expect_100_continue_with_a_json_body_to_inspect(strict_b, pki, app):
+    ctx = client_ctx(pki)
+    reader, writer = await asyncio.open_connection("127.0.0.1", strict_b.ports["inbound"], ssl=ctx)
+    writer.write(b"POST /j HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: 7\r\nExpect: 100-continue\r\n\r\n")
+    await writer.drain()
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b'{"a":1}')
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 200")
+    assert app.seen[0]["body"] == '{"a":1}' and "expect" not in app.seen[0]["headers"]
