@@ -3,8 +3,9 @@
 The core is pure: :func:`inject_pod` turns a pod into the injected pod and
 :func:`pod_patch` into the JSON Patch the mutating webhook returns;
 :class:`Webhooks` maps AdmissionReview bodies to replies. The aiohttp
-server (:mod:`injector.server`) and the ``caBundle`` patch
-(:mod:`injector.cabundle`) are thin shells around it, imported on demand.
+server (:mod:`injector.server`), the ``caBundle`` patch
+(:mod:`injector.cabundle`) and the serving certificate from the trustmesh CA
+(:mod:`injector.ca_certificate`) are thin shells around it, imported on demand.
 
 >>> from injector import InjectorConfig, inject_pod
 >>> pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}}
@@ -12,7 +13,14 @@ server (:mod:`injector.server`) and the ``caBundle`` patch
 ['trustmesh-init', 'trustmesh-proxy']
 """
 
-from injector.config import CaBundleSettings, InjectorConfig, ServerSettings, load_config, parse_config
+from injector.config import (
+    CaBundleSettings,
+    CertificateFromCaSettings,
+    InjectorConfig,
+    ServerSettings,
+    load_config,
+    parse_config,
+)
 from injector.errors import (
     AnnotationError,
     InjectorConfigError,
@@ -30,6 +38,7 @@ __all__ = [
     "AdmissionRequest",
     "AnnotationError",
     "CaBundleSettings",
+    "CertificateFromCaSettings",
     "Injection",
     "InjectorConfig",
     "InjectorConfigError",

@@ -5,7 +5,9 @@
 
 ``inject`` prints the injected multi-document YAML on stdout. ``injector
 serve`` runs the HTTPS admission webhooks (and, if ``server.ca_bundle.patch``
-is set, first patches ``caBundle`` into the webhook configurations).
+is set, first patches ``caBundle`` into the webhook configurations; with
+``server.certificate_from_ca.enabled`` it first gets its serving
+certificate from the trustmesh CA and renews it while it runs).
 """
 
 from __future__ import annotations
@@ -77,8 +79,13 @@ def _serve(args: argparse.Namespace) -> int:
         patch = _ca_bundle_patcher(settings)
     from injector.server import serve
 
+    certificate = None
+    if config.server.certificate_from_ca.enabled:
+        from injector.ca_certificate import CaServingCertificate
+
+        certificate = CaServingCertificate(config, patch_ca_bundle=patch)
     try:
-        asyncio.run(serve(config, patch_ca_bundle=patch))
+        asyncio.run(serve(config, patch_ca_bundle=patch, ca_certificate=certificate))
     except KeyboardInterrupt:
         return 130
     return 0

@@ -12,6 +12,10 @@ bad values are refused with the key's dotted name::
     interception: {mode: iptables, ipv6: capture, exclude_outbound_cidrs: [169.254.169.254/32]}
     server: {port: 9443, cert_file: /etc/trustmesh/webhook/tls.crt,
              key_file: /etc/trustmesh/webhook/tls.key}
+
+With ``server.certificate_from_ca.enabled`` the injector has the trustmesh CA
+issue that certificate (and writes ``cert_file``, ``key_file`` and
+``ca_bundle.ca_file`` itself) instead of reading a mounted Secret.
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ import yaml
 from injector.annotations import LOG_LEVELS, MODES, check_dns_subdomain, parse_cidrs, parse_ports
 from injector.errors import AnnotationError, InjectorConfigError
 
-__all__ = ["InjectorConfig", "ServerSettings", "CaBundleSettings", "load_config", "parse_config"]
+__all__ = [
+    "InjectorConfig",
+    "ServerSettings",
+    "CaBundleSettings",
+    "CertificateFromCaSettings",
+    "load_config",
+    "parse_config",
+]
 
 _QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[KMGTPE]i?|[mkMGTPE]|n|u)?$")
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -43,6 +54,20 @@ class CaBundleSettings:
 
 
 @dataclass(frozen=True)
+class CertificateFromCaSettings:
+    """Start-up option: get the serving certificate from the trustmesh CA and renew it at half life."""
+
+    enabled: bool = False
+    address: str = ""  # empty: the top-level ca_address
+    server_name: str = ""  # the name checked on the CA's certificate; empty: the host of the address
+    bundle_file: str = "/var/run/trustmesh/bundle/bundle.pem"  # PEM roots to verify the CA with
+    token_file: str = "/var/run/secrets/trustmesh/tokens/trustmesh-ca"  # projected SA token, audience trustmesh-ca
+    dns_names: tuple[str, ...] = ("trustmesh-injector.trustmesh-system.svc",)
+    ttl_seconds: int = 86400
+    startup_timeout_seconds: float = 60.0  # keep trying to reach the CA at start-up this long
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     """Where and how the webhook HTTPS server listens."""
 
@@ -53,6 +78,7 @@ class ServerSettings:
     max_body_bytes: int = 3 * 1024 * 1024
     read_timeout_seconds: float = 5.0
     ca_bundle: CaBundleSettings = field(default_factory=CaBundleSettings)
+    certificate_from_ca: CertificateFromCaSettings = field(default_factory=CertificateFromCaSettings)
 
 
 @dataclass(frozen=True)
@@ -202,7 +228,43 @@ def _server(data: Any) -> ServerSettings:
                     raise InjectorConfigError(where, "must be a list of names")
                 cab_values[key] = tuple(_name(_string(n, where), where) for n in cab[key])
         values["ca_bundle"] = replace(CaBundleSettings(), **cab_values)
+    if "certificate_from_ca" in section:
+        values["certificate_from_ca"] = _certificate_from_ca(section["certificate_from_ca"])
     return replace(ServerSettings(), **values)
+
+
+def _certificate_from_ca(data: Any) -> CertificateFromCaSettings:
+    prefix = "server.certificate_from_ca."
+    section = _section(data, prefix, {f.name for f in fields(CertificateFromCaSettings)})
+    values: dict[str, Any] = {}
+    if "enabled" in section:
+        values["enabled"] = _bool(section["enabled"], prefix + "enabled")
+    for key in ("address", "server_name", "bundle_file", "token_file"):
+        if key in section:
+            values[key] = _string(section[key], prefix + key)
+    if values.get("address"):
+        host, sep, port = values["address"].rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise InjectorConfigError(prefix + "address", f"must be HOST:PORT, got {values['address']!r}")
+    if "dns_names" in section:
+        where = prefix + "dns_names"
+        names = section["dns_names"]
+        if not isinstance(names, list) or not names:
+            raise InjectorConfigError(where, "must be a non-empty list of DNS names")
+        values["dns_names"] = tuple(_dns_name(_string(n, where), where) for n in names)
+    if "ttl_seconds" in section:
+        values["ttl_seconds"] = _int(section["ttl_seconds"], prefix + "ttl_seconds", 600, 30 * 86400)
+    if "startup_timeout_seconds" in section:
+        value = section["startup_timeout_seconds"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
+            raise InjectorConfigError(prefix + "startup_timeout_seconds", "must be a number in [0, 3600]")
+        values["startup_timeout_seconds"] = float(value)
+    settings = replace(CertificateFromCaSettings(), **values)
+    if settings.enabled:
+        for key in ("bundle_file", "token_file"):
+            if not getattr(settings, key):
+                raise InjectorConfigError(prefix + key, "is required when enabled")
+    return settings
 
 
 def _resources(data: Any) -> dict[str, dict[str, str]]:
@@ -251,6 +313,13 @@ def _one_of(value: Any, where: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise InjectorConfigError(where, f"{value!r} is not one of {', '.join(choices)}")
     return value
+
+
+def _dns_name(value: str, where: str) -> str:
+    try:
+        return check_dns_subdomain(where, value)
+    except AnnotationError as err:
+        raise InjectorConfigError(where, f"{value!r} is not a DNS name (lower-case RFC 1123)") from err
 
 
 def _name(value: str, where: str) -> str:

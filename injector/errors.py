@@ -19,6 +19,7 @@ __all__ = [
     "CaBundlePatchError",
     "ListenError",
     "TrustBundleError",
+    "CaCertificateError",
 ]
 
 
@@ -68,6 +69,17 @@ class ServingCertError(InjectorError, OSError):
 
 class CaBundlePatchError(InjectorError, OSError):
     """Patching ``caBundle`` into a webhook configuration failed."""
+
+
+class CaCertificateError(InjectorError, OSError):
+    """The serving certificate could not be obtained from the trustmesh CA, or it is not acceptable.
+
+    ``.code`` is the CA's gRPC status name when the CA refused (``PERMISSION_DENIED``, ...).
+    """
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ListenError(InjectorError, OSError):

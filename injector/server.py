@@ -4,9 +4,11 @@ Routes: ``POST /inject``, ``POST /validate``, ``POST /validate/require-injection
 and ``GET /healthz``. Bodies larger than ``server.max_body_bytes`` get 413; a
 body not received within ``server.read_timeout_seconds`` gets 408, well
 inside the API server's webhook timeout. The serving certificate and key
-are read from files (a Secret issued by the trustmesh CA or cert-manager)
-and re-read when they change, so a renewed certificate is served without a
-restart.
+are read from files (a Secret written by cert-manager, or files the injector
+writes itself with a certificate from the trustmesh CA, see
+:mod:`injector.ca_certificate`) and re-read when they change, so a renewed
+certificate is served without a restart; connections already open keep the
+certificate they were made with.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import os
 import signal
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -26,7 +29,11 @@ from injector.errors import ListenError, ServingCertError
 from injector.trust_bundle import TrustBundleFile
 from injector.webhook import Reply, Webhooks
 
-__all__ = ["tls_context", "CertReloader", "build_app", "RunningServer", "start_server", "serve"]
+if TYPE_CHECKING:
+    from injector.ca_certificate import CaServingCertificate
+
+__all__ = ["tls_context", "CertReloader", "build_app", "RunningServer", "start_server",
+           "start_with_ca_certificate", "serve"]
 
 log = logging.getLogger("trustmesh.injector")
 
@@ -60,6 +67,13 @@ class CertReloader:
             return os.stat(self.cert_file).st_mtime, os.stat(self.key_file).st_mtime
         except OSError:
             return None
+
+    def reload(self) -> None:
+        """Load the files now (raises :class:`ServingCertError` and keeps the old certificate if they are bad)."""
+        stamp = self._current_stamp()
+        _load(self.context, self.cert_file, self.key_file)
+        self._stamp = stamp
+        log.info("serving certificate reloaded from %s", self.cert_file)
 
     def check(self) -> bool:
         """Reload if the files changed; True if a new certificate is now served."""
@@ -124,12 +138,15 @@ class RunningServer:
     port: int
     reloader: CertReloader
     _reload_task: asyncio.Task | None = None
+    tasks: list[asyncio.Task] = field(default_factory=list)  # more background work to stop with the server
 
     async def close(self) -> None:
-        if self._reload_task is not None:
-            self._reload_task.cancel()
+        for task in (self._reload_task, *self.tasks):
+            if task is None:
+                continue
+            task.cancel()
             try:
-                await self._reload_task
+                await task
             except asyncio.CancelledError:
                 pass
         await self.runner.cleanup()
@@ -156,12 +173,29 @@ async def start_server(config: InjectorConfig, *, reload_interval: float = 30.0)
     return RunningServer(runner, port, reloader, task)
 
 
-async def serve(config: InjectorConfig, *, patch_ca_bundle: Callable[[], list[str]] | None = None) -> None:
-    """Run until SIGTERM/SIGINT; first patch ``caBundle`` if asked (a failure stops start-up)."""
-    if patch_ca_bundle is not None:
-        for patched in await asyncio.to_thread(patch_ca_bundle):
-            log.info("caBundle patched into %s", patched)
-    server = await start_server(config)
+async def start_with_ca_certificate(certificate: CaServingCertificate, **kwargs) -> RunningServer:
+    """Obtain the serving certificate from the CA, start serving, and renew it in the background."""
+    await certificate.start()
+    server = await start_server(certificate.config, **kwargs)
+    server.tasks.append(asyncio.create_task(certificate.renew_forever(server.reloader.reload),
+                                            name="serving-certificate-renewal"))
+    return server
+
+
+async def serve(config: InjectorConfig, *, patch_ca_bundle: Callable[[], list[str]] | None = None,
+                ca_certificate: CaServingCertificate | None = None) -> None:
+    """Run until SIGTERM/SIGINT; first patch ``caBundle`` if asked (a failure stops start-up).
+
+    With ``ca_certificate`` (which patches ``caBundle`` itself, after each
+    new set of roots) the serving certificate comes from the trustmesh CA.
+    """
+    if ca_certificate is not None:
+        server = await start_with_ca_certificate(ca_certificate)
+    else:
+        if patch_ca_bundle is not None:
+            for patched in await asyncio.to_thread(patch_ca_bundle):
+                log.info("caBundle patched into %s", patched)
+        server = await start_server(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
