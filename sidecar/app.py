@@ -62,13 +62,35 @@ class Sidecar:
         self.ports: dict[str, int] = {}
         self.admin = AdminServer(self)
         self.shutting_down = False
+        self._federation_stamps: dict[str, tuple[int, int, int]] = {}
         self._flusher: asyncio.Task[None] | None = None
 
     # -- lifecycle
 
+    def load_federation(self) -> None:
+        """(Re)load the federated trust domains' bundle files that changed since last time."""
+        from sdk.bundle import Bundle
+        from sdk.spiffeid import TrustDomain
+
+        for td, path in self.config.federation.items():
+            try:
+                st = path.stat()
+                stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+                if self._federation_stamps.get(td) == stamp:
+                    continue
+                data = path.read_bytes()
+                domain = TrustDomain.parse(td)
+                parse = Bundle.parse_jwks if data.lstrip()[:1] == b"{" else Bundle.parse_pem
+                self.identity.put_federated_bundle(parse(data, domain))
+                self._federation_stamps[td] = stamp
+                log.info("federated bundle for %s loaded from %s", td, path)
+            except (OSError, ValueError) as err:
+                log.error("federated bundle for %s not loaded from %s: %s", td, path, err)
+
     async def start(self) -> None:
         cfg, limits = self.config, self.config.limits
         loop = asyncio.get_running_loop()
+        self.load_federation()
         self.app_pool = Pool(plain_opener(limits.connect_timeout), idle_timeout=limits.idle_timeout)
         self.mtls_pool = Pool(
             mtls_opener(self.identity, lambda: cfg.accepted_trust_domains, limits.handshake_timeout),
@@ -190,6 +212,8 @@ class Sidecar:
             self.mtls_pool.sweep(now)
             self.access_log.flush()
             self.refresh_gauges()
+            if self.config.federation:
+                self.load_federation()
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Fail readiness, stop accepting, drain in-flight requests for up to ``grace`` s, close."""

@@ -35,6 +35,7 @@ optional; the values shown are the defaults where there is one)::
     admin: {port: 15000, health_port: 15021, health_address: 0.0.0.0}   # 0: any free port
     policy: {file: /etc/trustmesh/policy/policy.tmp}
     workload_api: {socket: /run/trustmesh/sockets/agent.sock}
+    federation: {partner.org: /etc/trustmesh/federation/partner.org.json}  # SPIFFE bundle or PEM
     access_log: stdout                # stdout, off, or a file path
     limits: {max_head_bytes: 16384, max_headers: 100, header_timeout: 10, idle_timeout: 300,
              max_connections: 4096, max_json_body: 65536, connect_timeout: 1,
@@ -124,6 +125,7 @@ class SidecarConfig:
     health_address: str = "0.0.0.0"
     policy_file: Path | None = None
     workload_api_socket: Path | None = None
+    federation: Mapping[str, Path] = field(default_factory=dict)  # trust domain -> bundle file
     access_log: str = "stdout"
     limits: Limits = field(default_factory=Limits)
 
@@ -244,6 +246,13 @@ def parse_config(data: Any, base: Path = Path(".")) -> SidecarConfig:
     if (s := top.section("workload_api")) is not None:
         kw["workload_api_socket"] = s.path("socket", required=True)
         s.done()
+    federation = {}
+    for key, value in top.mapping("federation").items():
+        where = f"federation.{key}"
+        if not isinstance(value, str) or not value:
+            raise ConfigError(where, "must be the path of the trust domain's bundle file")
+        federation[_trust_domain(str(key), where)] = base / value
+    kw["federation"] = federation
     kw["access_log"] = top.str("access_log", default="stdout")
     if (s := top.section("limits")) is not None:
         defaults = Limits()
@@ -378,10 +387,10 @@ def _spiffe_id(text: str, where: str) -> str:
         raise ConfigError(where, str(err)) from err
 
 
-def _trust_domain(text: str) -> str:
+def _trust_domain(text: str, where: str = "trust_domain") -> str:
     from sdk.spiffeid import TrustDomain
 
     try:
         return str(TrustDomain.parse(text))
     except ValueError as err:
-        raise ConfigError("trust_domain", str(err)) from err
+        raise ConfigError(where, str(err)) from err

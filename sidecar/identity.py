@@ -125,6 +125,12 @@ class IdentityState:
             self._contexts = cached
         return cached[1], cached[2]
 
+    def put_federated_bundle(self, bundle: Bundle) -> None:
+        """Add or replace the bundle of another trust domain (federation)."""
+        if bundle.trust_domain == self.trust_domain:
+            raise IdentityUnavailableError(f"'{bundle.trust_domain}' is the own trust domain, not a federated one")
+        self._update(bundle=bundle)
+
     def _update(self, svid: X509Svid | None = None, bundle: Bundle | None = None) -> None:
         if svid is not None:
             self._svid = svid

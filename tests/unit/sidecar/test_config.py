@@ -83,3 +83,11 @@ def test_not_yaml(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_federation_bundles_by_trust_domain(tmp_path):
+    cfg = parse_config({**BASE, "federation": {"partner.org": "partner.json"}}, tmp_path)
+    assert cfg.federation == {"partner.org": tmp_path / "partner.json"}
+    with pytest.raises(ConfigError) as info:
+        parse_config({**BASE, "federation": {"Partner.org": "p.json"}})
+    assert info.value.field == "federation.Partner.org"

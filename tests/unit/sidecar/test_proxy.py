@@ -151,3 +151,43 @@ async def test_large_upload_as_first_request_on_fresh_connections(mesh, pki, app
         async with s.post(f"http://127.0.0.1:{a.ports['upstream-0']}/upload", data=payload) as r:
             assert r.status == 200
             assert len((await r.json())["body"]) == len(payload)
+
+
+async def test_federated_trust_domain_is_accepted_only_with_its_bundle(mesh, pki, app, tmp_path):
+    from tests.support.pki import make_intermediate, make_leaf, make_root, chain_pem
+    from sdk.bundle import Bundle
+    from sdk.spiffeid import TrustDomain
+    from sdk.x509svid import X509Svid
+    from sidecar.identity import StaticIdentity
+
+    root = make_root("partner.org")
+    mid = make_intermediate(root)
+    leaf = make_leaf(mid, "spiffe://partner.org/ns/x/sa/partner")
+    partner_svid = X509Svid.parse(chain_pem(leaf, mid), leaf.key_pem)
+    partner_bundle = Bundle.parse_pem(root.pem, TrustDomain.parse("partner.org"))
+    (tmp_path / "partner.json").write_bytes(partner_bundle.to_jwks())
+    seen = []
+
+    def authorize(attrs):
+        from sidecar.attributes import Verdict
+
+        seen.append(attrs["source"])
+        return Verdict(attrs["source"]["trust_domain"] == "partner.org", "partners")
+
+    # the partner's sidecar trusts example.org (federated the other way round)
+    partner = StaticIdentity(partner_svid, [partner_bundle, pki.bundle])
+
+    async def call(b):
+        a = await mesh(
+            config(trust_domains=("example.org",), upstreams=(Upstream(0, "127.0.0.1", b.ports["inbound"], SERVER, "http"),)),
+            partner,
+        )
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{a.ports['upstream-0']}/fed") as r:
+                return r.status
+
+    without = await mesh(config(app.port), pki.identity("/ns/b/sa/server"), authorize)
+    assert await call(without) == 503  # handshake refused: no bundle for partner.org
+    with_fed = await mesh(config(app.port, federation={"partner.org": tmp_path / "partner.json"}), pki.identity("/ns/b/sa/server"), authorize)
+    assert await call(with_fed) == 200
+    assert seen[-1]["id"] == "spiffe://partner.org/ns/x/sa/partner"
