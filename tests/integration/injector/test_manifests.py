@@ -237,3 +237,62 @@ def test_the_shipped_webhooks_admit_a_sample_pod_review():
     pod["metadata"] = {**pod["metadata"], "name": "backend-1", "namespace": "trustmesh-demo"}
     reply = Webhooks(injector_config()).inject(json.dumps(admission_review(pod, namespace="trustmesh-demo")).encode())
     assert reply.body["response"]["allowed"] is True and reply.body["response"]["patch"]
+
+
+def _mounted_volume(spec: dict, path: str) -> tuple[dict, dict]:
+    """(volume, volumeMount) of the injector container's mount that holds ``path``."""
+    container = spec["containers"][0]
+    mount = max((m for m in container["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")),
+                key=lambda m: len(m["mountPath"]))
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    return volume, mount
+
+
+def test_the_injector_gets_its_serving_certificate_from_the_ca():
+    from ca.service.config import parse_config as parse_ca_config
+
+    ca = parse_ca_config(yaml.safe_load(by_kind("ConfigMap", "trustmesh-ca-config")[0]["data"]["ca.yaml"]))
+    injector = injector_config()
+    settings = injector.server.certificate_from_ca
+    assert settings.enabled and settings.address == injector.ca_address
+    deployment = by_kind("Deployment", "trustmesh-injector")[0]
+    spec = deployment["spec"]["template"]["spec"]
+    # The CA grants the injector's ServiceAccount exactly the names it asks for, the Service's among them.
+    account = f"{deployment['metadata']['namespace']}/{spec['serviceAccountName']}"
+    grants = [g for g in ca.serving_certificates if g.service_account == account]
+    assert len(grants) == 1 and set(grants[0].dns_names) == set(settings.dns_names)
+    service = by_kind("Service", "trustmesh-injector")[0]["metadata"]
+    assert f"{service['name']}.{service['namespace']}.svc" in settings.dns_names
+    # The token: projected, for the CA's audience. The CA's roots: the published bundle.
+    volume, _ = _mounted_volume(spec, settings.token_file)
+    (source,) = volume["projected"]["sources"]
+    token = source["serviceAccountToken"]
+    assert token["audience"] == ca.kubernetes.audience and settings.token_file.endswith("/" + token["path"])
+    volume, _ = _mounted_volume(spec, settings.bundle_file)
+    assert volume["configMap"]["name"] == ca.bundle_configmap_name and settings.bundle_file.endswith("/bundle.pem")
+    # The injector writes tls.crt, tls.key and ca.crt itself: a writable in-memory volume.
+    for path in (injector.server.cert_file, injector.server.key_file, injector.server.ca_bundle.ca_file):
+        volume, mount = _mounted_volume(spec, path)
+        assert volume["emptyDir"]["medium"] == "Memory" and not mount.get("readOnly")
+    assert injector.server.ca_bundle.patch
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed")
+def test_the_cert_manager_overlay_mounts_its_secret_and_asks_no_ca():
+    rendered = subprocess.run(["kubectl", "kustomize", str(MANIFESTS / "cert-manager")], capture_output=True,
+                              text=True, timeout=60, check=False)
+    assert rendered.returncode == 0, rendered.stderr
+    docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "trustmesh-injector")
+    spec = deployment["spec"]["template"]["spec"]
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap"
+                      and d["metadata"]["name"] == "trustmesh-injector-config")
+    config = parse_injector_config(config_map["data"]["injector.yaml"])
+    assert not config.server.certificate_from_ca.enabled and not config.server.ca_bundle.patch
+    certificate = next(d for d in docs if d["kind"] == "Certificate" and d["metadata"]["name"] == "trustmesh-injector")
+    for path in (config.server.cert_file, config.server.key_file, config.server.ca_bundle.ca_file):
+        volume, mount = _mounted_volume(spec, path)
+        assert volume == {"name": "serving-cert", "secret": {"secretName": certificate["spec"]["secretName"]}}
+        assert mount["readOnly"] is True
+    assert "trustmesh-injector.trustmesh-system.svc" in certificate["spec"]["dnsNames"]
+    assert not any("projected" in v for v in spec["volumes"])  # no token for the CA: it is not asked
