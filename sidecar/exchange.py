@@ -368,11 +368,12 @@ class HttpDownstream(asyncio.Protocol):
             else:
                 self._answer(502, REASONS[502], True, {**self._log(), "error": err.reason})
             return
+        whole = used == len(data)
         if used:
             self.response_started = True
-            self.transport.write(data if used == len(data) else data[:used])  # type: ignore[union-attr]
+            self.transport.write(data if whole else data[:used])  # type: ignore[union-attr]
         if done:
-            self._finish(conn, reusable=conn.framer.keep_alive and used == len(data))
+            self._finish(conn, reusable=conn.framer.keep_alive and whole)
 
     def on_upstream_lost(self, conn: UpstreamConnection, exc: Exception | None) -> None:
         self.upstream = None

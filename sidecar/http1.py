@@ -370,6 +370,28 @@ class ResponseFramer:
         self.keep_alive = True
 
     def feed(self, data: bytes) -> tuple[int, bool]:
+        if self._state == "head" and not self._buf:
+            # common case: a whole head, and often the whole Content-Length body, in one read
+            end = data.find(b"\r\n\r\n")
+            if 0 <= end <= self._max_head_bytes:
+                self._start_body(data[:end])
+                state = self._state
+                if state == "length":
+                    avail = len(data) - end - 4
+                    if avail >= self._left:
+                        used = end + 4 + self._left
+                        self._left = 0
+                        self._state = "done"
+                        return used, True
+                    self._left -= avail
+                    return len(data), False
+                if state == "done":
+                    return end + 4, True
+                used, done = self._feed(data[end + 4 :])
+                return end + 4 + used, done
+        return self._feed(data)
+
+    def _feed(self, data: bytes) -> tuple[int, bool]:
         used = 0
         n = len(data)
         while used < n and self._state != "done":
@@ -444,12 +466,12 @@ class ResponseFramer:
                 elif name == b"connection":
                     connection += b"," + value.strip()
         else:
-            value = _field_value(fields, b"\r\ncontent-length:")
+            value = _field_value(fields, b"\r\ncontent-length:", 17)
             if value is not None:
                 if _DIGITS.fullmatch(value) is None:
                     raise HttpError(502, "malformed Content-Length from upstream")
                 length = int(value)
-            connection = _field_value(fields, b"\r\nconnection:") or b""
+            connection = _field_value(fields, b"\r\nconnection:", 13) or b""
         if 100 <= status < 200 and status != 101:
             return  # interim response: the final one follows in the same stream
         self.status = status
@@ -475,14 +497,13 @@ class ResponseFramer:
             self.keep_alive = False
 
 
-def _field_value(fields: bytes, marker: bytes) -> bytes | None:
-    """The value of the one field starting with ``marker`` in lower-cased head bytes."""
+def _field_value(fields: bytes, marker: bytes, size: int) -> bytes | None:
+    """The value of the one field starting with ``marker`` (``size`` bytes) in lower-cased head bytes."""
     at = fields.find(marker)
     if at < 0:
         return None
-    start = at + len(marker)
-    end = fields.find(b"\r\n", start)
-    return fields[start : end if end >= 0 else len(fields)].strip()
+    end = fields.find(b"\r\n", at + size)
+    return (fields[at + size : end] if end >= 0 else fields[at + size :]).strip()
 
 
 _EMPTY: frozenset[bytes] = frozenset()

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import random
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -102,7 +103,12 @@ class IdentityState:
         window = self._window
         if window is None:
             return False
-        t = (now or self.clock()).timestamp()
+        if now is not None:
+            t = now.timestamp()
+        elif self.clock is _utcnow:
+            t = time.time()
+        else:
+            t = self.clock().timestamp()
         return window[0] <= t < window[1]
 
     def server_context(self) -> ssl.SSLContext | None:
