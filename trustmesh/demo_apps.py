@@ -2,7 +2,10 @@
 
 Each app listens on plain HTTP behind its sidecar and trusts what the sidecar
 lets through; the caller's identity, when there is one, arrives in the
-``x-forwarded-client-cert`` header the sidecar adds. Run one with::
+``x-forwarded-client-cert`` header the sidecar adds. With ``--workload-api``
+the app also checks JWT-SVIDs itself with the sdk's aiohttp middleware (the
+reports app does, for callers from outside the mesh), against the JWT bundles
+of the Workload API at that address. Run one with::
 
     python -m trustmesh.demo_apps config --host 127.0.0.1 --port 0
 
@@ -17,6 +20,7 @@ import asyncio
 import json
 import signal
 import sys
+from typing import Any
 
 from aiohttp import web
 
@@ -33,7 +37,12 @@ _CONFIGS = {
 
 
 def _caller(request: web.Request) -> str | None:
-    """The caller's SPIFFE ID from the sidecar's ``x-forwarded-client-cert`` (``By=...;URI=...``)."""
+    """The caller's SPIFFE ID: from a JWT-SVID the app verified itself, else from the
+    sidecar's ``x-forwarded-client-cert`` (``By=...;URI=...``)."""
+    from sdk.app import CALLER
+
+    if CALLER in request:
+        return str(request[CALLER])
     xfcc = request.headers.get("x-forwarded-client-cert", "")
     for part in xfcc.split(";"):
         key, _, value = part.partition("=")
@@ -46,9 +55,16 @@ def _reply(request: web.Request, app: str, **payload: object) -> web.Response:
     return web.json_response({"app": app, "caller": _caller(request), **payload})
 
 
-def make_app(name: str) -> web.Application:
-    """The aiohttp application for demo workload ``name``."""
-    app = web.Application()
+def make_app(name: str, jwt_validator: Any = None, audience: str | None = None) -> web.Application:
+    """The aiohttp application for demo workload ``name``; with ``jwt_validator`` (a
+    :class:`sdk.app.JwtSvidValidator`) every path but ``/healthz`` needs a JWT-SVID for ``audience``."""
+    middlewares = []
+    if jwt_validator is not None:
+        from sdk.app import jwt_svid_middleware
+
+        assert audience is not None
+        middlewares.append(jwt_svid_middleware(jwt_validator, audience, exempt_paths=["/healthz"]))
+    app = web.Application(middlewares=middlewares)
 
     async def healthz(request: web.Request) -> web.Response:
         return _reply(request, name, status="ok")
@@ -114,8 +130,13 @@ APPS = {
 }
 
 
-async def _serve(name: str, host: str, port: int) -> None:
-    runner = web.AppRunner(make_app(name), access_log=None, handle_signals=False)
+async def _serve(name: str, host: str, port: int, workload_api: str | None, audience: str | None) -> None:
+    validator = None
+    if workload_api is not None:  # needs the sidecar's Workload API up: waits for its JWT bundles
+        from sdk.workloadapi import JwtSource
+
+        validator = await JwtSource(workload_api).start()
+    runner = web.AppRunner(make_app(name, validator, audience), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -129,6 +150,8 @@ async def _serve(name: str, host: str, port: int) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+        if validator is not None:
+            await validator.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,8 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("app", choices=sorted(APPS))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--workload-api", metavar="ADDR", help="check JWT-SVIDs with the bundles from this Workload API")
+    parser.add_argument("--audience", help="the audience JWT-SVIDs must carry (the app's SPIFFE ID)")
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args.app, args.host, args.port))
+    if (args.workload_api is None) != (args.audience is None):
+        parser.error("--workload-api and --audience go together")
+    asyncio.run(_serve(args.app, args.host, args.port, args.workload_api, args.audience))
     return 0
 
 

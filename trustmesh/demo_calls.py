@@ -4,7 +4,8 @@ Requests are written byte for byte on a plain socket (so a path like
 ``/v1/fetch/../admin/keys`` reaches the sidecar exactly as written) and the
 answer is classified:
 
-* an answer from the app (2xx-4xx, other than the sidecar's 403) → ``allow``;
+* an answer from the app (2xx-4xx, other than the sidecar's 403) → ``allow``,
+  with the caller identity the app says it saw;
 * ``403`` from the callee's sidecar → ``deny``, with the rule it names;
 * no HTTP answer (connection refused, reset or closed), or an error status
   from the caller's own sidecar → ``refused``.
@@ -45,6 +46,7 @@ class Outcome:
     decision: str  # allow | deny | refused
     reason: str
     status: int
+    caller_seen: str | None = None  # the caller identity the app reported (allowed calls)
 
 
 async def http_request(
@@ -108,18 +110,22 @@ async def _exchange(host: str, port: int, method: str, path: str, body: bytes | 
             pass
 
 
-def classify(response: Response, *, from_callee_sidecar: bool) -> Outcome:
-    """Turn an answer into a decision; ``from_callee_sidecar`` says a 403 came from the callee's
-    sidecar (the demo's apps never answer 403 themselves)."""
+def classify(response: Response, *, through_own_sidecar: bool) -> Outcome:
+    """Turn an answer into a decision. A 403 is the callee sidecar's policy decision (the demo's
+    apps never answer 403 themselves); a 502-504 came from the caller's own sidecar when
+    ``through_own_sidecar``, else from the callee."""
     if response.status == NO_RESPONSE:
         return Outcome("refused", response.error, NO_RESPONSE)
     text = response.body.decode("utf-8", "replace").strip()
-    if response.status == 403 and from_callee_sidecar:
+    if response.status == 403:
         if text.startswith("denied by rule "):
             return Outcome("deny", "rule " + text.removeprefix("denied by rule "), 403)
         if text == "denied by default":
             return Outcome("deny", "default deny: no rule allows it", 403)
         return Outcome("deny", text[:80], 403)
     if response.status in (502, 503, 504):
-        return Outcome("refused", f"{response.status} from the caller's sidecar: {text[:80]}", response.status)
-    return Outcome("allow", "", response.status)
+        where = "the caller's sidecar" if through_own_sidecar else "the callee"
+        return Outcome("refused", f"{response.status} from {where}: {text[:80]}", response.status)
+    doc = response.json() or {}
+    caller = doc.get("caller")
+    return Outcome("allow", "", response.status, caller if isinstance(caller, str) else None)

@@ -31,7 +31,7 @@ from trustmesh.demo_calls import Response, http_request
 from trustmesh.demo_errors import DemoError
 from trustmesh.demo_procs import Supervisor, json_event
 from trustmesh.demo_configs import ca_service_config, explicit_sidecar_config
-from trustmesh.demo_topology import TRUST_DOMAIN, WORKLOADS, Call, Workload, spiffe_id
+from trustmesh.demo_topology import TRUST_DOMAIN, WORKLOADS, Call, Workload, socket_path, spiffe_id
 
 __all__ = ["Mesh", "start_ca", "start_loopback_mesh", "write_policy"]
 
@@ -43,6 +43,7 @@ class Mesh:
     """Where everything of a running demo mesh can be reached."""
 
     workdir: Path
+    socket_dir: Path  # short enough for Unix socket paths (at most 107 bytes)
     ca_address: str = ""
     app_ports: dict[str, int] = field(default_factory=dict)
     inbound: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -160,40 +161,59 @@ async def start_ca(
     return await sup.start("ca", wrap(argv), ready, stream="stderr")
 
 
+def app_arguments(socket_dir: Path, workload: Workload) -> list[str]:
+    """Extra arguments of ``workload``'s app: where its sidecar's Workload API will be."""
+    if not workload.app_checks_jwt:
+        return []
+    return ["--workload-api", f"unix://{socket_path(socket_dir, workload.name)}", "--audience", workload.spiffe_id]
+
+
 async def start_app(
-    sup: Supervisor, name: str, host: str = "127.0.0.1", port: int = 0, wrap: Callable[[list[str]], list[str]] = list
+    sup: Supervisor,
+    name: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    wrap: Callable[[list[str]], list[str]] = list,
+    extra: list[str] | None = None,
 ) -> int:
     """Run demo app ``name`` (``wrap`` adapts the command, e.g. to enter a namespace); returns its port."""
-    argv = [python(), "-m", "trustmesh.demo_apps", name, "--host", host, "--port", str(port)]
+    argv = [python(), "-m", "trustmesh.demo_apps", name, "--host", host, "--port", str(port), *(extra or [])]
     event = await sup.start(f"app-{name}", wrap(argv), json_event("listening"))
     return int(event["port"])
 
 
-async def start_loopback_mesh(sup: Supervisor, workdir: Path, port_base: int | None = None) -> Mesh:
+async def start_loopback_mesh(sup: Supervisor, workdir: Path, socket_dir: Path, port_base: int | None = None) -> Mesh:
     """Start the CA and every app, then every sidecar; return where they listen.
 
     The sidecars' inbound ports are chosen before they start (a caller's
     sidecar must know its callees' ports): free ephemeral ports, or from
-    ``port_base`` on.
+    ``port_base`` on. An app that checks JWT-SVIDs itself starts last, on a
+    port chosen the same way, since it needs its sidecar's Workload API.
     """
-    mesh = Mesh(workdir)
+    mesh = Mesh(workdir, socket_dir)
     tokens = {w.name: secrets.token_urlsafe(24) for w in WORKLOADS}
     bundle = init_ca(workdir)
     policy = write_policy(workdir)
+    early = [w for w in WORKLOADS if not w.app_checks_jwt]
     ca_port, *app_ports = await asyncio.gather(
         start_ca(sup, workdir, tokens),
-        *(start_app(sup, w.name) for w in WORKLOADS),
+        *(start_app(sup, w.name) for w in early),
     )
     mesh.ca_address = f"127.0.0.1:{ca_port}"
-    mesh.app_ports = {w.name: port for w, port in zip(WORKLOADS, app_ports)}
+    mesh.app_ports = {w.name: port for w, port in zip(early, app_ports)}
+    late = [w for w in WORKLOADS if w.app_checks_jwt]
     fixed = _fixed_ports(port_base)
     for w in WORKLOADS:
         mesh.inbound[w.name] = ("127.0.0.1", fixed.get(("inbound", w.name)) or 0)
-    free = iter(free_ports(sum(1 for port in mesh.inbound.values() if port[1] == 0)))
+    free = iter(free_ports(len(late) + sum(1 for port in mesh.inbound.values() if port[1] == 0)))
     for name, (host, port) in mesh.inbound.items():
         if port == 0:
             mesh.inbound[name] = (host, next(free))
+    for w in late:
+        mesh.app_ports[w.name] = next(free)
     await asyncio.gather(*(_start_sidecar(sup, mesh, w, tokens[w.name], bundle, policy, fixed) for w in WORKLOADS))
+    # Apps that check JWT-SVIDs themselves start once their sidecar's Workload API is up.
+    await asyncio.gather(*(start_app(sup, w.name, port=mesh.app_ports[w.name], extra=app_arguments(socket_dir, w)) for w in late))
     return mesh
 
 
@@ -231,7 +251,9 @@ async def _start_sidecar(
 ) -> None:
     home = mesh.workdir / workload.name
     home.mkdir(mode=0o700, exist_ok=True)
-    socket_path = home / "agent.sock" if workload.workload_api else None
+    sockets = socket_path(mesh.socket_dir, workload.name) if workload.workload_api else None
+    if sockets is not None:
+        sockets.parent.mkdir(mode=0o755, exist_ok=True)
     access_log = sup.log_dir / f"sidecar-{workload.name}-access.jsonl"
     upstreams = [
         (fixed.get((workload.name, name), 0), *mesh.inbound[callee], spiffe_id(expected))
@@ -247,7 +269,7 @@ async def _start_sidecar(
         upstreams=upstreams,
         policy_file=str(policy),
         access_log=str(access_log),
-        socket_path=str(socket_path) if socket_path else None,
+        socket_path=str(sockets) if sockets else None,
     )
     config = home / "sidecar.yaml"
     config.write_text(yaml.safe_dump(doc))
@@ -258,8 +280,8 @@ async def _start_sidecar(
     mesh.admin[workload.name] = ("127.0.0.1", int(ports["admin"]))
     for i, upstream in enumerate(workload.upstreams):
         mesh.outbound[(workload.name, upstream)] = ("127.0.0.1", int(ports[f"upstream-{i}"]))
-    if socket_path is not None:
-        mesh.sockets[workload.name] = socket_path
+    if sockets is not None:
+        mesh.sockets[workload.name] = sockets
     mesh.access_logs[workload.name] = access_log
     await wait_ready(f"sidecar-{workload.name}", *mesh.admin[workload.name], sup)
 

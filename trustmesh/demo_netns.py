@@ -33,10 +33,10 @@ import yaml
 
 from trustmesh.demo_calls import Response
 from trustmesh.demo_errors import DemoError, DemoUsageError
-from trustmesh.demo_mesh import Mesh, curl_lines, init_ca, python, start_app, start_ca, write_policy
+from trustmesh.demo_mesh import Mesh, app_arguments, curl_lines, init_ca, python, start_app, start_ca, write_policy
 from trustmesh.demo_procs import Agent, Supervisor, json_event
 from trustmesh.demo_configs import transparent_sidecar_config
-from trustmesh.demo_topology import OUTSIDER, WORKLOADS, Call, Workload, spiffe_id
+from trustmesh.demo_topology import OUTSIDER, WORKLOADS, Call, Workload, socket_path, spiffe_id
 
 __all__ = ["NetnsMesh", "start_netns_mesh"]
 
@@ -139,10 +139,12 @@ def inside(namespace: str, argv: list[str], uid: int | None = None) -> list[str]
     return cmd + argv
 
 
-async def start_netns_mesh(sup: Supervisor, workdir: Path, cleanups: list[Callable[[], None]]) -> NetnsMesh:
+async def start_netns_mesh(
+    sup: Supervisor, workdir: Path, socket_dir: Path, cleanups: list[Callable[[], None]]
+) -> NetnsMesh:
     """Create the namespaces and start everything in them; ``cleanups`` gets the namespace removal."""
     check_host()
-    mesh = NetnsMesh(workdir)
+    mesh = NetnsMesh(workdir, socket_dir)
     spaces = _Namespaces()
     cleanups.append(spaces.delete_all)
     hub = await spaces.add("hub")
@@ -162,6 +164,7 @@ async def start_netns_mesh(sup: Supervisor, workdir: Path, cleanups: list[Callab
 
     # Files the sidecars (uid 1337) read or write: traverse-only directories, per-workload homes.
     workdir.chmod(0o711)
+    socket_dir.chmod(0o711)
     sup.log_dir.chmod(0o711)
     tokens = {w.name: secrets.token_urlsafe(24) for w in WORKLOADS}
     bundle = init_ca(workdir)
@@ -173,7 +176,7 @@ async def start_netns_mesh(sup: Supervisor, workdir: Path, cleanups: list[Callab
         start_ca(sup, workdir, tokens, listen_host=HUB_IP, serving_ips=(HUB_IP,), port=CA_PORT,
                  wrap=lambda argv: inside(hub, argv)),
         *(start_app(sup, w.name, port=APP_PORT, wrap=lambda argv, w=w: inside(mesh.namespaces[w.name], argv, APP_UID))
-          for w in WORKLOADS),
+          for w in WORKLOADS if not w.app_checks_jwt),
         *(_run(inside(mesh.namespaces[w.name], [python(), "-m", "trustmesh", "redirect", "apply", "--mode", "iptables",
                                                   "--proxy-uid", str(PROXY_UID), "--proxy-gid", str(PROXY_UID)]),
                f"trustmesh redirect apply in {w.name}")
@@ -186,6 +189,12 @@ async def start_netns_mesh(sup: Supervisor, workdir: Path, cleanups: list[Callab
     )
     mesh.agents = dict(zip(names, agents))
     await asyncio.gather(*(_start_sidecar(sup, mesh, w, tokens[w.name], bundle, policy) for w in WORKLOADS))
+    # Apps that check JWT-SVIDs themselves start once their sidecar's Workload API is up.
+    await asyncio.gather(
+        *(start_app(sup, w.name, port=APP_PORT, extra=app_arguments(socket_dir, w),
+                    wrap=lambda argv, w=w: inside(mesh.namespaces[w.name], argv, APP_UID))
+          for w in WORKLOADS if w.app_checks_jwt)
+    )
     return mesh
 
 
@@ -206,7 +215,10 @@ async def _start_sidecar(sup: Supervisor, mesh: NetnsMesh, workload: Workload, t
     access_log = sup.log_dir / f"sidecar-{workload.name}-access.jsonl"
     access_log.touch(mode=0o600)
     os.chown(access_log, PROXY_UID, PROXY_UID)
-    socket_path = home / "agent.sock" if workload.workload_api else None
+    sockets = socket_path(mesh.socket_dir, workload.name) if workload.workload_api else None
+    if sockets is not None:  # the "emptyDir" both containers mount: the app (uid 1000) must reach it
+        sockets.parent.mkdir(mode=0o755)
+        os.chown(sockets.parent, PROXY_UID, PROXY_UID)
     doc = transparent_sidecar_config(
         workload,
         ca_address=mesh.ca_address,
@@ -215,10 +227,10 @@ async def _start_sidecar(sup: Supervisor, mesh: NetnsMesh, workload: Workload, t
         destinations=_destinations(mesh),
         policy_file=str(policy),
         access_log=str(access_log),
-        socket_path=str(socket_path) if socket_path else None,
+        socket_path=str(sockets) if sockets else None,
     )
-    if socket_path is not None:
-        mesh.sockets[workload.name] = socket_path
+    if sockets is not None:
+        mesh.sockets[workload.name] = sockets
     config = home / "sidecar.yaml"
     config.write_text(yaml.safe_dump(doc))
     config.chmod(0o600)

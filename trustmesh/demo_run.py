@@ -27,6 +27,8 @@ from trustmesh.demo_procs import Supervisor
 
 __all__ = ["DemoOptions", "run_demo"]
 
+_MAX_SOCKET_BASE = 72  # + "/analytics-sockets/agent.sock" stays under the 107-byte limit
+
 
 @dataclass(frozen=True)
 class DemoOptions:
@@ -56,12 +58,14 @@ async def _run(options: DemoOptions, out: TextIO) -> int:
     base = _temp_base(options.isolation, out)
     workdir = Path(tempfile.mkdtemp(prefix="trustmesh-demo-", dir=base))
     log_dir = Path(tempfile.mkdtemp(prefix="trustmesh-demo-logs-", dir=base))
+    # Unix socket paths are limited to 107 bytes: with a long $TMPDIR, sockets go to /tmp.
+    socket_dir = workdir if len(str(workdir)) <= _MAX_SOCKET_BASE else Path(tempfile.mkdtemp(prefix="tmd-", dir="/tmp"))
     sup = Supervisor(log_dir)
     cleanups: list[Callable[[], None]] = []
     keep_logs = True
     started = time.monotonic()
     try:
-        result = await _demo(options, out, sup, workdir, cleanups, started)
+        result = await _demo(options, out, sup, workdir, socket_dir, cleanups, started)
         keep_logs = result != 0
         return result
     except asyncio.CancelledError:
@@ -74,6 +78,7 @@ async def _run(options: DemoOptions, out: TextIO) -> int:
                 loop.add_signal_handler(sig, lambda: None)
         await asyncio.shield(_cleanup(sup, cleanups))
         shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(socket_dir, ignore_errors=True)
         if keep_logs:
             print(f"logs of every process: {log_dir}", file=sys.stderr)
         else:
@@ -109,7 +114,15 @@ def _check_alive(sup: Supervisor, when: str) -> None:
         raise DemoError(f"{', '.join(c.name for c in dead)} stopped {when}:\n{details}")
 
 
-async def _demo(options: DemoOptions, out: TextIO, sup: Supervisor, workdir: Path, cleanups: list[Callable[[], None]], started: float) -> int:
+async def _demo(
+    options: DemoOptions,
+    out: TextIO,
+    sup: Supervisor,
+    workdir: Path,
+    socket_dir: Path,
+    cleanups: list[Callable[[], None]],
+    started: float,
+) -> int:
     from trustmesh.demo_script import Performer, format_table, run_script
     from trustmesh.demo_topology import spiffe_id
 
@@ -118,11 +131,11 @@ async def _demo(options: DemoOptions, out: TextIO, sup: Supervisor, workdir: Pat
     if options.isolation == "netns":
         from trustmesh.demo_netns import start_netns_mesh
 
-        mesh = await start_netns_mesh(sup, workdir, cleanups)
+        mesh = await start_netns_mesh(sup, workdir, socket_dir, cleanups)
     else:
         from trustmesh.demo_mesh import start_loopback_mesh
 
-        mesh = await start_loopback_mesh(sup, workdir, options.port_base)
+        mesh = await start_loopback_mesh(sup, workdir, socket_dir, options.port_base)
     perform = Performer(mesh)
     print(f"up in {time.monotonic() - started:.1f} s. SPIFFE IDs: {spiffe_id('<app>')}; reports' sidecar is PERMISSIVE\n"
           "(it also takes JWT-SVID callers), analytics is outside the mesh (it only uses its Workload API).\n"

@@ -4,7 +4,9 @@ For each call the table shows who called whom with what, the decision
 (``allow``, ``deny``, ``refused``), the reason, and whether that is what the
 script expected. The reason for an allowed call is the deciding rule, read
 from the callee sidecar's access log (the sidecar is what decided, so the
-demo asks it rather than re-evaluating the policy itself).
+demo asks it rather than re-evaluating the policy itself), and the caller
+identity the app reports it saw (from ``x-forwarded-client-cert``, or from
+the JWT-SVID it verified itself).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class Performer:
             headers["Authorization"] = "Bearer " + await self._jwt(call.caller, call.audience)
         host, port = mesh.target(call)
         response = await mesh.send(call.caller, host, port, call.method, call.path, body=call.body_bytes, headers=headers)
-        outcome = classify(response, from_callee_sidecar=True)
+        outcome = classify(response, through_own_sidecar=call.via == "mtls")
         if call.via == "plain" and outcome.decision == "refused":
             outcome = await _explain_rejection(outcome, before, mesh, call.callee)
         return outcome
@@ -125,7 +127,8 @@ async def _with_rules(rows: list[Row], access_logs: dict[str, Path], log_wait: f
         o = row.outcome
         if row.outcome.decision == "allow":
             reason = f"rule {entry['rule']}" if entry and entry.get("rule") else "(no access-log line found)"
-            row = Row(row.number, row.call, Outcome("allow", f"{reason} ({o.status})", o.status))
+            seen = f"; app saw {o.caller_seen}" if o.caller_seen else "; app saw no caller ID"
+            row = Row(row.number, row.call, Outcome("allow", f"{reason}{seen} ({o.status})", o.status, o.caller_seen))
         elif entry is not None and entry.get("error"):
             error = re.sub(r"^[\w.:\[\]]+:\d+: ", "", str(entry["error"]))
             row = Row(row.number, row.call, Outcome(o.decision, f"caller's sidecar: {error} ({o.status})", o.status))

@@ -12,13 +12,17 @@ Workloads, each an HTTP app with its own sidecar::
 
 The analytics job does not send through its sidecar: it only uses the
 sidecar's Workload API to get a JWT-SVID, then calls ``reports`` directly,
-whose sidecar runs in PERMISSIVE mode so it can accept such callers.
+whose sidecar runs in PERMISSIVE mode so it can accept such callers. The
+sidecar verifies the token for the policy; the reports app verifies it again
+with the sdk's aiohttp middleware, against the JWT bundles of its own
+sidecar's Workload API, and so learns the caller's SPIFFE ID.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -29,10 +33,17 @@ __all__ = [
     "SCRIPT",
     "OUTSIDER",
     "spiffe_id",
+    "socket_path",
 ]
 
 TRUST_DOMAIN = "demo.example"
 OUTSIDER = "outsider"  # a caller with no sidecar and no credential
+
+
+def socket_path(socket_dir: Path, app: str) -> Path:
+    """Where ``app``'s sidecar serves the Workload API (a directory of its own, like the
+    pod's shared emptyDir)."""
+    return socket_dir / f"{app}-sockets" / "agent.sock"
 
 
 def spiffe_id(app: str) -> str:
@@ -52,7 +63,8 @@ class Workload:
     name: str
     mode: str = "STRICT"
     upstreams: dict[str, tuple[str, str]] = field(default_factory=dict)
-    workload_api: bool = False
+    workload_api: bool = False  # the sidecar serves the SPIFFE Workload API to the app
+    app_checks_jwt: bool = False  # the app verifies JWT-SVIDs itself too (sdk middleware)
 
     @property
     def spiffe_id(self) -> str:
@@ -61,7 +73,7 @@ class Workload:
 
 WORKLOADS: tuple[Workload, ...] = (
     Workload("config"),
-    Workload("reports", mode="PERMISSIVE"),
+    Workload("reports", mode="PERMISSIVE", workload_api=True, app_checks_jwt=True),
     Workload("analytics", workload_api=True),
     Workload("billing", upstreams={"config": ("config", "config")}),
     Workload(

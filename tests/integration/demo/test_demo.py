@@ -56,6 +56,7 @@ def test_demo_runs_to_completion_and_shows_allowed_and_denied_calls_with_reasons
     assert len(rows) == 12, result.stdout
     # ABAC, attribute against attribute: each app gets its own config and nothing else.
     assert re.search(r'web \(mTLS\) -> config\s+POST /v1/fetch \{"appname":"web"\}\s+ALLOW\s+rule fetch-own-config', rows[1])
+    assert "app saw …/app/web (200)" in rows[1]  # the app got the caller's ID from the sidecar
     assert re.search(r'billing \(mTLS\) -> config\s+POST /v1/fetch \{"appname":"billing"\}\s+ALLOW\s+rule fetch-own-config', rows[2])
     assert re.search(r'web \(mTLS\) -> config\s+POST /v1/fetch \{"appname":"billing"\}\s+DENY\s+default deny', rows[3])
     # mTLS between workloads, and a denied path (also when spelt with "..").
@@ -69,6 +70,7 @@ def test_demo_runs_to_completion_and_shows_allowed_and_denied_calls_with_reasons
     # A JWT-SVID fetched from the Workload API admits the caller outside the mesh; a token for
     # another audience, or none, does not.
     assert re.search(r"analytics \(JWT\) -> reports\s+GET /reports/daily\s+ALLOW\s+rule analytics-reads-reports", rows[10])
+    assert "app saw …/app/analytics (200)" in rows[10]  # verified again by the app's sdk middleware
     assert re.search(r"analytics \(JWT for config\) -> reports\s+GET /reports/daily\s+DENY", rows[11])
     assert re.search(r"outsider \(plain\) -> reports\s+GET /reports/daily\s+DENY", rows[12])
     assert "all 12 calls went as expected: 4 allowed, 8 denied or refused" in result.stdout
@@ -193,6 +195,7 @@ def test_netns_isolation_runs_the_same_script_through_transparent_redirect(share
     assert re.search(r"REFUSED\s+caller's sidecar: server is '…/app/billing', expected '…/app/config'", rows[8])
     assert re.search(r"outsider \(plain\) -> config\s+.*REFUSED\s+callee's sidecar closed it: handshake rejected", rows[9])
     assert re.search(r"analytics \(JWT\) -> reports\s+GET /reports/daily\s+ALLOW\s+rule analytics-reads-reports", rows[10])
+    assert "app saw …/app/analytics (200)" in rows[10]
     assert "all 12 calls went as expected" in out
     # Namespaces (and with them the veths and iptables rules), processes and files are gone.
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout

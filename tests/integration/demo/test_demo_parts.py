@@ -62,14 +62,14 @@ def test_the_policy_checks_clean_and_decides_the_abac_cases_as_the_script_expect
 
 
 def test_answers_are_classified_into_decisions_and_reasons():
-    assert classify(Response(200, b"{}"), from_callee_sidecar=True).decision == "allow"
-    deny = classify(Response(403, b"denied by rule no-admin-api"), from_callee_sidecar=True)
+    assert classify(Response(200, b"{}"), through_own_sidecar=True).decision == "allow"
+    deny = classify(Response(403, b"denied by rule no-admin-api"), through_own_sidecar=True)
     assert (deny.decision, deny.reason) == ("deny", "rule no-admin-api")
-    default = classify(Response(403, b"denied by default"), from_callee_sidecar=True)
+    default = classify(Response(403, b"denied by default"), through_own_sidecar=True)
     assert (default.decision, default.reason) == ("deny", "default deny: no rule allows it")
-    refused = classify(Response(NO_RESPONSE, error="connection reset without an HTTP answer"), from_callee_sidecar=True)
+    refused = classify(Response(NO_RESPONSE, error="connection reset without an HTTP answer"), through_own_sidecar=True)
     assert (refused.decision, refused.reason) == ("refused", "connection reset without an HTTP answer")
-    upstream = classify(Response(503, b"Service Unavailable"), from_callee_sidecar=True)
+    upstream = classify(Response(503, b"Service Unavailable"), through_own_sidecar=True)
     assert upstream.decision == "refused" and "503" in upstream.reason
 
 
