@@ -125,9 +125,9 @@ class CaServingCertificate:
             raise CaCertificateError(f"the CA refused the serving certificate: {err}", err.code) from err
         finally:
             await client.close()
+        expected = TrustDomain.parse(self.config.trust_domain)
         try:
             spiffe_id = verify_chain(chain, bundle, self._clock())
-            expected = TrustDomain.parse(self.config.trust_domain)
         except TrustmeshError as err:
             raise CaCertificateError(f"the CA's serving certificate does not verify against its bundle: {err}") from err
         if not spiffe_id.member_of(expected):
