@@ -88,3 +88,23 @@ async def test_a_malformed_name_is_invalid_and_does_not_use_up_a_join_token(star
     assert info.value.code == "INVALID_ARGUMENT" and "invalid label" in info.value.details
     chain, _ = await client.sign_x509_svid(make_csr(), dns_names=["GW.example.org"])
     assert dns_sans(chain[0]) == ["gw.example.org"]
+
+
+def test_the_client_refuses_a_leaf_without_the_names_it_asked_for():
+    from datetime import datetime, timedelta, timezone
+
+    from ca import X509Issuer, create_root, generate_key
+    from sdk.ca_client import _require_dns_names
+    from sdk.spiffeid import TrustDomain
+
+    td = TrustDomain.parse("example.org")
+    now = datetime.now(timezone.utc)
+    root = create_root(td, generate_key(), ttl=timedelta(hours=1), now=now)
+    key = generate_key()
+    leaf = X509Issuer(root, td).issue(key.public_key(), SpiffeId.parse("spiffe://example.org/w"), timedelta(minutes=5),
+                                      now=now, dns_names=["a.svc"])[0]
+    _require_dns_names(leaf, ["A.svc"])
+    for asked in ([], ["a.svc", "b.svc"], ["b.svc"]):
+        with pytest.raises(CaClientError) as info:
+            _require_dns_names(leaf, asked)
+        assert info.value.code == "INTERNAL" and "DNS names ['a.svc']" in info.value.details

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ca.service.config import parse_config
 from ca.service.dns_policy import MAX_DNS_NAMES, DnsGrant, DnsNamePolicy, dns_names_from_request
@@ -106,3 +108,15 @@ def test_serving_certificates_must_be_a_list():
     with pytest.raises(ConfigError) as info:
         parse_config({**config_with(), "serving_certificates": {"service_account": "a/b"}})
     assert info.value.field == "serving_certificates"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=80), max_size=4))
+def test_any_requested_names_give_checked_names_or_a_bad_request(names):
+    try:
+        checked = dns_names_from_request(names)
+    except BadRequestError as err:
+        assert "DNS name" in str(err)
+        return
+    assert all(name == name.lower() and name.isascii() and 0 < len(name) <= 253 for name in checked)
+    assert len(set(checked)) == len(checked)
