@@ -29,11 +29,23 @@ import yaml
 
 from trustmesh.demo_calls import Response, http_request
 from trustmesh.demo_errors import DemoError
-from trustmesh.demo_procs import Supervisor, json_event
 from trustmesh.demo_configs import ca_service_config, explicit_sidecar_config
+from trustmesh.demo_procs import Supervisor, json_event
 from trustmesh.demo_topology import TRUST_DOMAIN, WORKLOADS, Call, Workload, socket_path, spiffe_id
 
-__all__ = ["Mesh", "start_ca", "start_loopback_mesh", "write_policy"]
+__all__ = [
+    "Mesh",
+    "app_arguments",
+    "curl_lines",
+    "free_ports",
+    "init_ca",
+    "python",
+    "start_app",
+    "start_ca",
+    "start_loopback_mesh",
+    "wait_ready",
+    "write_policy",
+]
 
 _CA_READY = re.compile(r"serving gRPC on (\d+)")
 

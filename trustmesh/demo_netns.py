@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +127,19 @@ class _Namespaces:
         await _run(["ip", "-n", full, "link", "set", "lo", "up"], f"bringing up lo in {full}")
         return full
 
+    @staticmethod
+    def sweep_stale() -> list[str]:
+        """Delete namespaces left by a demo that could not clean up (killed with SIGKILL):
+        ours are named ``tmdemo<pid>-...``, and that pid no longer runs."""
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+        removed = []
+        for line in listed.splitlines():
+            found = re.match(r"(tmdemo(\d+)-\S+)", line)
+            if found and not Path(f"/proc/{found.group(2)}").exists():
+                subprocess.run(["ip", "netns", "del", found.group(1)], capture_output=True, check=False)
+                removed.append(found.group(1))
+        return removed
+
     def delete_all(self) -> None:
         for full in reversed(self.made):
             subprocess.run(["ip", "netns", "del", full], capture_output=True, check=False)
@@ -145,6 +160,9 @@ async def start_netns_mesh(
     """Create the namespaces and start everything in them; ``cleanups`` gets the namespace removal."""
     check_host()
     mesh = NetnsMesh(workdir, socket_dir)
+    stale = _Namespaces.sweep_stale()
+    if stale:
+        print(f"removed {len(stale)} namespace(s) left by an earlier demo that was killed", file=sys.stderr)
     spaces = _Namespaces()
     cleanups.append(spaces.delete_all)
     hub = await spaces.add("hub")

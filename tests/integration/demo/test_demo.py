@@ -180,13 +180,18 @@ def shared_tmp():
 def test_netns_isolation_runs_the_same_script_through_transparent_redirect(shared_tmp):
     _root_tools_or_skip()
     tmp_path = shared_tmp
+    # A namespace left by a demo that was killed with SIGKILL (its pid is gone) is swept.
+    stale = "tmdemo4194303-hub"
+    subprocess.run(["ip", "netns", "add", stale], check=True)
     proc = subprocess.Popen(DEMO + ["--isolation", "netns"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
     try:
         out, err = proc.communicate(timeout=60)
+        namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        subprocess.run(["ip", "netns", "del", stale], capture_output=True, check=False)
     assert proc.returncode == 0, out + err
     assert "a network namespace each (transparent redirect)" in out
     rows = _rows(out)
@@ -198,8 +203,9 @@ def test_netns_isolation_runs_the_same_script_through_transparent_redirect(share
     assert "app saw …/app/analytics (200)" in rows[10]
     assert "all 12 calls went as expected" in out
     # Namespaces (and with them the veths and iptables rules), processes and files are gone.
-    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert f"tmdemo{proc.pid}-" not in namespaces
+    assert stale not in namespaces
+    assert "removed 1 namespace(s) left by an earlier demo" in err
     assert _leftover_processes(tmp_path) == []
     assert list(tmp_path.iterdir()) == []
 
