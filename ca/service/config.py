@@ -292,7 +292,9 @@ def _grant(data: Any, where: str, td: TrustDomain, ca_names: tuple[str, ...]) ->
     else:
         ns, sep, sa = service_account.partition("/")
         if not sep or not ns or not sa or "/" in sa or "*" in service_account:
-            raise ConfigError(f"{where}.service_account", f"must be NAMESPACE/NAME (no wildcards), got {service_account!r}")
+            raise ConfigError(
+                f"{where}.service_account", f"must be NAMESPACE/NAME (no wildcards), got {service_account!r}"
+            )
     if not names:
         raise ConfigError(f"{where}.dns_names", "must list at least one DNS name")
     checked = []

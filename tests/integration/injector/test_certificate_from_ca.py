@@ -140,7 +140,8 @@ async def test_injector_serves_a_ca_issued_certificate_that_the_api_server_would
         tmp_path, kube, start_ca, admission, assert_valid):
     ca = await start_ca([GRANT])
     config = parse_injector_config(yaml.safe_dump(injector_files(tmp_path, kube, ca)))
-    server = await start_with_ca_certificate(CaServingCertificate(config, patch_ca_bundle=patcher(config, admission.url)))
+    certificate = CaServingCertificate(config, patch_ca_bundle=patcher(config, admission.url))
+    server = await start_with_ca_certificate(certificate)
     try:
         ca_file = config.server.ca_bundle.ca_file
         # caBundle holds the CA's roots, the same that were written to ca.crt.
