@@ -107,9 +107,8 @@ def curl_lines(*, web_config: str, web_billing: str, config_plain: str, reports_
     ]
     if socket is not None:
         lines += [
-            "# a JWT-SVID from analytics' Workload API (the sdk client), then plain HTTP to reports:",
-            f"TOKEN=$({sys.executable} -c 'import sys; from sdk.workloadapi.sync import fetch_jwt_svid; "
-            f"print(fetch_jwt_svid(sys.argv[2], address=sys.argv[1]).token)' unix://{socket} {spiffe_id('reports')})",
+            "# a JWT-SVID from analytics' Workload API, then plain HTTP to reports:",
+            f"TOKEN=$({sys.executable} -m trustmesh api fetch-jwt --socket unix://{socket} --audience {spiffe_id('reports')})",
             f"{outsider}curl -s {reports_plain}/reports/daily -H \"Authorization: Bearer $TOKEN\"",
         ]
     return "\n".join(lines)

@@ -88,7 +88,7 @@ def test_keep_running_prints_curl_lines_that_work_and_ctrl_c_cleans_up(tmp_path)
             line = proc.stdout.readline()
             assert line, "demo exited early:\n" + "".join(lines) + proc.stderr.read()
             lines.append(line)
-            if line.startswith("curl -s http://") and "/v1/invoices/" in line:
+            if "/reports/daily" in line and line.startswith("curl"):
                 break
         text = "".join(lines)
         assert "press Ctrl-C to stop it" in text
@@ -99,6 +99,12 @@ def test_keep_running_prints_curl_lines_that_work_and_ctrl_c_cleans_up(tmp_path)
         with urlopen(url, timeout=10) as response:
             body = response.read().decode()
         assert '"caller": "spiffe://demo.example/ns/demo/app/web"' in body
+        # The JWT-SVID lines work too: fetch a token from analytics' Workload API, call reports.
+        token_line = next(x for x in lines if x.startswith("TOKEN=$("))
+        call_line = lines[-1].replace("curl -s", "curl -s --max-time 10", 1)
+        if shutil.which("curl"):
+            shell = subprocess.run(["bash", "-c", token_line + call_line], capture_output=True, text=True, timeout=30)
+            assert '"caller": "spiffe://demo.example/ns/demo/app/analytics"' in shell.stdout, shell.stderr
         assert _leftover_processes(tmp_path)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
