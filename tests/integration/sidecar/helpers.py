@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -190,4 +189,4 @@ async def start_ca(tmp: Path, tokens: dict[str, str], x509_ttl: int = 3600) -> A
     return service
 
 
-__all__ = ["Pki", "EchoApp", "SidecarProcess", "sidecar_config", "start_ca", "free_port", "TD", "PYTHON", "sys"]
+__all__ = ["Pki", "EchoApp", "SidecarProcess", "sidecar_config", "start_ca", "free_port", "TD", "PYTHON"]
