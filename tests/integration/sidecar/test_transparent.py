@@ -56,7 +56,9 @@ def _sidecar_config(workdir: Path, name: str, spiffe_path: str, pki: Pki, policy
         "trust_domain": "example.org",
         "identity": {"cert_file": str(workdir / f"{name}.crt"), "key_file": str(key), "bundle_file": str(workdir / "bundle.pem")},
         "inbound": {"port": 15006},
-        "outbound": {"port": 15001, "transparent": True},
+        # B's port 8081 is expected to be served by another identity: A must refuse to send there
+        "outbound": {"port": 15001, "transparent": True,
+                     "destinations": {"10.78.0.2:8081": "spiffe://example.org/ns/b/sa/someone-else"}},
         "limits": {"drain_grace": 1},
     }
     if policy:
@@ -98,6 +100,7 @@ def test_unmodified_client_reaches_app_through_both_sidecars():
             for ns in (a, b):
                 ns.run([PYTHON, "-m", "trustmesh", "redirect", "apply", "--mode", "iptables"])
             b.spawn([PYTHON, ECHO, "127.0.0.1", "8080"], uid=1000, gid=1000, ready_line=True)
+            b.spawn([PYTHON, ECHO, "127.0.0.1", "8081"], uid=1000, gid=1000, ready_line=True)
             run = [PYTHON, "-m", "trustmesh", "sidecar", "run", "--config"]
             a.spawn([*run, str(a_cfg)], uid=1337, gid=1337, ready_line=True)
             b.spawn([*run, str(b_cfg)], uid=1337, gid=1337, ready_line=True)
@@ -114,6 +117,8 @@ def test_unmodified_client_reaches_app_through_both_sidecars():
             assert ok["body"]["headers"]["x-forwarded-client-cert"] == f"By={B_ID};URI={A_ID}"
             denied = call("http://10.78.0.2:8080/secret/plans")
             assert denied["status"] == 403 and "not-secrets" in denied["body"]
+            wrong_server = call("http://10.78.0.2:8081/hello")
+            assert wrong_server["status"] == 503  # A's sidecar would not send to an unexpected ID
             # B's inbound capture: a plaintext client in A as the proxy uid (not captured) is refused
             raw = a.run(
                 [PYTHON, "-c", "import urllib.request;urllib.request.urlopen('http://10.78.0.2:8080/', timeout=3)"],

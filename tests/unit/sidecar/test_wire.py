@@ -199,3 +199,26 @@ async def test_expect_100_continue_with_a_json_body_to_inspect(strict_b, pki, ap
     writer.close()
     assert head.startswith(b"HTTP/1.1 200")
     assert app.seen[0]["body"] == '{"a":1}' and "expect" not in app.seen[0]["headers"]
+
+
+async def test_permissive_tcp_port_decides_on_authentication(mesh, pki):
+    echo = _TcpEcho()
+    server = await asyncio.start_server(echo.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        def authorize(attrs):
+            assert attrs["context"]["protocol"] == "tcp" and "request" not in attrs
+            return Verdict(attrs["source"]["authenticated"], "mesh-only")
+
+        b = await mesh(config(port, mode="PERMISSIVE", ports={port: "tcp"}), pki.identity("/ns/b/sa/server"), authorize)
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.ports["inbound"])
+        writer.write(b"plaintext hello")
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # unauthenticated: closed
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.ports["inbound"], ssl=client_ctx(pki))
+        writer.write(b"over mtls")
+        assert await asyncio.wait_for(reader.readexactly(9), 5) == b"OVER MTLS"
+        writer.close()
+        assert echo.peers == 1
+    finally:
+        server.close()
