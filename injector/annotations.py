@@ -20,6 +20,7 @@ __all__ = [
     "INJECT_LABEL",
     "ANNOTATIONS",
     "MODES",
+    "check_mode",
     "LOG_LEVELS",
     "SIDECAR_CONFIG_ANNOTATION",
     "TRUST_BUNDLE_ANNOTATION",
@@ -58,7 +59,15 @@ ANNOTATIONS = (
 )
 _KNOWN = frozenset(ANNOTATIONS) | {SIDECAR_CONFIG_ANNOTATION, TRUST_BUNDLE_ANNOTATION, INJECT_LABEL}
 
-MODES = ("iptables", "nftables", "ebpf")
+MODES = ("iptables", "nftables")
+"""Interception modes an injected pod can use. ``trustmesh redirect`` also has
+``ebpf``, but that attaches to the pod's cgroup v2 directory through bpffs,
+which an injected init container is not given; such a pod is refused at
+admission (:func:`check_mode`) rather than left failing in ``Init:Error``."""
+EBPF_UNAVAILABLE = (
+    "'ebpf' interception needs the pod's cgroup v2 directory and bpffs, which an injected "
+    "init container does not get; use iptables or nftables"
+)
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error")
 _SIDECAR_MODES = ("native", "classic")
 _BOOLEANS = {"true": True, "false": False}
@@ -99,12 +108,19 @@ def parse_overrides(annotations: Mapping[str, object] | None) -> PodOverrides:
         exclude_inbound_ports=parse_ports(EXCLUDE_INBOUND_PORTS, get(EXCLUDE_INBOUND_PORTS) or ""),
         exclude_outbound_ports=parse_ports(EXCLUDE_OUTBOUND_PORTS, get(EXCLUDE_OUTBOUND_PORTS) or ""),
         exclude_outbound_cidrs=parse_cidrs(EXCLUDE_OUTBOUND_CIDRS, get(EXCLUDE_OUTBOUND_CIDRS) or ""),
-        mode=_choice(INTERCEPTION_MODE, get(INTERCEPTION_MODE), MODES),
+        mode=check_mode(INTERCEPTION_MODE, get(INTERCEPTION_MODE)),
         policy_configmap=policy,
         log_level=_choice(LOG_LEVEL, get(LOG_LEVEL), LOG_LEVELS),
         native_sidecar=None if native is None else native == "native",
         rewrite_probes=_BOOLEANS.get(rewrite, True) if rewrite is not None else True,
     )
+
+
+def check_mode(where: str, value: str | None) -> str | None:
+    """Validate an interception mode for an injected pod; ``None`` is "the default"."""
+    if value == "ebpf":
+        raise AnnotationError(where, EBPF_UNAVAILABLE)
+    return _choice(where, value, MODES)
 
 
 def _choice(where: str, value: str | None, choices: tuple[str, ...]) -> str | None:

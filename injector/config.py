@@ -27,7 +27,14 @@ from typing import Any
 
 import yaml
 
-from injector.annotations import LOG_LEVELS, MODES, check_dns_subdomain, parse_cidrs, parse_ports
+from injector.annotations import (
+    EBPF_UNAVAILABLE,
+    LOG_LEVELS,
+    MODES,
+    check_dns_subdomain,
+    parse_cidrs,
+    parse_ports,
+)
 from injector.errors import AnnotationError, InjectorConfigError
 
 __all__ = [
@@ -182,6 +189,8 @@ def _interception(data: Any) -> dict[str, Any]:
                                                "exclude_outbound_ports", "exclude_outbound_cidrs"})
     values: dict[str, Any] = {}
     if "mode" in section:
+        if section["mode"] == "ebpf":
+            raise InjectorConfigError("interception.mode", EBPF_UNAVAILABLE)
         values["mode"] = _one_of(section["mode"], "interception.mode", MODES)
     if "ipv6" in section:
         values["ipv6"] = _one_of(section["ipv6"], "interception.ipv6", ("capture", "drop"))

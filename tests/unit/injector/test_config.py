@@ -33,7 +33,7 @@ sidecar:
   log_level: debug
   resources: {requests: {cpu: 10m, memory: 1e3}, limits: {cpu: 2}}
 interception:
-  mode: ebpf
+  mode: nftables
   ipv6: drop
   exclude_inbound_ports: [9090]
   exclude_outbound_ports: [5432, 6379]
@@ -47,7 +47,7 @@ server:
     assert config.cluster == "east" and config.image_pull_policy == "Always"
     assert config.native_sidecar is False and config.log_level == "debug"
     assert config.resources == {"requests": {"cpu": "10m", "memory": "1e3"}, "limits": {"cpu": "2"}}
-    assert (config.mode, config.ipv6) == ("ebpf", "drop")
+    assert (config.mode, config.ipv6) == ("nftables", "drop")
     assert config.exclude_outbound_ports == (5432, 6379)
     assert config.exclude_outbound_cidrs == ("10.0.0.0/8", "fd00::/8")
     assert config.server.read_timeout_seconds == 2.0
@@ -61,6 +61,7 @@ server:
     ("sidecar: {resources: {limits: {gpu: 1}}}", "sidecar.resources.limits.gpu"),
     ("sidecar: {resources: {limits: {cpu: lots}}}", "sidecar.resources.limits.cpu"),
     ("interception: {mode: ipfw}", "interception.mode"),
+    ("interception: {mode: ebpf}", "interception.mode"),
     ("interception: {exclude_inbound_ports: 80}", "interception.exclude_inbound_ports"),
     ("interception: {exclude_inbound_ports: [0]}", "interception.exclude_inbound_ports"),
     ("interception: {exclude_outbound_cidrs: [10.1.0.0/8]}", "interception.exclude_outbound_cidrs"),

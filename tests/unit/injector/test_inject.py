@@ -191,6 +191,15 @@ def test_bad_annotation_is_refused_naming_it(config, annotation, value):
     assert annotation in str(info.value)
 
 
+def test_ebpf_interception_is_refused_at_admission_with_the_reason(config):
+    # An injected init container gets no cgroup v2 directory or bpffs, so the
+    # pod would only fail later in Init:Error; refuse it now and say why.
+    with pytest.raises(AnnotationError) as info:
+        inject_pod(make_pod(annotations={"trustmesh.io/interception-mode": "ebpf"}), config)
+    assert info.value.annotation == "trustmesh.io/interception-mode"
+    assert "bpffs" in str(info.value) and "use iptables or nftables" in str(info.value)
+
+
 def test_annotations_reach_the_init_container_and_sidecar(config, injected, by_name):
     pod = injected(make_pod(annotations={
         "trustmesh.io/exclude-inbound-ports": "9090, 9091",
