@@ -150,7 +150,7 @@ def inside(namespace: str, argv: list[str], uid: int | None = None) -> list[str]
     """``argv`` run in ``namespace`` (and as ``uid`` with its own gid and no extra groups)."""
     cmd = ["nsenter", f"--net=/run/netns/{namespace}", "--"]
     if uid is not None:
-        cmd += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+        cmd += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--pdeathsig=TERM"]
     return cmd + argv
 
 

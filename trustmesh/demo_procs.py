@@ -6,7 +6,8 @@ matcher (for example the sidecar's ``{"event": "listening", ...}`` line).
 :meth:`Supervisor.stop_all` sends SIGTERM to every process still running,
 then SIGKILL after a grace period; it is safe to call more than once.
 Children run in their own session, so a Ctrl-C at the terminal reaches only
-the demo, which then stops them in order.
+the demo, which then stops them in order; and they get SIGTERM from the
+kernel if the demo dies without doing so (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,20 @@ from typing import Any
 
 from trustmesh.demo_errors import DemoError
 
-__all__ = ["Agent", "Child", "Supervisor", "json_event"]
+__all__ = ["Agent", "Child", "Supervisor", "die_with_parent", "json_event"]
+
+
+def die_with_parent() -> None:
+    """In a child before exec: have the kernel send it SIGTERM when the demo dies, even by
+    SIGKILL (Linux ``PR_SET_PDEATHSIG``; kept across exec, cleared if the uid changes —
+    ``setpriv --pdeathsig`` sets it again there). Elsewhere a no-op."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def json_event(event: str) -> Callable[[str], dict[str, Any] | None]:
@@ -91,6 +105,7 @@ class Supervisor:
             stderr=asyncio.subprocess.PIPE,
             env=full_env,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         out = log_file.open("a", buffering=1)
         child = Child(name, process, log_file, output=out)
@@ -146,6 +161,7 @@ class Supervisor:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         out = log_file.open("a", buffering=1)
         child = Child(name, process, log_file, output=out)

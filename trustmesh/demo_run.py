@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import sys
@@ -59,7 +60,7 @@ async def _run(options: DemoOptions, out: TextIO) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="trustmesh-demo-", dir=base))
     log_dir = Path(tempfile.mkdtemp(prefix="trustmesh-demo-logs-", dir=base))
     # Unix socket paths are limited to 107 bytes: with a long $TMPDIR, sockets go to /tmp.
-    socket_dir = workdir if len(str(workdir)) <= _MAX_SOCKET_BASE else Path(tempfile.mkdtemp(prefix="tmd-", dir="/tmp"))
+    socket_dir = workdir if len(str(workdir)) <= _MAX_SOCKET_BASE else Path(tempfile.mkdtemp(prefix=f"tmd-{os.getpid()}-", dir="/tmp"))
     sup = Supervisor(log_dir)
     cleanups: list[Callable[[], None]] = []
     keep_logs = True

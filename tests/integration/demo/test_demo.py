@@ -138,6 +138,30 @@ def test_ctrl_c_during_start_up_stops_what_was_started(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_if_the_demo_is_killed_its_processes_die_with_it(tmp_path):
+    proc = subprocess.Popen(DEMO + ["--keep-running"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "demo exited early: " + proc.stderr.read()
+            if "press Ctrl-C" in line:
+                break
+        assert _leftover_processes(tmp_path)
+        proc.kill()  # SIGKILL: no cleanup code runs in the demo
+        proc.wait()
+        deadline = time.monotonic() + 15
+        while _leftover_processes(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for socket_dir in Path("/tmp").glob(f"tmd-{proc.pid}-*"):  # what the demo could not remove
+            shutil.rmtree(socket_dir, ignore_errors=True)
+    assert _leftover_processes(tmp_path) == []
+
+
 def test_a_process_that_cannot_start_fails_the_demo_with_its_log_and_cleans_up(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
