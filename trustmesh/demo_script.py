@@ -88,10 +88,15 @@ _REJECTED = re.compile(r'^trustmesh_sidecar_connections_rejected_total\{listener
 
 
 async def _explain_rejection(outcome: Outcome, before: dict[str, float], mesh: Mesh, workload: str) -> Outcome:
-    """Ask the callee's sidecar which rejection counter moved (it counts before it closes)."""
-    after = await rejected_connections(mesh, workload)
-    moved = [reason for reason, count in after.items() if count > before.get(reason, 0.0)]
-    if not moved:
+    """Ask the callee's sidecar which rejection counter moved (polled for up to 2 s: the
+    sidecar may count just after the client saw the connection close)."""
+    for _ in range(20):
+        after = await rejected_connections(mesh, workload)
+        moved = [reason for reason, count in after.items() if count > before.get(reason, 0.0)]
+        if moved:
+            break
+        await asyncio.sleep(0.1)
+    else:
         return outcome
     return Outcome(outcome.decision, f"callee's sidecar closed it: {', '.join(moved)} rejected", outcome.status)
 
@@ -100,7 +105,7 @@ async def run_script(
     perform: Callable[[Call], Awaitable[Outcome]],
     access_logs: dict[str, Path],
     script: Sequence[Call] = SCRIPT,
-    log_wait: float = 3.0,
+    log_wait: float = 8.0,
 ) -> list[Row]:
     """Make every call in order; fill in the rule of allowed calls from the access logs."""
     rows = []
