@@ -232,7 +232,8 @@ class HttpDownstream(asyncio.Protocol):
         self.head_started = None
         self.started = self.loop.time()
         self.deadline = self.started + self.limits.idle_timeout  # an app that never answers
-        self.body = []
+        if self.body:
+            self.body = []
         self.body_size = 0
         self.request_done = False
         self.response_started = False
@@ -326,8 +327,15 @@ class HttpDownstream(asyncio.Protocol):
         assert self.head is not None
         self.upstream = conn
         conn.sink = self
-        conn.framer = ResponseFramer(self.head.method)
+        framer = conn.framer
+        if framer is None:
+            conn.framer = ResponseFramer(self.head.method)
+        else:
+            framer.reset(self.head.method)
         conn.write(pending)
+        if self.request_done:
+            self.state = _AWAIT
+            return
         self.state = _SENDING
         if self.read_paused:  # paused while connecting; the body must keep flowing now
             self.read_paused = False

@@ -369,6 +369,17 @@ class ResponseFramer:
         self.status = 0
         self.keep_alive = True
 
+    def reset(self, request_method: str) -> None:
+        """Frame the next response on the same connection (saves building a new framer)."""
+        self._head_only = request_method == "HEAD"
+        if self._buf:
+            self._buf.clear()
+        self._state = "head"
+        self._left = 0
+        self._chunked = None
+        self.status = 0
+        self.keep_alive = True
+
     def feed(self, data: bytes) -> tuple[int, bool]:
         if self._state == "head" and not self._buf:
             # common case: a whole head, and often the whole Content-Length body, in one read

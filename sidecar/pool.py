@@ -119,9 +119,10 @@ class Pool:
 
     def release(self, conn: UpstreamConnection, reusable: bool, now: float) -> None:
         """Give ``conn`` back after an exchange: kept if reusable, else closed."""
-        conn.sink = None
-        conn.framer = None
-        idle = self._idle.setdefault(conn.key, deque())
+        conn.sink = None  # the framer stays, to be reset for the next exchange
+        idle = self._idle.get(conn.key)
+        if idle is None:
+            idle = self._idle[conn.key] = deque()
         if not reusable or conn.closed or len(idle) >= self._max_idle:
             conn.close()
             return
