@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -201,6 +202,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--keep", action="store_true", help="keep the working directory (configs, logs)")
     args = parser.parse_args()
     if args.seconds > 60 or args.rounds > 10:
         parser.error("runs are bounded: --seconds <= 60, --rounds <= 10")
@@ -305,6 +307,8 @@ def main() -> int:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
