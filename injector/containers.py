@@ -53,7 +53,7 @@ CONFIG_DIR = "/etc/trustmesh"
 CONFIG_FILE = "sidecar.yaml"
 POLICY_DIR = "/var/run/trustmesh/policy"
 #: The key of a policy ConfigMap named by ``trustmesh.io/policy``.
-POLICY_KEY = "policy.tmp"
+POLICY_KEY = "policy.policy"
 LOG_LEVEL_ENV = "TRUSTMESH_LOG_LEVEL"
 READY_PATH = "/healthz/ready"
 

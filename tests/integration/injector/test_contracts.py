@@ -52,7 +52,7 @@ def test_rendered_sidecar_config_is_accepted_by_the_sidecar_loader(tmp_path):
     config = load_config(path)
     assert config.trust_domain == "example.org" and config.mode == "STRICT"
     assert str(config.workload_api_socket) == "/run/trustmesh/sockets/agent.sock"
-    assert str(config.policy_file) == "/var/run/trustmesh/policy/policy.tmp"
+    assert str(config.policy_file) == "/var/run/trustmesh/policy/policy.policy"
     assert config.ca is not None and str(config.ca.token_file) == "/var/run/secrets/trustmesh/tokens/trustmesh-ca"
     mounts = {m["mountPath"] for m in proxy["volumeMounts"]}
     for needed in (config.ca.bundle_file, config.ca.token_file, config.policy_file, config.workload_api_socket):

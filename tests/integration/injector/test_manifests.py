@@ -220,8 +220,8 @@ def test_sample_apps_inject_to_valid_pods_with_identities_and_a_parsing_policy(a
         assert names == ["trustmesh-init", "trustmesh-proxy"]
         spiffe_id = checker.check_identity(template, "trustmesh-demo")
         assert str(spiffe_id) == f"spiffe://cluster.local/ns/trustmesh-demo/sa/{deployment['metadata']['name']}"
-    policy = by_kind("ConfigMap", "backend-policy")[0]["data"]["policy.tmp"]
-    decision = load_policy(policy, "policy.tmp").evaluate({
+    policy = by_kind("ConfigMap", "backend-policy")[0]["data"]["policy.policy"]
+    decision = load_policy(policy, "policy.policy").evaluate({
         "source": {"authenticated": True, "attrs": {"ns": "trustmesh-demo", "sa": "frontend"}},
         "destination": {"attrs": {"sa": "backend"}},
         "request": {"method": "GET"},

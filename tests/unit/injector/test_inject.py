@@ -67,7 +67,7 @@ def test_sidecar_config_file_is_the_annotation_projected_by_downward_api(config,
     sidecar = yaml.safe_load(text)
     assert sidecar["trust_domain"] == "example.org"
     assert sidecar["workload_api"] == {"socket": "/run/trustmesh/sockets/agent.sock"}
-    assert sidecar["policy"] == {"file": "/var/run/trustmesh/policy/policy.tmp"}
+    assert sidecar["policy"] == {"file": "/var/run/trustmesh/policy/policy.policy"}
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     item = volumes["trustmesh-config"]["downwardAPI"]["items"][0]
     assert item == {"path": "sidecar.yaml",
