@@ -28,6 +28,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from sdk._clock import aware_now
 from sdk.bundle import BundleSource, PublicKey
 from sdk.errors import BundleError, JwtSvidError, SpiffeIdError
 from sdk.spiffeid import SpiffeId
@@ -72,7 +73,7 @@ def validate_jwt_svid(
 
     if not isinstance(audience, str) or not audience:
         raise JwtSvidError("the expected audience must be a non-empty string")
-    now = _aware(now)
+    now = aware_now(now)
     header, claims = _decode_unverified(token)
     _check_header(header)
     spiffe_id = _subject(claims)
@@ -240,9 +241,3 @@ def _checked_claims(
     return JwtSvid(token, spiffe_id, audiences, expiry, claims)
 
 
-def _aware(now: datetime | None) -> datetime:
-    if now is None:
-        return datetime.now(timezone.utc)
-    if now.tzinfo is None:
-        raise TypeError("now must be a timezone-aware datetime")
-    return now

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from os import PathLike
 from pathlib import Path
 from typing import Protocol, Union, runtime_checkable
@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from sdk._clock import aware_now
 from sdk.bundle import BundleSource
 from sdk.errors import BundleError, SpiffeIdError, X509SvidError
 from sdk.spiffeid import SpiffeId
@@ -178,7 +179,7 @@ def verify_chain(
     and a path of valid signing certificates leads from it to an X.509
     authority of the bundle of the leaf's trust domain.
     """
-    now = _aware(now)
+    now = aware_now(now)
     chain = list(chain)
     if not chain:
         raise X509SvidError("empty certificate chain")
@@ -358,14 +359,6 @@ def _extensions(cert: x509.Certificate, role: str) -> _ByType:
             )
         by_type[type(ext.value)] = ext
     return by_type
-
-
-def _aware(now: datetime | None) -> datetime:
-    if now is None:
-        return datetime.now(timezone.utc)
-    if now.tzinfo is None:
-        raise TypeError("now must be a timezone-aware datetime")
-    return now
 
 
 # -- encodings -----------------------------------------------------------------
