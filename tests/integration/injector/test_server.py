@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import os
+from pathlib import Path
 
 import aiohttp
 import jsonpatch
