@@ -41,12 +41,16 @@ from policy_dsl import PathError as _PathError
 from policy_dsl import normalize_path as _normalize_path
 from policy_dsl import parse_query as _parse_query
 
-__all__ = ["InboundRouter", "IDENTITY_HEADERS", "answer_for", "normalize_target"]
+__all__ = ["InboundRouter", "IDENTITY_HEADERS", "JWT_SUB_HEADER", "answer_for", "normalize_target"]
 
 log = logging.getLogger("trustmesh.sidecar")
 
 # Headers only the sidecar may set; a caller's copies are removed before the policy runs.
 IDENTITY_HEADERS = frozenset({b"x-forwarded-client-cert", b"x-trustmesh-source", b"x-trustmesh-jwt-sub"})
+# Set on a forwarded request that carried a JWT-SVID which verified (its SPIFFE ID, the `sub`).
+JWT_SUB_HEADER = b"x-trustmesh-jwt-sub"
+# The access log says whose JWT-SVID verified, or why the one sent did not.
+_JWT_LOG_FIELDS = ("jwt_sub", "jwt_error")
 
 
 def answer_for(err: Exception, log_fields: dict[str, Any]) -> Answer:
@@ -141,7 +145,10 @@ class InboundRouter:
         if not verdict.allowed:
             return Answer(403, _deny_text(verdict), fields)
         target = path + "?" + query if query else path
-        new_head = serialize_head(head, target, IDENTITY_HEADERS, per_conn[4])
+        add = per_conn[4]
+        if jwt is not None:  # a verified JWT-SVID: tell the app whose it was
+            add = [*add, (JWT_SUB_HEADER, jwt["sub"].encode())]
+        new_head = serialize_head(head, target, IDENTITY_HEADERS, add)
         return Forward(new_head, self.app_pool, (self.app_host, conn.target_port), 503, fields)
 
     def _connection_facts(self, conn: ConnInfo) -> tuple[Any, ...]:
@@ -169,7 +176,8 @@ class InboundRouter:
         except Exception as err:  # noqa: BLE001 - an invalid token is simply not an attribute
             fields["jwt_error"] = str(err)[:200]
             return None
-        return {"sub": str(svid.spiffe_id), "claims": dict(svid.claims)}
+        fields["jwt_sub"] = sub = str(svid.spiffe_id)
+        return {"sub": sub, "claims": dict(svid.claims)}
 
     def done(self, conn: ConnInfo, head: RequestHead | None, status: int, fields: dict[str, Any], started: float) -> None:
         duration = (self.loop_time() - started) if self.loop_time else 0.0
@@ -188,6 +196,7 @@ class InboundRouter:
             rule=fields.get("rule"),
             duration_ms=round(duration * 1000, 3),
             **({"error": fields["error"]} if "error" in fields else {}),
+            **{k: fields[k] for k in _JWT_LOG_FIELDS if k in fields},
         )
 
     # -- TCP
