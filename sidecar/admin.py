@@ -3,6 +3,8 @@
 * ``GET /healthz/ready`` — 200 while the SVID is valid, the policy is loaded
   and the sidecar is not shutting down; 503 with the reason otherwise.
 * ``GET /healthz/live`` — 200 while the event loop answers.
+* ``GET /app-health/<container>/<livez|readyz|startupz>`` — the app's own
+  probe, run by :class:`sidecar.app_probes.AppProbes` (404 for any other path).
 * ``GET /metrics`` (admin) — Prometheus text format.
 * ``GET /config_dump`` (admin) — the effective configuration (secrets redacted),
   the current SVID's ID and expiry, and the policy status.
@@ -19,6 +21,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sidecar.app_probes import AppProbes
+from sidecar.errors import ListenError
+
 __all__ = ["AdminServer"]
 
 
@@ -29,23 +34,29 @@ class AdminServer:
         self.sidecar = sidecar
         self.runners: list[web.AppRunner] = []
         self.ports: dict[str, int] = {}
+        self.app_probes = AppProbes({})
 
     async def start(self, health: tuple[str, int], admin: tuple[str, int]) -> None:
         app = web.Application()
         app.router.add_get("/healthz/ready", self._ready)
         app.router.add_get("/healthz/live", self._live)
-        self.ports["health"] = await self._serve(app, *health)
+        app.router.add_get("/app-health/{tail:.*}", self._app_probe)
+        self.ports["health"] = await self._serve("health", app, *health)
         app = web.Application()
         app.router.add_get("/healthz/ready", self._ready)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/config_dump", self._config_dump)
-        self.ports["admin"] = await self._serve(app, *admin)
+        self.ports["admin"] = await self._serve("admin", app, *admin)
 
-    async def _serve(self, app: web.Application, host: str, port: int) -> int:
+    async def _serve(self, name: str, app: web.Application, host: str, port: int) -> int:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as err:
+            await runner.cleanup()
+            raise ListenError(name, host, port, err) from err
         self.runners.append(runner)
         return runner.addresses[0][1]
 
@@ -53,6 +64,7 @@ class AdminServer:
         for runner in self.runners:
             await runner.cleanup()
         self.runners = []
+        await self.app_probes.close()
 
     async def _ready(self, request: web.Request) -> web.Response:
         ok, reason = self.sidecar.readiness()
@@ -60,6 +72,10 @@ class AdminServer:
 
     async def _live(self, request: web.Request) -> web.Response:
         return web.Response(text="alive\n")
+
+    async def _app_probe(self, request: web.Request) -> web.Response:
+        status, text = await self.app_probes.answer(request.rel_url.raw_path)
+        return web.Response(status=status, text=text + "\n")
 
     async def _metrics(self, request: web.Request) -> web.Response:
         self.sidecar.refresh_gauges()

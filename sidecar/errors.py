@@ -11,6 +11,8 @@ __all__ = [
     "UpstreamError",
     "PeerVerificationError",
     "IdentityUnavailableError",
+    "ListenError",
+    "RedirectLoopError",
 ]
 
 
@@ -45,3 +47,18 @@ class PeerVerificationError(SidecarError, PermissionError):
 
 class IdentityUnavailableError(SidecarError, OSError):
     """There is no valid SVID (not issued yet, or expired while the CA is unreachable)."""
+
+
+class ListenError(SidecarError, OSError):
+    """A listener could not be opened (port in use, address not available ...)."""
+
+    def __init__(self, listener: str, host: str, port: int, err: OSError) -> None:
+        super().__init__(f"{listener} listener: cannot listen on {host}:{port}: {err.strerror or err}")
+        self.listener = listener
+        self.port = port
+
+
+class RedirectLoopError(SidecarError, OSError):
+    """A captured connection's original destination is one of the sidecar's own ports."""
+
+    reject_reason = "loop"
