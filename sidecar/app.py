@@ -22,7 +22,8 @@ from sidecar.attributes import Authorizer
 from sidecar.config import SidecarConfig
 from sidecar.connect import mtls_opener, open_mtls, open_plain, plain_opener
 from sidecar.exchange import ConnInfo, HttpDownstream
-from sidecar.inbound import InboundRouter
+from sidecar.errors import ListenError
+from sidecar.inbound import InboundRouter, refuse_own_port
 from sidecar.listener import Listener, bind
 from sidecar.metrics import Metrics
 from sidecar.outbound import OutboundRouter, explicit_classifier, transparent_classifier
@@ -139,7 +140,10 @@ class Sidecar:
         self._flusher = asyncio.create_task(self._housekeeping(), name="sidecar-housekeeping")
 
     def _listen(self, name: str, host: str, port: int, factory: Any, *, tls: str = "off", classify: Any, protocol: str | None = None) -> None:
-        sock = bind(host, port)
+        try:
+            sock = bind(host, port)
+        except OSError as err:
+            raise ListenError(name, host, port, err) from err
         listener = Listener(
             name,
             sock,
@@ -165,6 +169,7 @@ class Sidecar:
 
         def classify(sock: socket.socket, addr: Any) -> ConnInfo:
             _, port = origdst(sock)
+            refuse_own_port(port, self.ports.values())
             return ConnInfo(addr[0], addr[1], target_port=port, target_host="127.0.0.1")
 
         return classify

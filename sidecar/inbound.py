@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,7 +32,7 @@ from sidecar.attributes import (
     request_attributes,
     source_attributes,
 )
-from sidecar.errors import HttpError, IdentityUnavailableError
+from sidecar.errors import HttpError, IdentityUnavailableError, RedirectLoopError
 from sidecar.exchange import Answer, ConnInfo, Forward
 from sidecar.http1 import RequestHead, serialize_head
 from sidecar.metrics import Metrics
@@ -41,7 +41,7 @@ from policy_dsl import PathError as _PathError
 from policy_dsl import normalize_path as _normalize_path
 from policy_dsl import parse_query as _parse_query
 
-__all__ = ["InboundRouter", "IDENTITY_HEADERS", "JWT_SUB_HEADER", "answer_for", "normalize_target"]
+__all__ = ["InboundRouter", "IDENTITY_HEADERS", "JWT_SUB_HEADER", "answer_for", "normalize_target", "refuse_own_port"]
 
 log = logging.getLogger("trustmesh.sidecar")
 
@@ -62,6 +62,14 @@ def answer_for(err: Exception, log_fields: dict[str, Any]) -> Answer:
     if isinstance(err, PermissionError):
         return Answer(403, "forbidden", {**log_fields, "error": str(err)})
     return Answer(503, "unavailable", {**log_fields, "error": str(err)}, close=True)
+
+
+def refuse_own_port(port: int, own_ports: Iterable[int]) -> None:
+    """Refuse (``RedirectLoopError``) a captured connection whose original destination port is one
+    of the sidecar's own: a peer that dials the pod's 15006 or 15001 directly is captured like any
+    other inbound port, and forwarding it to ``127.0.0.1:<that port>`` would loop into the sidecar."""
+    if port in own_ports:
+        raise RedirectLoopError(f"original destination port {port} is one of the sidecar's own ports (a loop)")
 
 
 @functools.lru_cache(maxsize=4096)

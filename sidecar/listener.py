@@ -111,7 +111,7 @@ class Listener:
                 info = self.classify(conn, addr)
             except OSError as err:
                 log.warning("%s: refusing connection from %s: %s", self.name, addr, err)
-                self.on_reject(self.name, "no-destination")
+                self.on_reject(self.name, getattr(err, "reject_reason", "no-destination"))
                 conn.close()
                 continue
             if self.tls == "permissive":
