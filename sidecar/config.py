@@ -16,6 +16,7 @@ optional; the values shown are the defaults where there is one)::
       token_file: /var/run/secrets/tokens/trustmesh-ca   # or token: <static/join token>
       server_name: trustmesh-ca.trustmesh-system.svc      # optional
       svid_ttl: 3600                  # seconds, optional (the CA's default otherwise)
+      renew_with_svid: true           # default: true with token, false with token_file
     identity:                         # ... or use a fixed SVID from files (no CA)
       cert_file: svid.pem
       key_file: svid-key.pem
@@ -37,6 +38,7 @@ optional; the values shown are the defaults where there is one)::
     workload_api: {socket: /run/trustmesh/sockets/agent.sock}
     federation: {partner.org: /etc/trustmesh/federation/partner.org.json}  # SPIFFE bundle or PEM
     access_log: stdout                # stdout, off, or a file path
+    log_level: info                   # trace, debug, info, warning, error (TRUSTMESH_LOG_LEVEL wins)
     limits: {max_head_bytes: 16384, max_headers: 100, header_timeout: 10, idle_timeout: 300,
              max_connections: 4096, max_json_body: 65536, connect_timeout: 1,
              handshake_timeout: 10, drain_grace: 10}
@@ -45,7 +47,7 @@ optional; the values shown are the defaults where there is one)::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +61,11 @@ __all__ = [
     "Limits",
     "load_config",
     "parse_config",
+    "LOG_LEVELS",
 ]
 
 PROTOCOLS = ("http", "tcp")
+LOG_LEVELS = ("trace", "debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class CaConfig:
     token: str | None = None
     server_name: str | None = None
     svid_ttl: int | None = None
+    renew_with_svid: bool = False  # renew by proving the current SVID (the CA's svid_renewal), token as fallback
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,7 @@ class SidecarConfig:
     workload_api_socket: Path | None = None
     federation: Mapping[str, Path] = field(default_factory=dict)  # trust domain -> bundle file
     access_log: str = "stdout"
+    log_level: str | None = None  # None: TRUSTMESH_LOG_LEVEL, else info
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -180,6 +186,8 @@ def parse_config(data: Any, base: Path = Path(".")) -> SidecarConfig:
         )
         if (ca.token_file is None) == (ca.token is None):
             raise ConfigError("ca.token_file", "give exactly one of ca.token_file and ca.token")
+        renew_with_svid = s.bool("renew_with_svid")
+        ca = replace(ca, renew_with_svid=ca.token is not None if renew_with_svid is None else renew_with_svid)
         s.done()
     if (s := top.section("identity")) is not None:
         identity = StaticIdentityConfig(
@@ -254,6 +262,11 @@ def parse_config(data: Any, base: Path = Path(".")) -> SidecarConfig:
         federation[_trust_domain(str(key), where)] = base / value
     kw["federation"] = federation
     kw["access_log"] = top.str("access_log", default="stdout")
+    kw["log_level"] = top.str("log_level")
+    if kw["log_level"] is not None and kw["log_level"].lower() not in LOG_LEVELS:
+        raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {kw['log_level']!r}")
+    if kw["log_level"] is not None:
+        kw["log_level"] = kw["log_level"].lower()
     if (s := top.section("limits")) is not None:
         defaults = Limits()
         values = {}

@@ -37,6 +37,9 @@ __all__ = ["IdentityState", "IdentityManager", "StaticIdentity", "CaSigner"]
 
 log = logging.getLogger("trustmesh.sidecar.identity")
 
+# gRPC codes with which a CA refuses renewal by SVID (then the token is used instead).
+_PROOF_REFUSED = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
+
 Clock = Callable[[], datetime]
 
 
@@ -47,7 +50,9 @@ def _utcnow() -> datetime:
 class CaSigner(Protocol):
     """The part of :class:`sdk.ca_client.CaClient` the identity manager uses."""
 
-    async def sign_x509_svid(self, csr_der: bytes, ttl: timedelta | None = None) -> tuple[Any, Bundle]: ...
+    async def sign_x509_svid(
+        self, csr_der: bytes, ttl: timedelta | None = None, *, renew: X509Svid | None = None
+    ) -> tuple[Any, Bundle]: ...
     async def mint_jwt_svid(self, audiences: Sequence[str], ttl: timedelta | None = None) -> str: ...
     def watch_bundle(self) -> AsyncIterator[Bundle]: ...
 
@@ -179,10 +184,13 @@ class IdentityManager(IdentityState):
         clock: Clock = _utcnow,
         rng: random.Random | None = None,
         backoff: tuple[float, float] = (0.2, 15.0),
+        renew_with_svid: bool = False,
     ) -> None:
         super().__init__(trust_domain, clock)
         self.client = client
         self.ttl = ttl
+        self.renew_with_svid = renew_with_svid
+        self.renewals_by_svid = 0
         self.rng = rng or random.Random()
         self.backoff = backoff
         self.renewals = 0
@@ -234,7 +242,7 @@ class IdentityManager(IdentityState):
 
         key = ec.generate_private_key(ec.SECP256R1())
         csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(key, hashes.SHA256())
-        chain, bundle = await self.client.sign_x509_svid(csr.public_bytes(serialization.Encoding.DER), self.ttl)
+        chain, bundle = await self._sign(csr.public_bytes(serialization.Encoding.DER))
         chain = tuple(chain)
         if bundle.trust_domain != self.trust_domain:
             raise IdentityUnavailableError(f"CA returned a bundle for '{bundle.trust_domain}', expected '{self.trust_domain}'")
@@ -248,6 +256,26 @@ class IdentityManager(IdentityState):
         self.renewals += 1
         self._update(svid, bundle)
         return svid
+
+    async def _sign(self, csr_der: bytes) -> tuple[Any, Bundle]:
+        """Sign with the current SVID as proof when allowed and still valid, else with the token.
+
+        A CA that refuses the proof (``svid_renewal`` off, or this SVID not acceptable) is asked
+        again at once with the token, and from then on only with the token.
+        """
+        current = self._svid if self.renew_with_svid and self.valid() else None
+        if current is not None:
+            try:
+                result = await self.client.sign_x509_svid(csr_der, self.ttl, renew=current)
+            except Exception as err:
+                if getattr(err, "code", None) not in _PROOF_REFUSED:
+                    raise
+                self.renew_with_svid = False
+                log.warning("the CA refused renewal by SVID (%s); renewing with the token from now on", err)
+            else:
+                self.renewals_by_svid += 1
+                return result
+        return await self.client.sign_x509_svid(csr_der, self.ttl)
 
     async def _svid_loop(self) -> None:
         failures = 0
