@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from sdk.errors import TrustmeshError, UsageError
 
 __all__ = [
@@ -53,7 +55,8 @@ class ListenError(SidecarError, OSError):
     """A listener could not be opened (port in use, address not available ...)."""
 
     def __init__(self, listener: str, host: str, port: int, err: OSError) -> None:
-        super().__init__(f"{listener} listener: cannot listen on {host}:{port}: {err.strerror or err}")
+        reason = os.strerror(err.errno) if err.errno else str(err)  # asyncio's own strerror is wordy
+        super().__init__(f"{listener} listener: cannot listen on {host}:{port}: {reason}")
         self.listener = listener
         self.port = port
 
