@@ -3,7 +3,10 @@
 :class:`IdentityManager` gets the SVID from the CA (through anything shaped
 like :class:`sdk.ca_client.CaClient`): it generates a key in memory, sends a
 CSR, retries with exponential backoff and jitter, renews at half the SVID's
-life (with jitter), and watches the bundle. When the CA is unreachable it
+life (with jitter), and watches the bundle. With ``renew_with_svid`` (local
+mode: join or static tokens) a renewal proves the current SVID instead of
+sending the token, and falls back to the token for good if the CA refuses
+that proof. When the CA is unreachable it
 keeps the current SVID until it expires; from then on :meth:`valid` is False
 and no TLS context is handed out, so the sidecar refuses traffic (fail
 closed) and reports not ready. :class:`StaticIdentity` holds a fixed SVID
