@@ -20,7 +20,7 @@ import os
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
@@ -47,8 +47,27 @@ def authorities_pem(bundles: Iterable[Bundle]) -> bytes:
     return b"".join(b.to_pem() for b in bundles)
 
 
+class _DirectSSLObject(ssl.SSLObject):
+    """An ``ssl.SSLObject`` whose ``read``, ``write`` and ``pending`` are the C methods themselves.
+
+    The event loop's TLS layer calls these once or more per record; ``ssl.SSLObject``'s
+    versions are one-line Python wrappers around the same C methods, so binding those
+    directly saves a Python frame per call and changes nothing else.
+    """
+
+    @classmethod
+    def _create(cls, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        self = super()._create(*args, **kwargs)  # type: ignore[misc]
+        inner = self._sslobj
+        self.read = inner.read
+        self.write = inner.write
+        self.pending = inner.pending
+        return self
+
+
 def _base_context(protocol: int, chain_pem: bytes, key_pem: bytes, cadata: bytes) -> ssl.SSLContext:
     ctx = ssl.SSLContext(protocol)
+    ctx.sslobject_class = _DirectSSLObject
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(CIPHERS_TLS12)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_SINGLE_ECDH_USE
