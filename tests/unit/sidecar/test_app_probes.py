@@ -188,3 +188,28 @@ def test_a_bad_probers_document_is_refused_naming_the_entry(doc, field, message)
     with pytest.raises(ConfigError) as err:
         parse_probers(doc, own_ports={15000, 15001, 15006, 15021})
     assert field in err.value.field and message in str(err.value)
+
+
+async def test_the_injectors_real_output_runs_against_the_app(mesh, probe_app):
+    """Contract: what injector.inject_pod writes into TRUSTMESH_APP_PROBERS, and the probe it
+    rewrites for the kubelet, work with the sidecar (the app's port is the only thing swapped)."""
+    from injector.config import InjectorConfig
+    from injector.inject import inject_pod
+    from tests.support.k8s_admission_double import pod as make_pod
+
+    port, seen = probe_app
+    web = {"name": "web", "image": "web:1", "ports": [{"name": "http", "containerPort": port}],
+           "readinessProbe": {"httpGet": {"path": "/status/204", "port": "http",
+                                          "httpHeaders": [{"name": "X-Probe", "value": "k"}]}, "timeoutSeconds": 3},
+           "livenessProbe": {"tcpSocket": {"port": port}}}
+    injected = inject_pod(make_pod(containers=[web]), InjectorConfig(trust_domain="example.org")).pod
+    spec = injected["spec"]
+    proxy = next(c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == "trustmesh-proxy")
+    env = {e["name"]: e.get("value") for e in proxy["env"]}
+    app = next(c for c in spec["containers"] if c["name"] == "web")
+    kubelet_path = app["readinessProbe"]["httpGet"]["path"]
+
+    sidecar, base = await _health(mesh, json.loads(env["TRUSTMESH_APP_PROBERS"]))
+    assert (await _get(base + kubelet_path))[0] == 204
+    assert seen[-1]["headers"]["X-Probe"] == "k"
+    assert (await _get(base + app["livenessProbe"]["httpGet"]["path"]))[0] == 200
