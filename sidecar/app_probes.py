@@ -95,7 +95,7 @@ def _probe(path: str, spec: Any, forbidden: set[int]) -> Probe:
         raise ConfigError(where, "must be an object")
     unknown = set(spec) - {"httpGet", "tcpSocket", "grpc", "timeoutSeconds"}
     if unknown:
-        raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown key")
+        raise ConfigError(f"{where}.{min(unknown)}", "unknown key")
     actions = [a for a in ("httpGet", "tcpSocket", "grpc") if a in spec]
     if len(actions) != 1:
         raise ConfigError(where, "needs exactly one of httpGet, tcpSocket, grpc")
@@ -111,7 +111,7 @@ def _probe(path: str, spec: Any, forbidden: set[int]) -> Probe:
                "grpc": {"port", "service"}}[action]
     unknown = set(fields) - allowed
     if unknown:
-        raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown key")
+        raise ConfigError(f"{where}.{min(unknown)}", "unknown key")
     port = fields.get("port")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ConfigError(f"{where}.port", f"must be a port number (1-65535), got {port!r}")
@@ -130,7 +130,8 @@ def _probe(path: str, spec: Any, forbidden: set[int]) -> Probe:
 
 def _http_path(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.startswith("/") or any(c <= " " or c == "\x7f" for c in value):
-        raise ConfigError(f"{where}.path", f"must be an absolute path without spaces or control characters, got {value!r}")
+        raise ConfigError(
+            f"{where}.path", f"must be an absolute path without spaces or control characters, got {value!r}")
     return value
 
 
@@ -177,7 +178,7 @@ class AppProbes:
         self._in_flight[path] = self._in_flight.get(path, 0) + 1
         try:
             return await asyncio.wait_for(self._run(probe), probe.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return 503, f"no answer from the app within {probe.timeout:g} s"
         except Exception as err:  # noqa: BLE001 - any failure to reach the app is a failed probe
             return 503, f"probe failed: {type(err).__name__}: {err}"
@@ -245,7 +246,8 @@ def _health_messages() -> tuple[Any, Any]:
         from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
         F = descriptor_pb2.FieldDescriptorProto
-        fdp = descriptor_pb2.FileDescriptorProto(name="trustmesh/grpc_health.proto", package="grpc.health.v1", syntax="proto3")
+        fdp = descriptor_pb2.FileDescriptorProto(
+            name="trustmesh/grpc_health.proto", package="grpc.health.v1", syntax="proto3")
         fdp.message_type.add(name="HealthCheckRequest").field.add(
             name="service", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
         fdp.message_type.add(name="HealthCheckResponse").field.add(

@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--log-level",
         metavar="LEVEL",
-        help=f"trace, debug, info, warning or error (default: ${LOG_LEVEL_ENV}, else the config's log_level, else info)",
+        help=f"trace, debug, info, warning or error "
+        f"(default: ${LOG_LEVEL_ENV}, else the config's log_level, else info)",
     )
     run.set_defaults(func=_run)
 
@@ -77,7 +78,8 @@ def resolve_log_level(flag: str | None, env: str | None, file_value: str | None)
     from sdk.errors import UsageError
     from sidecar.config import LOG_LEVELS
 
-    levels = {"trace": _TRACE, "debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+    levels = {"trace": _TRACE, "debug": logging.DEBUG, "info": logging.INFO,
+              "warning": logging.WARNING, "error": logging.ERROR}
     assert set(levels) == set(LOG_LEVELS)
     for source, value in (("--log-level", flag), (LOG_LEVEL_ENV, env), ("config: log_level", file_value)):
         if value is None or (source == LOG_LEVEL_ENV and not value.strip()):

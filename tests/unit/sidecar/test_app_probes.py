@@ -46,7 +46,7 @@ async def probe_app():
 async def _health(mesh, probers: dict):
     sidecar = await mesh(config(1))
     sidecar.admin.app_probes = AppProbes(parse_probers(json.dumps(probers)))
-    return sidecar, f"http://127.0.0.1:{sidecar.ports['health']}"
+    return f"http://127.0.0.1:{sidecar.ports['health']}"
 
 
 async def _get(url):
@@ -61,7 +61,7 @@ def _http(port, path, **extra):
 
 async def test_http_probe_forwards_path_and_headers_and_returns_the_apps_status(mesh, probe_app):
     port, seen = probe_app
-    sidecar, base = await _health(mesh, {
+    base = await _health(mesh, {
         "/app-health/web/readyz": {**_http(port, "/status/200?deep=1", httpHeaders=[{"name": "X-Probe", "value": "1"}]),
                                    "timeoutSeconds": 2},
         "/app-health/web/livez": _http(port, "/status/500"),
@@ -78,7 +78,7 @@ async def test_http_probe_forwards_path_and_headers_and_returns_the_apps_status(
 
 async def test_unknown_probe_paths_are_404_and_reach_nothing(mesh, probe_app):
     port, seen = probe_app
-    sidecar, base = await _health(mesh, {"/app-health/web/readyz": _http(port, "/status/200")})
+    base = await _health(mesh, {"/app-health/web/readyz": _http(port, "/status/200")})
     for path in ("/app-health/web/livez", "/app-health/other/readyz", "/app-health/web/readyz/x",
                  "/app-health/web/readyz%2F", f"/app-health/127.0.0.1:{port}/status/200", "/app-health/"):
         assert (await _get(base + path))[0] == 404, path
@@ -88,7 +88,7 @@ async def test_unknown_probe_paths_are_404_and_reach_nothing(mesh, probe_app):
 
 async def test_app_down_or_slow_is_503_within_the_probe_timeout(mesh, probe_app, unused_port):
     port, _ = probe_app
-    sidecar, base = await _health(mesh, {
+    base = await _health(mesh, {
         "/app-health/web/readyz": {**_http(port, "/slow"), "timeoutSeconds": 1},
         "/app-health/web/livez": _http(unused_port, "/"),
     })
@@ -100,7 +100,7 @@ async def test_app_down_or_slow_is_503_within_the_probe_timeout(mesh, probe_app,
 
 async def test_tcp_socket_probe(mesh, probe_app, unused_port):
     port, _ = probe_app
-    sidecar, base = await _health(mesh, {
+    base = await _health(mesh, {
         "/app-health/db/livez": {"tcpSocket": {"port": port}},
         "/app-health/db/readyz": {"tcpSocket": {"port": unused_port, "host": "10.0.0.1"}},  # host ignored
     })
@@ -134,7 +134,7 @@ async def grpc_app():
 
 async def test_grpc_probe_is_a_health_check_of_the_service(mesh, grpc_app):
     port, requests = grpc_app
-    sidecar, base = await _health(mesh, {
+    base = await _health(mesh, {
         "/app-health/api/livez": {"grpc": {"port": port}},
         "/app-health/api/readyz": {"grpc": {"port": port, "service": "orders"}},
         "/app-health/api/startupz": {"grpc": {"port": port, "service": "nope"}},
@@ -209,7 +209,7 @@ async def test_the_injectors_real_output_runs_against_the_app(mesh, probe_app):
     app = next(c for c in spec["containers"] if c["name"] == "web")
     kubelet_path = app["readinessProbe"]["httpGet"]["path"]
 
-    sidecar, base = await _health(mesh, json.loads(env["TRUSTMESH_APP_PROBERS"]))
+    base = await _health(mesh, json.loads(env["TRUSTMESH_APP_PROBERS"]))
     assert (await _get(base + kubelet_path))[0] == 204
     assert seen[-1]["headers"]["X-Probe"] == "k"
     assert (await _get(base + app["livenessProbe"]["httpGet"]["path"]))[0] == 200

@@ -73,7 +73,7 @@ async def test_invalid_jwt_svid_reason_goes_to_the_access_log_and_no_header(mesh
 
 
 async def test_no_jwt_no_header_no_jwt_fields(mesh, pki, app):
-    base, token, b, log = await _chain(mesh, pki, app)
+    base, _, b, log = await _chain(mesh, pki, app)
     async with aiohttp.ClientSession() as s:
         async with s.get(f"{base}/plain", headers={"X-Trustmesh-Jwt-Sub": ALICE}) as r:
             assert "x-trustmesh-jwt-sub" not in (await r.json())["headers"]
