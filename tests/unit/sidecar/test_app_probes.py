@@ -16,7 +16,7 @@ from tests.unit.sidecar.conftest import config
 
 @pytest.fixture
 async def probe_app():
-    """An app whose /status/<code> answers that code and whose /slow never answers in time."""
+    """An app whose /status/<code> answers that code and whose /slow answers too late for 1 s."""
     seen = []
 
     async def status(request):
@@ -27,7 +27,7 @@ async def probe_app():
         return web.Response(status=code, text="app body")
 
     async def slow(request):
-        await asyncio.sleep(5)
+        await asyncio.sleep(1.5)  # past the probe's 1 s
         return web.Response()
 
     app = web.Application()
