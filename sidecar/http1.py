@@ -55,6 +55,8 @@ _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})(?:[ \t]*;[\x20-\x7e\t]*)?")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _FIELD_LINE = _TOKEN + rb":[ \t]*(?:[\x21-\x7e\x80-\xff](?:[\x20-\x7e\x80-\xff\t]*[\x21-\x7e\x80-\xff])?)?[ \t]*"
 _HEAD = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(1\.[01])((?:\r\n" + _FIELD_LINE + rb")*)")
+# a response field that decides where the response ends or whether the connection is reused
+_RESPONSE_FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding|connection):([^\r]*(?:\r(?!\n)[^\r]*)*)")
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host", b"connection"})
 _IDENTITY = frozenset({b"x-forwarded-client-cert"})
 _MAX_CHUNK_LINE = 4096
@@ -456,33 +458,21 @@ class ResponseFramer:
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
             raise HttpError(502, "malformed status line from upstream")
         status = int(parts[1])
-        fields = head[eol:].lower() if eol >= 0 else b""
         length: int | None = None
         chunked = False
         connection = b""
-        if (
-            fields.count(b"\r\ncontent-length:") > 1
-            or b"\r\ntransfer-encoding:" in fields
-            or fields.count(b"\r\nconnection:") > 1
-        ):
-            for line in fields.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
+        if eol >= 0:
+            # one C-level scan finds the (usually two) fields that decide framing and reuse
+            for name, value in _RESPONSE_FRAMING.findall(head[eol:].lower()):
+                value = value.strip()
                 if name == b"content-length":
-                    value = value.strip()
                     if _DIGITS.fullmatch(value) is None or (length is not None and int(value) != length):
                         raise HttpError(502, "malformed Content-Length from upstream")
                     length = int(value)
                 elif name == b"transfer-encoding":
-                    chunked = value.strip().endswith(b"chunked")
-                elif name == b"connection":
-                    connection += b"," + value.strip()
-        else:
-            value = _field_value(fields, b"\r\ncontent-length:", 17)
-            if value is not None:
-                if _DIGITS.fullmatch(value) is None:
-                    raise HttpError(502, "malformed Content-Length from upstream")
-                length = int(value)
-            connection = _field_value(fields, b"\r\nconnection:", 13) or b""
+                    chunked = value.endswith(b"chunked")
+                else:
+                    connection = connection + b"," + value if connection else value
         if 100 <= status < 200 and status != 101:
             return  # interim response: the final one follows in the same stream
         self.status = status
@@ -506,15 +496,6 @@ class ResponseFramer:
         else:
             self._state = "close"
             self.keep_alive = False
-
-
-def _field_value(fields: bytes, marker: bytes, size: int) -> bytes | None:
-    """The value of the one field starting with ``marker`` (``size`` bytes) in lower-cased head bytes."""
-    at = fields.find(marker)
-    if at < 0:
-        return None
-    end = fields.find(b"\r\n", at + size)
-    return (fields[at + size : end] if end >= 0 else fields[at + size :]).strip()
 
 
 _EMPTY: frozenset[bytes] = frozenset()

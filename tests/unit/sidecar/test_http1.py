@@ -147,6 +147,40 @@ def test_response_framer_finds_the_end(method, chunks, expected_used, keep_alive
     assert framer.keep_alive is keep_alive
 
 
+@pytest.mark.parametrize(
+    "head,used,keep_alive",
+    [
+        (b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 2\r\nConnection: Keep-Alive\r\n\r\n", 2, True),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n", 2, True),
+        (b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\nContent-Length: 2\r\n\r\n", 2, False),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n", 2, False),
+        (b"HTTP/1.1 200 OK\r\nX-Content-Length: 9\r\nContent-Length: 2\r\n\r\n", 2, True),
+    ],
+    ids=["upper-case-names", "repeated-equal-length", "close-among-connection-fields", "http10", "similar-name"],
+)
+def test_response_framer_reads_framing_fields(head, used, keep_alive):
+    framer = ResponseFramer("GET")
+    assert framer.feed(head + b"abEXTRA") == (len(head) + used, True)
+    assert framer.keep_alive is keep_alive
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r3\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n",
+        b"HTTP/1.1 2OO OK\r\nContent-Length: 2\r\n\r\n",
+    ],
+    ids=["conflicting-lengths", "bare-cr-in-length", "negative-length", "length-list", "bad-status"],
+)
+def test_response_framer_refuses_bad_framing_from_upstream(head):
+    with pytest.raises(HttpError) as info:
+        ResponseFramer("GET").feed(head + b"ab")
+    assert info.value.status == 502
+
+
 def test_response_without_length_reads_until_close():
     framer = ResponseFramer("GET")
     used, done = framer.feed(b"HTTP/1.1 200 OK\r\n\r\nabc")
