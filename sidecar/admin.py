@@ -74,7 +74,8 @@ class AdminServer:
         return web.Response(text="alive\n")
 
     async def _app_probe(self, request: web.Request) -> web.Response:
-        status, text = await self.app_probes.answer(request.rel_url.raw_path)
+        path = request.rel_url.raw_path.partition("?")[0]  # as sent (not percent-decoded), no query
+        status, text = await self.app_probes.answer(path)
         return web.Response(status=status, text=text + "\n")
 
     async def _metrics(self, request: web.Request) -> web.Response:
