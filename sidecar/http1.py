@@ -499,6 +499,7 @@ class ResponseFramer:
 
 
 _EMPTY: frozenset[bytes] = frozenset()
+_NOT_HOP_BY_HOP = frozenset({b"", b"content-length", b"host"})
 
 
 @functools.lru_cache(maxsize=16)
@@ -520,7 +521,8 @@ def serialize_head(
         extra = b"".join([b"\r\n%b: %b" % pair for pair in add])
         return b"%b %b HTTP/1.1%b%b\r\n\r\n" % (head.method.encode(), target.encode(), head.raw_fields, extra)
     connection = head.get(b"connection")
-    named = {t.strip() for t in connection.lower().split(b",")} - {b""} if connection else _EMPTY
+    # a Connection header may not remove the fields that frame the request for the app
+    named = {t.strip() for t in connection.lower().split(b",")} - _NOT_HOP_BY_HOP if connection else _EMPTY
     parts = [b"%b %b HTTP/1.1\r\n" % (head.method.encode(), target.encode())]
     for name, value in head.headers:
         if name in drop or name in HOP_BY_HOP or name in named:

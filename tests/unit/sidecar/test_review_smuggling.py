@@ -1,0 +1,48 @@
+"""Adversarial review: requests crafted so the app would parse something other than what the
+policy saw. Real sidecar (PERMISSIVE, so a raw plaintext socket can speak to it), real aiohttp app."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sidecar.attributes import Verdict
+from tests.unit.sidecar.conftest import config
+
+
+def deny_admin(attrs: dict) -> Verdict:
+    """Anything under /admin is denied; everything else is allowed."""
+    if attrs["request"]["path"].startswith("/admin"):
+        return Verdict(False, "no-admin")
+    return Verdict(True, "public")
+
+
+async def exchange(port: int, request: bytes) -> bytes:
+    """Send raw bytes; return the first response (head and Content-Length body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = 0
+        for line in head.lower().split(b"\r\n"):
+            if line.startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        body = await asyncio.wait_for(reader.readexactly(length), 5)
+        return head + body
+    finally:
+        writer.close()
+
+
+async def test_connection_header_naming_content_length_cannot_smuggle_a_request(mesh, pki, app):
+    # `Connection: content-length` asks a proxy to drop Content-Length: the app would then read
+    # the body as a second request (GET /admin) that the policy never saw.
+    b = await mesh(config(app.port, mode="PERMISSIVE"), pki.identity("/ns/b/sa/server"), deny_admin)
+    smuggled = b"GET /admin HTTP/1.1\r\nHost: x\r\n\r\n"
+    response = await exchange(
+        b.ports["inbound"],
+        b"POST /public HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\nContent-Length: %d\r\n\r\n%b"
+        % (len(smuggled), smuggled),
+    )
+    assert response.startswith(b"HTTP/1.1 200")
+    assert [seen["path"] for seen in app.seen] == ["/public"]
+    assert app.seen[0]["body"] == smuggled.decode()  # the app read it as the body it is
