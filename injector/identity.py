@@ -19,9 +19,9 @@ from sdk.errors import SpiffeIdError, TemplateError
 from sdk.spiffeid import SpiffeId, TrustDomain
 from sdk.template import IdentityTemplate
 
-from injector.annotations import INJECT_LABEL
+from injector.annotations import INJECT_LABEL, parse_overrides
 from injector.config import InjectorConfig
-from injector.containers import PROXY_NAME
+from injector.containers import INIT_NAME, PROXY_NAME, init_container, sidecar_container
 from injector.errors import InjectorConfigError, PodRefusedError
 from injector.shape import check_pod_shape
 
@@ -68,18 +68,40 @@ class IdentityChecker:
         return str(self.template)
 
 
-def check_injected(pod: Mapping[str, Any], namespace: str) -> None:
-    """Refuse a pod without the trustmesh sidecar (``hostNetwork`` pods excepted)."""
+def check_injected(pod: Mapping[str, Any], namespace: str, config: InjectorConfig) -> None:
+    """Refuse a pod without the trustmesh sidecar (``hostNetwork`` pods excepted).
+
+    A container counts as trustmesh's only if it runs what the injector would
+    have put there (image, command and arguments; the proxy also its uid and
+    gid), never because of its name alone.
+    """
     metadata, spec = _parts(pod)
     if spec.get("hostNetwork") is True:
         return
-    containers = list(spec.get("initContainers") or ()) + list(spec.get("containers") or ())
-    if any(c.get("name") == PROXY_NAME for c in containers):
-        return
     labels = metadata.get("labels") or {}
-    why = (f"the pod opts out with the label {INJECT_LABEL}=false, which this namespace forbids"
-           if labels.get(INJECT_LABEL) == "false"
-           else "the trustmesh sidecar was not injected")
+    if labels.get(INJECT_LABEL) == "false":
+        _require_refused(namespace, f"the pod opts out with the label {INJECT_LABEL}=false, which this namespace forbids")
+    inits, containers = list(spec.get("initContainers") or ()), list(spec.get("containers") or ())
+    if not any(c.get("name") == PROXY_NAME for c in inits + containers):
+        _require_refused(namespace, "the trustmesh sidecar was not injected")
+    overrides = parse_overrides(metadata.get("annotations"))
+    wanted_init = init_container(config, overrides)
+    wanted_proxy = sidecar_container(config, overrides, True, "{}")
+    init = next((c for c in inits if c.get("name") == INIT_NAME), None)
+    if init is None or _differs(init, wanted_init, ("image", "command", "args")):
+        _require_refused(namespace, f"init container {INIT_NAME!r} is missing or is not trustmesh's")
+    proxy = next((c for c in inits + containers if c.get("name") == PROXY_NAME), {})
+    context = proxy.get("securityContext") or {}
+    if _differs(proxy, wanted_proxy, ("image", "command", "args")) or (
+        context.get("runAsUser"), context.get("runAsGroup")) != (config.proxy_uid, config.proxy_gid):
+        _require_refused(namespace, f"container {PROXY_NAME!r} is not trustmesh's sidecar")
+
+
+def _differs(container: Mapping[str, Any], wanted: Mapping[str, Any], fields: tuple[str, ...]) -> bool:
+    return any(container.get(name) != wanted.get(name) for name in fields)
+
+
+def _require_refused(namespace: str, why: str) -> None:
     raise PodRefusedError(f"namespace {namespace!r} requires the trustmesh sidecar ({INJECT_LABEL}=required): {why}")
 
 

@@ -96,13 +96,15 @@ def inject_pod(pod: Mapping[str, Any], config: InjectorConfig, *, trust_bundle: 
     native = config.native_sidecar if overrides.native_sidecar is None else overrides.native_sidecar
     probers = _rewrite_app_probes(spec, config, overrides)
 
-    inits = _field(spec, "initContainers", list)
-    if not _has(inits, INIT_NAME):
-        inits.insert(0, init_container(config, overrides))
-    proxy = _find(inits, PROXY_NAME) or _find(spec["containers"], PROXY_NAME)
-    if proxy is None:
-        proxy = _add_sidecar(new, config, overrides, native)
-    _record_probers(proxy, probers)
+    # trustmesh's containers are rebuilt on every call, never adopted by name:
+    # a container the user named trustmesh-init or trustmesh-proxy is replaced.
+    known_probers = _remove_reserved(spec)
+    if not spec["containers"]:
+        raise PodRefusedError(
+            f"the pod's only containers use the names {INIT_NAME!r}/{PROXY_NAME!r}, which trustmesh reserves")
+    _field(spec, "initContainers", list).insert(0, init_container(config, overrides))
+    proxy = _add_sidecar(new, config, overrides, native)
+    _record_probers(proxy, {**known_probers, **probers})
     _set_volumes(spec, volumes(config, overrides, inline_bundle=trust_bundle is not None))
     for container in app_containers(spec):
         _add_socket(container)
@@ -153,10 +155,17 @@ def app_containers(spec: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
 def _refuse_proxy_identity(spec: Mapping[str, Any], config: InjectorConfig) -> None:
     """Refuse app containers that would run as the proxy's uid or gid (their traffic is not captured)."""
     pod_ctx = spec.get("securityContext") or {}
+    # fsGroup and supplementalGroups are added to every container's groups; a
+    # member of the proxy's group can run a setgid copy of a binary as that gid.
+    groups = list(pod_ctx.get("supplementalGroups") or ()) + [pod_ctx.get("fsGroup")]
+    if config.proxy_gid in groups:
+        raise PodRefusedError(
+            f"the pod's securityContext puts every container in group {config.proxy_gid}, the trustmesh "
+            "proxy's gid (fsGroup or supplementalGroups): their traffic could bypass the proxy")
     for container in app_containers(spec):
         ctx = container.get("securityContext") or {}
-        uid = ctx.get("runAsUser", pod_ctx.get("runAsUser"))
-        gid = ctx.get("runAsGroup", pod_ctx.get("runAsGroup"))
+        uid = _first_set(ctx.get("runAsUser"), pod_ctx.get("runAsUser"))
+        gid = _first_set(ctx.get("runAsGroup"), pod_ctx.get("runAsGroup"))
         name = container["name"]
         if uid == config.proxy_uid:
             raise PodRefusedError(
@@ -166,6 +175,11 @@ def _refuse_proxy_identity(spec: Mapping[str, Any], config: InjectorConfig) -> N
             raise PodRefusedError(
                 f"container {name!r} runs as gid {gid}, the trustmesh proxy's gid: "
                 "its traffic would bypass the proxy; choose another runAsGroup")
+
+
+def _first_set(container_value: Any, pod_value: Any) -> Any:
+    """A container's security setting, or the pod's when the container leaves it unset (or null)."""
+    return pod_value if container_value is None else container_value
 
 
 def _rewrite_app_probes(spec: dict[str, Any], config: InjectorConfig,
@@ -183,20 +197,39 @@ def _rewrite_app_probes(spec: dict[str, Any], config: InjectorConfig,
     return probers
 
 
+def _remove_reserved(spec: dict[str, Any]) -> dict[str, Any]:
+    """Take every container named like trustmesh's out of the pod; return the
+    app probers a previous injection recorded on its sidecar (a reinvocation
+    finds the app's probes already rewritten)."""
+    known: dict[str, Any] = {}
+    for key in ("initContainers", "containers"):
+        kept = []
+        for container in spec.get(key) or ():
+            if container.get("name") == PROXY_NAME:
+                known.update(_probers_of(container))
+            elif container.get("name") != INIT_NAME:
+                kept.append(container)
+        if key in spec and spec[key] is not None:
+            spec[key] = kept
+    return known
+
+
+def _probers_of(proxy: Mapping[str, Any]) -> dict[str, Any]:
+    entry = next((e for e in proxy.get("env") or () if e.get("name") == PROBERS_ENV), None)
+    try:
+        known = json.loads((entry or {}).get("value") or "{}")
+    except ValueError:
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
 def _record_probers(proxy: dict[str, Any], probers: dict[str, Any]) -> None:
     env = _field(proxy, "env", list)
     entry = next((e for e in env if e.get("name") == PROBERS_ENV), None)
     if entry is None:
         entry = {"name": PROBERS_ENV, "value": "{}"}
         env.append(entry)
-    try:
-        known = json.loads(entry.get("value") or "{}")
-    except ValueError:
-        known = {}
-    if not isinstance(known, dict):
-        known = {}
-    merged = {**known, **probers}
-    entry["value"] = json.dumps(merged, sort_keys=True, separators=(",", ":"))
+    entry["value"] = json.dumps(probers, sort_keys=True, separators=(",", ":"))
 
 
 def _add_socket(container: dict[str, Any]) -> None:
@@ -218,14 +251,6 @@ def _field(obj: dict[str, Any], key: str, kind: type) -> Any:
     if obj.get(key) is None:
         obj[key] = kind()
     return obj[key]
-
-
-def _has(items: list[dict[str, Any]], name: str) -> bool:
-    return any(item.get("name") == name for item in items)
-
-
-def _find(items: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
-    return next((item for item in items if item.get("name") == name), None)
 
 
 def _index(items: list[dict[str, Any]], name: str) -> int:

@@ -34,6 +34,10 @@ def check_pod_shape(pod: Any) -> None:
     _optional(spec.get("hostNetwork"), bool, "spec.hostNetwork", "true or false")
     _optional(spec.get("serviceAccountName"), str, "spec.serviceAccountName", "a string")
     _security_context(spec.get("securityContext"), "spec.securityContext")
+    pod_context = _object(spec.get("securityContext"), "spec.securityContext")
+    _integer(pod_context.get("fsGroup"), "spec.securityContext.fsGroup")
+    for i, group in enumerate(_list(pod_context.get("supplementalGroups"), "spec.securityContext.supplementalGroups")):
+        _integer(group, f"spec.securityContext.supplementalGroups[{i}]")
     containers = spec.get("containers")
     if not isinstance(containers, list) or not containers:
         raise PodSpecError("spec.containers is missing or empty")
@@ -61,9 +65,12 @@ def _container(container: Mapping[str, Any], where: str) -> None:
 def _security_context(value: Any, where: str) -> None:
     context = _object(value, where)
     for key in ("runAsUser", "runAsGroup"):
-        number = context.get(key)
-        if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
-            raise PodSpecError(f"{where}.{key} is not an integer")
+        _integer(context.get(key), f"{where}.{key}")
+
+
+def _integer(number: Any, where: str) -> None:
+    if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
+        raise PodSpecError(f"{where} is not an integer")
 
 
 def _object(value: Any, where: str) -> Mapping[str, Any]:

@@ -83,7 +83,7 @@ class Webhooks:
 
     def _require_injection(self, request: AdmissionRequest) -> dict[str, Any]:
         if request.object is not None:
-            check_injected(request.object, request.namespace)
+            check_injected(request.object, request.namespace, self.config)
         return allow(request.uid)
 
     def _handle(self, endpoint: str, body: bytes,

@@ -1,0 +1,125 @@
+"""Security review: pods that try to evade injection or the traffic capture.
+
+Each test is an attack a pod author could try against the mutating webhook
+(``/inject``) or the require-injection webhook, with real AdmissionReview
+shapes from the in-process API server double (``tests.support.k8s_admission_double``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import replace
+
+import jsonpatch
+import pytest
+
+from injector.errors import PodRefusedError
+from injector.inject import inject_pod
+from injector.webhook import Webhooks
+from tests.support.k8s_admission_double import admission_review
+from tests.support.k8s_admission_double import pod as make_pod
+
+FAKE = {"name": "", "image": "attacker.example/no-capture:1", "command": ["sleep", "infinity"]}
+
+
+def _injected_by_webhook(hooks: Webhooks, pod: dict) -> dict:
+    review = admission_review(pod)
+    response = hooks.inject(json.dumps(review).encode()).body["response"]
+    assert response["allowed"] is True, response
+    return jsonpatch.apply_patch(pod, json.loads(base64.b64decode(response["patch"])))
+
+
+def _app(name: str = "web") -> dict:
+    return {"name": name, "image": "registry.example/web:1.4"}
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_user_container_named_trustmesh_init_does_not_replace_the_capture(config, native, by_name):
+    config = replace(config, native_sidecar=native)
+    fake_init = {**FAKE, "name": "trustmesh-init"}
+    pod = make_pod(containers=[_app()], initContainers=[_app("migrate"), fake_init])
+    patched = _injected_by_webhook(Webhooks(config), pod)
+    inits = patched["spec"]["initContainers"]
+    init = by_name(inits, "trustmesh-init")
+    assert [c["name"] for c in inits].count("trustmesh-init") == 1
+    assert init["image"] == config.image and init["args"][:2] == ["redirect", "apply"]
+    # The capture is installed before any of the user's init containers runs.
+    assert inits[0]["name"] == "trustmesh-init"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_user_container_named_trustmesh_proxy_is_not_taken_for_the_sidecar(config, native):
+    config = replace(config, native_sidecar=native)
+    fake_proxy = {**FAKE, "name": "trustmesh-proxy",
+                  "securityContext": {"runAsUser": config.proxy_uid, "runAsGroup": config.proxy_gid}}
+    pod = make_pod(containers=[_app(), fake_proxy])
+    patched = _injected_by_webhook(Webhooks(config), pod)
+    spec = patched["spec"]
+    proxies = [c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == "trustmesh-proxy"]
+    assert len(proxies) == 1
+    assert proxies[0]["image"] == config.image
+    assert proxies[0]["args"][:2] == ["sidecar", "run"]
+
+
+def test_a_pod_whose_only_container_is_named_trustmesh_proxy_is_refused(config):
+    pod = make_pod(containers=[{**FAKE, "name": "trustmesh-proxy"}])
+    with pytest.raises(PodRefusedError, match="trustmesh-proxy"):
+        inject_pod(pod, replace(config, native_sidecar=False))
+
+
+def test_reinjecting_an_injected_pod_still_changes_nothing(config, injected):
+    for native in (True, False):
+        cfg = replace(config, native_sidecar=native)
+        once = injected(make_pod(initContainers=[_app("migrate")]), cfg)
+        assert injected(once, cfg) == once
+
+
+@pytest.mark.parametrize("context", [
+    {"supplementalGroups": [1000, 1337]},
+    {"fsGroup": 1337},
+])
+def test_membership_of_the_proxy_group_through_the_pod_security_context_is_refused(config, context):
+    # A process in group 1337 can make a setgid-1337 copy of any binary and run
+    # it: its sockets then carry gid 1337, which the capture lets through.
+    pod = make_pod(securityContext=context)
+    with pytest.raises(PodRefusedError, match="1337"):
+        inject_pod(pod, config)
+
+
+def test_a_container_null_run_as_user_does_not_hide_the_pod_level_proxy_uid(config):
+    app = {**_app(), "securityContext": {"runAsUser": None}}
+    pod = make_pod(containers=[app], securityContext={"runAsUser": config.proxy_uid})
+    with pytest.raises(PodRefusedError, match="uid 1337"):
+        inject_pod(pod, config)
+
+
+def _require(hooks: Webhooks, pod: dict) -> dict:
+    review = admission_review(pod)
+    return hooks.require_injection(json.dumps(review).encode()).body["response"]
+
+
+def test_require_injection_is_not_fooled_by_containers_that_only_borrow_the_names(config):
+    hooks = Webhooks(config)
+    # Opted out, so the mutating webhook left it alone; the names alone must not pass.
+    forged = make_pod(
+        labels={"app": "web", "trustmesh.io/inject": "false"},
+        containers=[_app()],
+        initContainers=[{**FAKE, "name": "trustmesh-init"}, {**FAKE, "name": "trustmesh-proxy",
+                                                             "restartPolicy": "Always"}],
+    )
+    response = _require(hooks, forged)
+    assert response["allowed"] is False
+    # Without the opt-out label too: a proxy that is not trustmesh's is not the sidecar.
+    forged["metadata"]["labels"] = {"app": "web"}
+    response = _require(hooks, forged)
+    assert response["allowed"] is False
+    assert "trustmesh-proxy" in response["status"]["message"] or "trustmesh-init" in response["status"]["message"]
+
+
+def test_require_injection_admits_what_the_injector_produced(config):
+    hooks = Webhooks(config)
+    for native in (True, False):
+        cfg = replace(config, native_sidecar=native)
+        pod = _injected_by_webhook(Webhooks(cfg), make_pod(annotations={"trustmesh.io/exclude-inbound-ports": "9090"}))
+        assert _require(hooks, pod)["allowed"] is True
