@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from sidecar.errors import HttpError
 from sidecar.http1 import RequestHead
 
 __all__ = [
@@ -118,13 +119,33 @@ def is_json(head: RequestHead) -> bool:
     return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
+class _DuplicateKey(ValueError):
+    """A JSON object repeats a key."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique, even ignoring case (else ``ValueError``)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs) or len({key.casefold() for key in obj}) != len(obj):
+        raise _DuplicateKey
+    return obj
+
+
 def json_body(head: RequestHead, body: bytes | None) -> tuple[bool, Any]:
-    """(True, value) when the body is JSON and parses; (False, None) otherwise."""
+    """(True, value) when the body is JSON and parses; (False, None) otherwise.
+
+    An object with a repeated key — also one repeated in another letter case — is refused
+    with ``HttpError(400)``: JSON parsers disagree on which copy wins (Python keeps the last,
+    many keep the first, Go's matches case-insensitively), so the policy could judge one
+    value while the app acts on the other.
+    """
     if body is None or not is_json(head):
         return False, None
     try:
-        return True, json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        return True, json.loads(body, object_pairs_hook=_unique_keys)
+    except _DuplicateKey:
+        raise HttpError(400, "duplicate key in JSON body") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return False, None
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from sidecar.attributes import Verdict
 from tests.unit.sidecar.conftest import config
 
@@ -46,3 +48,40 @@ async def test_connection_header_naming_content_length_cannot_smuggle_a_request(
     assert response.startswith(b"HTTP/1.1 200")
     assert [seen["path"] for seen in app.seen] == ["/public"]
     assert app.seen[0]["body"] == smuggled.decode()  # the app read it as the body it is
+
+
+def deny_billing(attrs: dict) -> Verdict:
+    """Only JSON requests for app "web" are allowed."""
+    if attrs["request"].get("json", {}).get("appname") == "web":
+        return Verdict(True, "web-only")
+    return Verdict(False, None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"appname": "billing", "appname": "web"}',  # Python keeps the last, many parsers the first
+        b'{"x": {"appname": "a", "appname": "b"}, "appname": "web"}',  # nested
+        b'{"AppName": "billing", "appname": "web"}',  # Go's encoding/json matches keys case-insensitively
+    ],
+)
+async def test_json_body_with_duplicate_keys_is_refused(mesh, pki, app, body):
+    b = await mesh(config(app.port, mode="PERMISSIVE"), pki.identity("/ns/b/sa/server"), deny_billing)
+    response = await exchange(
+        b.ports["inbound"],
+        b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+        % (len(body), body),
+    )
+    assert response.startswith(b"HTTP/1.1 400")
+    assert app.seen == []
+
+
+async def test_json_body_without_duplicates_is_still_judged_by_its_fields(mesh, pki, app):
+    b = await mesh(config(app.port, mode="PERMISSIVE"), pki.identity("/ns/b/sa/server"), deny_billing)
+    for body, status in ((b'{"appname": "web", "n": {"appname": 1}}', b"200"), (b'{"appname": "billing"}', b"403")):
+        response = await exchange(
+            b.ports["inbound"],
+            b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+            % (len(body), body),
+        )
+        assert response.startswith(b"HTTP/1.1 " + status)
