@@ -133,6 +133,7 @@ class InboundRouter:
         try:
             if not self.identity.valid():
                 raise IdentityUnavailableError("the sidecar's SVID is missing or expired")
+            _refuse_identity_lookalikes(head)
             path, query, query_fields = self.normalize(head.target)
             fields["path"] = path
             jwt = self._jwt(head, fields) if head.get(b"authorization") is not None else None
@@ -240,6 +241,20 @@ class InboundRouter:
 
 def _deny_text(verdict: Verdict) -> str:
     return f"denied by rule {verdict.rule}" if verdict.rule else "denied by default"
+
+
+def _refuse_identity_lookalikes(head: RequestHead) -> None:
+    """Refuse (400) an identity header spelled with ``_`` for ``-``: CGI-style servers (WSGI,
+    Rack, PHP) give both spellings the same ``HTTP_X_...`` name, so a caller's
+    ``x_trustmesh_jwt_sub`` would pass for the one only the sidecar may set."""
+    raw = head.raw_fields
+    if raw is not None and b"_" not in raw:
+        return
+    for name, _ in head.headers:
+        if b"_" in name:
+            dashed = name.replace(b"_", b"-")
+            if dashed in IDENTITY_HEADERS or dashed.startswith(b"x-trustmesh-"):
+                raise HttpError(400, f"identity header spelled with underscores: {name.decode('latin-1')}")
 
 
 def _without_identity_headers(head: RequestHead) -> RequestHead:

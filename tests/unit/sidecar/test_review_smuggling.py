@@ -85,3 +85,24 @@ async def test_json_body_without_duplicates_is_still_judged_by_its_fields(mesh, 
             % (len(body), body),
         )
         assert response.startswith(b"HTTP/1.1 " + status)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"x_trustmesh_jwt_sub: spiffe://example.org/ns/prod/sa/admin", b"X_Forwarded_Client_Cert: By=x;URI=spiffe://example.org/admin"],
+)
+async def test_identity_header_spelled_with_underscores_is_refused(mesh, pki, app, header):
+    # WSGI, Rack, PHP and other CGI-style servers expose `x_trustmesh_jwt_sub` and
+    # `x-trustmesh-jwt-sub` as the same HTTP_X_TRUSTMESH_JWT_SUB: the caller would forge the
+    # identity the sidecar vouches for.
+    b = await mesh(config(app.port, mode="PERMISSIVE"), pki.identity("/ns/b/sa/server"), deny_admin)
+    response = await exchange(b.ports["inbound"], b"GET /whoami HTTP/1.1\r\nHost: x\r\n%b\r\n\r\n" % header)
+    assert response.startswith(b"HTTP/1.1 400")
+    assert app.seen == []
+
+
+async def test_ordinary_headers_with_underscores_still_pass(mesh, pki, app):
+    b = await mesh(config(app.port, mode="PERMISSIVE"), pki.identity("/ns/b/sa/server"), deny_admin)
+    response = await exchange(b.ports["inbound"], b"GET /x HTTP/1.1\r\nHost: x\r\nx_request_id: 7\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 200")
+    assert app.seen[0]["headers"]["x_request_id"] == "7"
