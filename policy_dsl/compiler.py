@@ -147,9 +147,9 @@ def _fast_equality(expr: ast.Expr, definitely: bool) -> Pred | None:
         if definitely:
             return lambda a: get(a) == want
 
-        def possibly_eq(a):
+        def possibly_eq(a):  # a value of another kind is unknown, so possibly equal
             v = get(a)
-            return v is MISSING or v == want
+            return type(v) is not str or v == want
 
         return possibly_eq
     if expr.op == "in" and isinstance(expr.right, ast.ListLiteral) and expr.right.items and all(
@@ -164,9 +164,9 @@ def _fast_equality(expr: ast.Expr, definitely: bool) -> Pred | None:
 
             return definitely_in
 
-        def possibly_in(a):
+        def possibly_in(a):  # MISSING or a value of another kind: unknown
             v = get(a)
-            return v is MISSING or type(v) is str and v in options
+            return type(v) is not str or v in options
 
         return possibly_in
     return None

@@ -32,6 +32,17 @@ def _eq(l, r) -> bool:
     return l == r and (type(l) is bool) == (type(r) is bool)
 
 
+def _equal(l, r) -> bool:
+    """``==``: values of different kinds are not comparable, so the test is unknown.
+
+    A caller-chosen JSON value such as ``["admin"]`` must not read as
+    "certainly not equal to \"admin\"" and so escape a deny rule.
+    """
+    if _kind(l) is not _kind(r):
+        raise Incomparable
+    return l == r
+
+
 def _ordered(l, r) -> None:
     kind = _kind(l)
     if kind is bool or kind != _kind(r) or kind not in (float, str) and not hasattr(l, "tzinfo"):
@@ -84,14 +95,23 @@ def _contains(l, r):
 
 
 def _in(l, r):
+    """Membership; unknown when no element of a non-empty list is of ``l``'s kind."""
     if not isinstance(r, (list, tuple)):
         raise Incomparable
-    return any(_eq(l, item) for item in r)
+    kind, comparable = _kind(l), False
+    for item in r:
+        if _kind(item) is kind:
+            if l == item:
+                return True
+            comparable = True
+    if r and not comparable:
+        raise Incomparable
+    return False
 
 
 BINARY = {
-    "==": _eq,
-    "!=": lambda l, r: not _eq(l, r),
+    "==": _equal,
+    "!=": lambda l, r: not _equal(l, r),
     "<": _lt,
     "<=": _le,
     ">": _gt,
