@@ -84,6 +84,11 @@ def inject_pod(pod: Mapping[str, Any], config: InjectorConfig, *, trust_bundle: 
     metadata = pod.get("metadata") or {}
     labels = metadata.get("labels") or {}
     if spec.get("hostNetwork") is True:
+        if any(c.get("name") == INIT_NAME for c in spec.get("initContainers") or ()):
+            # Set after an earlier injection (another webhook, then reinvocation):
+            # trustmesh-init would rewrite the node's own traffic rules.
+            raise PodRefusedError(
+                f"a hostNetwork pod must not carry {INIT_NAME!r}: its redirect would apply to the node's network")
         return Injection(dict(pod), False, "hostNetwork pods are never injected")
     if labels.get(INJECT_LABEL) == "false":
         return Injection(dict(pod), False, f"the pod opts out with {INJECT_LABEL}=false")

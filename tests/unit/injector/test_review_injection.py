@@ -123,3 +123,15 @@ def test_require_injection_admits_what_the_injector_produced(config):
         cfg = replace(config, native_sidecar=native)
         pod = _injected_by_webhook(Webhooks(cfg), make_pod(annotations={"trustmesh.io/exclude-inbound-ports": "9090"}))
         assert _require(hooks, pod)["allowed"] is True
+
+
+def test_a_pod_made_host_network_after_injection_is_refused_on_reinvocation(config):
+    # Another mutating webhook sets hostNetwork after ours; reinvocation must not
+    # admit a pod whose trustmesh-init would rewrite the node's own iptables.
+    hooks = Webhooks(config)
+    injected = _injected_by_webhook(hooks, make_pod())
+    injected["spec"]["hostNetwork"] = True
+    review = admission_review(injected)
+    response = hooks.inject(json.dumps(review).encode()).body["response"]
+    assert response["allowed"] is False
+    assert "hostNetwork" in response["status"]["message"]
