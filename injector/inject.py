@@ -48,7 +48,7 @@ from injector.patch import Patch, make_patch
 from injector.probes import PROBERS_ENV, rewrite_probes
 from injector.shape import check_pod_shape
 
-__all__ = ["Injection", "inject_pod", "pod_patch", "app_containers"]
+__all__ = ["Injection", "inject_pod", "pod_patch", "app_containers", "check_running_pod"]
 
 _DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 
@@ -157,8 +157,17 @@ def app_containers(spec: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
                 yield container
 
 
+def check_running_pod(pod: Mapping[str, Any], config: InjectorConfig) -> None:
+    """On UPDATE of an injected pod (say, ``kubectl debug`` adding an ephemeral
+    container): refuse any container that would run as the proxy's uid or gid."""
+    check_pod_shape(pod)
+    spec = pod["spec"]
+    if any(c.get("name") == INIT_NAME for c in spec.get("initContainers") or ()):
+        _refuse_proxy_identity(spec, config)
+
+
 def _refuse_proxy_identity(spec: Mapping[str, Any], config: InjectorConfig) -> None:
-    """Refuse app containers that would run as the proxy's uid or gid (their traffic is not captured)."""
+    """Refuse app (and ephemeral) containers that would run as the proxy's uid or gid (their traffic is not captured)."""
     pod_ctx = spec.get("securityContext") or {}
     # fsGroup and supplementalGroups are added to every container's groups; a
     # member of the proxy's group can run a setgid copy of a binary as that gid.
@@ -167,7 +176,7 @@ def _refuse_proxy_identity(spec: Mapping[str, Any], config: InjectorConfig) -> N
         raise PodRefusedError(
             f"the pod's securityContext puts every container in group {config.proxy_gid}, the trustmesh "
             "proxy's gid (fsGroup or supplementalGroups): their traffic could bypass the proxy")
-    for container in app_containers(spec):
+    for container in [*app_containers(spec), *(spec.get("ephemeralContainers") or ())]:
         ctx = container.get("securityContext") or {}
         uid = _first_set(ctx.get("runAsUser"), pod_ctx.get("runAsUser"))
         gid = _first_set(ctx.get("runAsGroup"), pod_ctx.get("runAsGroup"))

@@ -41,7 +41,7 @@ def check_pod_shape(pod: Any) -> None:
     containers = spec.get("containers")
     if not isinstance(containers, list) or not containers:
         raise PodSpecError("spec.containers is missing or empty")
-    for key in ("containers", "initContainers"):
+    for key in ("containers", "initContainers", "ephemeralContainers"):
         for i, container in enumerate(_named_list(spec.get(key), f"spec.{key}")):
             _container(container, f"spec.{key}[{i}]")
     _named_list(spec.get("volumes"), "spec.volumes")

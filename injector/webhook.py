@@ -24,7 +24,7 @@ from typing import Any
 from injector.config import InjectorConfig
 from injector.errors import AnnotationError, PodRefusedError, PodSpecError, ReviewError, TrustBundleError
 from injector.identity import IdentityChecker, check_injected
-from injector.inject import inject_pod, pod_patch
+from injector.inject import check_running_pod, inject_pod, pod_patch
 from injector.review import AdmissionRequest, allow, deny, parse_review
 
 __all__ = ["Reply", "Webhooks"]
@@ -62,6 +62,9 @@ class Webhooks:
         return self._handle("require-injection", body, self._require_injection)
 
     def _inject(self, request: AdmissionRequest) -> dict[str, Any]:
+        if request.operation == "UPDATE" and request.object is not None:
+            check_running_pod(request.object, self.config)
+            return allow(request.uid)
         if request.operation != "CREATE" or request.object is None:
             return allow(request.uid)
         bundle = self.trust_bundle() if self.trust_bundle is not None else None

@@ -135,3 +135,36 @@ def test_a_pod_made_host_network_after_injection_is_refused_on_reinvocation(conf
     response = hooks.inject(json.dumps(review).encode()).body["response"]
     assert response["allowed"] is False
     assert "hostNetwork" in response["status"]["message"]
+
+
+def _update(pod: dict, *, subresource: str = "") -> bytes:
+    review = admission_review(pod, operation="UPDATE", old=pod)
+    if subresource:
+        review["request"]["subResource"] = subresource
+    return json.dumps(review).encode()
+
+
+def test_an_ephemeral_container_as_the_proxy_uid_is_refused_in_an_injected_pod(config):
+    # `kubectl debug --profile=... ` on a running injected pod, with runAsUser 1337:
+    # its traffic would skip the capture. (Needs the webhook rule for
+    # pods/ephemeralcontainers UPDATE, see docs/injector.md.)
+    hooks = Webhooks(config)
+    pod = _injected_by_webhook(hooks, make_pod())
+    debug = {"name": "debugger", "image": "busybox", "targetContainerName": "web",
+             "securityContext": {"runAsUser": config.proxy_uid}}
+    pod["spec"]["ephemeralContainers"] = [debug]
+    for endpoint in (hooks.inject, hooks.require_injection):
+        response = endpoint(_update(pod, subresource="ephemeralcontainers")).body["response"]
+        assert response["allowed"] is False, endpoint
+        assert "debugger" in response["status"]["message"]
+    debug["securityContext"] = {"runAsUser": 1000}
+    for endpoint in (hooks.inject, hooks.require_injection):
+        assert endpoint(_update(pod, subresource="ephemeralcontainers")).body["response"]["allowed"] is True
+
+
+def test_require_injection_refuses_an_update_that_swaps_the_proxy_image(config):
+    hooks = Webhooks(config)
+    pod = _injected_by_webhook(hooks, make_pod())
+    assert hooks.require_injection(_update(pod)).body["response"]["allowed"] is True
+    next(c for c in pod["spec"]["initContainers"] if c["name"] == "trustmesh-proxy")["image"] = FAKE["image"]
+    assert hooks.require_injection(_update(pod)).body["response"]["allowed"] is False
