@@ -132,6 +132,8 @@ class HttpDownstream(asyncio.Protocol):
         self.started = 0.0
         self.draining = False
         self.read_paused = False
+        self.held = False  # reading paused because the client is not reading what was written
+        self.write_blocked = False  # the downstream transport asked us to stop writing
         self._advancing = False
         self._collect_limit = 0
 
@@ -190,12 +192,27 @@ class HttpDownstream(asyncio.Protocol):
             up.close()
 
     def pause_writing(self) -> None:
+        self.write_blocked = True
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.pause_reading()
+        if self.state in (_HEAD, _AWAIT):
+            self._hold()
 
     def resume_writing(self) -> None:
+        self.write_blocked = False
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.resume_reading()
+        if self.held:
+            self.held = False
+            if not self.read_paused and self.state != _CLOSED:
+                self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def _hold(self) -> None:
+        """Read no further requests until the client reads our answers: a client that pipelines
+        requests the sidecar answers itself (denials) must not grow our write buffer without bound."""
+        if not self.held:
+            self.held = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
 
     # -- request side
 
@@ -408,7 +425,7 @@ class HttpDownstream(asyncio.Protocol):
             return
         if paused:
             self.transport.pause_reading()
-        elif not self.read_paused:
+        elif not self.read_paused and not self.held:
             self.transport.resume_reading()
 
     def _finish(self, conn: UpstreamConnection, reusable: bool, close: bool = False) -> None:
@@ -440,7 +457,10 @@ class HttpDownstream(asyncio.Protocol):
         self.deadline = now + self.limits.idle_timeout
         if self.read_paused:
             self.read_paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]
+            if not self.held:
+                self.transport.resume_reading()  # type: ignore[union-attr]
+        if self.write_blocked:
+            self._hold()
         if self.reader.buffered and not self._advancing:
             self._advance()
 
