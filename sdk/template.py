@@ -13,7 +13,8 @@ such as ``labels.app.kubernetes.io/name`` included)::
     ...              labels={"app": "web", "env": "prod"}))
     'spiffe://example.org/cluster/c1/app/web/env/prod'
 
-The template text is checked when parsed; a missing value, or a value that is
+The template text is checked when parsed (at most one field per path
+segment, so that no two workloads render the same ID); a missing value, or a value that is
 not a valid SPIFFE ID path segment, fails :meth:`IdentityTemplate.render`
 with a :class:`~sdk.errors.TemplateError` whose ``field`` names it.
 """
@@ -74,6 +75,15 @@ class IdentityTemplate:
                 raise TemplateError(f"identity template {text!r} has {where}")
             if all(kind == "text" for kind, _ in segment) and "".join(v for _, v in segment) in (".", ".."):
                 raise TemplateError(f"identity template {text!r} has a dot segment")
+            names = [value for kind, value in segment if kind == "field"]
+            if len(names) > 1:
+                # Values may contain "-", "." and "_": "a" + "b-c" and "a-b" + "c"
+                # would render the same segment, so two workloads one ID.
+                raise TemplateError(
+                    f"identity template {text!r}: {', '.join(names)} share a path segment; "
+                    "use one field per path segment so that no two workloads get the same ID",
+                    field=names[1],
+                )
         return cls(text, tuple(tuple(s) for s in segments))
 
     @property
