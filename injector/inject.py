@@ -51,6 +51,8 @@ from injector.shape import check_pod_shape
 __all__ = ["Injection", "inject_pod", "pod_patch", "app_containers", "check_running_pod"]
 
 _DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
+# Capabilities that allow changing the pod's iptables/nftables rules.
+_NETWORK_ADMIN = frozenset({"NET_ADMIN", "ALL"})
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,7 @@ def _refuse_proxy_identity(spec: Mapping[str, Any], config: InjectorConfig) -> N
             f"the pod's securityContext puts every container in group {config.proxy_gid}, the trustmesh "
             "proxy's gid (fsGroup or supplementalGroups): their traffic could bypass the proxy")
     for container in [*app_containers(spec), *(spec.get("ephemeralContainers") or ())]:
+        _refuse_network_admin(container)
         ctx = container.get("securityContext") or {}
         uid = _first_set(ctx.get("runAsUser"), pod_ctx.get("runAsUser"))
         gid = _first_set(ctx.get("runAsGroup"), pod_ctx.get("runAsGroup"))
@@ -189,6 +192,23 @@ def _refuse_proxy_identity(spec: Mapping[str, Any], config: InjectorConfig) -> N
             raise PodRefusedError(
                 f"container {name!r} runs as gid {gid}, the trustmesh proxy's gid: "
                 "its traffic would bypass the proxy; choose another runAsGroup")
+
+
+def _refuse_network_admin(container: Mapping[str, Any]) -> None:
+    """Refuse a container that could rewrite the pod's redirect rules.
+
+    Injected namespaces need the privileged Pod Security level for
+    trustmesh-init, so nothing else keeps app containers from adding these.
+    """
+    ctx = container.get("securityContext") or {}
+    added = (ctx.get("capabilities") or {}).get("add") or ()
+    names = {str(c).upper().removeprefix("CAP_") for c in added}
+    power = "privileged: true" if ctx.get("privileged") is True else (
+        "capability " + " and ".join(sorted(names & _NETWORK_ADMIN)) if names & _NETWORK_ADMIN else "")
+    if power:
+        raise PodRefusedError(
+            f"container {container['name']!r} has {power}: it could rewrite the pod's traffic redirect "
+            "and bypass the trustmesh proxy")
 
 
 def _first_set(container_value: Any, pod_value: Any) -> Any:

@@ -64,6 +64,10 @@ def _container(container: Mapping[str, Any], where: str) -> None:
 
 def _security_context(value: Any, where: str) -> None:
     context = _object(value, where)
+    _optional(context.get("privileged"), bool, where + ".privileged", "true or false")
+    capabilities = _object(context.get("capabilities"), where + ".capabilities")
+    for i, name in enumerate(_list(capabilities.get("add"), where + ".capabilities.add")):
+        _optional(name, str, f"{where}.capabilities.add[{i}]", "a string")
     for key in ("runAsUser", "runAsGroup"):
         _integer(context.get(key), f"{where}.{key}")
 

@@ -168,3 +168,27 @@ def test_require_injection_refuses_an_update_that_swaps_the_proxy_image(config):
     assert hooks.require_injection(_update(pod)).body["response"]["allowed"] is True
     next(c for c in pod["spec"]["initContainers"] if c["name"] == "trustmesh-proxy")["image"] = FAKE["image"]
     assert hooks.require_injection(_update(pod)).body["response"]["allowed"] is False
+
+
+@pytest.mark.parametrize("context", [
+    {"privileged": True},
+    {"capabilities": {"add": ["NET_ADMIN"]}},
+    {"capabilities": {"add": ["CAP_NET_ADMIN"]}},
+    {"capabilities": {"add": ["all"]}},
+])
+@pytest.mark.parametrize("where", ["containers", "initContainers"])
+def test_an_app_container_that_could_rewrite_the_redirect_rules_is_refused(config, context, where):
+    # Injected namespaces need the privileged Pod Security level (trustmesh-init
+    # adds NET_ADMIN), so nothing else stops an app container that could flush
+    # the pod's iptables/nftables rules and take its traffic past the proxy.
+    app = {**_app("tool"), "securityContext": context}
+    pod = make_pod(**({"initContainers": [app]} if where == "initContainers" else
+                      {"containers": [_app(), app]}))
+    with pytest.raises(PodRefusedError, match="tool"):
+        inject_pod(pod, config)
+
+
+def test_an_app_container_with_ordinary_capabilities_is_injected(config, injected):
+    app = {**_app(), "securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]},
+                                          "privileged": False}}
+    injected(make_pod(containers=[app]), config)
