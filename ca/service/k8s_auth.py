@@ -120,10 +120,13 @@ class JwksVerifier:
         except jwt.PyJWTError as err:
             raise UnauthenticatedError(f"invalid ServiceAccount token: {err}") from err
         now = self._clock()
-        if not isinstance(claims["exp"], (int, float)) or now >= claims["exp"]:
+        for name in ("exp", "iat", "nbf"):
+            value = claims.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UnauthenticatedError(f"ServiceAccount token claim {name!r} is not a number")
+        if now >= claims["exp"]:
             raise UnauthenticatedError("ServiceAccount token has expired")
-        nbf = claims.get("nbf", claims["iat"])
-        if isinstance(nbf, (int, float)) and now + 60 < nbf:
+        if now + 60 < claims.get("nbf", claims["iat"]):
             raise UnauthenticatedError("ServiceAccount token is not valid yet")
         return reviewed_token_from_claims(claims)
 

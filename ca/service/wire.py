@@ -90,12 +90,12 @@ def reviewed_token_from_claims(claims: Mapping[str, Any]) -> ReviewedToken:
     if not isinstance(k8s, Mapping):
         raise UnauthenticatedError("token has no kubernetes.io claim; not a ServiceAccount token")
     ns = k8s.get("namespace")
-    sa = (k8s.get("serviceaccount") or {}).get("name")
+    sa = _mapping(k8s.get("serviceaccount")).get("name")
     if not isinstance(ns, str) or not isinstance(sa, str) or not ns or not sa:
         raise UnauthenticatedError("token's kubernetes.io claim lacks namespace or serviceaccount")
     if claims.get("sub") != f"{_SA_PREFIX}{ns}:{sa}":
         raise UnauthenticatedError("token's sub does not match its kubernetes.io claim")
-    pod = k8s.get("pod") or {}
+    pod = _mapping(k8s.get("pod"))
     name, uid = pod.get("name"), pod.get("uid")
     if not isinstance(name, str) or not isinstance(uid, str) or not name or not uid:
         raise DeniedError("token is not bound to a pod; use a projected ServiceAccount token")
