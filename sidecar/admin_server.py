@@ -41,7 +41,7 @@ log = logging.getLogger("trustmesh.sidecar.admin")
 
 _MAX_HEAD = 8192
 _HEAD_TIMEOUT = 10.0
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
+_REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
             503: "Service Unavailable"}
 
 Handler = Callable[["Request"], Awaitable["Response"]]
@@ -90,10 +90,14 @@ class Response:
                 self.headers.setdefault("Content-Type", content_type)
 
     def encode(self, head_only: bool = False) -> bytes:
+        """The response bytes; 1xx, 204 and 304 responses carry no body (RFC 9110 §6.4.1)."""
+        bodiless = self.status in (204, 304) or 100 <= self.status < 200
         lines = [f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Status')}"]
         lines += [f"{name}: {value}" for name, value in self.headers.items() if name.lower() not in ("content-length", "connection")]
-        lines += [f"Content-Length: {len(self.body)}", "Connection: close", "", ""]
-        return "\r\n".join(lines).encode("latin-1") + (b"" if head_only else self.body)
+        if not bodiless:
+            lines.append(f"Content-Length: {len(self.body)}")
+        lines += ["Connection: close", "", ""]
+        return "\r\n".join(lines).encode("latin-1") + (b"" if head_only or bodiless else self.body)
 
 
 class _Router:

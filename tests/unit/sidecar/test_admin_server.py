@@ -17,6 +17,9 @@ async def _serve() -> tuple[web.AppRunner, int]:
     async def probe(request: web.Request) -> web.Response:
         return web.Response(status=503, text=f"probe {request.match_info['tail']} {request.rel_url.raw_path}")
 
+    async def empty(request: web.Request) -> web.Response:
+        return web.Response(status=204, text="ignored")
+
     async def broken(request: web.Request) -> web.Response:
         raise RuntimeError("boom")
 
@@ -25,6 +28,7 @@ async def _serve() -> tuple[web.AppRunner, int]:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/app-health/{tail:.*}", probe)
     app.router.add_get("/broken", broken)
+    app.router.add_get("/empty", empty)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -60,6 +64,11 @@ async def test_routes_and_bodies(site):
 async def test_prefix_route_gets_the_rest_and_the_raw_target(site):
     status, _, body = await _exchange(site, b"GET /app-health/web/livez?x=1 HTTP/1.1\r\nHost: x\r\n\r\n")
     assert (status, body) == (503, b"probe web/livez /app-health/web/livez?x=1")
+
+
+async def test_no_content_has_no_body(site):
+    status, headers, body = await _exchange(site, b"GET /empty HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (status, body) == (204, b"") and "content-length" not in headers
 
 
 async def test_head_has_no_body(site):
