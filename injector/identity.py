@@ -23,7 +23,6 @@ from injector.annotations import INJECT_LABEL, parse_overrides
 from injector.config import InjectorConfig
 from injector.containers import INIT_NAME, PROXY_NAME, init_container, sidecar_container
 from injector.errors import InjectorConfigError, PodRefusedError
-from injector.inject import check_running_pod
 from injector.shape import check_pod_shape
 
 __all__ = ["IdentityChecker", "check_injected"]
@@ -96,7 +95,6 @@ def check_injected(pod: Mapping[str, Any], namespace: str, config: InjectorConfi
     if _differs(proxy, wanted_proxy, ("image", "command", "args")) or (
         context.get("runAsUser"), context.get("runAsGroup")) != (config.proxy_uid, config.proxy_gid):
         _require_refused(namespace, f"container {PROXY_NAME!r} is not trustmesh's sidecar")
-    check_running_pod(pod, config)
 
 
 def _differs(container: Mapping[str, Any], wanted: Mapping[str, Any], fields: tuple[str, ...]) -> bool:

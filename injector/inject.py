@@ -159,13 +159,23 @@ def app_containers(spec: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
                 yield container
 
 
-def check_running_pod(pod: Mapping[str, Any], config: InjectorConfig) -> None:
-    """On UPDATE of an injected pod (say, ``kubectl debug`` adding an ephemeral
-    container): refuse any container that would run as the proxy's uid or gid."""
+def check_running_pod(pod: Mapping[str, Any], config: InjectorConfig,
+                      old: Mapping[str, Any] | None = None) -> None:
+    """On UPDATE of an injected pod: refuse any container (say, an ephemeral one
+    from ``kubectl debug``) that would run as the proxy's uid or gid, and any
+    change to the annotations the sidecar reads through the downward API."""
     check_pod_shape(pod)
     spec = pod["spec"]
-    if any(c.get("name") == INIT_NAME for c in spec.get("initContainers") or ()):
-        _refuse_proxy_identity(spec, config)
+    if not any(c.get("name") == INIT_NAME for c in spec.get("initContainers") or ()):
+        return
+    _refuse_proxy_identity(spec, config)
+    if old is not None:
+        before = (old.get("metadata") or {}).get("annotations") or {}
+        after = (pod.get("metadata") or {}).get("annotations") or {}
+        for key in (SIDECAR_CONFIG_ANNOTATION, TRUST_BUNDLE_ANNOTATION):
+            if before.get(key) != after.get(key):
+                raise PodRefusedError(
+                    f"annotation {key} of a running pod is the sidecar's own input; it cannot be changed")
 
 
 def _refuse_proxy_identity(spec: Mapping[str, Any], config: InjectorConfig) -> None:

@@ -63,7 +63,7 @@ class Webhooks:
 
     def _inject(self, request: AdmissionRequest) -> dict[str, Any]:
         if request.operation == "UPDATE" and request.object is not None:
-            check_running_pod(request.object, self.config)
+            check_running_pod(request.object, self.config, request.old_object)
             return allow(request.uid)
         if request.operation != "CREATE" or request.object is None:
             return allow(request.uid)
@@ -87,6 +87,7 @@ class Webhooks:
     def _require_injection(self, request: AdmissionRequest) -> dict[str, Any]:
         if request.object is not None:
             check_injected(request.object, request.namespace, self.config)
+            check_running_pod(request.object, self.config, request.old_object)
         return allow(request.uid)
 
     def _handle(self, endpoint: str, body: bytes,

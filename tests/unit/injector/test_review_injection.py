@@ -192,3 +192,25 @@ def test_an_app_container_with_ordinary_capabilities_is_injected(config, injecte
     app = {**_app(), "securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]},
                                           "privileged": False}}
     injected(make_pod(containers=[app]), config)
+
+
+@pytest.mark.parametrize("annotation", ["trustmesh.io/trust-bundle", "trustmesh.io/sidecar-config"])
+def test_an_update_may_not_rewrite_the_sidecars_config_or_trust_bundle(config, annotation):
+    # Both reach the running sidecar through a downwardAPI volume, which the
+    # kubelet refreshes: a pod patch would otherwise hand the proxy a foreign
+    # CA to trust, or a config of the patcher's choosing.
+    hooks = Webhooks(config, trust_bundle=lambda: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    old = _injected_by_webhook(hooks, make_pod())
+    relabelled = json.loads(json.dumps(old))
+    relabelled["metadata"]["labels"]["tier"] = "web"
+    tampered = json.loads(json.dumps(old))
+    tampered["metadata"]["annotations"][annotation] = "attacker's choice"
+    for endpoint in (hooks.inject, hooks.require_injection):
+        for new, allowed in ((relabelled, True), (tampered, False)):
+            review = admission_review(new, operation="UPDATE", old=old)
+            response = endpoint(json.dumps(review).encode()).body["response"]
+            assert response["allowed"] is allowed, (endpoint, response)
+    removed = json.loads(json.dumps(old))
+    del removed["metadata"]["annotations"][annotation]
+    review = admission_review(removed, operation="UPDATE", old=old)
+    assert hooks.inject(json.dumps(review).encode()).body["response"]["allowed"] is False
