@@ -10,6 +10,7 @@ and :class:`~sidecar.errors.UpstreamError` says why.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
@@ -80,14 +81,17 @@ def plain_opener(timeout: float) -> Callable[[Pool, Hashable], Any]:
 
 
 def mtls_opener(identity: Any, accepted: Callable[[], Iterable[str]], timeout: float) -> Callable[[Pool, Hashable], Any]:
-    """Pool opener for keys ``(host, port, expected SPIFFE ID or None)``."""
+    """Pool opener for keys ``(host, port, expected SPIFFE ID or None, ...)``."""
 
     async def opener(pool: Pool, key: Hashable) -> UpstreamConnection:
-        host, port, expected = key  # type: ignore[misc]
-        _, conn, peer = await open_mtls(
+        host, port, expected = key[:3]  # type: ignore[index]
+        transport, conn, peer = await open_mtls(
             host, port, lambda: UpstreamConnection(pool, key), identity, accepted(), expected, timeout
         )
         conn.peer_id = peer  # type: ignore[attr-defined]
+        # not reused once the server's SVID has expired (the pool checks)
+        server_cert = transport.get_extra_info("ssl_object").getpeercert()
+        conn.expires = ssl.cert_time_to_seconds(server_cert["notAfter"])  # type: ignore[attr-defined]
         return conn  # type: ignore[return-value]
 
     return opener

@@ -65,6 +65,7 @@ class ConnInfo:
     peer_ip: str
     peer_port: int
     peer_id: Any = None  # verified SpiffeId, or None (plaintext / outbound)
+    peer_expires: float = math.inf  # when the peer's SVID expires (POSIX seconds)
     tls: bool = False
     target_port: int = 0  # inbound: the app port; outbound: the destination port
     target_host: str = ""

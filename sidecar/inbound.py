@@ -32,7 +32,7 @@ from sidecar.attributes import (
     request_attributes,
     source_attributes,
 )
-from sidecar.errors import HttpError, IdentityUnavailableError, RedirectLoopError
+from sidecar.errors import HttpError, IdentityUnavailableError, PeerVerificationError, RedirectLoopError
 from sidecar.exchange import Answer, ConnInfo, Forward
 from sidecar.http1 import RequestHead, serialize_head
 from sidecar.metrics import Metrics
@@ -59,6 +59,8 @@ def answer_for(err: Exception, log_fields: dict[str, Any]) -> Answer:
         return Answer(err.status, "bad request" if err.status == 400 else "request refused", {**log_fields, "error": err.reason}, close=True)
     if isinstance(err, IdentityUnavailableError):
         return Answer(503, "no valid identity", {**log_fields, "error": str(err)}, close=True)
+    if isinstance(err, PeerVerificationError):  # the connection itself is no longer trusted
+        return Answer(403, "forbidden", {**log_fields, "error": str(err)}, close=True)
     if isinstance(err, PermissionError):
         return Answer(403, "forbidden", {**log_fields, "error": str(err)})
     return Answer(503, "unavailable", {**log_fields, "error": str(err)}, close=True)
@@ -133,6 +135,9 @@ class InboundRouter:
         try:
             if not self.identity.valid():
                 raise IdentityUnavailableError("the sidecar's SVID is missing or expired")
+            now = self.clock()
+            if conn.peer_expires <= now.timestamp():
+                raise PeerVerificationError(f"the peer's SVID expired during the connection ({per_conn[1]})")
             _refuse_identity_lookalikes(head)
             path, query, query_fields = self.normalize(head.target)
             fields["path"] = path
@@ -141,7 +146,7 @@ class InboundRouter:
                 "source": per_conn[2],
                 "destination": per_conn[3],
                 "request": request_attributes(_without_identity_headers(head), path, query_fields, body, jwt),
-                "context": context_attributes("http", self.clock()),
+                "context": context_attributes("http", now),
             }
             verdict = self.authorizer(attrs)
         except Exception as err:  # noqa: BLE001 - every failure is mapped, none opens the door

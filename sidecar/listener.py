@@ -188,7 +188,9 @@ class Listener:
         if self.verify is None:
             return True
         try:
-            info.peer_id = self.verify(transport.get_extra_info("ssl_object"))
+            ssl_object = transport.get_extra_info("ssl_object")
+            info.peer_id = self.verify(ssl_object)
+            info.peer_expires = ssl.cert_time_to_seconds(ssl_object.getpeercert()["notAfter"])
         except PeerVerificationError as err:
             log.info("%s: peer %s rejected: %s", self.name, info.peer_ip, err)
             self.on_reject(self.name, "peer-verification")

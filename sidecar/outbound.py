@@ -78,7 +78,9 @@ class OutboundRouter:
         if not head.target.startswith("/"):
             raise HttpError(400, "request target must be in origin form")
         new_head = serialize_head(head, head.target, _DROP, [])
-        return Forward(new_head, self.pool, (conn.target_host, conn.target_port, conn.expected_id), 503, fields)
+        # the identity's generation in the key: after a renewal no pooled connection presents the old SVID
+        key = (conn.target_host, conn.target_port, conn.expected_id, self.identity.generation)
+        return Forward(new_head, self.pool, key, 503, fields)
 
     def done(self, conn: ConnInfo, head: RequestHead | None, status: int, fields: dict[str, Any], started: float) -> None:
         duration = (self.loop_time() - started) if self.loop_time else 0.0

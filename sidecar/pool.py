@@ -12,6 +12,8 @@ periodically to close those idle for too long.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Protocol
@@ -32,7 +34,7 @@ class ResponseSink(Protocol):
 class UpstreamConnection(asyncio.Protocol):
     """One connection to an upstream; ``peer_id`` is set for verified mTLS peers."""
 
-    __slots__ = ("pool", "key", "transport", "sink", "framer", "peer_id", "reused", "idle_since", "closed")
+    __slots__ = ("pool", "key", "transport", "sink", "framer", "peer_id", "reused", "idle_since", "closed", "expires")
 
     def __init__(self, pool: Pool, key: Hashable) -> None:
         self.pool = pool
@@ -44,6 +46,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = False
         self.idle_since = 0.0
         self.closed = False
+        self.expires = math.inf  # POSIX time after which it is not reused (the peer's SVID expires)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -102,6 +105,9 @@ class Pool:
         while idle:
             conn = idle.pop()
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+                if conn.expires <= time.time():
+                    conn.close()
+                    continue
                 conn.reused = True
                 return conn
         return None
@@ -136,9 +142,11 @@ class Pool:
 
     def sweep(self, now: float) -> None:
         """Close connections idle for longer than the idle timeout."""
-        for idle in self._idle.values():
+        for key, idle in list(self._idle.items()):
             while idle and now - idle[0].idle_since > self._idle_timeout:
                 idle.popleft().close()
+            if not idle:
+                del self._idle[key]  # keys of an older identity generation are not used again
 
     def drop(self, match: Callable[[Hashable], bool] = lambda key: True) -> None:
         """Close idle connections whose key matches (all by default), e.g. after rotation."""

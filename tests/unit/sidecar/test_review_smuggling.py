@@ -19,20 +19,25 @@ def deny_admin(attrs: dict) -> Verdict:
 
 
 async def exchange(port: int, request: bytes) -> bytes:
-    """Send raw bytes; return the first response (head and Content-Length body)."""
+    """Send raw bytes on a new connection; return the first response."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(request)
-        await writer.drain()
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        length = 0
-        for line in head.lower().split(b"\r\n"):
-            if line.startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
-        body = await asyncio.wait_for(reader.readexactly(length), 5)
-        return head + body
+        return await exchange_on(reader, writer, request)
     finally:
         writer.close()
+
+
+async def exchange_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bytes:
+    """Send raw bytes; return the first response (head and Content-Length body)."""
+    writer.write(request)
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = 0
+    for line in head.lower().split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    body = await asyncio.wait_for(reader.readexactly(length), 5)
+    return head + body
 
 
 async def test_connection_header_naming_content_length_cannot_smuggle_a_request(mesh, pki, app):
