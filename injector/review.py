@@ -45,7 +45,7 @@ def parse_review(body: bytes) -> AdmissionRequest:
     """
     try:
         review = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise ReviewError(f"body is not JSON: {err}") from err
     if not isinstance(review, dict):
         raise ReviewError("body is not a JSON object")

@@ -214,3 +214,10 @@ def test_an_update_may_not_rewrite_the_sidecars_config_or_trust_bundle(config, a
     del removed["metadata"]["annotations"][annotation]
     review = admission_review(removed, operation="UPDATE", old=old)
     assert hooks.inject(json.dumps(review).encode()).body["response"]["allowed"] is False
+
+
+def test_a_deeply_nested_body_is_answered_400_not_raised(config):
+    hooks = Webhooks(config)
+    for endpoint in (hooks.inject, hooks.validate, hooks.require_injection):
+        reply = endpoint(b"[" * 200_000)
+        assert reply.status == 400 and "JSON" in reply.body["message"]
