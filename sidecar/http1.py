@@ -11,8 +11,9 @@ characters in a header value, whitespace between a field name and the colon,
 obs-fold (continuation lines), a malformed, negative, huge or repeated
 ``Content-Length``, ``Transfer-Encoding`` other than a single ``chunked``,
 ``Content-Length`` together with ``Transfer-Encoding``, malformed chunk sizes
-or chunk framing, a missing or repeated ``Host`` in HTTP/1.1, a request
-target that is not in origin form, and heads over the size or count limits.
+or chunk framing, a missing ``Host`` in HTTP/1.1, a repeated ``Host``, a
+method with lower-case letters, a request target that is not in origin form,
+and heads over the size or count limits.
 
 Example::
 
@@ -125,19 +126,42 @@ def _split_head(buf: bytearray, max_head_bytes: int) -> bytes | None:
     return head
 
 
+_CACHED_HEAD_BYTES = 1024
+
+
 def parse_request_head(head: bytes, max_headers: int) -> RequestHead:
     """Validate and parse a request head (request line and fields, CRLF-separated).
 
     One regular expression checks the whole head (every character class is
     strict, so NUL, bare CR/LF, obs-fold and whitespace before a colon cannot
     match); only a head that fails it goes through :func:`_diagnose` to name
-    the problem.
+    the problem. Parsing is a pure function of the bytes, so the results for
+    small heads are kept in a bounded LRU cache (clients repeat their requests
+    byte for byte); refusals are never cached, and every call gets its own
+    :class:`RequestHead`.
     """
+    if len(head) <= _CACHED_HEAD_BYTES and type(head) is bytes:
+        fields = _parse_cached(head, max_headers)
+    else:
+        fields = _parse_head(head, max_headers)
+    method, target, version, headers, content_length, chunked, keep_alive, raw = fields
+    return RequestHead(method, target, version, list(headers), content_length, chunked, keep_alive, raw)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(head: bytes, max_headers: int) -> tuple:  # type: ignore[type-arg]
+    return _parse_head(head, max_headers)
+
+
+def _parse_head(head: bytes, max_headers: int) -> tuple:  # type: ignore[type-arg]
+    """The fields of a :class:`RequestHead` (headers as a tuple), or :class:`HttpError`."""
     m = _HEAD.fullmatch(head)
     if m is None:
         _diagnose(head)
         raise HttpError(400, "malformed request head")
     method, target, version = m.group(1).decode(), m.group(2).decode(), m.group(3).decode()
+    if not method.isupper():  # servers that upper-case it would serve `delete` as the DELETE policy never saw
+        raise HttpError(400, "request method must be upper-case")
     if target[0] != "/":
         raise HttpError(400, "request target must be in origin form")
     block = m.group(4)
@@ -183,13 +207,15 @@ def parse_request_head(head: bytes, max_headers: int) -> RequestHead:
             raise HttpError(501, "unsupported Transfer-Encoding")
     if version == "1.1" and hosts != 1:
         raise HttpError(400, "HTTP/1.1 request needs exactly one Host")
+    if hosts > 1:
+        raise HttpError(400, "repeated Host")
     if connection:
         tokens = {t.strip() for t in connection.split(b",")}
         keep_alive = b"close" not in tokens and (version == "1.1" or b"keep-alive" in tokens)
     else:
         keep_alive = version == "1.1"
-    return RequestHead(
-        method, target, version, headers, content_length, transfer_encoding is not None, keep_alive,
+    return (
+        method, target, version, tuple(headers), content_length, transfer_encoding is not None, keep_alive,
         None if sensitive else block,
     )
 

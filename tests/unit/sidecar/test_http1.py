@@ -192,3 +192,22 @@ def test_chunked_body_arriving_at_once_keeps_every_chunk():
     reader.feed(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\n\r\n")
     events = _drain(reader)
     assert events[1:] == [b"a", b"b", b"c", END]
+
+
+def test_repeated_heads_parse_to_independent_values():
+    from sidecar.http1 import parse_request_head
+
+    raw = b"GET /a HTTP/1.1\r\nHost: h\r\nX-A: 1"
+    first, second = parse_request_head(raw, 100), parse_request_head(raw, 100)
+    first.headers.append((b"x-b", b"2"))
+    assert first is not second and second.headers == [(b"host", b"h"), (b"x-a", b"1")]
+    with pytest.raises(HttpError):  # the limit is part of what is remembered
+        parse_request_head(raw, 1)
+
+
+def test_a_refused_head_stays_refused_when_repeated():
+    from sidecar.http1 import parse_request_head
+
+    for _ in range(2):
+        with pytest.raises(HttpError, match="whitespace before the colon"):
+            parse_request_head(b"GET /a HTTP/1.1\r\nHost : h", 100)
