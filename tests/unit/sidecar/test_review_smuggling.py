@@ -111,3 +111,31 @@ async def test_ordinary_headers_with_underscores_still_pass(mesh, pki, app):
     response = await exchange(b.ports["inbound"], b"GET /x HTTP/1.1\r\nHost: x\r\nx_request_id: 7\r\n\r\n")
     assert response.startswith(b"HTTP/1.1 200")
     assert app.seen[0]["headers"]["x_request_id"] == "7"
+
+
+def deny_deletes_and_admin_host(attrs: dict) -> Verdict:
+    """A deny-list policy: no DELETE, nothing for the admin virtual host; the rest is allowed."""
+    req = attrs["request"]
+    if req["method"] == "DELETE":
+        return Verdict(False, "no-deletes")
+    if req["host"] == "admin.internal":
+        return Verdict(False, "no-admin-host")
+    return Verdict(True, "public")
+
+
+async def test_lower_case_method_is_refused(mesh, pki, app):
+    # Django, Werkzeug (Flask) and others upper-case the method: `delete` would pass a rule
+    # written for DELETE and then be served as one.
+    b = await mesh(config(app.port, mode="PERMISSIVE"), pki.identity("/ns/b/sa/server"), deny_deletes_and_admin_host)
+    response = await exchange(b.ports["inbound"], b"delete /orders/7 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 400")
+    assert app.seen == []
+
+
+async def test_repeated_host_is_refused_in_http_1_0_too(mesh, pki, app):
+    # The policy would see "public, admin.internal"; a server that takes the last Host serves
+    # the admin virtual host.
+    b = await mesh(config(app.port, mode="PERMISSIVE"), pki.identity("/ns/b/sa/server"), deny_deletes_and_admin_host)
+    response = await exchange(b.ports["inbound"], b"GET / HTTP/1.0\r\nHost: public\r\nHost: admin.internal\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 400")
+    assert app.seen == []
