@@ -64,6 +64,7 @@ class PolicyAuthorizer:
 
     def __init__(self, store: Any) -> None:
         self.store = store
+        self._verdicts: dict[int, tuple[Any, Verdict]] = {}  # id(decision) -> (decision, its verdict)
 
     def __call__(self, attrs: dict[str, Any]) -> Verdict:
         policy = self.store.current
@@ -74,8 +75,19 @@ class PolicyAuthorizer:
         except Exception as err:  # noqa: BLE001 - evaluation must never open the door
             log.error("policy evaluation failed: %s", err)
             return Verdict(False, None, "policy evaluation error")
+        # the evaluator hands out the same decision object for the same outcome: convert it once
+        known = self._verdicts.get(id(decision))
+        if known is not None and known[0] is decision:
+            return known[1]
         rule = decision.rule.name if decision.rule is not None else None
-        return Verdict(bool(decision.allowed), rule, decision.reason)
+        verdict = Verdict(bool(decision.allowed), rule, decision.reason)
+        if len(self._verdicts) >= _VERDICTS_KEPT:
+            self._verdicts.clear()
+        self._verdicts[id(decision)] = (decision, verdict)
+        return verdict
+
+
+_VERDICTS_KEPT = 256
 
 
 def source_attributes(peer_id: Any, ip: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self._requests: dict[tuple[str, str, str], int] = {}
+        self._requests: dict[tuple[str, str, int], int] = {}
         self._decisions: dict[tuple[str, str], int] = {}
         self._latency: dict[str, list[float]] = {}  # direction -> bucket counts..., count, sum
         r.register(_HotPathCollector(self))
@@ -47,7 +47,7 @@ class Metrics:
         )
 
     def request(self, direction: str, decision: str, status: int, seconds: float) -> None:
-        key = (direction, decision, str(status))
+        key = (direction, decision, status)
         requests = self._requests
         requests[key] = requests.get(key, 0) + 1
         row = self._latency.get(direction)
@@ -80,8 +80,8 @@ class _HotPathCollector:
         requests = CounterMetricFamily(
             "trustmesh_sidecar_requests", "HTTP requests handled", labels=["direction", "decision", "status"]
         )
-        for labels, value in sorted(self.m._requests.items()):
-            requests.add_metric(list(labels), value)
+        for (direction, decision, status), value in sorted(self.m._requests.items()):
+            requests.add_metric([direction, decision, str(status)], value)
         yield requests
         authz = CounterMetricFamily(
             "trustmesh_sidecar_authz_decisions", "Policy decisions by deciding rule", labels=["decision", "rule"]

@@ -119,3 +119,17 @@ def test_no_policy_means_deny():
                 raise RuntimeError("boom")
 
     assert PolicyAuthorizer(Broken())({}).allowed is False
+
+
+def test_alternating_decisions_keep_their_own_verdicts(tmp_path):
+    path = tmp_path / "policy.tmp"
+    path.write_text('policy "p" protects destination.attrs.sa == "server" { allow "a" { source.attrs.sa == "client" } }')
+    store = PolicyStore()
+    assert store.load_files([path])
+    authorize = PolicyAuthorizer(store)
+    dest = {"attrs": {"sa": "server"}}
+    for _ in range(3):
+        allowed = authorize({"source": {"attrs": {"sa": "client"}}, "destination": dest})
+        denied = authorize({"source": {"attrs": {"sa": "other"}}, "destination": dest})
+        assert (allowed.allowed, allowed.rule) == (True, "a")
+        assert (denied.allowed, denied.rule) == (False, None)
