@@ -10,7 +10,10 @@ Protocols call :meth:`Listener.admit` from ``connection_made``; for TLS
 connections it re-verifies the peer's chain (``verify``) and records the
 peer's SPIFFE ID, and a failed verification closes the connection before any
 byte is read. A sweeper closes connections past their ``deadline`` (header,
-idle timeouts).
+idle timeouts). On TLS and PERMISSIVE listeners one source address may hold at
+most ``max_connections // 16`` (at least 8) connections still in the handshake
+or awaiting their first byte, so that no single source can take every slot
+without ever proving an identity.
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ class Listener:
         self.on_reject = on_reject
         self.connections: set[Any] = set()
         self.pending = 0
+        self.pending_from: dict[str, int] = {}  # per source address, while TLS or the first byte is awaited
+        # one source may hold only this many connections that have not yet proven anything
+        self.max_pending_per_source = max(8, limits.max_connections // 16)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self.accepting = False
@@ -105,6 +111,10 @@ class Listener:
                 self.on_reject(self.name, "max-connections")
                 conn.close()
                 continue
+            if self.tls != "off" and self.pending_from.get(addr[0], 0) >= self.max_pending_per_source:
+                self.on_reject(self.name, "max-pending-per-source")
+                conn.close()
+                continue
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
@@ -122,12 +132,12 @@ class Listener:
     def _peek(self, conn: socket.socket, info: ConnInfo) -> None:
         assert self.loop is not None
         loop = self.loop
-        self.pending += 1
+        self._pend(info.peer_ip)
         fd = conn.fileno()
 
         def give_up() -> None:
             loop.remove_reader(fd)
-            self.pending -= 1
+            self._unpend(info.peer_ip)
             conn.close()
 
         timer = loop.call_later(self.limits.header_timeout, give_up)
@@ -141,7 +151,7 @@ class Listener:
                 first = b""
             timer.cancel()
             loop.remove_reader(fd)
-            self.pending -= 1
+            self._unpend(info.peer_ip)
             if not first:
                 conn.close()
                 return
@@ -159,7 +169,7 @@ class Listener:
                 conn.close()
                 return
         info.tls = use_tls
-        self.pending += 1
+        self._pend(info.peer_ip)
         self.loop.create_task(self._connect(conn, info, ctx))
 
     async def _connect(self, conn: socket.socket, info: ConnInfo, ctx: ssl.SSLContext | None) -> None:
@@ -179,7 +189,19 @@ class Listener:
             self.on_reject(self.name, "handshake")
             conn.close()
         finally:
-            self.pending -= 1
+            self._unpend(info.peer_ip)
+
+    def _pend(self, source: str) -> None:
+        self.pending += 1
+        self.pending_from[source] = self.pending_from.get(source, 0) + 1
+
+    def _unpend(self, source: str) -> None:
+        self.pending -= 1
+        left = self.pending_from[source] - 1
+        if left:
+            self.pending_from[source] = left
+        else:
+            del self.pending_from[source]
 
     def admit(self, transport: asyncio.BaseTransport, info: ConnInfo) -> bool:
         """Verify a TLS peer's SVID (from ``connection_made``); False means close now."""

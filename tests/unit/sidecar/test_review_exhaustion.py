@@ -34,3 +34,38 @@ async def test_pipelined_denied_requests_from_a_client_that_never_reads_are_not_
     assert sent < 200 * len(burst)
     assert buffered and max(buffered) < 2 * 1024 * 1024
     assert app.seen == []
+
+
+async def test_one_source_holding_unfinished_tls_handshakes_cannot_lock_out_other_peers(mesh, pki, app):
+    # STRICT mode: anyone who can reach 15006 may open TCP connections and never start the
+    # handshake. One source must not be able to take every connection slot from the mesh.
+    from sidecar.config import Limits
+    from tests.unit.sidecar.conftest import rule_authorizer
+
+    client_id = "spiffe://example.org/ns/a/sa/client"
+    b = await mesh(
+        config(app.port, limits=Limits(max_connections=64, header_timeout=2.0, idle_timeout=30.0)),
+        pki.identity("/ns/b/sa/server"),
+        rule_authorizer({client_id}),
+    )
+    port = b.ports["inbound"]
+    loop = asyncio.get_running_loop()
+    silent = []
+    try:
+        for _ in range(64):  # the attacker, from 127.0.0.1: connect, send nothing
+            sock = socket.socket()
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            silent.append(sock)
+        await asyncio.sleep(0.1)  # let the sidecar accept them all
+        ctx = pki.identity("/ns/a/sa/client").client_context()
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port, ssl=ctx, local_addr=("127.0.0.2", 0)), 5
+        )
+        writer.write(b"GET /ok HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+        response = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    finally:
+        for sock in silent:
+            sock.close()
+    assert response.startswith(b"HTTP/1.1 200")
