@@ -13,7 +13,8 @@ obs-fold (continuation lines), a malformed, negative, huge or repeated
 ``Content-Length`` together with ``Transfer-Encoding``, malformed chunk sizes
 or chunk framing, a missing ``Host`` in HTTP/1.1, a repeated ``Host``, a
 method with lower-case letters, a request target that is not in origin form,
-and heads over the size or count limits.
+and heads over the size or count limits. A field repeated on several lines is
+joined into one (what the policy judges is then exactly what the app reads).
 
 Example::
 
@@ -198,6 +199,9 @@ def _parse_head(head: bytes, max_headers: int) -> tuple:  # type: ignore[type-ar
         elif name in HOP_BY_HOP or name in _IDENTITY or name.startswith(b"x-trustmesh-"):
             sensitive = True
         headers.append((name, value))
+    if len({name for name, _ in headers}) != len(headers):
+        headers = _merge_repeated(headers)
+        sensitive = True
     if transfer_encoding is not None:
         if content_length is not None:
             raise HttpError(400, "both Content-Length and Transfer-Encoding")
@@ -218,6 +222,20 @@ def _parse_head(head: bytes, max_headers: int) -> tuple:  # type: ignore[type-ar
         method, target, version, tuple(headers), content_length, transfer_encoding is not None, keep_alive,
         None if sensitive else block,
     )
+
+
+def _merge_repeated(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """One line per field name: a repeated field's values joined in order (``", "``, or
+    ``"; "`` for Cookie) at its first line's place, as RFC 9110 §5.3 lets a proxy do. The
+    policy judges the joined value, so the app must get that one value too, not lines of
+    which it might read only the first or only the last."""
+    merged: dict[bytes, bytes] = {}
+    for name, value in headers:
+        if name in merged:
+            merged[name] += (b"; " if name == b"cookie" else b", ") + value
+        else:
+            merged[name] = value
+    return list(merged.items())
 
 
 def _diagnose(head: bytes) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiohttp import web
 
 from sidecar.attributes import Verdict
 from tests.unit.sidecar.conftest import config
@@ -139,3 +140,37 @@ async def test_repeated_host_is_refused_in_http_1_0_too(mesh, pki, app):
     response = await exchange(b.ports["inbound"], b"GET / HTTP/1.0\r\nHost: public\r\nHost: admin.internal\r\n\r\n")
     assert response.startswith(b"HTTP/1.1 400")
     assert app.seen == []
+
+
+async def test_a_repeated_header_reaches_the_app_as_the_one_value_the_policy_judged(mesh, pki):
+    # The policy sees repeated lines joined ("admin, user"), so a rule denying `x-role == "admin"`
+    # does not match; an app that reads the first line (Go's Header.Get, aiohttp's headers.get)
+    # would then act on "admin". The app must get the one joined line the policy judged.
+    judged: list[str | None] = []
+
+    def deny_admin_role(attrs: dict) -> Verdict:
+        role = attrs["request"]["headers"].get("x-role")
+        judged.append(role)
+        return Verdict(role != "admin", "roles")
+
+    received: list[list[str]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        received.append(request.headers.getall("X-Role", []))
+        return web.Response(text="ok")
+
+    runner = web.ServerRunner(web.Server(handle), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        app_port = runner.addresses[0][1]
+        b = await mesh(config(app_port, mode="PERMISSIVE"), pki.identity("/ns/b/sa/server"), deny_admin_role)
+        response = await exchange(
+            b.ports["inbound"], b"GET /accounts HTTP/1.1\r\nHost: x\r\nX-Role: admin\r\nX-Role: user\r\n\r\n"
+        )
+    finally:
+        await runner.cleanup()
+    assert response.startswith(b"HTTP/1.1 200")
+    assert judged == ["admin, user"]
+    assert received == [["admin, user"]]
