@@ -1,6 +1,6 @@
 """Sidecar data-plane benchmark: direct vs two trustmesh sidecars vs two nginx, side by side.
 
-Run: ``.venv/bin/python bench/sidecar.py [--seconds 5] [--rounds 3] [--connections 16 64]``
+Run: ``.venv/bin/python bench/sidecar.py [--seconds 5] [--rounds 3] [--connections 16 64] [--baseline REV]``
 
 Topologies, all on loopback, all driven by the same load generator (``wrk``
 from Debian, keep-alive, one thread) against the same app (an nginx worker
@@ -11,6 +11,8 @@ answering every request with a 1 KiB body):
   a one-rule policy evaluated per request) -> app
 * ``nginx``     wrk -> nginx A (proxy_pass https, client certificate, verifies the
   server chain and name) -> nginx B (ssl_verify_client on) -> app
+* ``trustmesh@REV`` (with ``--baseline REV``) the same trustmesh chain run from the
+  code of git revision REV (``git archive``), to compare before/after in one run
 
 Both proxy chains use TLS 1.3 with ECDSA P-256 SVIDs from the same test CA,
 keep-alive pools to the next hop, access logs off. Both hops of each chain
@@ -141,7 +143,7 @@ def nginx_worker_pids(proc: subprocess.Popen) -> list[int]:
     return [proc.pid, *children(proc.pid)]
 
 
-def start_sidecar(directory: Path, name: str, config: dict) -> tuple[subprocess.Popen, dict]:
+def start_sidecar(directory: Path, name: str, config: dict, root: Path = ROOT) -> tuple[subprocess.Popen, dict]:
     import yaml
 
     path = directory / f"{name}.yaml"
@@ -150,13 +152,45 @@ def start_sidecar(directory: Path, name: str, config: dict) -> tuple[subprocess.
         ["taskset", "-c", PROXY_CPU, PYTHON, "-m", "trustmesh", "sidecar", "run", "--config", str(path)],
         stdout=subprocess.PIPE,
         stderr=open(directory / f"{name}.stderr", "wb"),
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=str(ROOT),
+        env={**os.environ, "PYTHONPATH": str(root)},
+        cwd=str(root),
     )
     line = proc.stdout.readline()  # type: ignore[union-attr]
     if not line:
         raise RuntimeError(f"sidecar {name} failed: {(directory / f'{name}.stderr').read_text()[-2000:]}")
     return proc, json.loads(line)["ports"]
+
+
+def checkout(rev: str, directory: Path) -> Path:
+    """The Python packages of git revision ``rev`` in ``directory`` (``git archive``; the work tree is untouched)."""
+    directory.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "sdk", "ca", "sidecar", "injector", "policy_dsl", "trustmesh"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    return directory
+
+
+def start_chain(work: Path, pki: Pki, app_port: int, tag: str = "", root: Path = ROOT) -> tuple[int, list[subprocess.Popen]]:
+    """Sidecar B (STRICT, policy) in front of the app and sidecar A (explicit upstream to B); returns A's port."""
+    a_crt, a_key = pki.svid(f"sc-a{tag}", "/ns/bench/sa/client")
+    b_crt, b_key = pki.svid(f"sc-b{tag}", "/ns/bench/sa/server")
+    common = {"trust_domain": TD, "access_log": "off", "admin": {"port": 0, "health_port": 0, "health_address": "127.0.0.1"}}
+    b_proc, b_ports = start_sidecar(work, f"sc-b{tag}", {
+        **common,
+        "identity": {"cert_file": b_crt, "key_file": b_key, "bundle_file": str(work / "bundle.pem")},
+        "inbound": {"port": 0, "address": "127.0.0.1", "app_port": app_port},
+        "outbound": {"transparent": False},
+        "policy": {"file": str(work / "policy.tmp")},
+    }, root)
+    sa_port = free_port()
+    a_proc, _ = start_sidecar(work, f"sc-a{tag}", {
+        **common,
+        "identity": {"cert_file": a_crt, "key_file": a_key, "bundle_file": str(work / "bundle.pem")},
+        "inbound": {"port": 0, "address": "127.0.0.1", "app_port": 1},
+        "outbound": {"transparent": False, "upstreams": [
+            {"listen": sa_port, "address": f"127.0.0.1:{b_ports['inbound']}", "spiffe_id": "spiffe://example.org/ns/bench/sa/server"}]},
+    }, root)
+    return sa_port, [a_proc, b_proc]
 
 
 def wrk(port: int, connections: int, seconds: float) -> dict:
@@ -203,6 +237,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (configs, logs)")
+    parser.add_argument("--baseline", metavar="REV", help="also run the trustmesh chain from git revision REV")
     args = parser.parse_args()
     if args.seconds > 60 or args.rounds > 10:
         parser.error("runs are bounded: --seconds <= 60, --rounds <= 10")
@@ -217,28 +252,15 @@ def main() -> int:
         procs.append(start_nginx(work, "app", f'listen 127.0.0.1:{app_port}; location / {{ return 200 "{BODY}"; }}'))
         wait_port(app_port)
 
-        # -- trustmesh chain
-        a_crt, a_key = pki.svid("sc-a", "/ns/bench/sa/client")
-        b_crt, b_key = pki.svid("sc-b", "/ns/bench/sa/server")
+        # -- trustmesh chain (and the same chain from the baseline revision)
         (work / "policy.tmp").write_text(POLICY)
-        common = {"trust_domain": TD, "access_log": "off", "admin": {"port": 0, "health_port": 0, "health_address": "127.0.0.1"}}
-        b_proc, b_ports = start_sidecar(work, "sc-b", {
-            **common,
-            "identity": {"cert_file": b_crt, "key_file": b_key, "bundle_file": str(work / "bundle.pem")},
-            "inbound": {"port": 0, "address": "127.0.0.1", "app_port": app_port},
-            "outbound": {"transparent": False},
-            "policy": {"file": str(work / "policy.tmp")},
-        })
-        procs.append(b_proc)
-        sa_port = free_port()
-        a_proc, _ = start_sidecar(work, "sc-a", {
-            **common,
-            "identity": {"cert_file": a_crt, "key_file": a_key, "bundle_file": str(work / "bundle.pem")},
-            "inbound": {"port": 0, "address": "127.0.0.1", "app_port": 1},
-            "outbound": {"transparent": False, "upstreams": [
-                {"listen": sa_port, "address": f"127.0.0.1:{b_ports['inbound']}", "spiffe_id": "spiffe://example.org/ns/bench/sa/server"}]},
-        })
-        procs.append(a_proc)
+        sa_port, (a_proc, b_proc) = start_chain(work, pki, app_port)
+        procs += [a_proc, b_proc]
+        chains = {"trustmesh": (sa_port, [a_proc.pid, b_proc.pid])}
+        if args.baseline:
+            base_port, base_procs = start_chain(work, pki, app_port, "-base", checkout(args.baseline, work / "baseline"))
+            procs += base_procs
+            chains = {f"trustmesh@{args.baseline}": (base_port, [p.pid for p in base_procs]), **chains}
 
         # -- nginx chain (same CA, same key type; nginx B verifies the client chain, nginx A the server's)
         na_crt, na_key = pki.svid("ng-a", "/ns/bench/sa/client")
@@ -262,14 +284,10 @@ def main() -> int:
       proxy_ssl_trusted_certificate {work}/bundle-chain.pem; proxy_ssl_verify on; proxy_ssl_verify_depth 3;
       proxy_ssl_name server.bench.mesh; proxy_ssl_session_reuse on; proxy_ssl_protocols TLSv1.2 TLSv1.3;
     }}""", f"upstream nb {{ server 127.0.0.1:{nb_port}; keepalive 128; keepalive_requests 1000000; }}"))
-        for port in (sa_port, na_port, nb_port):
+        for port in (*(port for port, _ in chains.values()), na_port, nb_port):
             wait_port(port)
         nginx_pids = nginx_worker_pids(procs[-2]) + nginx_worker_pids(procs[-1])
-        topologies = {
-            "direct": (app_port, []),
-            "trustmesh": (sa_port, [a_proc.pid, b_proc.pid]),
-            "nginx": (na_port, nginx_pids),
-        }
+        topologies = {"direct": (app_port, []), **chains, "nginx": (na_port, nginx_pids)}
         # warm up every path (handshakes, pools) before measuring
         for port, _ in topologies.values():
             wrk(port, 4, 1)
@@ -282,16 +300,18 @@ def main() -> int:
                     if pids:
                         used = [cpu_seconds([p]) - c for p, c in zip(pids, cpu0)]
                         res["cpu_us_per_req_per_hop"] = sum(used) / res["requests"] / 2 * 1e6
-                        if name == "trustmesh":
+                        if name.startswith("trustmesh"):
                             res["cpu_us_per_req_a"] = used[0] / res["requests"] * 1e6
                             res["cpu_us_per_req_b"] = used[1] / res["requests"] * 1e6
                     results[name][conns].append(res)
-                    print(f"round {rnd + 1} c={conns:3} {name:9} {res['rps']:9.0f} req/s  p50 {res['p50_ms']:.2f} ms  "
+                    print(f"round {rnd + 1} c={conns:3} {name:17} {res['rps']:9.0f} req/s  p50 {res['p50_ms']:.2f} ms  "
                           f"p99 {res['p99_ms']:.2f} ms" + (f"  cpu/req/hop {res['cpu_us_per_req_per_hop']:.1f} us" if pids else "")
                           + (f"  non-2xx {res['non2xx']}" if res["non2xx"] else "") + (f"  socket errors: {res['socket_errors']}" if res["socket_errors"] else ""), flush=True)
-        rss = {
-            "trustmesh sidecar A": rss_mb(a_proc.pid),
-            "trustmesh sidecar B": rss_mb(b_proc.pid),
+        rss = {}
+        for name, (_, (a_pid, b_pid)) in chains.items():
+            rss[f"{name} sidecar A"] = rss_mb(a_pid)
+            rss[f"{name} sidecar B"] = rss_mb(b_pid)
+        rss |= {
             "nginx A (master+worker)": sum(rss_mb(p) for p in nginx_worker_pids(procs[-1])),
             "nginx B (master+worker)": sum(rss_mb(p) for p in nginx_worker_pids(procs[-2])),
         }
@@ -321,7 +341,7 @@ def report(results: dict, rss: dict, args: argparse.Namespace) -> None:
     for conns in args.connections:
         direct = med(results["direct"][conns], "rps")
         nginx = med(results["nginx"][conns], "rps")
-        for name in ("direct", "trustmesh", "nginx"):
+        for name in results:
             rows = results[name][conns]
             rps = med(rows, "rps")
             cpu = f"{med(rows, 'cpu_us_per_req_per_hop'):.1f}" if name != "direct" else "-"
@@ -331,12 +351,14 @@ def report(results: dict, rss: dict, args: argparse.Namespace) -> None:
     for name, value in rss.items():
         print(f"RSS {name}: {value:.1f} MB")
     for conns in args.connections:
-        rows = results["trustmesh"][conns]
-        print(f"trustmesh CPU per request at {conns} connections: sidecar A (outbound) "
-              f"{med(rows, 'cpu_us_per_req_a'):.1f} us, sidecar B (inbound, policy) {med(rows, 'cpu_us_per_req_b'):.1f} us")
+        for name in (n for n in results if n.startswith("trustmesh")):
+            rows = results[name][conns]
+            print(f"{name} CPU per request at {conns} connections: sidecar A (outbound) "
+                  f"{med(rows, 'cpu_us_per_req_a'):.1f} us, sidecar B (inbound, policy) {med(rows, 'cpu_us_per_req_b'):.1f} us")
     c16 = 16 if 16 in args.connections else args.connections[0]
-    added = med(results["trustmesh"][c16], "p99_ms") - med(results["direct"][c16], "p99_ms")
-    print(f"added p99 over direct at {c16} connections: {added:.2f} ms")
+    for name in (n for n in results if n.startswith("trustmesh")):
+        added = med(results[name][c16], "p99_ms") - med(results["direct"][c16], "p99_ms")
+        print(f"{name}: added p99 over direct at {c16} connections: {added:.2f} ms")
     errors = sum(r["non2xx"] for rows in results.values() for cell in rows.values() for r in cell)
     print(f"non-2xx responses across all runs: {errors}")
 
