@@ -98,6 +98,18 @@ def webhooks() -> list[tuple[str, dict]]:
     return found
 
 
+def test_webhooks_that_guard_injected_pods_also_see_updates_and_kubectl_debug():
+    # The injector refuses, on UPDATE, changes that would let a container of an
+    # injected pod bypass the proxy; it only sees them if the API server sends them.
+    guarding = [w for _, w in webhooks() if w["clientConfig"]["service"]["path"] in
+                ("/inject", "/validate/require-injection")]
+    assert len(guarding) == 3
+    for webhook in guarding:
+        (rule,) = webhook["rules"]
+        assert set(rule["operations"]) >= {"CREATE", "UPDATE"}, webhook["name"]
+        assert set(rule["resources"]) >= {"pods", "pods/ephemeralcontainers"}, webhook["name"]
+
+
 @pytest.mark.parametrize("kind, webhook", webhooks(), ids=lambda w: w["name"] if isinstance(w, dict) else w)
 def test_webhooks_fail_closed_without_side_effects_and_skip_system_namespaces(kind, webhook):
     assert webhook["failurePolicy"] == "Fail"
