@@ -178,11 +178,14 @@ def request_attributes(
 ) -> dict[str, Any]:
     """``request``: method, the normalised path, host, query, headers (lower-case names,
     repeated headers joined with ``", "``), and, when available, ``json`` and ``jwt``."""
-    headers: dict[str, str] = {}
-    for name, value in head.headers:
-        key = name.decode("latin-1")
-        text = value.decode("latin-1")
-        headers[key] = headers[key] + ", " + text if key in headers else text
+    fields = head.headers
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in fields}
+    if len(headers) != len(fields):  # a repeated name: join its values in order
+        headers = {}
+        for name, value in fields:
+            key = name.decode("latin-1")
+            text = value.decode("latin-1")
+            headers[key] = headers[key] + ", " + text if key in headers else text
     req: dict[str, Any] = {
         "method": head.method,
         "path": path,

@@ -133,3 +133,12 @@ def test_alternating_decisions_keep_their_own_verdicts(tmp_path):
         denied = authorize({"source": {"attrs": {"sa": "other"}}, "destination": dest})
         assert (allowed.allowed, allowed.rule) == (True, "a")
         assert (denied.allowed, denied.rule) == (False, None)
+
+
+def test_request_headers_repeated_names_are_joined_in_order():
+    from sidecar.attributes import request_attributes
+    from sidecar.http1 import parse_request_head
+
+    head = parse_request_head(b"GET /a HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nAccept: b\r\nx-a: 2", 100)
+    req = request_attributes(head, "/a", {})
+    assert req["headers"] == {"host": "h", "x-a": "1, 2", "accept": "b"} and req["host"] == "h"
