@@ -512,6 +512,11 @@ class HttpDownstream(asyncio.Protocol):
         else:
             self._close()
 
+    def on_peer_expired(self) -> None:
+        """The peer's SVID expired: close when no request is in flight (a new one is refused)."""
+        if self.idle:
+            self._close()
+
     def drain(self) -> None:
         """Finish the request in flight (if any), then close."""
         self.draining = True

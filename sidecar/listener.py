@@ -22,6 +22,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -222,9 +223,12 @@ class Listener:
     def _sweep(self) -> None:
         assert self.loop is not None
         now = self.loop.time()
+        wall = time.time()
         for conn in list(self.connections):
             if conn.deadline < now:
                 conn.on_deadline()
+            elif conn.info.peer_expires <= wall:
+                conn.on_peer_expired()
         self._sweeper = self.loop.call_later(1.0, self._sweep)
 
     def stop_accepting(self) -> None:

@@ -165,6 +165,10 @@ class TcpDownstream(asyncio.Protocol):
     def on_deadline(self) -> None:
         self._close()
 
+    def on_peer_expired(self) -> None:
+        """The peer's SVID expired: the stream it authorized ends."""
+        self._close()
+
     def drain(self) -> None:
         """Opaque streams have no request boundary: they get the grace period, then close."""
 

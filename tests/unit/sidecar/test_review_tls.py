@@ -52,3 +52,25 @@ async def test_after_renewal_the_client_side_never_reuses_a_connection_made_with
         async with s.get(url) as r:
             assert r.status == 200
     assert len(app.seen) == 2
+
+
+async def test_an_opaque_tcp_stream_is_cut_when_the_peer_svid_expires(mesh, pki):
+    # A TCP port (a database, say) is authorized once, at connect: the stream must not outlive
+    # the SVID it was authorized with. The client's SVID here is valid for two more seconds.
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(4096):
+            writer.write(data)
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    app_port = server.sockets[0].getsockname()[1]
+    try:
+        b = await mesh(config(app_port, ports={app_port: "tcp"}), pki.identity("/ns/b/sa/server"), rule_authorizer({CLIENT}))
+        short = pki.identity("/ns/a/sa/client", not_after=datetime.now(timezone.utc) + timedelta(seconds=2))
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.ports["inbound"], ssl=short.client_context())
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+        assert await asyncio.wait_for(reader.read(), 6) == b""  # closed by the sidecar at expiry
+        writer.close()
+    finally:
+        server.close()
