@@ -66,6 +66,7 @@ class ConnInfo:
     peer_port: int
     peer_id: Any = None  # verified SpiffeId, or None (plaintext / outbound)
     peer_expires: float = math.inf  # when the peer's SVID expires (POSIX seconds)
+    reverify: Any = None  # TLS: re-checks the peer's chain against the current bundles (raises if it fails)
     tls: bool = False
     target_port: int = 0  # inbound: the app port; outbound: the destination port
     target_host: str = ""

@@ -130,6 +130,12 @@ class InboundRouter:
     def route(self, conn: ConnInfo, head: RequestHead, body: bytes | None) -> Forward | Answer:
         per_conn = conn.cache
         if per_conn is None or per_conn[0] != self.identity.generation:
+            if per_conn is not None and conn.reverify is not None:
+                # bundles changed since the handshake: the peer's chain must still lead to one of them
+                try:
+                    conn.reverify()
+                except PeerVerificationError as err:
+                    return answer_for(err, {"source": per_conn[1], "method": head.method})
             per_conn = conn.cache = self._connection_facts(conn)
         fields: dict[str, Any] = {"source": per_conn[1], "method": head.method}
         try:

@@ -19,6 +19,7 @@ without ever proving an identity.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import ssl
@@ -213,6 +214,7 @@ class Listener:
         try:
             ssl_object = transport.get_extra_info("ssl_object")
             info.peer_id = self.verify(ssl_object)
+            info.reverify = functools.partial(self.verify, ssl_object)
             info.peer_expires = ssl.cert_time_to_seconds(ssl_object.getpeercert()["notAfter"])
         except PeerVerificationError as err:
             log.info("%s: peer %s rejected: %s", self.name, info.peer_ip, err)

@@ -74,3 +74,25 @@ async def test_an_opaque_tcp_stream_is_cut_when_the_peer_svid_expires(mesh, pki)
         writer.close()
     finally:
         server.close()
+
+
+async def test_a_peer_whose_authority_left_the_trust_bundle_is_cut_off_on_its_open_connection(mesh, pki, app):
+    # Rotating away from a compromised CA ends with a bundle that no longer holds its root:
+    # the SVIDs it signed must lose access, also on connections opened before the change.
+    from sdk.bundle import Bundle
+    from sdk.spiffeid import TrustDomain
+    from tests.support.pki import make_root
+
+    b = await mesh(config(app.port), pki.identity("/ns/b/sa/server"), rule_authorizer({CLIENT}))
+    client = pki.identity("/ns/a/sa/client")
+    reader, writer = await asyncio.open_connection("127.0.0.1", b.ports["inbound"], ssl=client.client_context())
+    try:
+        request = b"GET /data HTTP/1.1\r\nHost: b\r\n\r\n"
+        assert (await exchange_on(reader, writer, request)).startswith(b"HTTP/1.1 200")
+        new_root = make_root("example.org")
+        b.identity._update(bundle=Bundle.parse_pem(new_root.pem, TrustDomain.parse("example.org")))  # old root gone
+        assert (await exchange_on(reader, writer, request)).startswith(b"HTTP/1.1 403")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        writer.close()
+    assert len(app.seen) == 1
