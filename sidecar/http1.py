@@ -13,8 +13,9 @@ obs-fold (continuation lines), a malformed, negative, huge or repeated
 ``Content-Length`` together with ``Transfer-Encoding``, malformed chunk sizes
 or chunk framing, a missing ``Host`` in HTTP/1.1, a repeated ``Host``, a
 method with lower-case letters, a request target that is not in origin form,
-and heads over the size or count limits. A field repeated on several lines is
-joined into one (what the policy judges is then exactly what the app reads).
+and heads over the size or count limits, and a field name sent both with ``-``
+and with ``_``. A field repeated on several lines is joined into one (what the
+policy judges is then exactly what the app reads).
 
 Example::
 
@@ -199,7 +200,7 @@ def _parse_head(head: bytes, max_headers: int) -> tuple:  # type: ignore[type-ar
         elif name in HOP_BY_HOP or name in _IDENTITY or name.startswith(b"x-trustmesh-"):
             sensitive = True
         headers.append((name, value))
-    if len({name for name, _ in headers}) != len(headers):
+    if len({name.replace(b"_", b"-") for name, _ in headers}) != len(headers):
         headers = _merge_repeated(headers)
         sensitive = True
     if transfer_encoding is not None:
@@ -228,9 +229,14 @@ def _merge_repeated(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, byt
     """One line per field name: a repeated field's values joined in order (``", "``, or
     ``"; "`` for Cookie) at its first line's place, as RFC 9110 §5.3 lets a proxy do. The
     policy judges the joined value, so the app must get that one value too, not lines of
-    which it might read only the first or only the last."""
+    which it might read only the first or only the last. A name spelled once with ``-`` and
+    once with ``_`` is refused (``HttpError(400)``)."""
     merged: dict[bytes, bytes] = {}
+    spellings: dict[bytes, bytes] = {}
     for name, value in headers:
+        first = spellings.setdefault(name.replace(b"_", b"-"), name)
+        if first != name:  # CGI-style servers read both as one HTTP_X_... variable, and keep one
+            raise HttpError(400, f"header {first.decode()} also sent as {name.decode()}")
         if name in merged:
             merged[name] += (b"; " if name == b"cookie" else b", ") + value
         else:

@@ -174,3 +174,12 @@ async def test_a_repeated_header_reaches_the_app_as_the_one_value_the_policy_jud
     assert response.startswith(b"HTTP/1.1 200")
     assert judged == ["admin, user"]
     assert received == [["admin, user"]]
+
+
+async def test_a_header_sent_both_with_dashes_and_with_underscores_is_refused(mesh, pki, app):
+    # CGI-style servers (WSGI, Rack, PHP) give `X-Role` and `X_Role` the same HTTP_X_ROLE name and
+    # keep one of the two; the policy saw `x-role: user`.
+    b = await mesh(config(app.port, mode="PERMISSIVE"), pki.identity("/ns/b/sa/server"), deny_admin)
+    response = await exchange(b.ports["inbound"], b"GET /accounts HTTP/1.1\r\nHost: x\r\nX-Role: user\r\nX_Role: admin\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 400")
+    assert app.seen == []
