@@ -169,6 +169,16 @@ def _query_dict(query: Any) -> dict[str, str]:
     return dict(parse_qsl(str(query), keep_blank_values=True))
 
 
+def canonical_host(host: str) -> str:
+    """``Host`` as the policy sees it: lower-case, without a trailing dot on the name (the port,
+    if any, is kept). Both spell the same host to DNS and to the app's virtual hosting."""
+    host = host.lower()
+    if host.startswith("["):  # an IPv6 literal
+        return host
+    name, colon, port = host.rpartition(":") if ":" in host else (host, "", "")
+    return name.rstrip(".") + colon + port if name.endswith(".") else host
+
+
 def request_attributes(
     head: RequestHead,
     path: str,
@@ -176,8 +186,9 @@ def request_attributes(
     body: bytes | None = None,
     jwt: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``request``: method, the normalised path, host, query, headers (lower-case names,
-    repeated headers joined with ``", "``), and, when available, ``json`` and ``jwt``."""
+    """``request``: method, the normalised path, host (see :func:`canonical_host`), query,
+    headers (lower-case names, repeated headers joined with ``", "``), and, when available,
+    ``json`` and ``jwt``."""
     fields = head.headers
     headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in fields}
     if len(headers) != len(fields):  # a repeated name: join its values in order
@@ -189,7 +200,7 @@ def request_attributes(
     req: dict[str, Any] = {
         "method": head.method,
         "path": path,
-        "host": headers.get("host", ""),
+        "host": canonical_host(headers.get("host", "")),
         "query": _query_dict(query),
         "headers": headers,
     }

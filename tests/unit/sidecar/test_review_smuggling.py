@@ -183,3 +183,13 @@ async def test_a_header_sent_both_with_dashes_and_with_underscores_is_refused(me
     response = await exchange(b.ports["inbound"], b"GET /accounts HTTP/1.1\r\nHost: x\r\nX-Role: user\r\nX_Role: admin\r\n\r\n")
     assert response.startswith(b"HTTP/1.1 400")
     assert app.seen == []
+
+
+@pytest.mark.parametrize("host", [b"Admin.Internal", b"admin.internal."])
+async def test_a_host_rule_is_not_passed_by_another_spelling_of_the_same_host(mesh, pki, app, host):
+    # Host names are case-insensitive and a trailing dot names the same host: virtual hosting
+    # in the app serves admin.internal for these; the policy must judge them as admin.internal.
+    b = await mesh(config(app.port, mode="PERMISSIVE"), pki.identity("/ns/b/sa/server"), deny_deletes_and_admin_host)
+    response = await exchange(b.ports["inbound"], b"GET / HTTP/1.1\r\nHost: %b\r\n\r\n" % host)
+    assert response.startswith(b"HTTP/1.1 403")
+    assert app.seen == []
