@@ -76,7 +76,8 @@ def refuse_own_port(port: int, own_ports: Iterable[int]) -> None:
 
 @functools.lru_cache(maxsize=4096)
 def normalize_target(target: str) -> tuple[str, str, dict[str, str]]:
-    """(path, raw query, query fields) via ``policy_dsl``; rejected targets raise ``HttpError(400)``.
+    """(path, raw query, query fields) via ``policy_dsl``; rejected targets raise ``HttpError(400)``,
+    and so does a raw ``;`` in the query (percent-encode it as ``%3B``).
 
     Results are cached (the function is pure), so a hot path is normalised once.
     Callers must not mutate the returned query dict.
@@ -86,6 +87,8 @@ def normalize_target(target: str) -> tuple[str, str, dict[str, str]]:
         fields = _parse_query(normalized.query) if normalized.query else {}
     except _PathError as err:
         raise HttpError(400, f"rejected request target: {err}") from err
+    if ";" in normalized.query:  # servers that also split on ';' would read other fields (parameter cloaking)
+        raise HttpError(400, "rejected request target: ';' in the query")
     return normalized.path, normalized.query, fields
 
 

@@ -193,3 +193,15 @@ async def test_a_host_rule_is_not_passed_by_another_spelling_of_the_same_host(me
     response = await exchange(b.ports["inbound"], b"GET / HTTP/1.1\r\nHost: %b\r\n\r\n" % host)
     assert response.startswith(b"HTTP/1.1 403")
     assert app.seen == []
+
+
+async def test_a_semicolon_in_the_query_is_refused(mesh, pki, app):
+    # Parameter cloaking (CVE-2021-23336): the policy reads user="x;user=admin", while servers
+    # that also split on ';' (Rack 2, older Python and others) read user="admin".
+    def deny_admin_user(attrs: dict) -> Verdict:
+        return Verdict(attrs["request"]["query"].get("user") != "admin", "users")
+
+    b = await mesh(config(app.port, mode="PERMISSIVE"), pki.identity("/ns/b/sa/server"), deny_admin_user)
+    response = await exchange(b.ports["inbound"], b"GET /profile?user=x;user=admin HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 400")
+    assert app.seen == []
