@@ -41,7 +41,6 @@ __all__ = ["PROBERS_ENV", "HttpProbe", "TcpProbe", "GrpcProbe", "AppProbes", "pa
 PROBERS_ENV = "TRUSTMESH_APP_PROBERS"
 _PATH = re.compile(r"/app-health/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/(livez|readyz|startupz)")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_MAX_IN_FLIGHT = 4  # per probe path; the kubelet runs one at a time
 _SERVING = 1  # grpc.health.v1.HealthCheckResponse.ServingStatus.SERVING
 
 
@@ -165,25 +164,33 @@ class AppProbes:
     def __init__(self, probes: Mapping[str, Probe], host: str = "127.0.0.1") -> None:
         self.probes = dict(probes)
         self.host = host
-        self._in_flight: dict[str, int] = {}
+        self._in_flight: dict[str, asyncio.Future[tuple[int, str]]] = {}
         self._session: Any = None
 
     async def answer(self, path: str) -> tuple[int, str]:
-        """(status, text) for the kubelet's request to ``path``."""
+        """(status, text) for the kubelet's request to ``path``.
+
+        Requests for a path whose probe is already running share that probe's outcome:
+        the health port is reachable by anyone, and a caller flooding it must neither
+        crowd out the kubelet's probe (a failed liveness probe restarts the pod) nor
+        flood the app.
+        """
         probe = self.probes.get(path)
         if probe is None:
             return 404, f"no app probe {path}"
-        if self._in_flight.get(path, 0) >= _MAX_IN_FLIGHT:
-            return 503, "too many concurrent probes"
-        self._in_flight[path] = self._in_flight.get(path, 0) + 1
+        running = self._in_flight.get(path)
+        if running is None:
+            running = self._in_flight[path] = asyncio.ensure_future(self._probe(probe))
+            running.add_done_callback(lambda _: self._in_flight.pop(path, None))
+        return await asyncio.shield(running)  # a caller that goes away does not cancel the others' probe
+
+    async def _probe(self, probe: Probe) -> tuple[int, str]:
         try:
             return await asyncio.wait_for(self._run(probe), probe.timeout)
         except TimeoutError:
             return 503, f"no answer from the app within {probe.timeout:g} s"
         except Exception as err:  # noqa: BLE001 - any failure to reach the app is a failed probe
             return 503, f"probe failed: {type(err).__name__}: {err}"
-        finally:
-            self._in_flight[path] -= 1
 
     async def _run(self, probe: Probe) -> tuple[int, str]:
         if isinstance(probe, HttpProbe):
