@@ -1,6 +1,8 @@
 """Sidecar data-plane benchmark: direct vs two trustmesh sidecars vs two nginx, side by side.
 
 Run: ``.venv/bin/python bench/sidecar.py [--seconds 5] [--rounds 3] [--connections 16 64] [--baseline REV]``
+or ``.venv/bin/python bench/sidecar.py --python-only [--baseline REV]`` for the hot path's Python
+cost alone (see :func:`python_only`).
 
 Topologies, all on loopback, all driven by the same load generator (``wrk``
 from Debian, keep-alive, one thread) against the same app (an nginx worker
@@ -230,6 +232,117 @@ policy "bench" protects destination.attrs.sa == "server" {
 """
 
 
+_HOT_RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 22 Nov 2026 17:55:00 GMT\r\n"
+                 b"Content-Type: text/plain\r\nContent-Length: 1024\r\nConnection: keep-alive\r\n\r\n" + BODY.encode())
+_HOT_REQUEST = b"GET /orders/1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+
+
+def python_only(root: Path, requests: int = 20000) -> dict[str, float]:
+    """CPU microseconds per request of the sidecar's own Python work, without sockets or TLS.
+
+    Runs :func:`_measure_python` in a fresh interpreter on the code under ``root``
+    (pinned to the load CPU): one ``HttpDownstream`` per direction with the real
+    router (inbound: the benchmark policy through ``PolicyAuthorizer``), fed the
+    benchmark's request and the app's response through stand-in transports.
+    Best of 5 rounds of ``requests``.
+    """
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CPU, PYTHON, __file__, "--measure-python-in", str(root), "--requests", str(requests)],
+        capture_output=True, text=True, check=True, timeout=300, cwd=str(root),
+    ).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def _measure_python(root: Path, requests: int) -> dict[str, float]:
+    sys.path.insert(0, str(root))
+    import asyncio
+    import gc
+
+    from policy_dsl import PolicyStore
+    from sdk.spiffeid import SpiffeId
+    from sidecar.attributes import PolicyAuthorizer
+    from sidecar.config import Limits
+    from sidecar.exchange import ConnInfo, HttpDownstream
+    from sidecar.inbound import InboundRouter
+    from sidecar.metrics import Metrics
+    from sidecar.outbound import OutboundRouter
+    from sidecar.pool import Pool, UpstreamConnection
+
+    class Transport:
+        written = 0
+
+        def write(self, data: bytes) -> None:
+            self.written += 1
+
+        def is_closing(self) -> bool:
+            return False
+
+        def close(self) -> None: ...
+        def pause_reading(self) -> None: ...
+        def resume_reading(self) -> None: ...
+
+        def get_extra_info(self, name: str) -> None:
+            return None
+
+    class Identity:
+        generation = 1
+        spiffe_id = SpiffeId.parse(f"spiffe://{TD}/ns/bench/sa/server")
+
+        def valid(self, now: object = None) -> bool:
+            return True
+
+    class Listener:
+        connections: set = set()
+
+        def admit(self, transport: object, info: object) -> bool:
+            return True
+
+    async def measure(direction: str) -> float:
+        store = PolicyStore()
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "policy.tmp").write_text(POLICY)
+            store.load_files([Path(tmp) / "policy.tmp"])
+
+        async def no_opener(pool: Pool, key: object) -> UpstreamConnection:
+            raise OSError("every request must reuse the pooled connection")
+
+        class OnePool(Pool):  # one warm connection, taken and released like a pooled one
+            def take_idle(self, key: object) -> UpstreamConnection:
+                upstream.key = key
+                return super().take_idle(key) or upstream
+
+        pool = OnePool(no_opener)
+        upstream = UpstreamConnection(pool, None)
+        upstream.transport = Transport()  # type: ignore[assignment]
+        client = f"spiffe://{TD}/ns/bench/sa/client"
+        if direction == "inbound":
+            router: object = InboundRouter(Identity(), PolicyAuthorizer(store), pool, metrics=Metrics())
+            info = ConnInfo("127.0.0.1", 5555, peer_id=SpiffeId.parse(client), tls=True, target_port=8080, target_host="127.0.0.1")
+        else:
+            router = OutboundRouter(Identity(), pool, metrics=Metrics())
+            info = ConnInfo("127.0.0.1", 5555, target_port=15006, target_host="127.0.0.1", expected_id=client)
+        router.loop_time = asyncio.get_running_loop().time  # type: ignore[attr-defined]
+        down = HttpDownstream(router, info, Limits(), Listener())  # type: ignore[arg-type]
+        transport = Transport()
+        down.connection_made(transport)  # type: ignore[arg-type]
+        gc.collect()
+        gc.freeze()
+        best = float("inf")
+        for _ in range(5):
+            start = time.process_time()
+            for _ in range(requests):
+                down.data_received(_HOT_REQUEST)
+                upstream.data_received(_HOT_RESPONSE)
+            best = min(best, (time.process_time() - start) / requests * 1e6)
+        if transport.written < requests * 5:
+            raise RuntimeError(f"{direction}: only {transport.written} responses written")
+        return best
+
+    import uvloop
+
+    return {direction: uvloop.run(measure(direction)) for direction in ("inbound", "outbound")}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
@@ -238,7 +351,23 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (configs, logs)")
     parser.add_argument("--baseline", metavar="REV", help="also run the trustmesh chain from git revision REV")
+    parser.add_argument("--python-only", action="store_true", help="measure the hot path's Python cost alone")
+    parser.add_argument("--requests", type=int, default=20000, help=argparse.SUPPRESS)
+    parser.add_argument("--measure-python-in", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.measure_python_in:
+        print(json.dumps(_measure_python(args.measure_python_in, min(args.requests, 100000))))
+        return 0
+    if args.python_only:
+        trees = {"current": ROOT}
+        with tempfile.TemporaryDirectory(prefix="trustmesh-bench-") as tmp:
+            if args.baseline:
+                trees = {args.baseline: checkout(args.baseline, Path(tmp) / "baseline"), **trees}
+            for name, root in trees.items():
+                cost = python_only(root)
+                print(f"{name:10} Python CPU per request, no sockets: inbound (policy) {cost['inbound']:.1f} us, "
+                      f"outbound {cost['outbound']:.1f} us", flush=True)
+        return 0
     if args.seconds > 60 or args.rounds > 10:
         parser.error("runs are bounded: --seconds <= 60, --rounds <= 10")
 
