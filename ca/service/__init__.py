@@ -9,6 +9,7 @@ from ca.service.errors import (
     ConfigError,
     DeniedError,
     RateLimitedError,
+    StreamLimitError,
     ServiceError,
     UnauthenticatedError,
     UpstreamUnavailableError,
@@ -25,6 +26,7 @@ __all__ = [
     "DeniedError",
     "BadRequestError",
     "RateLimitedError",
+    "StreamLimitError",
     "UpstreamUnavailableError",
 ]
 

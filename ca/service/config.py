@@ -99,6 +99,7 @@ class LimitsConfig:
     max_csr_bytes: int = 16 * 1024
     max_audiences: int = 8
     deadline_seconds: float = 10.0
+    max_bundle_watchers_per_client: int = 16  # open WatchBundle streams per peer address
 
 
 @dataclass(frozen=True)
@@ -372,6 +373,9 @@ def parse_config(data: Any) -> ServiceConfig:
             max_csr_bytes=int(lim.number("max_csr_bytes", limits.max_csr_bytes, minimum=256, integer=True)),
             max_audiences=int(lim.number("max_audiences", limits.max_audiences, minimum=1, integer=True)),
             deadline_seconds=float(lim.number("deadline_seconds", limits.deadline_seconds)),
+            max_bundle_watchers_per_client=int(
+                lim.number("max_bundle_watchers_per_client", limits.max_bundle_watchers_per_client, minimum=1, integer=True)
+            ),
         )
         lim.finish()
 

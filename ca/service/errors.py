@@ -16,6 +16,7 @@ __all__ = [
     "DeniedError",
     "BadRequestError",
     "RateLimitedError",
+    "StreamLimitError",
     "UpstreamUnavailableError",
     "StartupError",
 ]
@@ -56,6 +57,10 @@ class BadRequestError(ServiceError, ValueError):
 
 class RateLimitedError(ServiceError, PermissionError):
     """The caller exceeded its request rate."""
+
+
+class StreamLimitError(ServiceError, PermissionError):
+    """Too many open bundle streams: from this client, or on the whole CA."""
 
 
 class UpstreamUnavailableError(ServiceError, OSError):

@@ -30,10 +30,11 @@ from ca.service.identity import Caller
 from ca.service.issuance import Issuance
 from ca.service.metrics import ServiceMetrics
 from ca.service.publisher import BundleHub
-from ca.service.errors import UnauthenticatedError
+from ca.service.errors import StreamLimitError, UnauthenticatedError
 from ca.service.ratelimit import RateLimiter
 from ca.service.renewal import SvidRenewal
 from ca.service.status import status_for
+from ca.service.watchers import WatcherSlots
 from ca.service import wire
 from sdk.proto import ca_pb2, ca_pb2_grpc
 
@@ -68,7 +69,7 @@ class CaServicer(ca_pb2_grpc.CAServicer):
     ) -> None:
         self.issuance, self.authenticator, self.limiter = issuance, authenticator, limiter
         self.hub, self.audit, self.metrics, self.limits = hub, audit, metrics, limits
-        self._watchers = 0
+        self._watchers = WatcherSlots(limits.max_bundle_watchers_per_client, MAX_WATCHERS)
         self.renewal = renewal
         self.dns_policy = dns_policy or DnsNamePolicy()
 
@@ -114,16 +115,21 @@ class CaServicer(ca_pb2_grpc.CAServicer):
         return message
 
     async def WatchBundle(self, request: ca_pb2.WatchBundleRequest, context):
-        if self._watchers >= MAX_WATCHERS:
-            self.metrics.requests.labels("WatchBundle", "RESOURCE_EXHAUSTED").inc()
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many bundle watchers; use FetchBundle")
+        # No credential is needed, so streams are capped per client (peer address) and in total.
+        peer = context.peer() or ""
+        try:
+            key = self._watchers.acquire(peer)
+        except StreamLimitError as err:
+            code, message = status_for(err)
+            self.audit.refused("WatchBundle", code.name, message, None, peer=peer)
+            self.metrics.requests.labels("WatchBundle", code.name).inc()
+            await context.abort(code, message)
         self.metrics.requests.labels("WatchBundle", "ok").inc()
-        self._watchers += 1
         try:
             async for bundle in self.hub.watch():
                 yield wire.bundle_message(bundle)
         finally:
-            self._watchers -= 1
+            self._watchers.release(key)
 
     async def _authenticate(self, context, caller_slot: list[Caller]) -> Caller:
         caller = await self.authenticator.authenticate(_authorization(context))

@@ -13,6 +13,7 @@ from ca.service.errors import (
     BadRequestError,
     DeniedError,
     RateLimitedError,
+    StreamLimitError,
     UnauthenticatedError,
     UpstreamUnavailableError,
 )
@@ -24,6 +25,7 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (DeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (BadRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (RateLimitedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (StreamLimitError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (UpstreamUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
 )

@@ -50,6 +50,8 @@ def test_full_kubernetes_config():
         (_with(identity={"template": "ns/{nope}"}), "identity.template"),
         (_with(limits={"burst": 0}), "limits.burst"),
         (_with(limits={"rate_per_second": True}), "limits.rate_per_second"),
+        (_with(limits={"max_bundle_watchers_per_client": 0}), "limits.max_bundle_watchers_per_client"),
+        (_with(limits={"max_bundle_watchers_per_client": 2.5}), "limits.max_bundle_watchers_per_client"),
         (_with(listen={"grpc": "15012"}), "listen.grpc"),
         (_with(x509_svid={"default_ttl": 7200, "max_ttl": 3600}), "x509_svid.default_ttl"),
         (_with(serving={"ip_addresses": ["localhost"]}), "serving.ip_addresses"),
