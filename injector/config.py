@@ -10,6 +10,7 @@ bad values are refused with the key's dotted name::
     sidecar: {native: true, log_level: info,
               resources: {requests: {cpu: 50m, memory: 64Mi}, limits: {memory: 256Mi}}}
     interception: {mode: iptables, ipv6: capture, exclude_outbound_cidrs: [169.254.169.254/32]}
+    strict_app_security: false    # true: refuse app containers that could leave the capture
     server: {port: 9443, cert_file: /etc/trustmesh/webhook/tls.crt,
              key_file: /etc/trustmesh/webhook/tls.key}
 
@@ -117,6 +118,9 @@ class InjectorConfig:
     exclude_inbound_ports: tuple[int, ...] = ()
     exclude_outbound_ports: tuple[int, ...] = ()
     exclude_outbound_cidrs: tuple[str, ...] = ()
+    #: Refuse app containers that may run as root, keep SETUID/SETGID/NET_RAW or allow
+    #: privilege escalation (see injector.app_security). Off by default.
+    strict_app_security: bool = False
     proxy_uid: int = 1337
     proxy_gid: int = 1337
     inbound_port: int = 15006
@@ -161,6 +165,8 @@ def _from_mapping(data: Any) -> InjectorConfig:
     if "token_expiration_seconds" in top:
         values["token_expiration_seconds"] = _int(top["token_expiration_seconds"], "token_expiration_seconds",
                                                   600, 86400)
+    if "strict_app_security" in top:
+        values["strict_app_security"] = _bool(top["strict_app_security"], "strict_app_security")
     for key in ("proxy_uid", "proxy_gid"):
         if key in top:
             values[key] = _int(top[key], key, 1, 2**31 - 1)

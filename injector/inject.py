@@ -30,6 +30,7 @@ from injector.annotations import (
     PodOverrides,
     parse_overrides,
 )
+from injector.app_security import check_app_security
 from injector.config import InjectorConfig
 from injector.containers import (
     INIT_NAME,
@@ -96,6 +97,8 @@ def inject_pod(pod: Mapping[str, Any], config: InjectorConfig, *, trust_bundle: 
         return Injection(dict(pod), False, f"the pod opts out with {INJECT_LABEL}=false")
     overrides = parse_overrides(metadata.get("annotations"))
     _refuse_proxy_identity(spec, config)
+    if config.strict_app_security:
+        check_app_security(spec, _kinds(spec))
 
     new = copy.deepcopy(dict(pod))
     new_meta = _field(new, "metadata", dict)
@@ -162,13 +165,20 @@ def app_containers(spec: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
 def check_running_pod(pod: Mapping[str, Any], config: InjectorConfig,
                       old: Mapping[str, Any] | None = None) -> None:
     """On UPDATE of an injected pod: refuse any container (say, an ephemeral one
-    from ``kubectl debug``) that would run as the proxy's uid or gid, and any
-    change to the annotations the sidecar reads through the downward API."""
+    from ``kubectl debug``) that would run as the proxy's uid or gid, a new
+    ephemeral container that fails ``strict_app_security`` when it is on, and
+    any change to the annotations the sidecar reads through the downward API."""
     check_pod_shape(pod)
     spec = pod["spec"]
     if not any(c.get("name") == INIT_NAME for c in spec.get("initContainers") or ()):
         return
     _refuse_proxy_identity(spec, config)
+    if config.strict_app_security:
+        # A running pod's containers cannot change their securityContext; only a
+        # newly added ephemeral container (`kubectl debug`) is new here.
+        known = {c.get("name") for c in ((old or {}).get("spec") or {}).get("ephemeralContainers") or ()}
+        check_app_security(spec, [(kind, c) for kind, c in _kinds(spec)
+                                  if kind == "ephemeral container" and c.get("name") not in known])
     if old is not None:
         before = (old.get("metadata") or {}).get("annotations") or {}
         after = (pod.get("metadata") or {}).get("annotations") or {}
@@ -176,6 +186,15 @@ def check_running_pod(pod: Mapping[str, Any], config: InjectorConfig,
             if before.get(key) != after.get(key):
                 raise PodRefusedError(
                     f"annotation {key} of a running pod is the sidecar's own input; it cannot be changed")
+
+
+def _kinds(spec: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every app container with its kind, for messages: init, regular, ephemeral."""
+    for key, kind in (("initContainers", "init container"), ("containers", "container"),
+                      ("ephemeralContainers", "ephemeral container")):
+        for container in spec.get(key) or ():
+            if container.get("name") not in (INIT_NAME, PROXY_NAME):
+                yield kind, container
 
 
 def _refuse_proxy_identity(spec: Mapping[str, Any], config: InjectorConfig) -> None:

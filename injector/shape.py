@@ -66,8 +66,11 @@ def _security_context(value: Any, where: str) -> None:
     context = _object(value, where)
     _optional(context.get("privileged"), bool, where + ".privileged", "true or false")
     capabilities = _object(context.get("capabilities"), where + ".capabilities")
-    for i, name in enumerate(_list(capabilities.get("add"), where + ".capabilities.add")):
-        _optional(name, str, f"{where}.capabilities.add[{i}]", "a string")
+    for key in ("add", "drop"):
+        for i, name in enumerate(_list(capabilities.get(key), f"{where}.capabilities.{key}")):
+            _optional(name, str, f"{where}.capabilities.{key}[{i}]", "a string")
+    for key in ("runAsNonRoot", "allowPrivilegeEscalation"):
+        _optional(context.get(key), bool, f"{where}.{key}", "true or false")
     for key in ("runAsUser", "runAsGroup"):
         _integer(context.get(key), f"{where}.{key}")
 

@@ -67,6 +67,8 @@ server:
     ("interception: {exclude_outbound_cidrs: [10.1.0.0/8]}", "interception.exclude_outbound_cidrs"),
     ("token_expiration_seconds: 60", "token_expiration_seconds"),
     ("proxy_uid: 0", "proxy_uid"),
+    ("strict_app_security: yes please", "strict_app_security"),
+    ("strict_app_security: 1", "strict_app_security"),
     ("health_port: 70000", "health_port"),
     ("bundle_configmap: Not_A_Name", "bundle_configmap"),
     ("server: {port: true}", "server.port"),
