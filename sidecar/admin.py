@@ -1,4 +1,4 @@
-"""Health (15021, reachable by the kubelet) and admin (15000, loopback only) endpoints, on aiohttp.
+"""Health (15021, reachable by the kubelet) and admin (15000, loopback only) endpoints, on the small asyncio server in :mod:`sidecar.admin_server`.
 
 * ``GET /healthz/ready`` — 200 while the SVID is valid, the policy is loaded
   and the sidecar is not shutting down; 503 with the reason otherwise.
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from sidecar import admin_server as web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sidecar.app_probes import AppProbes
