@@ -182,7 +182,7 @@ def start_chain(work: Path, pki: Pki, app_port: int, tag: str = "", root: Path =
         "identity": {"cert_file": b_crt, "key_file": b_key, "bundle_file": str(work / "bundle.pem")},
         "inbound": {"port": 0, "address": "127.0.0.1", "app_port": app_port},
         "outbound": {"transparent": False},
-        "policy": {"file": str(work / "policy.tmp")},
+        "policy": {"file": str(work / "policy.policy")},
     }, root)
     sa_port = free_port()
     a_proc, _ = start_sidecar(work, f"sc-a{tag}", {
@@ -300,8 +300,8 @@ def _measure_python(root: Path, requests: int) -> dict[str, float]:
     async def measure(direction: str) -> float:
         store = PolicyStore()
         with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "policy.tmp").write_text(POLICY)
-            store.load_files([Path(tmp) / "policy.tmp"])
+            (Path(tmp) / "policy.policy").write_text(POLICY)
+            store.load_files([Path(tmp) / "policy.policy"])
 
         async def no_opener(pool: Pool, key: object) -> UpstreamConnection:
             raise OSError("every request must reuse the pooled connection")
@@ -382,7 +382,7 @@ def main() -> int:
         wait_port(app_port)
 
         # -- trustmesh chain (and the same chain from the baseline revision)
-        (work / "policy.tmp").write_text(POLICY)
+        (work / "policy.policy").write_text(POLICY)
         sa_port, (a_proc, b_proc) = start_chain(work, pki, app_port)
         procs += [a_proc, b_proc]
         chains = {"trustmesh": (sa_port, [a_proc.pid, b_proc.pid])}

@@ -34,7 +34,7 @@ optional; the values shown are the defaults where there is one)::
       upstreams:                      # explicit mode: local port -> remote sidecar
         - {listen: 18080, address: "127.0.0.1:25006", spiffe_id: "spiffe://...", protocol: http}
     admin: {port: 15000, health_port: 15021, health_address: 0.0.0.0}   # 0: any free port
-    policy: {file: /etc/trustmesh/policy/policy.tmp}
+    policy: {file: /etc/trustmesh/policy/policy.policy}
     workload_api: {socket: /run/trustmesh/sockets/agent.sock}
     federation: {partner.org: /etc/trustmesh/federation/partner.org.json}  # SPIFFE bundle or PEM
     access_log: stdout                # stdout, off, or a file path

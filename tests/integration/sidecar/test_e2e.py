@@ -45,10 +45,10 @@ policy "orders" protects destination.attrs.sa == "server" {
 async def world(tmp_path):
     ca = await start_ca(tmp_path, {"token-a-0123456789abcdef": CLIENT, "token-b-0123456789abcdef": SERVER})
     app = await EchoApp().start()
-    (tmp_path / "policy.tmp").write_text(POLICY)
+    (tmp_path / "policy.policy").write_text(POLICY)
     ca_section = lambda tok: {"address": f"127.0.0.1:{ca.grpc_port}", "bundle_file": str(tmp_path / "ca-bundle.pem"), "token": tok}  # noqa: E731
     b = SidecarProcess(
-        sidecar_config(ca=ca_section("token-b-0123456789abcdef"), inbound={"app_port": app.port}, policy={"file": str(tmp_path / "policy.tmp")}),
+        sidecar_config(ca=ca_section("token-b-0123456789abcdef"), inbound={"app_port": app.port}, policy={"file": str(tmp_path / "policy.policy")}),
         tmp_path,
         "b",
     )

@@ -40,14 +40,14 @@ async def _ready(session, proc) -> int:
 async def test_rotation_under_load_then_fail_closed_without_ca(tmp_path):
     ca = await start_ca(tmp_path, {"token-a-0123456789abcdef": CLIENT, "token-b-0123456789abcdef": SERVER}, x509_ttl=TTL)
     app = await EchoApp().start()
-    (tmp_path / "policy.tmp").write_text(ALLOW_CLIENT)
+    (tmp_path / "policy.policy").write_text(ALLOW_CLIENT)
 
     def ca_section(tok):
         return {"address": f"127.0.0.1:{ca.grpc_port}", "bundle_file": str(tmp_path / "ca-bundle.pem"), "token": tok}
 
     b = await SidecarProcess(
         sidecar_config(ca=ca_section("token-b-0123456789abcdef"), inbound={"app_port": app.port},
-                       policy={"file": str(tmp_path / "policy.tmp")}),
+                       policy={"file": str(tmp_path / "policy.policy")}),
         tmp_path, "b",
     ).start()
     a = await SidecarProcess(

@@ -62,7 +62,7 @@ def _sidecar_config(workdir: Path, name: str, spiffe_path: str, pki: Pki, policy
         "limits": {"drain_grace": 1},
     }
     if policy:
-        cfg["policy"] = {"file": str(workdir / "policy.tmp")}
+        cfg["policy"] = {"file": str(workdir / "policy.policy")}
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -87,7 +87,7 @@ def test_unmodified_client_reaches_app_through_both_sidecars():
     workdir.chmod(0o755)
     try:
         (workdir / "bundle.pem").write_bytes(pki.root.pem)
-        (workdir / "policy.tmp").write_text(POLICY)
+        (workdir / "policy.policy").write_text(POLICY)
         (workdir / "client.py").write_text(CLIENT)
         for f in workdir.iterdir():
             if f.suffix != ".key":

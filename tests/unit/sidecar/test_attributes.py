@@ -82,7 +82,7 @@ async def test_json_body_headers_and_query_reach_the_policy(mesh, pki, app):
 
 
 async def test_policy_reload_keeps_last_good(tmp_path, mesh, pki, app):
-    path = tmp_path / "policy.tmp"
+    path = tmp_path / "policy.policy"
     path.write_text('policy "p" protects destination.attrs.sa == "server" { allow "a" { source.attrs.sa == "client" } }')
     store = PolicyStore()
     metrics = Metrics()
@@ -122,7 +122,7 @@ def test_no_policy_means_deny():
 
 
 def test_alternating_decisions_keep_their_own_verdicts(tmp_path):
-    path = tmp_path / "policy.tmp"
+    path = tmp_path / "policy.policy"
     path.write_text('policy "p" protects destination.attrs.sa == "server" { allow "a" { source.attrs.sa == "client" } }')
     store = PolicyStore()
     assert store.load_files([path])

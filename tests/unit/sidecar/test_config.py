@@ -21,7 +21,7 @@ outbound:
     - {listen: 18080, address: "127.0.0.1:25006", spiffe_id: "spiffe://example.org/ns/b/sa/b"}
     - {listen: 18081, address: "[::1]:25007", protocol: tcp}
 admin: {port: 0, health_port: 0}
-policy: {file: policy.tmp}
+policy: {file: policy.policy}
 limits: {max_headers: 50, header_timeout: 2.5}
 """
 
@@ -38,7 +38,7 @@ def test_full_file(tmp_path):
     assert cfg.upstreams[1].host == "::1" and cfg.upstreams[1].protocol == "tcp"
     assert cfg.limits.max_headers == 50 and cfg.limits.header_timeout == 2.5
     assert cfg.limits.max_connections == 4096
-    assert cfg.policy_file == tmp_path / "policy.tmp"
+    assert cfg.policy_file == tmp_path / "policy.policy"
 
 
 BASE = {"trust_domain": "example.org", "identity": {"cert_file": "c", "key_file": "k", "bundle_file": "b"}}
