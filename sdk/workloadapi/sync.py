@@ -20,7 +20,7 @@ import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from sdk.bundle import Bundle, BundleSet
 from sdk.jwtsvid import JwtSvid
@@ -80,17 +80,48 @@ async def _cancel_remaining() -> None:
     await asyncio.get_running_loop().shutdown_asyncgens()
 
 
-class JwtSource:
-    """A blocking :class:`sdk.workloadapi.JwtSource`."""
+class _BlockingSource:
+    """An async source running on a loop thread of its own, used from blocking code."""
+
+    _thread_name = "source"
 
     def __init__(self, address: str | None = None, *, timeout: float = 10.0) -> None:
         self._timeout = timeout
-        self._thread = _LoopThread("jwtsource")
+        self._thread = _LoopThread(self._thread_name)
         try:
             self._source = self._thread.run(self._open(address, timeout), timeout + 1)
         except BaseException:
             self._thread.stop()
             raise
+
+    @staticmethod
+    async def _open(address: str | None, timeout: float) -> Any:
+        raise NotImplementedError
+
+    @property
+    def bundles(self) -> BundleSet:
+        return self._source.bundles
+
+    def get_bundle_for_trust_domain(self, td: TrustDomain) -> Bundle:
+        return self._source.get_bundle_for_trust_domain(td)
+
+    def close(self) -> None:
+        try:
+            self._thread.run(self._source.close(), self._timeout)
+        finally:
+            self._thread.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class JwtSource(_BlockingSource):
+    """A blocking :class:`sdk.workloadapi.JwtSource`."""
+
+    _thread_name = "jwtsource"
 
     @staticmethod
     async def _open(address: str | None, timeout: float) -> jwtsource.JwtSource:
@@ -106,37 +137,11 @@ class JwtSource:
         """Validate ``token`` for ``audience`` locally against the current JWT bundles."""
         return self._source.validate_jwt_svid(token, audience, now=now)
 
-    @property
-    def bundles(self) -> BundleSet:
-        return self._source.bundles
 
-    def get_bundle_for_trust_domain(self, td: TrustDomain) -> Bundle:
-        return self._source.get_bundle_for_trust_domain(td)
-
-    def close(self) -> None:
-        try:
-            self._thread.run(self._source.close(), self._timeout)
-        finally:
-            self._thread.stop()
-
-    def __enter__(self) -> JwtSource:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class X509Source:
+class X509Source(_BlockingSource):
     """A blocking :class:`sdk.workloadapi.X509Source`."""
 
-    def __init__(self, address: str | None = None, *, timeout: float = 10.0) -> None:
-        self._timeout = timeout
-        self._thread = _LoopThread("x509source")
-        try:
-            self._source = self._thread.run(self._open(address, timeout), timeout + 1)
-        except BaseException:
-            self._thread.stop()
-            raise
+    _thread_name = "x509source"
 
     @staticmethod
     async def _open(address: str | None, timeout: float) -> x509source.X509Source:
@@ -145,13 +150,6 @@ class X509Source:
     def get_x509_svid(self) -> X509Svid:
         return self._source.get_x509_svid()
 
-    def get_bundle_for_trust_domain(self, td: TrustDomain) -> Bundle:
-        return self._source.get_bundle_for_trust_domain(td)
-
-    @property
-    def bundles(self) -> BundleSet:
-        return self._source.bundles
-
     @property
     def generation(self) -> int:
         return self._source.generation
@@ -159,18 +157,6 @@ class X509Source:
     def wait_changed(self, since: int, timeout: float | None = None) -> int:
         """Block until an update after generation ``since`` (or ``timeout`` s)."""
         return self._thread.run(self._source.changed(since), timeout)
-
-    def close(self) -> None:
-        try:
-            self._thread.run(self._source.close(), self._timeout)
-        finally:
-            self._thread.stop()
-
-    def __enter__(self) -> X509Source:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 _defaults: dict[str | None, JwtSource] = {}
