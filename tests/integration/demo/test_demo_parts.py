@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from trustmesh.demo_calls import NO_RESPONSE, Response, classify
-from trustmesh.demo_configs import ca_service_config, explicit_sidecar_config, transparent_sidecar_config
-from trustmesh.demo_script import Row, format_table
-from trustmesh.demo_topology import SCRIPT, WORKLOADS, spiffe_id
+from trustmesh.demo.calls import NO_RESPONSE, Response, classify
+from trustmesh.demo.configs import ca_service_config, explicit_sidecar_config, transparent_sidecar_config
+from trustmesh.demo.script import Row, format_table
+from trustmesh.demo.topology import SCRIPT, WORKLOADS, spiffe_id
 
-POLICY = Path(__file__).parents[3] / "trustmesh" / "demo.policy"
+POLICY = Path(__file__).parents[3] / "trustmesh" / "demo" / "demo.policy"
 
 
 @pytest.mark.parametrize("workload", WORKLOADS, ids=lambda w: w.name)
@@ -74,7 +74,7 @@ def test_answers_are_classified_into_decisions_and_reasons():
 
 
 def test_the_table_flags_an_unexpected_outcome():
-    from trustmesh.demo_calls import Outcome
+    from trustmesh.demo.calls import Outcome
 
     rows = [Row(1, SCRIPT[0], Outcome("allow", "rule fetch-own-config (200)", 200)),
             Row(2, SCRIPT[2], Outcome("allow", "rule fetch-own-config (200)", 200))]

@@ -7,7 +7,7 @@ workload's namespace itself, so it starts one of these there with
     {"host": "10.99.0.12", "port": 8080, "method": "GET", "path": "/", "body": null, "headers": {}}
 
 and reads one JSON answer per line on stdout: ``{"status", "body", "error"}``
-(see :func:`trustmesh.demo_calls.http_request`). It starts by printing
+(see :func:`trustmesh.demo.calls.http_request`). It starts by printing
 ``{"event": "ready"}`` and exits when stdin closes.
 """
 
@@ -17,7 +17,7 @@ import asyncio
 import json
 import sys
 
-from trustmesh.demo_calls import http_request
+from trustmesh.demo.calls import http_request
 
 __all__ = ["main"]
 

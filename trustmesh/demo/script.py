@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trustmesh.demo_calls import Outcome, classify
-from trustmesh.demo_mesh import Mesh
-from trustmesh.demo_topology import SCRIPT, Call, spiffe_id
+from trustmesh.demo.calls import Outcome, classify
+from trustmesh.demo.mesh import Mesh
+from trustmesh.demo.topology import SCRIPT, Call, spiffe_id
 
 __all__ = ["Row", "run_script", "Performer", "format_table"]
 

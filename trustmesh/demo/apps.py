@@ -7,7 +7,7 @@ the app also checks JWT-SVIDs itself with the sdk's aiohttp middleware (the
 reports app does, for callers from outside the mesh), against the JWT bundles
 of the Workload API at that address. Run one with::
 
-    python -m trustmesh.demo_apps config --host 127.0.0.1 --port 0
+    python -m trustmesh.demo.apps config --host 127.0.0.1 --port 0
 
 It prints ``{"event": "listening", "port": N}`` on stdout once it accepts
 connections, and exits on SIGTERM or SIGINT.
@@ -155,7 +155,7 @@ async def _serve(name: str, host: str, port: int, workload_api: str | None, audi
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trustmesh.demo_apps", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m trustmesh.demo.apps", description=__doc__.splitlines()[0])
     parser.add_argument("app", choices=sorted(APPS))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)

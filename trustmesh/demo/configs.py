@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trustmesh.demo_topology import TRUST_DOMAIN, Workload
+from trustmesh.demo.topology import TRUST_DOMAIN, Workload
 
 __all__ = ["ca_service_config", "explicit_sidecar_config", "transparent_sidecar_config"]
 

@@ -44,8 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from trustmesh.demo_errors import DemoUsageError
-    from trustmesh.demo_run import DemoOptions, run_demo
+    from trustmesh.demo.errors import DemoUsageError
+    from trustmesh.demo.run import DemoOptions, run_demo
 
     if args.port_base is not None:
         if args.isolation != "loopback":

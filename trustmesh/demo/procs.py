@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trustmesh.demo_errors import DemoError
+from trustmesh.demo.errors import DemoError
 
 __all__ = ["Agent", "Child", "Supervisor", "die_with_parent", "json_event"]
 
@@ -152,7 +152,7 @@ class Supervisor:
             child.output.close()
 
     async def start_agent(self, name: str, argv: Sequence[str], timeout: float = 20.0) -> Agent:
-        """Start a line-oriented JSON helper (:mod:`trustmesh.demo_agent`): requests on its
+        """Start a line-oriented JSON helper (:mod:`trustmesh.demo.agent`): requests on its
         stdin, answers on its stdout; stderr goes to the log. Ready at ``{"event": "ready"}``."""
         log_file = self.log_dir / f"{name}.log"
         process = await asyncio.create_subprocess_exec(
@@ -183,7 +183,7 @@ class Supervisor:
 
 
 class Agent:
-    """One request at a time to a :mod:`trustmesh.demo_agent` process."""
+    """One request at a time to a :mod:`trustmesh.demo.agent` process."""
 
     def __init__(self, child: Child) -> None:
         self.child = child

@@ -27,11 +27,11 @@ from typing import Any
 
 import yaml
 
-from trustmesh.demo_calls import Response, http_request
-from trustmesh.demo_errors import DemoError
-from trustmesh.demo_configs import ca_service_config, explicit_sidecar_config
-from trustmesh.demo_procs import Supervisor, json_event
-from trustmesh.demo_topology import TRUST_DOMAIN, WORKLOADS, Call, Workload, socket_path, spiffe_id
+from trustmesh.demo.calls import Response, http_request
+from trustmesh.demo.errors import DemoError
+from trustmesh.demo.configs import ca_service_config, explicit_sidecar_config
+from trustmesh.demo.procs import Supervisor, json_event
+from trustmesh.demo.topology import TRUST_DOMAIN, WORKLOADS, Call, Workload, socket_path, spiffe_id
 
 __all__ = [
     "Mesh",
@@ -122,7 +122,7 @@ def python() -> str:
 def write_policy(workdir: Path) -> Path:
     """Copy the demo policy next to the configs; every sidecar loads this file."""
     path = workdir / "demo.policy"
-    path.write_text(resources.files("trustmesh").joinpath("demo.policy").read_text())
+    path.write_text(resources.files("trustmesh.demo").joinpath("demo.policy").read_text())
     return path
 
 
@@ -188,7 +188,7 @@ async def start_app(
     extra: list[str] | None = None,
 ) -> int:
     """Run demo app ``name`` (``wrap`` adapts the command, e.g. to enter a namespace); returns its port."""
-    argv = [python(), "-m", "trustmesh.demo_apps", name, "--host", host, "--port", str(port), *(extra or [])]
+    argv = [python(), "-m", "trustmesh.demo.apps", name, "--host", host, "--port", str(port), *(extra or [])]
     event = await sup.start(f"app-{name}", wrap(argv), json_event("listening"))
     return int(event["port"])
 

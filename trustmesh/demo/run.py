@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from trustmesh.demo_errors import DemoError
-from trustmesh.demo_procs import Supervisor
+from trustmesh.demo.errors import DemoError
+from trustmesh.demo.procs import Supervisor
 
 __all__ = ["DemoOptions", "run_demo"]
 
@@ -53,7 +53,7 @@ async def _run(options: DemoOptions, out: TextIO) -> int:
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGTERM, main.cancel)
     if options.isolation == "netns":
-        from trustmesh.demo_netns import check_host
+        from trustmesh.demo.netns import check_host
 
         check_host()  # before anything is created
     base = _temp_base(options.isolation, out)
@@ -124,17 +124,17 @@ async def _demo(
     cleanups: list[Callable[[], None]],
     started: float,
 ) -> int:
-    from trustmesh.demo_script import Performer, format_table, run_script
-    from trustmesh.demo_topology import spiffe_id
+    from trustmesh.demo.script import Performer, format_table, run_script
+    from trustmesh.demo.topology import spiffe_id
 
     print("trustmesh demo: starting a CA and 5 workloads (app + sidecar each) on "
           + ("loopback (explicit outbound mode)" if options.isolation == "loopback" else "a network namespace each (transparent redirect)"), file=out, flush=True)
     if options.isolation == "netns":
-        from trustmesh.demo_netns import start_netns_mesh
+        from trustmesh.demo.netns import start_netns_mesh
 
         mesh = await start_netns_mesh(sup, workdir, socket_dir, cleanups)
     else:
-        from trustmesh.demo_mesh import start_loopback_mesh
+        from trustmesh.demo.mesh import start_loopback_mesh
 
         mesh = await start_loopback_mesh(sup, workdir, socket_dir, options.port_base)
     perform = Performer(mesh)
@@ -149,7 +149,7 @@ async def _demo(
     print(format_table(rows), file=out, flush=True)
     print(f"\nlegend: ALLOW = the app answered; DENY = the callee's sidecar answered 403 (policy);\n"
           f"        REFUSED = no answer from the app (no mTLS, or the caller's sidecar would not send).\n"
-          f"        The policy is trustmesh/demo.policy; total time {time.monotonic() - started:.1f} s.", file=out, flush=True)
+          f"        The policy is trustmesh/demo/demo.policy; total time {time.monotonic() - started:.1f} s.", file=out, flush=True)
     failed = any(not row.ok for row in rows)
     if options.keep_running:
         print("\nThe demo keeps running; press Ctrl-C to stop it and clean up.", file=out)

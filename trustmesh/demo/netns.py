@@ -14,7 +14,7 @@ Callers use plain addresses (``http://10.99.0.12:8080/...``); only the
 kernel's redirect puts the sidecars in the path. The analytics job's
 namespace gets no redirect — it is outside the mesh and only uses its
 sidecar's Workload API. Requests are made from inside each namespace by a
-:mod:`trustmesh.demo_agent` process.
+:mod:`trustmesh.demo.agent` process.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from typing import Any
 
 import yaml
 
-from trustmesh.demo_calls import Response
-from trustmesh.demo_errors import DemoError, DemoUsageError
-from trustmesh.demo_mesh import Mesh, app_arguments, curl_lines, init_ca, python, start_app, start_ca, write_policy
-from trustmesh.demo_procs import Agent, Supervisor, json_event
-from trustmesh.demo_configs import transparent_sidecar_config
-from trustmesh.demo_topology import OUTSIDER, WORKLOADS, Call, Workload, socket_path, spiffe_id
+from trustmesh.demo.calls import Response
+from trustmesh.demo.errors import DemoError, DemoUsageError
+from trustmesh.demo.mesh import Mesh, app_arguments, curl_lines, init_ca, python, start_app, start_ca, write_policy
+from trustmesh.demo.procs import Agent, Supervisor, json_event
+from trustmesh.demo.configs import transparent_sidecar_config
+from trustmesh.demo.topology import OUTSIDER, WORKLOADS, Call, Workload, socket_path, spiffe_id
 
 __all__ = ["NetnsMesh", "start_netns_mesh"]
 
@@ -202,7 +202,7 @@ async def start_netns_mesh(
     )
     mesh.ca_address = f"{HUB_IP}:{ca_port}"
     agents = await asyncio.gather(
-        *(sup.start_agent(f"agent-{name}", inside(mesh.namespaces[name], [python(), "-m", "trustmesh.demo_agent"]))
+        *(sup.start_agent(f"agent-{name}", inside(mesh.namespaces[name], [python(), "-m", "trustmesh.demo.agent"]))
           for name in names)
     )
     mesh.agents = dict(zip(names, agents))
