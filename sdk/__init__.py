@@ -7,8 +7,9 @@ does not pull in ``cryptography`` or ``jwt`` until they are needed.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sdk._lazy import lazy_exports
 
 # name -> submodule that defines it
 _EXPORTS = {
@@ -64,14 +65,4 @@ if TYPE_CHECKING:
     from sdk.x509svid import PrivateKey, X509Svid, X509SvidSource, validate_leaf, verify_chain
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sdk' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -14,6 +14,7 @@ from ca.service.errors import (
     UnauthenticatedError,
     UpstreamUnavailableError,
 )
+from sdk._lazy import lazy_exports
 
 __all__ = [
     "CaService",
@@ -31,14 +32,10 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    # Lazy, so that `trustmesh --help` does not import grpc, yaml or the CA library.
-    if name == "CaService":
-        from ca.service.app import CaService
-
-        return CaService
-    if name in ("ServiceConfig", "load_config", "parse_config"):
-        from ca.service import config
-
-        return getattr(config, name)
-    raise AttributeError(name)
+# Lazy, so that `trustmesh --help` does not import grpc, yaml or the CA library.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "CaService": "ca.service.app",
+    "ServiceConfig": "ca.service.config",
+    "load_config": "ca.service.config",
+    "parse_config": "ca.service.config",
+}, globals())

@@ -16,8 +16,9 @@ Names load on first use, so importing this package does not import grpc.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sdk._lazy import lazy_exports
 
 _EXPORTS = {
     "ENV_VAR": "sdk.workloadapi.address",
@@ -53,14 +54,4 @@ if TYPE_CHECKING:
     from sdk.workloadapi.x509source import X509Source
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sdk.workloadapi' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
