@@ -99,6 +99,7 @@ class RequestHead:
     chunked: bool
     keep_alive: bool
     raw_fields: bytes | None = None  # the header lines as received, when none needs rewriting
+    key: bytes | None = None  # the raw head, for a small body-less request: equal keys, equal heads
 
     def get(self, name: bytes) -> bytes | None:
         """The value of the first header called ``name`` (lower-case), if any."""
@@ -140,14 +141,16 @@ def parse_request_head(head: bytes, max_headers: int) -> RequestHead:
     the problem. Parsing is a pure function of the bytes, so the results for
     small heads are kept in a bounded LRU cache (clients repeat their requests
     byte for byte); refusals are never cached, and every call gets its own
-    :class:`RequestHead`.
+    :class:`RequestHead`. A small body-less head also carries its raw bytes as
+    ``key``, so that routers can reuse what they derived from an equal head.
     """
     if len(head) <= _CACHED_HEAD_BYTES and type(head) is bytes:
-        fields = _parse_cached(head, max_headers)
+        method, target, version, headers, content_length, chunked, keep_alive, raw = _parse_cached(head, max_headers)
+        key = None if content_length or chunked else head
     else:
-        fields = _parse_head(head, max_headers)
-    method, target, version, headers, content_length, chunked, keep_alive, raw = fields
-    return RequestHead(method, target, version, list(headers), content_length, chunked, keep_alive, raw)
+        method, target, version, headers, content_length, chunked, keep_alive, raw = _parse_head(head, max_headers)
+        key = None
+    return RequestHead(method, target, version, list(headers), content_length, chunked, keep_alive, raw, key)
 
 
 @functools.lru_cache(maxsize=256)
@@ -502,6 +505,24 @@ class ResponseFramer:
         return self._state == "close"
 
     def _start_body(self, head: bytes) -> None:
+        if self._head_only or len(head) > _CACHED_HEAD_BYTES:
+            self._frame(head)
+            return
+        # framing is a function of the head's bytes (and of the request method: HEAD is never
+        # cached), and an upstream repeats its heads byte for byte until its Date changes
+        known = _FRAMINGS.get(head)
+        if known is None:
+            self._frame(head)
+            if self._state != "head":  # a final response (an interim one leaves the framer awaiting the next head)
+                if len(_FRAMINGS) >= _FRAMINGS_KEPT:
+                    _FRAMINGS.clear()
+                _FRAMINGS[head] = (self.status, self.keep_alive, self._state, self._left)
+        else:
+            self.status, self.keep_alive, self._state, self._left = known
+            if self._state == "chunked":
+                self._chunked = _ChunkedScanner()
+
+    def _frame(self, head: bytes) -> None:
         eol = head.find(b"\r\n")
         status_line = head if eol < 0 else head[:eol]
         parts = status_line.split(b" ", 2)
@@ -547,6 +568,9 @@ class ResponseFramer:
             self._state = "close"
             self.keep_alive = False
 
+
+_FRAMINGS: dict[bytes, tuple[int, bool, str, int]] = {}  # response head -> framing (non-HEAD requests)
+_FRAMINGS_KEPT = 64
 
 _EMPTY: frozenset[bytes] = frozenset()
 _NOT_HOP_BY_HOP = frozenset({b"", b"content-length", b"host"})

@@ -120,6 +120,7 @@ class InboundRouter:
         self.normalize = normalize
         self.clock = clock
         self.loop_time: Callable[[], float] | None = None
+        self._derived: dict[Any, tuple[str, dict[str, Any], bytes, dict[str, Any] | None]] = {}
 
     # -- HTTP
 
@@ -147,15 +148,17 @@ class InboundRouter:
             now = self.clock()
             if conn.peer_expires <= now.timestamp():
                 raise PeerVerificationError(f"the peer's SVID expired during the connection ({per_conn[1]})")
-            _refuse_identity_lookalikes(head)
-            path, query, query_fields = self.normalize(head.target)
+            memo_key = (head.key, per_conn[5]) if head.key is not None and body is None else None
+            derived = self._derived.get(memo_key) if memo_key is not None else None
+            if derived is None:
+                derived = self._derive(head, body, fields, per_conn[4], memo_key)
+            path, request, new_head, jwt = derived
             fields["path"] = path
-            jwt = self._jwt(head, fields) if head.get(b"authorization") is not None else None
             attrs = {
                 "source": per_conn[2],
                 "destination": per_conn[3],
-                "request": request_attributes(_without_identity_headers(head), path, query_fields, body, jwt),
-                "context": context_attributes("http", now),
+                "request": request,
+                "context": {"protocol": "http", "time": now},
             }
             verdict = self.authorizer(attrs)
         except Exception as err:  # noqa: BLE001 - every failure is mapped, none opens the door
@@ -167,12 +170,32 @@ class InboundRouter:
         fields["rule"] = verdict.rule
         if not verdict.allowed:
             return Answer(403, _deny_text(verdict), fields)
+        return Forward(new_head, self.app_pool, (self.app_host, conn.target_port), 503, fields)
+
+    def _derive(
+        self, head: RequestHead, body: bytes | None, fields: dict[str, Any], add: list[tuple[bytes, bytes]], memo_key: Any
+    ) -> tuple[str, dict[str, Any], bytes, dict[str, Any] | None]:
+        """(normalised path, request attributes, head for the app, verified JWT) of one request.
+
+        Everything here is a function of the head bytes, the body and the connection's
+        ``x-forwarded-client-cert``, except a JWT-SVID's verdict (time, bundles): results for
+        body-less heads without ``Authorization`` are kept (bounded) and reused for equal heads.
+        The policy evaluator only reads the attributes, so an equal head may share them.
+        """
+        _refuse_identity_lookalikes(head)
+        path, query, query_fields = self.normalize(head.target)
+        fields["path"] = path
+        jwt = self._jwt(head, fields) if head.get(b"authorization") is not None else None
+        request = request_attributes(_without_identity_headers(head), path, query_fields, body, jwt)
         target = path + "?" + query if query else path
-        add = per_conn[4]
         if jwt is not None:  # a verified JWT-SVID: tell the app whose it was
             add = [*add, (JWT_SUB_HEADER, jwt["sub"].encode())]
-        new_head = serialize_head(head, target, IDENTITY_HEADERS, add)
-        return Forward(new_head, self.app_pool, (self.app_host, conn.target_port), 503, fields)
+        derived = (path, request, serialize_head(head, target, IDENTITY_HEADERS, add), jwt)
+        if memo_key is not None and head.get(b"authorization") is None:
+            if len(self._derived) >= _DERIVED_KEPT:
+                self._derived.clear()
+            self._derived[memo_key] = derived
+        return derived
 
     def _connection_facts(self, conn: ConnInfo) -> tuple[Any, ...]:
         """What is the same for every request of a connection (until the identity changes)."""
@@ -186,6 +209,7 @@ class InboundRouter:
             source_attributes(conn.peer_id, conn.peer_ip),
             destination_attributes(own, conn.target_port),
             add,
+            add[0][1] if add else b"",  # what the app's head depends on beyond the request itself
         )
 
     def _jwt(self, head: RequestHead, fields: dict[str, Any]) -> dict[str, Any] | None:
@@ -251,6 +275,9 @@ class InboundRouter:
             rule=verdict.rule,
         )
         return verdict.allowed
+
+
+_DERIVED_KEPT = 256
 
 
 def _deny_text(verdict: Verdict) -> str:

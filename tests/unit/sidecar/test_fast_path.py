@@ -1,0 +1,157 @@
+"""What the hot path reuses between equal requests, and what it must never reuse.
+
+The inbound router keeps what it derived from a body-less request head (normalised path,
+request attributes, the head for the app) and reuses it for a byte-identical head; the
+response framer keeps the framing of a response head. These tests pin down that the reuse
+is invisible: each connection's own identity header, a fresh policy decision per request,
+refusals every time, JWT-SVIDs verified per request, HEAD and interim responses framed as such.
+Sans-I/O: the real router, parser and framer, no sockets.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sdk.spiffeid import SpiffeId
+from sidecar.attributes import Verdict
+from sidecar.errors import HttpError
+from sidecar.exchange import Answer, ConnInfo, Forward
+from sidecar.http1 import ResponseFramer, parse_request_head
+from sidecar.inbound import InboundRouter
+from sidecar.pool import Pool
+
+OWN = "spiffe://example.org/ns/b/sa/server"
+ALICE = "spiffe://example.org/ns/a/sa/alice"
+MALLORY = "spiffe://example.org/ns/m/sa/mallory"
+
+
+class _Identity:
+    generation = 1
+    spiffe_id = SpiffeId.parse(OWN)
+
+    def valid(self, now: object = None) -> bool:
+        return True
+
+    def get_bundle_set(self) -> object:
+        raise LookupError("no bundles in this test")
+
+
+class _Authorizer:
+    """Allows the sources in ``allowed``; records every call."""
+
+    def __init__(self, *allowed: str) -> None:
+        self.allowed = set(allowed)
+        self.calls: list[dict] = []
+
+    def __call__(self, attrs: dict) -> Verdict:
+        self.calls.append(attrs)
+        ok = attrs["source"].get("id") in self.allowed
+        return Verdict(ok, "rule" if ok else None)
+
+
+async def _opener(pool: Pool, key: object):  # never reached: route() does not connect
+    raise OSError("no connections in this test")
+
+
+def _router(authorizer: _Authorizer) -> InboundRouter:
+    return InboundRouter(_Identity(), authorizer, Pool(_opener))
+
+
+def _conn(peer: str) -> ConnInfo:
+    return ConnInfo("10.0.0.1", 4000, peer_id=SpiffeId.parse(peer), tls=True, target_port=8080)
+
+
+def _head(raw: bytes):
+    return parse_request_head(raw, 100)
+
+
+REQUEST = b"GET /orders/./1 HTTP/1.1\r\nHost: orders\r\nX-Forwarded-Client-Cert: By=x;URI=" + MALLORY.encode()
+
+
+def test_an_equal_head_from_another_peer_carries_that_peers_identity():
+    router = _router(_Authorizer(ALICE, MALLORY))
+    for peer in (ALICE, MALLORY, ALICE):
+        result = router.route(_conn(peer), _head(REQUEST), None)
+        assert isinstance(result, Forward)
+        lines = result.head.split(b"\r\n")
+        assert lines[0] == b"GET /orders/1 HTTP/1.1"
+        assert [line for line in lines if line.lower().startswith(b"x-forwarded-client-cert")] == [
+            f"x-forwarded-client-cert: By={OWN};URI={peer}".encode()
+        ]
+
+
+def test_every_equal_request_is_judged_again():
+    authorizer = _Authorizer(ALICE)
+    router = _router(authorizer)
+    conn = _conn(ALICE)
+    assert isinstance(router.route(conn, _head(REQUEST), None), Forward)
+    authorizer.allowed.clear()  # e.g. a policy reload between two identical requests
+    denied = router.route(conn, _head(REQUEST), None)
+    assert isinstance(denied, Answer) and denied.status == 403
+    assert len(authorizer.calls) == 2
+    assert authorizer.calls[0]["request"]["path"] == authorizer.calls[1]["request"]["path"] == "/orders/1"
+    assert authorizer.calls[0]["context"]["time"] <= authorizer.calls[1]["context"]["time"]
+
+
+def test_a_refused_head_is_refused_every_time():
+    router = _router(_Authorizer(ALICE))
+    lookalike = b"GET / HTTP/1.1\r\nHost: a\r\nx_trustmesh_jwt_sub: " + ALICE.encode()
+    bad_path = b"GET /a?x=1;role=admin HTTP/1.1\r\nHost: a"  # parameter cloaking
+    for raw in (lookalike, bad_path, lookalike, bad_path):
+        answer = router.route(_conn(ALICE), _head(raw), None)
+        assert isinstance(answer, Answer) and answer.status == 400
+
+
+def test_a_bearer_token_is_verified_on_every_request():
+    router = _router(_Authorizer(ALICE))
+    raw = b"GET /orders/1 HTTP/1.1\r\nHost: orders\r\nAuthorization: Bearer not.a.jwt"
+    for _ in range(2):
+        result = router.route(_conn(ALICE), _head(raw), None)
+        assert isinstance(result, Forward)
+        assert "no bundles in this test" in result.log["jwt_error"]  # the verification ran (and failed)
+        assert b"x-trustmesh-jwt-sub" not in result.head
+
+
+def test_a_body_is_never_taken_from_an_earlier_request():
+    authorizer = _Authorizer(ALICE)
+    router = _router(authorizer)
+    raw = b"POST /orders HTTP/1.1\r\nHost: orders\r\nContent-Type: application/json\r\nContent-Length: 12"
+    for body, expected in ((b'{"amount":1}', 1), (b'{"amount":9}', 9)):
+        router.route(_conn(ALICE), _head(raw), body)
+        assert authorizer.calls[-1]["request"]["json"] == {"amount": expected}
+
+
+RESPONSE = b"HTTP/1.1 200 OK\r\nDate: Sun, 22 Nov 2026 19:00:00 GMT\r\nContent-Length: 5\r\n\r\n"
+
+
+def test_a_head_response_is_framed_as_such_after_an_equal_get_response():
+    get = ResponseFramer("GET")
+    assert get.feed(RESPONSE + b"hello") == (len(RESPONSE) + 5, True)
+    head = ResponseFramer("HEAD")
+    assert head.feed(RESPONSE + b"HTTP/1.1") == (len(RESPONSE), True)  # the next response's bytes are not its body
+    get.reset("GET")
+    assert get.feed(RESPONSE + b"hel") == (len(RESPONSE) + 3, False)
+    assert get.feed(b"lo") == (2, True) and get.status == 200 and get.keep_alive
+
+
+def test_repeated_chunked_and_interim_responses_are_framed_each_time():
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+    closing = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    framer = ResponseFramer("GET")
+    for _ in range(3):
+        framer.reset("GET")
+        assert framer.feed(chunked + b"3\r\nabc\r\n") == (len(chunked) + 8, False)
+        assert framer.feed(b"0\r\n\r\n") == (5, True)
+        framer.reset("POST")
+        assert framer.feed(interim) == (len(interim), False)
+        assert framer.status == 0
+        assert framer.feed(closing) == (len(closing), True)
+        assert (framer.status, framer.keep_alive) == (404, False)
+
+
+def test_a_malformed_response_head_is_refused_every_time():
+    bad = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
+    for _ in range(2):
+        with pytest.raises(HttpError) as err:
+            ResponseFramer("GET").feed(bad)
+        assert err.value.status == 502
