@@ -9,6 +9,10 @@ The rules are those of ``standards/X509-SVID.md``:
 * every signing certificate on the path is a CA with ``keyCertSign``, its
   ``pathLenConstraint`` is honoured, and any SPIFFE ID it carries has no path;
 * every certificate on the path, trust anchor included, is valid at ``now``;
+* every CA certificate on the path that carries ``nameConstraints``, trust
+  anchor included, permits every name of the certificates below it (the
+  leaf's SPIFFE ID by its trust domain, its DNS SANs and IP SANs; see
+  :mod:`sdk._name_constraints`), and forms it cannot check are refused;
 * the path ends at an X.509 authority of the bundle of the *leaf's* trust
   domain: a certificate from another trust domain's CA is refused even if
   that CA is trusted for its own domain.
@@ -34,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from sdk._clock import aware_now
+from sdk._name_constraints import constraints_of
 from sdk.bundle import BundleSource
 from sdk.errors import BundleError, SpiffeIdError, X509SvidError
 from sdk.spiffeid import SpiffeId
@@ -194,7 +199,7 @@ def verify_chain(
         raise X509SvidError(f"cannot verify '{spiffe_id}': {err}") from err
     if not bundle.x509_authorities:
         raise X509SvidError(f"the bundle for '{spiffe_id.trust_domain}' has no X.509 authorities")
-    search = _PathSearch(bundle.x509_authorities, now)
+    search = _PathSearch(leaf, bundle.x509_authorities, now)
     if not search.reaches_anchor(leaf, chain[1:], []):
         if search.reasons:
             raise X509SvidError(search.reasons[0])
@@ -216,7 +221,8 @@ class _PathSearch:
     peer cannot make us try every ordering of many same-named certificates.
     """
 
-    def __init__(self, anchors: Sequence[x509.Certificate], now: datetime) -> None:
+    def __init__(self, leaf: x509.Certificate, anchors: Sequence[x509.Certificate], now: datetime) -> None:
+        self.leaf = leaf
         self.anchors = anchors
         self.now = now
         self.reasons: list[str] = []
@@ -227,17 +233,25 @@ class _PathSearch:
     ) -> bool:
         """Whether a path leads from ``cert`` to an anchor; ``below`` are the signers under ``cert``."""
         for anchor in self.anchors:
-            if self._issued_by(cert, anchor) and _usable_signer(anchor, "authority", below, self.now, self.reasons):
+            if self._issued_by(cert, anchor) and self._usable(anchor, "authority", below):
                 return True
         for index, candidate in enumerate(pool):
             if not self._issued_by(cert, candidate):
                 continue
-            if not _usable_signer(candidate, "intermediate", below, self.now, self.reasons):
+            if not self._usable(candidate, "intermediate", below):
                 continue
             rest = pool[:index] + pool[index + 1 :]
             if self.reaches_anchor(candidate, rest, [*below, candidate]):
                 return True
         return False
+
+    def _usable(self, cert: x509.Certificate, role: str, below: list[x509.Certificate]) -> bool:
+        try:
+            _check_signer(cert, role, self.leaf, below, self.now)
+        except X509SvidError as err:
+            self.reasons.append(str(err))
+            return False
+        return True
 
     def _issued_by(self, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         if cert.issuer != issuer.subject:
@@ -258,22 +272,24 @@ class _PathSearch:
         return True
 
 
-def _usable_signer(
-    cert: x509.Certificate, role: str, below: list[x509.Certificate], now: datetime, reasons: list[str]
-) -> bool:
-    try:
-        _check_signing_cert(cert, role)
-        _check_validity(cert, role, now)
-        basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        if basic.path_length is not None and len(below) > basic.path_length:
-            raise X509SvidError(
-                f"{role} certificate {describe(cert)} allows {basic.path_length} intermediate(s) "
-                f"below it (pathLenConstraint) but {len(below)} follow it"
-            )
-    except X509SvidError as err:
-        reasons.append(str(err))
-        return False
-    return True
+def _check_signer(
+    cert: x509.Certificate, role: str, leaf: x509.Certificate, below: list[x509.Certificate], now: datetime
+) -> None:
+    """Raise X509SvidError unless ``cert`` may sign for ``below`` (the intermediates under it) and ``leaf``."""
+    _check_signing_cert(cert, role)
+    _check_validity(cert, role, now)
+    basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    if basic.path_length is not None and len(below) > basic.path_length:
+        raise X509SvidError(
+            f"{role} certificate {describe(cert)} allows {basic.path_length} intermediate(s) "
+            f"below it (pathLenConstraint) but {len(below)} follow it"
+        )
+    constraints = constraints_of(cert)
+    if constraints is not None:
+        named = [("the leaf", leaf), *((f"intermediate {describe(c)}", c) for c in below)]
+        problem = constraints.problem(named)
+        if problem:
+            raise X509SvidError(f"{role} certificate {describe(cert)} {problem}")
 
 
 # -- single-certificate checks -------------------------------------------------
@@ -348,7 +364,7 @@ def _extensions(cert: x509.Certificate, role: str) -> _ByType:
     """The certificate's extensions by type, refusing malformed or unknown critical ones."""
     try:
         extensions = cert.extensions
-    except ValueError as err:  # duplicate or malformed extensions
+    except (ValueError, x509.UnsupportedGeneralNameType) as err:  # duplicate, malformed, x400Address...
         raise X509SvidError(f"{role} certificate has malformed extensions: {err}") from err
     by_type: _ByType = {}
     for ext in extensions:

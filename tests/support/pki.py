@@ -21,18 +21,21 @@ helpers call):
 * ``key_usage``: a set of names from :data:`KEY_USAGES` (``{"digital_signature"}``),
   or ``None`` for no extension; ``key_usage_critical``.
 * ``eku``: names (``"server_auth"``, ``"client_auth"``, ...) or OIDs, or ``None``.
-* ``uri_sans`` / ``dns_sans``: lists (``[]`` or ``None`` for none).
+* ``uri_sans`` / ``dns_sans``: lists (``[]`` or ``None`` for none);
+  ``other_sans``: more ``x509.GeneralName`` values (IP, email, ...).
 * ``not_before`` / ``not_after``: aware datetimes (default: valid around now).
 * ``issuer``: the :class:`Issued` that signs (``None``: self-signed);
   ``signing_key`` signs with another key under the same issuer name;
   ``issuer_name`` writes another issuer name.
 * ``key``: the subject's private key (default a fresh EC P-256 key);
   ``subject``: a common name or an ``x509.Name``.
-* ``extensions``: extra ``(ExtensionType, critical)`` pairs.
+* ``extensions``: extra ``(ExtensionType, critical)`` pairs, such as
+  :func:`name_constraints` or :func:`raw_extension`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -54,7 +57,9 @@ __all__ = [
     "make_intermediate",
     "make_leaf",
     "make_root",
+    "name_constraints",
     "new_key",
+    "raw_extension",
     "standard_chain",
     "write_svid",
 ]
@@ -170,6 +175,7 @@ def make_cert(
     eku: Sequence[str | x509.ObjectIdentifier] | None = LEAF_EKU,
     uri_sans: Sequence[str] | None = None,
     dns_sans: Sequence[str] | None = None,
+    other_sans: Sequence[x509.GeneralName] | None = None,
     not_before: datetime | None = None,
     not_after: datetime | None = None,
     serial: int | None = None,
@@ -211,6 +217,7 @@ def make_cert(
         builder = builder.add_extension(x509.ExtendedKeyUsage(oids), critical=False)
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uri_sans or ()]
     sans += [x509.DNSName(d) for d in dns_sans or ()]
+    sans += list(other_sans or ())
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     if key_ids:
@@ -270,6 +277,49 @@ def make_leaf(
     }
     params.update(overrides)
     return make_cert(**params)  # type: ignore[arg-type]
+
+
+def name_constraints(
+    permitted: Sequence[str | x509.GeneralName] = (),
+    excluded: Sequence[str | x509.GeneralName] = (),
+    *,
+    critical: bool = True,
+) -> tuple[x509.NameConstraints, bool]:
+    """A nameConstraints extension pair for ``extensions=``; names as ``"URI:.example.org"``.
+
+    Prefixes, as openssl writes them: ``URI:``, ``DNS:``, ``IP:`` (a network
+    such as ``10.0.0.0/8``), ``email:`` and ``dirName:`` (an RFC 4514 string).
+    Anything else must already be an ``x509.GeneralName``.
+    """
+    return (
+        x509.NameConstraints(
+            permitted_subtrees=[_general_name(p) for p in permitted] or None,
+            excluded_subtrees=[_general_name(e) for e in excluded] or None,
+        ),
+        critical,
+    )
+
+
+def raw_extension(oid: x509.ObjectIdentifier, der: bytes, critical: bool = True) -> tuple[x509.ExtensionType, bool]:
+    """An extension pair whose value is ``der`` as written, for encodings ``cryptography`` will not build."""
+    return x509.UnrecognizedExtension(oid, der), critical
+
+
+def _general_name(value: str | x509.GeneralName) -> x509.GeneralName:
+    if not isinstance(value, str):
+        return value
+    kind, _, rest = value.partition(":")
+    if kind == "URI":
+        return x509.UniformResourceIdentifier(rest)
+    if kind == "DNS":
+        return x509.DNSName(rest)
+    if kind == "IP":
+        return x509.IPAddress(ipaddress.ip_network(rest))
+    if kind == "email":
+        return x509.RFC822Name(rest)
+    if kind == "dirName":
+        return x509.DirectoryName(x509.Name.from_rfc4514_string(rest))
+    raise ValueError(f"unknown general name prefix in {value!r}")
 
 
 def standard_chain(
