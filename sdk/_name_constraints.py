@@ -81,7 +81,7 @@ class Constraints:
         work = [
             (label, form, names)
             for label, cert in below
-            for form, names in _names(cert).items()
+            for form, names in _names(cert)
             if form in self.permitted or form in self.excluded
         ]
         comparisons = sum(
@@ -149,8 +149,12 @@ def constraints_of(cert: x509.Certificate) -> Constraints | None:
 # -- names ---------------------------------------------------------------------
 
 
-def _names(cert: x509.Certificate) -> dict[str, list[object]]:
-    """Every name of ``cert`` that name constraints apply to, by form."""
+@functools.lru_cache(maxsize=256)
+def _names(cert: x509.Certificate) -> tuple[tuple[str, tuple[object, ...]], ...]:
+    """Every name of ``cert`` that name constraints apply to, as (form, names) pairs.
+
+    Cached: a peer presents the same leaf on every connection until it renews.
+    """
     names: dict[str, list[object]] = {}
     if len(cert.subject):
         names["directoryName"] = [cert.subject]
@@ -160,14 +164,18 @@ def _names(cert: x509.Certificate) -> dict[str, list[object]]:
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return names
+        sans = x509.SubjectAlternativeName([])
     for general in sans:
         names.setdefault(_FORMS[type(general)], []).append(general.value)
-    return names
+    return tuple((form, tuple(values)) for form, values in names.items())
 
 
+@functools.lru_cache(maxsize=1024)
 def _subject_of(form: str, name: object) -> object:
-    """What a constraint of ``form`` is matched against: a host's labels, a DNS name's labels, an IP."""
+    """What a constraint of ``form`` is matched against: a host's labels, a DNS name's labels, an IP.
+
+    Cached, since parsing a URI and ruling out an IP address costs more than the matching.
+    """
     if form == "IP":
         return name
     if form == "DNS":

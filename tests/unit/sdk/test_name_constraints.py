@@ -338,3 +338,13 @@ def test_domain_matching_agrees_with_string_suffix_rules(name, constraint, dotte
 def test_any_name_and_constraint_give_an_answer_not_a_crash(name, constraint, form):
     problem = Constraints({form: (constraint,)}, {form: (constraint,)})._name_problem(form, name, "the leaf")
     assert problem is None or isinstance(problem, str)
+
+
+def test_leaf_with_an_x400_address_san_is_refused_not_a_crash():
+    """cryptography raises UnsupportedGeneralNameType (not a ValueError) for x400Address; we translate it."""
+    root = make_root("example.org")
+    leaf = make_leaf(root, uri_sans=None, extensions=[raw_extension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, bytes.fromhex("3002a300"), False)])
+    with pytest.raises(X509SvidError, match="leaf certificate has malformed extensions: x400Address"):
+        validate_leaf(leaf.cert)
+    with pytest.raises(X509SvidError, match="malformed extensions"):
+        verify_chain([leaf.cert], _bundle("example.org", root))
