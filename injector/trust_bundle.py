@@ -29,6 +29,10 @@ def check_bundle_pem(pem: bytes, source: str) -> str:
             is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
         except x509.ExtensionNotFound:
             is_ca = False
+        except (x509.UnsupportedGeneralNameType, ValueError) as err:
+            raise TrustBundleError(
+                f"trust bundle {source}: {cert.subject.rfc4514_string()!r} has unreadable extensions: {err}"
+            ) from err
         if not is_ca:
             raise TrustBundleError(f"trust bundle {source}: {cert.subject.rfc4514_string()!r} is not a CA")
     return pem.decode("ascii")

@@ -115,8 +115,10 @@ def _describe(cert: x509.Certificate, index: int) -> str:
     try:
         basic = cert.extensions.get_extension_for_class(_x509.BasicConstraints).value
         role = "CA" if basic.ca else "leaf"
-    except (_x509.ExtensionNotFound, ValueError):
+    except _x509.ExtensionNotFound:
         role = "no basicConstraints"
+    except (_x509.UnsupportedGeneralNameType, ValueError):
+        role = "unreadable extensions"
     subject = cert.subject.rfc4514_string() or "(empty subject)"
     return (
         f"{subject} [{role}] issuer {cert.issuer.rfc4514_string() or '(empty)'}; "
@@ -129,7 +131,7 @@ def _uri_sans(cert: x509.Certificate) -> str:
 
     try:
         sans = cert.extensions.get_extension_for_class(_x509.SubjectAlternativeName).value
-    except (_x509.ExtensionNotFound, ValueError):
+    except (_x509.ExtensionNotFound, _x509.UnsupportedGeneralNameType, ValueError):
         return ""
     return ", ".join(sans.get_values_for_type(_x509.UniformResourceIdentifier))
 

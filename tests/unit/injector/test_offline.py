@@ -142,6 +142,20 @@ def test_cli_rejects_a_leaf_as_trust_bundle(tmp_path, capsys):
     assert "is not a CA" in capsys.readouterr().err
 
 
+def test_cli_rejects_a_trust_bundle_with_unreadable_extensions(tmp_path, capsys):
+    from cryptography.x509.oid import ExtensionOID
+
+    from tests.support.pki import make_root, raw_extension
+
+    # NameConstraints with an x400Address base: cryptography cannot decode the extensions.
+    x400 = raw_extension(ExtensionOID.NAME_CONSTRAINTS, bytes.fromhex("3006a0043002a300"))
+    bundle = tmp_path / "x400.pem"
+    bundle.write_bytes(make_root("example.org", extensions=[x400]).pem)
+    assert main(["inject", "-f", "-", "--trust-bundle", str(bundle)]) == 1
+    err = capsys.readouterr().err
+    assert "has unreadable extensions: x400Address" in err and err.count("\n") == 1
+
+
 def test_serve_check_validates_the_identity_template(tmp_path, capsys):
     config = tmp_path / "injector.yaml"
     config.write_text("identity_template: 'ns/{namespace}/app/{labels.app}'\n")

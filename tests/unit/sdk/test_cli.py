@@ -8,7 +8,9 @@ import jwt
 import pytest
 
 from sdk import Bundle, TrustDomain
-from tests.support.pki import make_leaf, make_root, standard_chain, write_svid
+from cryptography.x509.oid import ExtensionOID
+
+from tests.support.pki import make_leaf, make_root, raw_extension, standard_chain, write_svid
 from trustmesh.cli import main
 
 TD = TrustDomain.parse("example.org")
@@ -57,6 +59,17 @@ def test_inspect_reports_why_it_is_invalid(pki, capsys):
                  "--trust-domain", "other.org"])
     assert code == 1
     assert "no bundle for trust domain 'example.org'" in capsys.readouterr().out
+
+
+def test_inspect_reports_unreadable_extensions_instead_of_crashing(tmp_path, capsys):
+    # NameConstraints with an x400Address base: cryptography refuses to decode the extensions.
+    x400 = raw_extension(ExtensionOID.NAME_CONSTRAINTS, bytes.fromhex("3006a0043002a300"))
+    cert = tmp_path / "x400.pem"
+    cert.write_bytes(make_root("example.org", extensions=[x400]).pem)
+    assert main(["svid", "inspect", str(cert)]) == 1
+    out = capsys.readouterr().out
+    assert "[unreadable extensions]" in out
+    assert "INVALID: leaf certificate has malformed extensions: x400Address" in out
 
 
 def test_inspect_usage_errors_exit_2(pki, capsys):
