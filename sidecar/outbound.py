@@ -26,6 +26,7 @@ __all__ = ["OutboundRouter", "explicit_classifier", "transparent_classifier"]
 
 # The remote sidecar sets these from the verified connection; never pass the app's copies on.
 _DROP = frozenset({b"x-forwarded-client-cert"})
+_HEADS_KEPT = 256
 
 
 def explicit_classifier(host: str, port: int, expected: str | None) -> Callable[[socket.socket, Any], ConnInfo]:
@@ -67,6 +68,7 @@ class OutboundRouter:
         self.metrics = metrics or Metrics()
         self.access_log = access_log or AccessLog(None)
         self.loop_time: Callable[[], float] | None = None
+        self._heads: dict[bytes, bytes] = {}
 
     def wants_body(self, conn: ConnInfo, head: RequestHead) -> int:
         return 0
@@ -77,9 +79,19 @@ class OutboundRouter:
             return Answer(503, "no valid identity", {**fields, "error": "SVID missing or expired"}, close=True)
         if not head.target.startswith("/"):
             raise HttpError(400, "request target must be in origin form")
-        new_head = serialize_head(head, head.target, _DROP, [])
+        # the head to send is a function of the received head's bytes: kept for equal heads (bounded)
+        new_head = self._heads.get(head.key) if head.key is not None else None
+        if new_head is None:
+            new_head = serialize_head(head, head.target, _DROP, [])
+            if head.key is not None:
+                if len(self._heads) >= _HEADS_KEPT:
+                    self._heads.clear()
+                self._heads[head.key] = new_head
         # the identity's generation in the key: after a renewal no pooled connection presents the old SVID
-        key = (conn.target_host, conn.target_port, conn.expected_id, self.identity.generation)
+        generation = self.identity.generation
+        key = conn.cache
+        if key is None or key[3] != generation:
+            key = conn.cache = (conn.target_host, conn.target_port, conn.expected_id, generation)
         return Forward(new_head, self.pool, key, 503, fields)
 
     def done(self, conn: ConnInfo, head: RequestHead | None, status: int, fields: dict[str, Any], started: float) -> None:

@@ -155,3 +155,23 @@ def test_a_malformed_response_head_is_refused_every_time():
         with pytest.raises(HttpError) as err:
             ResponseFramer("GET").feed(bad)
         assert err.value.status == 502
+
+
+def test_outbound_drops_the_apps_identity_header_from_every_equal_request():
+    from sidecar.outbound import OutboundRouter
+
+    identity = _Identity()
+    router = OutboundRouter(identity, Pool(_opener))
+    conn = ConnInfo("127.0.0.1", 4000, target_host="10.0.0.2", target_port=8080, expected_id=OWN)
+    raw = b"GET /a HTTP/1.1\r\nHost: b\r\nX-Forwarded-Client-Cert: By=x;URI=" + MALLORY.encode()
+    keys = []
+    for generation in (1, 1, 2):
+        identity.generation = generation
+        result = router.route(conn, _head(raw), None)
+        assert isinstance(result, Forward)
+        assert result.head == b"GET /a HTTP/1.1\r\nhost: b\r\n\r\n"
+        keys.append(result.key)
+    other = router.route(conn, _head(b"GET /b HTTP/1.1\r\nHost: b"), None)
+    assert other.head.startswith(b"GET /b HTTP/1.1\r\n")  # type: ignore[union-attr]
+    # a renewed SVID (generation 2) must not reuse pooled connections that present the old one
+    assert keys[0] == keys[1] == ("10.0.0.2", 8080, OWN, 1) and keys[2] == ("10.0.0.2", 8080, OWN, 2)
