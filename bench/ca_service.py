@@ -148,10 +148,14 @@ def bench_library(csr: bytes, seconds: float) -> list[dict]:
 class Target:
     """A gRPC server process under load: the CA service or the no-op floor."""
 
-    def __init__(self, name: str, proc: subprocess.Popen, grpc_port: int, metrics_port: int = 0,
+    def __init__(self, name: str, procs: list[subprocess.Popen], grpc_port: int, metrics_port: int = 0,
                  audit: Path | None = None) -> None:
-        self.name, self.proc, self.grpc_port, self.metrics_port, self.audit = name, proc, grpc_port, metrics_port, audit
+        self.name, self.procs, self.grpc_port, self.metrics_port, self.audit = name, procs, grpc_port, metrics_port, audit
         self._audit_offset = 0
+
+    def cpu(self) -> float:
+        """CPU seconds of every process of this target (workers included)."""
+        return sum(tree_cpu(p.pid) for p in self.procs)
 
     def counters(self) -> dict[tuple[str, str], float]:
         if not self.metrics_port:
@@ -176,13 +180,15 @@ class Target:
         return [json.loads(line) for line in data[:end].splitlines()]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
             try:
-                self.proc.wait(20)
+                proc.wait(20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+                proc.kill()
+                proc.wait(5)
 
 
 def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 60.0) -> None:
@@ -219,7 +225,7 @@ def start_service(name: str, tree: Path, work: Path, api_url: str, workers: int)
     proc = subprocess.Popen([PYTHON, "-m", "trustmesh", "ca", "serve", "--config", str(path)], cwd=str(tree), env=env,
                             stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.log", "w"))
     wait_ready(proc, f"http://127.0.0.1:{metrics_port}/readyz")
-    return Target(name, proc, grpc_port, metrics_port, audit)
+    return Target(name, [proc], grpc_port, metrics_port, audit)
 
 
 FLOOR_SERVER = r"""
@@ -230,7 +236,7 @@ async def noop(request, context):
 def same(b):
     return b
 async def main():
-    server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 1000)])
+    server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 1000), ("grpc.so_reuseport", 1)])
     handler = grpc.unary_unary_rpc_method_handler(noop, same, same)
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
         "trustmesh.ca.v1.CA", {"SignX509SVID": handler, "MintJWTSVID": handler})])
@@ -242,15 +248,26 @@ asyncio.run(main())
 """
 
 
-def start_floor(work: Path, key_pem: bytes, chain_pem: bytes) -> Target:
+def start_floor(work: Path, key_pem: bytes, chain_pem: bytes, processes: int) -> Target:
+    """``processes`` bare grpc.aio servers on one port (SO_REUSEPORT), like the service's workers."""
     (work / "floor.key").write_bytes(key_pem)
     (work / "floor.crt").write_bytes(chain_pem)
-    port = free_port()
-    proc = subprocess.Popen([PYTHON, "-c", FLOOR_SERVER, str(work / "floor.key"), str(work / "floor.crt"), str(port)],
-                            stdout=subprocess.PIPE, text=True)
-    if proc.stdout.readline().strip() != "ready":
-        raise SystemExit("the no-op floor server did not start")
-    return Target("no-op floor", proc, port)
+    port, procs = free_port(), []
+    for _ in range(processes):
+        proc = subprocess.Popen([PYTHON, "-c", FLOOR_SERVER, str(work / "floor.key"), str(work / "floor.crt"),
+                                 str(port)], stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit("the no-op floor server did not start")
+    return Target(floor_name(processes), procs, port)
+
+
+def floor_name(processes: int) -> str:
+    return "no-op floor" + (f" ({processes} processes)" if processes > 1 else "")
+
+
+def service_name(workers: int) -> str:
+    return "service" + (f" ({workers} workers)" if workers > 1 else "")
 
 
 def serving_identity(work: Path) -> tuple[bytes, bytes]:
@@ -271,7 +288,7 @@ def serving_identity(work: Path) -> tuple[bytes, bytes]:
 def h2load(target: Target, rpc: str, body: Path, token: str, calls: int, inflight: int, log: Path,
            timeout: float) -> tuple[int, float, list[float], float]:
     """Run ``calls`` calls at ``inflight`` in flight; (succeeded, seconds, latencies s, h2load CPU s)."""
-    conns = 2 if inflight <= 16 else 4
+    conns = max(1, inflight // 2)  # many connections, as many sidecars make: SO_REUSEPORT spreads connections
     cmd = ["h2load", "-n", str(calls), "-c", str(conns), "-m", str(inflight // conns), "-t", "1",
            "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
            "-H", "grpc-timeout: 10S", "-H", f"authorization: Bearer {token}", "--log-file", str(log),
@@ -294,11 +311,11 @@ def h2load(target: Target, rpc: str, body: Path, token: str, calls: int, infligh
 
 
 def measure(target: Target, rpc: str, body: Path, token: str, calls: int, inflight: int, work: Path) -> dict:
-    before, cpu0 = target.counters(), tree_cpu(target.proc.pid)
+    before, cpu0 = target.counters(), target.cpu()
     target.new_audit_lines()
     succeeded, elapsed, latencies, client_cpu = h2load(
         target, rpc, body, token, calls, inflight, work / "h2load.log", timeout=60 + calls / 200)
-    server_cpu = tree_cpu(target.proc.pid) - cpu0
+    server_cpu = target.cpu() - cpu0
     ok, problems = succeeded == calls and len(latencies) == calls, []
     if not ok:
         problems.append(f"h2load: {succeeded}/{calls} HTTP-succeeded")
@@ -336,7 +353,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.5, help="aimed duration of each service phase")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; figures are medians over rounds")
     parser.add_argument("--inflight", type=int, nargs="+", default=[16, 32], help="calls in flight (multiple of 2/4)")
-    parser.add_argument("--workers", type=int, default=1, help="service worker processes (config field workers)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="service worker counts to run (config field workers); a floor with as many processes each")
     parser.add_argument("--baseline", metavar="REV", help="also run the service of git revision REV, interleaved")
     parser.add_argument("--no-floor", action="store_true", help="skip the no-op grpc.aio floor")
     args = parser.parse_args()
@@ -360,15 +378,15 @@ def main() -> int:
         bodies["jwt"].write_bytes(grpc_frame(ca_pb2.MintJWTSVIDRequest(audiences=["bench"]).SerializeToString()))
         try:
             if not args.no_floor:
-                targets.append(start_floor(work, *serving_identity(work)))
+                serving = serving_identity(work)
+                targets.extend(start_floor(work, *serving, n) for n in args.workers)
             if args.baseline:
                 targets.append(start_service(f"service@{args.baseline}", checkout(args.baseline, work / "baseline"),
                                              work, api_url, 1))
-            targets.append(start_service("service" + (f" ({args.workers} workers)" if args.workers > 1 else ""),
-                                         ROOT, work, api_url, args.workers))
-            for target in targets:  # warm: TLS sessions, token cache, pod cache
+            targets.extend(start_service(service_name(n), ROOT, work, api_url, n) for n in args.workers)
+            for target in targets:  # warm every worker: token cache, pod cache
                 for rpc in RPCS:
-                    h2load(target, rpc, bodies[rpc], token, 200, 16, work / "h2load.log", timeout=60)
+                    h2load(target, rpc, bodies[rpc], token, 400, 32, work / "h2load.log", timeout=60)
             rate_guess = {(t.name, rpc): 500.0 for t in targets for rpc in RPCS}
             for _ in range(args.rounds):
                 rows.extend(bench_library(csr, 1.0))
@@ -397,7 +415,11 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
           f"~{args.seconds:g} s per service phase, h2load; medians over rounds\n")
     print("| rpc | in flight | target | calls (all rounds) | calls/s | p50 ms | p99 ms | server CPU µs/call "
           "| h2load CPU µs/call | checked |\n| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    for key in sorted(groups, key=lambda k: (k[0] != "x509", k[1], k[2] != "library", k[2] != "no-op floor", k[2])):
+    def rank(name: str) -> tuple[int, str]:
+        order = 0 if name == "library" else 1 if name.startswith("no-op") else 2 if "@" in name else 3
+        return order, name
+
+    for key in sorted(groups, key=lambda k: (k[0] != "x509", k[1], rank(k[2]))):
         g = groups[key]
         m = {f: statistics.median(r[f] for r in g) for f in ("rate", "p50_ms", "p99_ms", "server_us", "client_us")}
         m["ok"] = all(r["ok"] for r in g)
@@ -407,22 +429,22 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
               f"| {m['p99_ms']:.2f} | {m['server_us']:.0f} | {m['client_us']:.0f} "
               f"| {'ok' if m['ok'] else 'FAILED: ' + problems} |")
     print()
-    service = sorted({k[2] for k in med if k[2].startswith("service") and "@" not in k[2]})
+    service = [service_name(n) for n in args.workers]
     for rpc in RPCS:
         lib = med.get((rpc, 1, "library"))
         for inflight in args.inflight:
-            for name in service:
+            for n, name in zip(args.workers, service):
                 s = med.get((rpc, inflight, name))
-                floor = med.get((rpc, inflight, "no-op floor"))
+                floor = med.get((rpc, inflight, floor_name(n)))
                 if s is None or lib is None:
                     continue
                 text = f"{rpc} @{inflight} {name}: {s['rate']:.0f}/s = {s['rate'] / lib['rate']:.2f} x library"
                 if floor:
-                    text += (f", {s['rate'] / floor['rate']:.2f} x no-op floor ({floor['rate']:.0f}/s); server CPU "
+                    text += (f", {s['rate'] / floor['rate']:.2f} x {floor_name(n)} ({floor['rate']:.0f}/s); server CPU "
                              f"{s['server_us']:.0f} µs = library {lib['server_us']:.0f} + floor {floor['server_us']:.0f}"
                              f" + {s['server_us'] - lib['server_us'] - floor['server_us']:.0f} other")
                 for k, b in med.items():
-                    if k[0] == rpc and k[1] == inflight and "@" in k[2]:
+                    if k[0] == rpc and k[1] == inflight and "@" in k[2] and n == 1:
                         text += f"; vs {k[2]}: {s['rate'] / b['rate']:.2f} x rate, {s['server_us'] / b['server_us']:.2f} x CPU"
                 print(text)
     for name in service:

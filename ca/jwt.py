@@ -43,6 +43,8 @@ _FAR_FUTURE = datetime.max.replace(tzinfo=timezone.utc)
 _HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
 JWT_ALGORITHMS = ("ES256", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
 
 def default_algorithm(key: PrivateKey) -> str:
     """ES256 for a P-256 key, RS256 for an RSA key."""
@@ -116,6 +118,17 @@ class JwtSigner:
         now: datetime | None = None,
     ) -> str:
         """A signed JWT-SVID for ``spiffe_id`` and ``audience`` (one or more), valid ``ttl`` (capped)."""
+        return self.mint_with_expiry(spiffe_id, audience, ttl, now=now)[0]
+
+    def mint_with_expiry(
+        self,
+        spiffe_id: SpiffeId,
+        audience: str | Sequence[str],
+        ttl: timedelta,
+        *,
+        now: datetime | None = None,
+    ) -> tuple[str, datetime]:
+        """:meth:`mint`, and the token's ``exp`` as an aware datetime (whole seconds, as in the token)."""
         now = certs.aware_now(now)
         if not isinstance(spiffe_id, SpiffeId):
             raise IssuanceError(f"spiffe_id must be a SpiffeId, got {type(spiffe_id).__name__}")
@@ -129,13 +142,14 @@ class JwtSigner:
         for aud in audiences:
             if not isinstance(aud, str) or not aud or not aud.isprintable() or len(aud) > 1024:
                 raise IssuanceError(f"invalid audience {aud!r}: a non-empty printable string is required")
-        exp = certs.not_after_for(now, ttl, self.max_ttl, self.expires_at)
+        exp = int(certs.not_after_for(now, ttl, self.max_ttl, self.expires_at).timestamp())
         claims = {
             "sub": str(spiffe_id),
             "aud": audiences,
             "iat": int(now.timestamp()),
-            "exp": int(exp.timestamp()),
+            "exp": exp,
         }
-        payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
+        payload = _b64(_COMPACT_JSON.encode(claims).encode())
         signing_input = f"{self._header}.{payload}"
-        return f"{signing_input}.{_b64(self._sign(signing_input.encode('ascii')))}"
+        token = f"{signing_input}.{_b64(self._sign(signing_input.encode('ascii')))}"
+        return token, datetime.fromtimestamp(exp, timezone.utc)

@@ -183,6 +183,17 @@ class CertificateAuthority:
         """Sign a JWT-SVID for ``spiffe_id`` with the active JWT key."""
         return self._state.signer.mint(spiffe_id, audience, ttl, now=now)
 
+    def mint_jwt_svid_with_expiry(
+        self,
+        spiffe_id: SpiffeId,
+        audience: str | Sequence[str],
+        ttl: timedelta = DEFAULT_JWT_SVID_TTL,
+        *,
+        now: datetime | None = None,
+    ) -> tuple[str, datetime]:
+        """:meth:`mint_jwt_svid`, and the token's expiry (what its ``exp`` claim says)."""
+        return self._state.signer.mint_with_expiry(spiffe_id, audience, ttl, now=now)
+
     # -- rotation --------------------------------------------------------------
 
     def prepare(self, now: datetime) -> Authority:

@@ -21,6 +21,7 @@ __all__ = [
     "ServiceConfig",
     "load_config",
     "parse_config",
+    "run_workers",
     "ServiceError",
     "ConfigError",
     "UnauthenticatedError",
@@ -38,4 +39,5 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "ServiceConfig": "ca.service.config",
     "load_config": "ca.service.config",
     "parse_config": "ca.service.config",
+    "run_workers": "ca.service.workers",
 }, globals())

@@ -24,6 +24,7 @@ import logging
 import signal
 import ssl
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from ca.service.ca_store import CaStore, DirectoryCaStore, MemoryCaStore, Secret
 from ca.service.config import ServiceConfig
 from ca.service.dns_policy import DnsNamePolicy
 from ca.service.errors import ConfigError, StartupError
-from ca.service.grpc_server import CaServicer
+from ca.service.grpc_server import MAX_WATCHERS, CaServicer
 from ca.service.http_server import start_bundle_endpoint, start_ops_server
 from ca.service.issuance import Issuance
 from ca.service.k8s_auth import JwksVerifier, KubernetesAuthenticator
@@ -79,8 +80,10 @@ class CaService:
         audit: AuditLog | None = None,
         clock: Callable[[], datetime] = _utc_now,
         rotation_loop: bool = True,
+        worker: int = 0,
     ) -> None:
         self.config = config
+        self.worker = worker  # 0 serves HTTP, publishes and rotates; see ca/service/workers.py
         self.clock = clock
         self._epoch = lambda: clock().timestamp()
         self._kube_client = kube_api_client
@@ -144,20 +147,29 @@ class CaService:
                 f"is {cfg.trust_domain}, but the CA in the configured store is for {self._ca.trust_domain}",
             )
         self.hub = BundleHub(self._ca.bundle())
-        if cfg.publish_configmap and self.kube is not None:
+        if cfg.publish_configmap and self.kube is not None and self.worker == 0:
             self.publisher = ConfigMapPublisher(self.kube, cfg.bundle_configmap_namespace, cfg.bundle_configmap_name)
             await self.publisher.publish(self._ca.bundle())
         self._observe_bundle()
         self.serving.issue(self._ca, now)
 
+        # Limits are for the whole service: each of N workers enforces its 1/N share.
+        share = cfg.workers
+        limits = replace(
+            cfg.limits,
+            rate_per_second=cfg.limits.rate_per_second / share,
+            burst=max(1, cfg.limits.burst // share),
+            max_bundle_watchers_per_client=max(1, cfg.limits.max_bundle_watchers_per_client // share),
+        )
         servicer = CaServicer(
             issuance=Issuance(lambda: self.ca, x509_ttl=cfg.x509_ttl, jwt_ttl=cfg.jwt_ttl, clock=self.clock),
             authenticator=await self._make_authenticator(),
-            limiter=RateLimiter(cfg.limits.rate_per_second, cfg.limits.burst),
+            limiter=RateLimiter(limits.rate_per_second, limits.burst),
             hub=self.hub,
             audit=self.audit,
             metrics=self.metrics,
-            limits=cfg.limits,
+            limits=limits,
+            max_watchers=MAX_WATCHERS // share,
             renewal=SvidRenewal(
                 lambda: self.ca.bundle(),
                 self.clock,
@@ -172,6 +184,8 @@ class CaService:
                 ("grpc.max_receive_message_length", cfg.limits.max_request_bytes),
                 ("grpc.max_send_message_length", 4 * 1024 * 1024),
                 ("grpc.max_concurrent_streams", 1000),
+                # Workers share the port; a lone process refuses to share it by accident.
+                ("grpc.so_reuseport", 1 if cfg.workers > 1 else 0),
             ]
         )
         ca_pb2_grpc.add_CAServicer_to_server(servicer, self._grpc)
@@ -182,7 +196,17 @@ class CaService:
         if self.grpc_port == 0:
             raise StartupError(f"listen.grpc: cannot listen on {cfg.listen.grpc}")
         await self._grpc.start()
+        if self.worker == 0:
+            await self._start_http()
+        if self._rotation_loop:
+            self._tasks.append(asyncio.create_task(self._rotate_forever(), name="ca-rotation"))
+        self._ready = True
+        log.info("CA for %s serving gRPC on %s, bundle on %s (worker %d)",
+                 cfg.trust_domain, self.grpc_port, self.bundle_port, self.worker)
 
+    async def _start_http(self) -> None:
+        """The bundle endpoint and the metrics/health server (worker 0 only)."""
+        cfg = self.config
         self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.serving.load_into(self._tls)
         host, port = _split(cfg.listen.bundle_endpoint)
@@ -197,10 +221,6 @@ class CaService:
         except OSError as err:
             raise StartupError(f"listen.metrics: cannot listen on {cfg.listen.metrics}: {err.strerror or err}") from err
         self._runners.append(runner)
-        if self._rotation_loop:
-            self._tasks.append(asyncio.create_task(self._rotate_forever(), name="ca-rotation"))
-        self._ready = True
-        log.info("CA for %s serving gRPC on %s, bundle on %s", cfg.trust_domain, self.grpc_port, self.bundle_port)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting calls, let in-flight calls finish (up to ``grace`` s), then close."""
@@ -250,6 +270,11 @@ class CaService:
         await self._install(ca, now)
         return done
 
+    async def follow(self, now: datetime | None = None) -> None:
+        """Pick up what the rotating worker changed in the store (workers other than 0)."""
+        assert self._store is not None
+        await self._install(await self._store.reload(), now or self.clock())
+
     async def _install(self, ca: CertificateAuthority, now: datetime) -> None:
         self._ca = ca
         assert self.hub is not None
@@ -267,7 +292,7 @@ class CaService:
         while True:
             await asyncio.sleep(self.config.rotation_check_seconds)
             try:
-                await self.rotate()
+                await (self.rotate() if self.worker == 0 else self.follow())
             except Exception:  # noqa: BLE001 - keep serving; the next check retries
                 log.exception("CA rotation check failed")
 
@@ -323,13 +348,7 @@ class CaService:
         return grpc.dynamic_ssl_server_credentials(current(), fetch, require_client_authentication=False)
 
     def _observe_bundle(self) -> None:
-        bundle = self.ca.bundle()
-        self.metrics.bundle_sequence.set(bundle.sequence or 0)
-        self.metrics.authority_not_after.clear()
-        for cert in bundle.x509_authorities:
-            self.metrics.authority_not_after.labels(format(cert.serial_number, "x")).set(
-                cert.not_valid_after_utc.timestamp()
-            )
+        self.metrics.set_bundle(self.ca.bundle())
 
 
 def _read_token(path: str) -> str:

@@ -44,6 +44,20 @@ class Authenticator:
             raise ValueError("no authentication method configured")
         self.kubernetes, self.join_tokens, self.static_tokens = kubernetes, join_tokens, static_tokens
 
+    def known(self, authorization: str | None) -> Caller | None:
+        """The caller if it is known without waiting (a static token, a cached Kubernetes
+        decision); None when :meth:`authenticate` must run. Same precedence as it."""
+        token = bearer_token(authorization)
+        if self.static_tokens is not None:
+            caller = self.static_tokens.lookup(token)
+            if caller is not None:
+                return caller
+        if self.join_tokens is not None and self.join_tokens.knows(token):
+            return None
+        if self.kubernetes is not None and token.count(".") == 2:
+            return self.kubernetes.cached(token)
+        return None
+
     async def authenticate(self, authorization: str | None) -> Caller:
         token = bearer_token(authorization)
         if self.static_tokens is not None:

@@ -43,9 +43,13 @@ def _serve(args: argparse.Namespace) -> int:
     if args.check:
         print(f"config ok: trust domain {config.trust_domain}")
         return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.workers > 1:
+        from ca.service.workers import run_workers
+
+        return run_workers(config)
     from ca.service.app import CaService
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(CaService(config).run())
     return 0
 

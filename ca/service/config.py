@@ -134,6 +134,10 @@ class ServiceConfig:
     publish_configmap: bool = False
     audit_log: str = "-"  # a path, or "-" for stderr
     rotation_check_seconds: float = 60.0
+    workers: int = 1  # service processes sharing the gRPC port (SO_REUSEPORT); see ca/service/workers.py
+
+
+MAX_WORKERS = 64
 
 
 def load_config(path: str | Path) -> ServiceConfig:
@@ -413,6 +417,7 @@ def parse_config(data: Any) -> ServiceConfig:
 
     audit_log = top.string("audit_log", "-")
     rotation_check = float(top.number("rotation_check_seconds", d.rotation_check_seconds))
+    workers = int(top.number("workers", d.workers, minimum=1, integer=True))
     top.finish()
 
     if kubernetes is None and not static_tokens_file and not join_tokens:
@@ -421,6 +426,15 @@ def parse_config(data: Any) -> ServiceConfig:
         raise ConfigError("ca.store.kind", "secret needs authentication.kubernetes (the API to reach)")
     if publish and kubernetes is None:
         raise ConfigError("bundle.configmap", "publishing a ConfigMap needs authentication.kubernetes")
+    if workers > MAX_WORKERS:
+        raise ConfigError("workers", f"must be <= {MAX_WORKERS}, got {workers}")
+    if workers > 1 and store.kind == "memory":
+        raise ConfigError("workers", "more than one worker needs a shared CA: set ca.store.kind to directory or secret")
+    if workers > 1 and join_tokens and not join_tokens_file:
+        raise ConfigError(
+            "workers", "in-memory join tokens cannot be consumed exactly once across workers: set "
+            "authentication.join_tokens_file (consumed under a file lock) or use one worker"
+        )
     return ServiceConfig(
         trust_domain=td,
         template=template,
@@ -443,4 +457,5 @@ def parse_config(data: Any) -> ServiceConfig:
         publish_configmap=publish,
         audit_log=audit_log,
         rotation_check_seconds=rotation_check,
+        workers=workers,
     )

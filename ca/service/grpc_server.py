@@ -1,6 +1,6 @@
 """The ``trustmesh.ca.v1.CA`` gRPC servicer (grpc.aio).
 
-Each issuing call runs the same pipeline under the call's deadline: check the
+Each issuing call runs the same pipeline: check the
 request (CSR proof of possession and key policy, audiences, DNS names) →
 authenticate the bearer token → per-identity rate limit → the DNS-name
 allow-list (serving certificates) → sign. Every outcome is counted
@@ -8,7 +8,10 @@ in the metrics and written to the audit log; every error becomes a status
 code in :func:`ca.service.status.status_for` only.
 
 The request is checked before authentication so that a malformed request
-never uses up a single-use join token.
+never uses up a single-use join token. The call's deadline (the client's,
+capped by ``limits.deadline_seconds``) bounds authentication, the only step
+that can wait (on the Kubernetes API); a caller already known without I/O
+(a cached decision, a static token) is served without arming a timer.
 """
 
 from __future__ import annotations
@@ -44,6 +47,16 @@ __all__ = ["CaServicer", "MAX_WATCHERS"]
 MAX_WATCHERS = 10_000
 
 
+class _Call:
+    """One call's state: its deadline (seconds) and, once known, the authenticated caller."""
+
+    __slots__ = ("deadline", "caller")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.caller: Caller | None = None
+
+
 def _authorization(context: grpc.aio.ServicerContext) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
@@ -66,26 +79,26 @@ class CaServicer(ca_pb2_grpc.CAServicer):
         limits: LimitsConfig,
         renewal: SvidRenewal | None = None,
         dns_policy: DnsNamePolicy | None = None,
+        max_watchers: int = MAX_WATCHERS,
     ) -> None:
         self.issuance, self.authenticator, self.limiter = issuance, authenticator, limiter
         self.hub, self.audit, self.metrics, self.limits = hub, audit, metrics, limits
-        self._watchers = WatcherSlots(limits.max_bundle_watchers_per_client, MAX_WATCHERS)
+        self._watchers = WatcherSlots(limits.max_bundle_watchers_per_client, max_watchers)
         self.renewal = renewal
         self.dns_policy = dns_policy or DnsNamePolicy()
 
     async def SignX509SVID(self, request: ca_pb2.SignX509SVIDRequest, context) -> ca_pb2.SignX509SVIDResponse:
-        async def run(caller_slot: list[Caller]) -> ca_pb2.SignX509SVIDResponse:
+        async def run(call: _Call) -> ca_pb2.SignX509SVIDResponse:
             public_key = public_key_from_csr(request.csr, self.limits.max_csr_bytes)
             ttl = wire.ttl_from_request(request.requested_ttl_seconds)
             dns_names = dns_names_from_request(request.dns_names)
             if request.renew_chain:
                 if self.renewal is None:
                     raise UnauthenticatedError("renewal by SVID is not enabled on this CA; send a token")
-                caller = self.renewal.authenticate(request.renew_chain, request.renew_signature, request.csr)
-                caller_slot.append(caller)
+                caller = call.caller = self.renewal.authenticate(request.renew_chain, request.renew_signature, request.csr)
                 self.limiter.check(caller.rate_key)
             else:
-                caller = await self._authenticate(context, caller_slot)
+                caller = await self._authenticate(context, call)
             self.dns_policy.check(caller, dns_names)
             issued = self.issuance.sign_x509(caller, public_key, ttl, dns_names)
             self.audit.issued(
@@ -97,10 +110,10 @@ class CaServicer(ca_pb2_grpc.CAServicer):
         return await self._call("SignX509SVID", context, run)
 
     async def MintJWTSVID(self, request: ca_pb2.MintJWTSVIDRequest, context) -> ca_pb2.MintJWTSVIDResponse:
-        async def run(caller_slot: list[Caller]) -> ca_pb2.MintJWTSVIDResponse:
+        async def run(call: _Call) -> ca_pb2.MintJWTSVIDResponse:
             audiences = wire.audiences_from_request(request.audiences, self.limits.max_audiences)
             ttl = wire.ttl_from_request(request.requested_ttl_seconds)
-            caller = await self._authenticate(context, caller_slot)
+            caller = await self._authenticate(context, call)
             issued = self.issuance.mint_jwt(caller, audiences, ttl)
             self.audit.issued("MintJWTSVID", caller, not_after=issued.expires_at, audiences=audiences, peer=context.peer())
             return wire.mint_response(issued.token, caller.spiffe_id, issued.expires_at)
@@ -131,29 +144,34 @@ class CaServicer(ca_pb2_grpc.CAServicer):
         finally:
             self._watchers.release(key)
 
-    async def _authenticate(self, context, caller_slot: list[Caller]) -> Caller:
-        caller = await self.authenticator.authenticate(_authorization(context))
-        caller_slot.append(caller)
+    async def _authenticate(self, context, call: _Call) -> Caller:
+        authorization = _authorization(context)
+        caller = self.authenticator.known(authorization)
+        if caller is None:
+            # The one step of the pipeline that can wait (on the Kubernetes API), so the
+            # call's deadline is enforced here; every other step is CPU work that no
+            # asyncio timeout could interrupt anyway.
+            async with asyncio.timeout(call.deadline):
+                caller = await self.authenticator.authenticate(authorization)
+        call.caller = caller
         self.limiter.check(caller.rate_key)
         return caller
 
-    async def _call(self, rpc: str, context, run: Callable[[list[Caller]], Awaitable[Any]]) -> Any:
+    async def _call(self, rpc: str, context, run: Callable[[_Call], Awaitable[Any]]) -> Any:
         started = time.perf_counter()
-        caller_slot: list[Caller] = []
         deadline = self.limits.deadline_seconds
         remaining = context.time_remaining()
         if remaining is not None:
             deadline = min(deadline, max(remaining, 0.0))
+        call = _Call(deadline)
         try:
-            async with asyncio.timeout(deadline):
-                response = await run(caller_slot)
+            response = await run(call)
         except Exception as err:  # noqa: BLE001 - every failure is mapped, audited and counted
             code, message = status_for(err)
             reason = str(err) or type(err).__name__
             if code is grpc.StatusCode.INTERNAL:
                 reason = f"{type(err).__name__}: {reason}"
-            caller = caller_slot[0] if caller_slot else None
-            self.audit.refused(rpc, code.name, reason, caller, who=getattr(err, "who", None), peer=context.peer())
+            self.audit.refused(rpc, code.name, reason, call.caller, who=getattr(err, "who", None), peer=context.peer())
             self.metrics.observe(rpc, code.name, time.perf_counter() - started)
             await context.abort(code, message)
         self.metrics.observe(rpc, "ok", time.perf_counter() - started)

@@ -7,8 +7,10 @@ works on these values only.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from sdk.spiffeid import SpiffeId
 
@@ -52,10 +54,15 @@ class Caller:
     token_id: str = ""  # a short hash naming a join/static token (never the token); for renewals the presented serial
     credential_id: str = ""  # the apiserver's credential id of a ServiceAccount token ("JTI=...")
 
-    @property
+    @cached_property
     def rate_key(self) -> str:
         """The key the per-identity rate limit counts against."""
         return str(self.spiffe_id)
+
+    @cached_property
+    def audit_json(self) -> str:
+        """:meth:`audit_fields` and ``spiffe_id`` as JSON object members (no braces), encoded once per caller."""
+        return json.dumps({**self.audit_fields(), "spiffe_id": str(self.spiffe_id)}, separators=(",", ":"))[1:-1]
 
     def audit_fields(self) -> dict[str, str]:
         """The caller as it appears in an audit line."""

@@ -13,9 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-import base64
-import json
-
 from cryptography import x509
 
 from ca.manager import CertificateAuthority
@@ -28,12 +25,6 @@ __all__ = ["Issuance", "IssuedX509", "IssuedJwt", "clamp_ttl"]
 
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _exp_of(token: str) -> int:
-    """``exp`` of a token this process just signed (no need to verify it again)."""
-    payload = token.split(".")[1]
-    return int(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
 
 
 def clamp_ttl(requested: timedelta | None, policy: TtlConfig) -> timedelta:
@@ -87,8 +78,10 @@ class Issuance:
 
     def mint_jwt(self, caller: Caller, audiences: tuple[str, ...], requested: timedelta | None) -> IssuedJwt:
         ca = self._ca()
-        token = ca.mint_jwt_svid(caller.spiffe_id, list(audiences), clamp_ttl(requested, self.jwt_ttl), now=self._clock())
-        return IssuedJwt(token, datetime.fromtimestamp(_exp_of(token), timezone.utc))
+        token, expires_at = ca.mint_jwt_svid_with_expiry(
+            caller.spiffe_id, list(audiences), clamp_ttl(requested, self.jwt_ttl), now=self._clock()
+        )
+        return IssuedJwt(token, expires_at)
 
     def bundle(self) -> Bundle:
         return self._ca().bundle()

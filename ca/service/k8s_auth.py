@@ -169,6 +169,13 @@ class KubernetesAuthenticator:
         self._decisions: OrderedDict[bytes, tuple[float, Caller]] = OrderedDict()
         self._keys_fetched_at = clock()
 
+    def cached(self, token: str) -> Caller | None:
+        """The decision for ``token`` if one is cached and still fresh (no I/O)."""
+        decided = self._decisions.get(token_digest(token))
+        if decided is not None and self._clock() < decided[0]:
+            return decided[1]
+        return None
+
     async def authenticate(self, token: str) -> Caller:
         digest = token_digest(token)
         now = self._clock()
