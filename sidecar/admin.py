@@ -49,7 +49,7 @@ class AdminServer:
         self.ports["admin"] = await self._serve("admin", app, *admin)
 
     async def _serve(self, name: str, app: web.Application, host: str, port: int) -> int:
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, on_reject=lambda reason: self.sidecar.metrics.reject(name, reason))
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         try:

@@ -22,6 +22,11 @@ instead, behind the subset of aiohttp's ``web`` API that
 One request per connection (answered with ``connection: close``); ``GET``
 and ``HEAD`` only (405 otherwise); a head larger than 8 KiB, malformed, or
 not complete within 10 seconds is refused; a handler that raises gives 500.
+A site holds at most ``max_connections`` connections (default 128), at most
+``max_per_source`` (default 32) from one address; more are closed as they are
+accepted and reported to ``on_reject(reason)``: the health port is reachable
+from the pod network, and connections held open there must not exhaust the
+sidecar's file descriptors or lock the kubelet's probes out entirely.
 """
 
 from __future__ import annotations
@@ -133,16 +138,27 @@ class Application:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, app: Application, tasks: set[asyncio.Task[None]]) -> None:
+    def __init__(self, app: Application, runner: AppRunner) -> None:
         self.app = app
-        self.tasks = tasks
+        self.runner = runner
+        self.tasks = runner.tasks
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.started = False
+        self.source: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        source = str(peer[0]) if peer else ""
+        refusal = self.runner._admit(source)
+        if refusal is not None:
+            self.started = True
+            transport.close()
+            self.runner.on_reject(refusal)
+            return
+        self.source = source
         self.timer = asyncio.get_running_loop().call_later(_HEAD_TIMEOUT, transport.close)
 
     def data_received(self, data: bytes) -> None:
@@ -194,15 +210,55 @@ class _Connection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         self.transport = None
+        if self.source is not None:
+            self.runner._release(self.source)
+            self.source = None
 
 
 class AppRunner:
-    """Holds the servers of one application (``addresses`` once a site started)."""
+    """Holds the servers of one application (``addresses`` once a site started).
 
-    def __init__(self, app: Application, access_log: Any = None) -> None:
+    ``max_connections`` / ``max_per_source`` cap the connections open at once (in all, and
+    from one address); ``on_reject(reason)`` hears of each one closed for it
+    (``max-connections`` or ``max-connections-per-source``).
+    """
+
+    def __init__(
+        self,
+        app: Application,
+        access_log: Any = None,
+        *,
+        max_connections: int = 128,
+        max_per_source: int = 32,
+        on_reject: Callable[[str], None] = lambda reason: None,
+    ) -> None:
         self.app = app
         self.servers: list[asyncio.AbstractServer] = []
         self.tasks: set[asyncio.Task[None]] = set()
+        self.max_connections = max_connections
+        self.max_per_source = max_per_source
+        self.on_reject = on_reject
+        self.open = 0
+        self.open_from: dict[str, int] = {}
+
+    def _admit(self, source: str) -> str | None:
+        """Count a new connection from ``source``, or say why it is refused."""
+        if self.open >= self.max_connections:
+            return "max-connections"
+        held = self.open_from.get(source, 0)
+        if held >= self.max_per_source:
+            return "max-connections-per-source"
+        self.open += 1
+        self.open_from[source] = held + 1
+        return None
+
+    def _release(self, source: str) -> None:
+        self.open -= 1
+        left = self.open_from[source] - 1
+        if left:
+            self.open_from[source] = left
+        else:
+            del self.open_from[source]
 
     async def setup(self) -> None:
         return None
@@ -232,5 +288,5 @@ class TCPSite:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         runner = self.runner
-        server = await loop.create_server(lambda: _Connection(runner.app, runner.tasks), self.host, self.port)
+        server = await loop.create_server(lambda: _Connection(runner.app, runner), self.host, self.port)
         runner.servers.append(server)

@@ -117,6 +117,7 @@ class Sidecar:
             self._inbound_factory,
             tls="require" if cfg.mode == "STRICT" else "permissive",
             classify=self._inbound_classifier(),
+            max_per_source=limits.max_connections_per_source,
         )
         if cfg.transparent_outbound:
             self._listen(
@@ -139,7 +140,10 @@ class Sidecar:
         self.ports.update(self.admin.ports)
         self._flusher = asyncio.create_task(self._housekeeping(), name="sidecar-housekeeping")
 
-    def _listen(self, name: str, host: str, port: int, factory: Any, *, tls: str = "off", classify: Any, protocol: str | None = None) -> None:
+    def _listen(
+        self, name: str, host: str, port: int, factory: Any, *, tls: str = "off", classify: Any, protocol: str | None = None,
+        max_per_source: int | None = None,
+    ) -> None:
         try:
             sock = bind(host, port)
         except OSError as err:
@@ -154,6 +158,7 @@ class Sidecar:
             verify=lambda ssl_object: verify_peer(ssl_object, self.identity.get_bundle_set()),
             classify=classify,
             on_reject=self.metrics.reject,
+            max_per_source=max_per_source,
         )
         listener.start()
         self.listeners[name] = listener

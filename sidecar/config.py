@@ -40,7 +40,7 @@ optional; the values shown are the defaults where there is one)::
     access_log: stdout                # stdout, off, or a file path
     log_level: info                   # trace, debug, info, warning, error (TRUSTMESH_LOG_LEVEL wins)
     limits: {max_head_bytes: 16384, max_headers: 100, header_timeout: 10, idle_timeout: 300,
-             max_connections: 4096, max_json_body: 65536, connect_timeout: 1,
+             max_connections: 4096, max_connections_per_source: 1024, max_json_body: 65536, connect_timeout: 1,
              handshake_timeout: 10, drain_grace: 10}
 """
 
@@ -104,6 +104,7 @@ class Limits:
     header_timeout: float = 10.0
     idle_timeout: float = 300.0
     max_connections: int = 4096
+    max_connections_per_source: int = 1024  # inbound: connections one source address may hold
     max_json_body: int = 65536
     connect_timeout: float = 1.0
     handshake_timeout: float = 10.0

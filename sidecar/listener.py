@@ -13,7 +13,10 @@ byte is read. A sweeper closes connections past their ``deadline`` (header,
 idle timeouts). On TLS and PERMISSIVE listeners one source address may hold at
 most ``max_connections // 16`` (at least 8) connections still in the handshake
 or awaiting their first byte, so that no single source can take every slot
-without ever proving an identity.
+without ever proving an identity. A listener given ``max_per_source`` (the
+inbound one: ``limits.max_connections_per_source``) also refuses, at accept,
+a source that already holds that many connections, established or not, so
+that one peer — verified or not — cannot take every slot from the others.
 """
 
 from __future__ import annotations
@@ -24,13 +27,13 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sidecar.errors import PeerVerificationError
 from sidecar.exchange import ConnInfo
 
-__all__ = ["Listener", "bind"]
+__all__ = ["Listener", "ConnectionTable", "bind"]
 
 log = logging.getLogger("trustmesh.sidecar")
 
@@ -48,6 +51,45 @@ def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
     return sock
 
 
+class ConnectionTable:
+    """A listener's open connections (protocols with an ``info.peer_ip``), counted per source address."""
+
+    __slots__ = ("_open", "_per_source")
+
+    def __init__(self) -> None:
+        self._open: set[Any] = set()
+        self._per_source: dict[str, int] = {}
+
+    def add(self, conn: Any) -> None:
+        if conn not in self._open:
+            self._open.add(conn)
+            ip = conn.info.peer_ip
+            self._per_source[ip] = self._per_source.get(ip, 0) + 1
+
+    def discard(self, conn: Any) -> None:
+        if conn in self._open:
+            self._open.discard(conn)
+            ip = conn.info.peer_ip
+            left = self._per_source[ip] - 1
+            if left:
+                self._per_source[ip] = left
+            else:
+                del self._per_source[ip]
+
+    def from_source(self, ip: str) -> int:
+        """How many open connections ``ip`` holds."""
+        return self._per_source.get(ip, 0)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._open)
+
+    def __contains__(self, conn: object) -> bool:
+        return conn in self._open
+
+
 class Listener:
     """Accepts connections on ``sock`` and hands them to ``factory(info)`` protocols.
 
@@ -57,6 +99,8 @@ class Listener:
     is no valid identity (then TLS connections are refused: fail closed).
     ``classify(sock, addr)`` builds the :class:`ConnInfo` (for example from
     the original destination); it may raise ``OSError`` to refuse.
+    ``max_per_source``: connections one source address may hold at once (None: no cap
+    beyond ``limits.max_connections``); refusals are reported as ``max-connections-per-source``.
     """
 
     def __init__(
@@ -71,6 +115,7 @@ class Listener:
         verify: Callable[[Any], Any] | None = None,
         classify: Callable[[socket.socket, Any], ConnInfo] | None = None,
         on_reject: Callable[[str, str], None] = lambda name, reason: None,
+        max_per_source: int | None = None,
     ) -> None:
         self.name = name
         self.sock = sock
@@ -81,7 +126,8 @@ class Listener:
         self.verify = verify
         self.classify = classify or _default_classify
         self.on_reject = on_reject
-        self.connections: set[Any] = set()
+        self.connections = ConnectionTable()
+        self.max_per_source = max_per_source
         self.pending = 0
         self.pending_from: dict[str, int] = {}  # per source address, while TLS or the first byte is awaited
         # one source may hold only this many connections that have not yet proven anything
@@ -113,8 +159,13 @@ class Listener:
                 self.on_reject(self.name, "max-connections")
                 conn.close()
                 continue
-            if self.tls != "off" and self.pending_from.get(addr[0], 0) >= self.max_pending_per_source:
+            pending = self.pending_from.get(addr[0], 0)
+            if self.tls != "off" and pending >= self.max_pending_per_source:
                 self.on_reject(self.name, "max-pending-per-source")
+                conn.close()
+                continue
+            if self.max_per_source is not None and self.connections.from_source(addr[0]) + pending >= self.max_per_source:
+                self.on_reject(self.name, "max-connections-per-source")
                 conn.close()
                 continue
             conn.setblocking(False)

@@ -67,3 +67,25 @@ async def test_shutdown_drains_in_flight_request(mesh, pki, app):
     except OSError:
         refused = True
     assert refused
+
+
+async def test_idle_connections_to_the_health_port_are_capped_and_counted(mesh, pki, app):
+    b = await mesh(config(app.port), pki.identity("/ns/b/sa/server"), rule_authorizer(set()))
+    port = b.ports["health"]
+    held = []
+    try:
+        for _ in range(32):  # one source holding connections open, sending nothing
+            held.append(await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.2", 0)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.2", 0))
+        assert await asyncio.wait_for(reader.read(), 2) == b""  # its 33rd is closed unread
+        writer.close()
+        async with aiohttp.ClientSession() as s:  # the kubelet (another source) still gets its answer
+            async with s.get(f"http://127.0.0.1:{port}/healthz/live") as r:
+                assert r.status == 200
+    finally:
+        for _, w in held:
+            w.close()
+    rejected = b.metrics.registry.get_sample_value(
+        "trustmesh_sidecar_connections_rejected_total", {"listener": "health", "reason": "max-connections-per-source"}
+    )
+    assert rejected == 1

@@ -94,3 +94,50 @@ async def test_refusals(site, raw, status):
 def test_unsupported_route_pattern_is_refused():
     with pytest.raises(ValueError, match="only a final"):
         web.Application().router.add_get("/a/{x}/b", lambda r: None)  # type: ignore[arg-type,return-value]
+
+
+async def _closed_at_once(port: int, source: str) -> bool:
+    """True when the server closes a fresh connection from ``source`` without reading a request."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        return await asyncio.wait_for(reader.read(), 2) == b""
+    except ConnectionResetError:
+        return True
+    except asyncio.TimeoutError:
+        return False
+    finally:
+        writer.close()
+
+
+async def test_connections_are_capped_in_all_and_per_source():
+    # anyone on the pod network reaches the health port: idle connections held there must not
+    # pile up without bound, and one source must not take every slot
+    async def live(request: web.Request) -> web.Response:
+        return web.Response(text="alive\n")
+
+    app = web.Application()
+    app.router.add_get("/healthz/live", live)
+    refusals: list[str] = []
+    runner = web.AppRunner(app, max_connections=6, max_per_source=3, on_reject=refusals.append)
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    held = []
+    try:
+        for source in ("127.0.0.2", "127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"):
+            held.append(await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0)))
+        await asyncio.sleep(0.1)
+        assert await _closed_at_once(port, "127.0.0.2")  # its 4th
+        status, _, body = await _exchange(port, b"GET /healthz/live HTTP/1.1\r\nHost: x\r\n\r\n")  # the 6th slot
+        assert (status, body) == (200, b"alive\n")
+        held.append(await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.4", 0)))
+        await asyncio.sleep(0.1)
+        assert await _closed_at_once(port, "127.0.0.5")  # all 6 slots taken
+        held.pop()[1].close()  # a slot is given back when a connection ends
+        await asyncio.sleep(0.1)
+        status, _, _ = await _exchange(port, b"GET /healthz/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 200
+    finally:
+        for _, writer in held:
+            writer.close()
+        await runner.cleanup()
+    assert refusals == ["max-connections-per-source", "max-connections"]

@@ -37,7 +37,7 @@ def test_full_file(tmp_path):
     assert cfg.destinations[("10.0.0.7", 80)] == "spiffe://example.org/ns/b/sa/b"
     assert cfg.upstreams[1].host == "::1" and cfg.upstreams[1].protocol == "tcp"
     assert cfg.limits.max_headers == 50 and cfg.limits.header_timeout == 2.5
-    assert cfg.limits.max_connections == 4096
+    assert cfg.limits.max_connections == 4096 and cfg.limits.max_connections_per_source == 1024
     assert cfg.policy_file == tmp_path / "policy.policy"
 
 
@@ -62,6 +62,7 @@ BASE = {"trust_domain": "example.org", "identity": {"cert_file": "c", "key_file"
         ({"outbound": {"destinations": {"1.2.3.4:80": 5}}}, "outbound.destinations.1.2.3.4:80"),
         ({"limits": {"max_headers": 0}}, "limits.max_headers"),
         ({"limits": {"idle_timeout": "soon"}}, "limits.idle_timeout"),
+        ({"limits": {"max_connections_per_source": 0}}, "limits.max_connections_per_source"),
         ({"extra": 1}, "extra"),
     ],
 )

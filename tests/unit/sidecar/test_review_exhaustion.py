@@ -69,3 +69,53 @@ async def test_one_source_holding_unfinished_tls_handshakes_cannot_lock_out_othe
         for sock in silent:
             sock.close()
     assert response.startswith(b"HTTP/1.1 200")
+
+
+async def _keep_alive_call(pki, port: int, source: str):
+    """A verified client from ``source`` that made one request and keeps its connection open."""
+    ctx = pki.identity("/ns/a/sa/client").client_context()
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, ssl=ctx, local_addr=(source, 0)), 5)
+    writer.write(b"GET /ok HTTP/1.1\r\nHost: b\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    await reader.readexactly(length)
+    assert head.startswith(b"HTTP/1.1 200")
+    return writer
+
+
+async def test_one_source_cannot_hold_more_than_its_share_of_established_connections(mesh, pki, app):
+    # A verified peer (or, in PERMISSIVE mode, anyone) holding keep-alive connections open could
+    # otherwise take all of limits.max_connections from the rest of the mesh.
+    from sidecar.config import Limits
+    from tests.unit.sidecar.conftest import rule_authorizer
+
+    b = await mesh(
+        config(app.port, limits=Limits(max_connections=64, max_connections_per_source=3, header_timeout=2.0, idle_timeout=30.0)),
+        pki.identity("/ns/b/sa/server"),
+        rule_authorizer({"spiffe://example.org/ns/a/sa/client"}),
+    )
+    port = b.ports["inbound"]
+    held = [await _keep_alive_call(pki, port, "127.0.0.1") for _ in range(3)]
+    try:
+        refused = None
+        try:
+            extra = await _keep_alive_call(pki, port, "127.0.0.1")
+            extra.close()
+        except (OSError, asyncio.IncompleteReadError, EOFError) as err:  # closed at accept: reset or EOF in the handshake
+            refused = err
+        assert refused is not None
+        other = await _keep_alive_call(pki, port, "127.0.0.2")  # another source is not affected
+        other.close()
+        held.pop().close()  # a slot is given back when a connection ends
+        for _ in range(50):
+            if b.listeners["inbound"].connections.from_source("127.0.0.1") < 3:
+                break
+            await asyncio.sleep(0.05)
+        held.append(await _keep_alive_call(pki, port, "127.0.0.1"))
+    finally:
+        for writer in held:
+            writer.close()
+    rejected = b.metrics.registry.get_sample_value(
+        "trustmesh_sidecar_connections_rejected_total", {"listener": "inbound", "reason": "max-connections-per-source"}
+    )
+    assert rejected == 1
