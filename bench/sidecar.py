@@ -15,6 +15,9 @@ answering every request with a 1 KiB body):
   server chain and name) -> nginx B (ssl_verify_client on) -> app
 * ``trustmesh@REV`` (with ``--baseline REV``) the same trustmesh chain run from the
   code of git revision REV (``git archive``), to compare before/after in one run
+* ``trustmesh-tcp`` (with ``--tcp-floor``) the same chain with the app port in ``tcp``
+  mode: the same mutual TLS and processes, bytes spliced, no HTTP parsing and no
+  per-request policy — what the transport alone costs
 
 Both proxy chains use TLS 1.3 with ECDSA P-256 SVIDs from the same test CA,
 keep-alive pools to the next hop, access logs off. Both hops of each chain
@@ -172,17 +175,29 @@ def checkout(rev: str, directory: Path) -> Path:
     return directory
 
 
-def start_chain(work: Path, pki: Pki, app_port: int, tag: str = "", root: Path = ROOT) -> tuple[int, list[subprocess.Popen]]:
-    """Sidecar B (STRICT, policy) in front of the app and sidecar A (explicit upstream to B); returns A's port."""
+def start_chain(
+    work: Path, pki: Pki, app_port: int, tag: str = "", root: Path = ROOT, protocol: str = "http"
+) -> tuple[int, list[subprocess.Popen]]:
+    """Sidecar B (STRICT, policy) in front of the app and sidecar A (explicit upstream to B); returns A's port.
+
+    ``protocol="tcp"``: the app port is opaque TCP on both hops (identity-only policy at connect,
+    then byte splicing over the same mutual TLS): the transport's floor, without HTTP or per-request policy.
+    """
     a_crt, a_key = pki.svid(f"sc-a{tag}", "/ns/bench/sa/client")
     b_crt, b_key = pki.svid(f"sc-b{tag}", "/ns/bench/sa/server")
     common = {"trust_domain": TD, "access_log": "off", "admin": {"port": 0, "health_port": 0, "health_address": "127.0.0.1"}}
+    inbound = {"port": 0, "address": "127.0.0.1", "app_port": app_port}
+    policy = work / "policy.policy"
+    if protocol == "tcp":
+        inbound["ports"] = {app_port: "tcp"}
+        policy = work / "policy-tcp.policy"
+        policy.write_text(TCP_POLICY)
     b_proc, b_ports = start_sidecar(work, f"sc-b{tag}", {
         **common,
         "identity": {"cert_file": b_crt, "key_file": b_key, "bundle_file": str(work / "bundle.pem")},
-        "inbound": {"port": 0, "address": "127.0.0.1", "app_port": app_port},
+        "inbound": inbound,
         "outbound": {"transparent": False},
-        "policy": {"file": str(work / "policy.policy")},
+        "policy": {"file": str(policy)},
     }, root)
     sa_port = free_port()
     a_proc, _ = start_sidecar(work, f"sc-a{tag}", {
@@ -190,7 +205,8 @@ def start_chain(work: Path, pki: Pki, app_port: int, tag: str = "", root: Path =
         "identity": {"cert_file": a_crt, "key_file": a_key, "bundle_file": str(work / "bundle.pem")},
         "inbound": {"port": 0, "address": "127.0.0.1", "app_port": 1},
         "outbound": {"transparent": False, "upstreams": [
-            {"listen": sa_port, "address": f"127.0.0.1:{b_ports['inbound']}", "spiffe_id": "spiffe://example.org/ns/bench/sa/server"}]},
+            {"listen": sa_port, "address": f"127.0.0.1:{b_ports['inbound']}",
+             "spiffe_id": "spiffe://example.org/ns/bench/sa/server", "protocol": protocol}]},
     }, root)
     return sa_port, [a_proc, b_proc]
 
@@ -228,6 +244,13 @@ policy "bench" protects destination.attrs.sa == "server" {
     and request.method == "GET"
     and request.path startswith "/orders/"
   }
+}
+"""
+
+
+TCP_POLICY = """
+policy "bench-tcp" protects destination.attrs.sa == "server" {
+  allow "client-connects" { source.id == "spiffe://example.org/ns/bench/sa/client" }
 }
 """
 
@@ -352,6 +375,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the working directory (configs, logs)")
     parser.add_argument("--baseline", metavar="REV", help="also run the trustmesh chain from git revision REV")
     parser.add_argument("--python-only", action="store_true", help="measure the hot path's Python cost alone")
+    parser.add_argument("--tcp-floor", action="store_true",
+                        help="also run the trustmesh chain with the port in tcp mode (same mTLS, no HTTP, no per-request policy)")
     parser.add_argument("--requests", type=int, default=20000, help=argparse.SUPPRESS)
     parser.add_argument("--measure-python-in", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -390,6 +415,10 @@ def main() -> int:
             base_port, base_procs = start_chain(work, pki, app_port, "-base", checkout(args.baseline, work / "baseline"))
             procs += base_procs
             chains = {f"trustmesh@{args.baseline}": (base_port, [p.pid for p in base_procs]), **chains}
+        if args.tcp_floor:
+            tcp_port, tcp_procs = start_chain(work, pki, app_port, "-tcp", protocol="tcp")
+            procs += tcp_procs
+            chains["trustmesh-tcp"] = (tcp_port, [p.pid for p in tcp_procs])
 
         # -- nginx chain (same CA, same key type; nginx B verifies the client chain, nginx A the server's)
         na_crt, na_key = pki.svid("ng-a", "/ns/bench/sa/client")
