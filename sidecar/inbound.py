@@ -108,7 +108,7 @@ class InboundRouter:
         metrics: Metrics | None = None,
         access_log: AccessLog | None = None,
         normalize: Callable[[str], tuple[str, str, dict[str, str]]] = normalize_target,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], datetime] = functools.partial(datetime.now, timezone.utc),
     ) -> None:
         self.identity = identity
         self.authorizer = authorizer
