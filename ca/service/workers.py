@@ -41,7 +41,7 @@ from dataclasses import replace
 from typing import Any
 
 from ca.service.config import ServiceConfig
-from ca.service.errors import StartupError
+from ca.service.errors import ConfigError, StartupError
 
 __all__ = ["run_workers"]
 
@@ -70,6 +70,10 @@ def run_workers(config: ServiceConfig) -> int:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+class _Stopped(Exception):
+    """SIGTERM/SIGINT arrived while workers were starting."""
+
+
 class _Supervisor:
     def __init__(self, ctx: Any, config: ServiceConfig, audit_lock: Any) -> None:
         self.ctx, self.config, self.audit_lock = ctx, config, audit_lock
@@ -82,18 +86,24 @@ class _Supervisor:
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            config = self.config
-            port = self._start(0, config)
-            host = config.listen.grpc.rpartition(":")[0]
-            # With port 0, worker 0 picked the port; the others join it.
-            config = replace(config, listen=replace(config.listen, grpc=f"{host}:{port}"))
-            for index in range(1, config.workers):
-                self._start(index, config)
-            log.info("%d CA workers serving gRPC on port %d", config.workers, port)
-            return self._watch()
+            return self._run()
+        except _Stopped:
+            self.stop_all()
+            return 0
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _run(self) -> int:
+        config = self.config
+        port = self._start(0, config)
+        host = config.listen.grpc.rpartition(":")[0]
+        # With port 0, worker 0 picked the port; the others join it.
+        config = replace(config, listen=replace(config.listen, grpc=f"{host}:{port}"))
+        for index in range(1, config.workers):
+            self._start(index, config)
+        log.info("%d CA workers serving gRPC on port %d", config.workers, port)
+        return self._watch()
 
     def _start(self, index: int, config: ServiceConfig) -> int:
         parent, child = self.ctx.Pipe(duplex=False)
@@ -111,9 +121,11 @@ class _Supervisor:
                 pass
         parent.close()
         if self.stopping:
-            raise StartupError(f"stopped while worker {index} was starting")
+            raise _Stopped
         if not message:
             raise StartupError(f"worker {index} did not start within {_START_TIMEOUT:.0f} s (exit code {proc.exitcode})")
+        if message[0] == "config":  # the same one-line usage error as without workers
+            raise ConfigError(message[1], message[2])
         if message[0] != "ready":
             raise StartupError(f"worker {index}: {message[1]}")
         return int(message[1])
@@ -156,6 +168,7 @@ def worker_main(config: ServiceConfig, index: int, audit_lock: Any, conn: Any) -
 async def _serve(config: ServiceConfig, index: int, audit_lock: Any, conn: Any) -> int:
     from ca.service.app import CaService
     from ca.service.audit import open_audit_log
+    from ca.service.errors import ConfigError
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -164,6 +177,10 @@ async def _serve(config: ServiceConfig, index: int, audit_lock: Any, conn: Any) 
     try:
         service = CaService(config, worker=index, audit=open_audit_log(config.audit_log, shared_lock=audit_lock))
         await service.start()
+    except ConfigError as err:
+        conn.send(("config", err.field, str(err).removeprefix(f"config: {err.field}: ")))
+        conn.close()
+        return 2
     except Exception as err:  # noqa: BLE001 - reported to the supervisor, which fails with it
         conn.send(("failed", str(err) or type(err).__name__))
         conn.close()

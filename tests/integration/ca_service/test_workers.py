@@ -249,3 +249,21 @@ async def test_only_worker_0_rotates_publishes_and_serves_http(kube, clock, tmp_
     finally:
         for worker in workers:
             await worker.stop(grace=0)
+
+
+def test_worker_start_failures_are_one_line_with_the_same_exit_codes(tmp_path):
+    from datetime import datetime, timezone
+
+    from ca.manager import CaConfig
+
+    # A store for another trust domain: the config error a single process reports, exit 2.
+    CaDirectory(tmp_path / "ca").init(CaConfig(TrustDomain.parse("other.org")), now=datetime.now(timezone.utc))
+    path = tmp_path / "ca-service.yaml"
+    path.write_text(yaml.safe_dump(_config(tmp_path)))
+    cmd = [sys.executable, "-m", "trustmesh", "ca", "serve", "--config", str(path)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert [line for line in result.stderr.splitlines() if line.startswith("trustmesh:")] == [
+        "trustmesh: error: config: trust_domain: is example.org, but the CA in the configured store is for other.org"
+    ]
+    assert "Traceback" not in result.stderr
