@@ -16,7 +16,8 @@ have drained. What the workers share, and how:
   in-memory join tokens are refused by config validation.
 - **The HTTP ports**: only worker 0 serves the bundle endpoint and the
   metrics/health server. Call counters and latency use prometheus-client's
-  multiprocess mode (a fresh directory the supervisor creates and removes),
+  multiprocess mode (a fresh private directory, in ``/dev/shm`` when
+  writable, that the supervisor creates and removes),
   so worker 0's ``/metrics`` sums every worker's calls.
 - **The audit log**: one ``multiprocessing`` lock, held around each line's
   single ``write``, so lines of different workers never interleave.
@@ -34,14 +35,13 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import shutil
 import signal
-import tempfile
 from dataclasses import replace
 from typing import Any
 
 from ca.service.config import ServiceConfig
 from ca.service.errors import ConfigError, StartupError
+from ca.service.scratch import scratch_directory
 
 __all__ = ["run_workers"]
 
@@ -55,19 +55,19 @@ _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # ca.service.metrics.MULTIPROC_ENV 
 def run_workers(config: ServiceConfig) -> int:
     """Run ``config.workers`` service processes until SIGTERM/SIGINT; 0 when all drained cleanly."""
     ctx = multiprocessing.get_context("spawn")
-    metrics_dir = tempfile.mkdtemp(prefix="trustmesh-ca-metrics-")
     previous_env = os.environ.get(_MULTIPROC_ENV)
-    os.environ[_MULTIPROC_ENV] = metrics_dir  # the spawned workers inherit it before importing prometheus
-    supervisor = _Supervisor(ctx, config, ctx.Lock())
-    try:
-        return supervisor.run()
-    finally:
-        supervisor.stop_all()
-        if previous_env is None:
-            os.environ.pop(_MULTIPROC_ENV, None)
-        else:
-            os.environ[_MULTIPROC_ENV] = previous_env
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+    # In RAM when possible, and writable under a read-only root filesystem (see scratch.py).
+    with scratch_directory("trustmesh-ca-metrics-") as metrics_dir:
+        os.environ[_MULTIPROC_ENV] = str(metrics_dir)  # the spawned workers inherit it before importing prometheus
+        supervisor = _Supervisor(ctx, config, ctx.Lock())
+        try:
+            return supervisor.run()
+        finally:
+            supervisor.stop_all()
+            if previous_env is None:
+                os.environ.pop(_MULTIPROC_ENV, None)
+            else:
+                os.environ[_MULTIPROC_ENV] = previous_env
 
 
 class _Stopped(Exception):
