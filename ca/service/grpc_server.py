@@ -135,9 +135,9 @@ class CaServicer(ca_pb2_grpc.CAServicer):
         except StreamLimitError as err:
             code, message = status_for(err)
             self.audit.refused("WatchBundle", code.name, message, None, peer=peer)
-            self.metrics.requests.labels("WatchBundle", code.name).inc()
+            self.metrics.count("WatchBundle", code.name)
             await context.abort(code, message)
-        self.metrics.requests.labels("WatchBundle", "ok").inc()
+        self.metrics.count("WatchBundle", "ok")
         try:
             async for bundle in self.hub.watch():
                 yield wire.bundle_message(bundle)

@@ -267,3 +267,11 @@ def test_worker_start_failures_are_one_line_with_the_same_exit_codes(tmp_path):
         "trustmesh: error: config: trust_domain: is example.org, but the CA in the configured store is for other.org"
     ]
     assert "Traceback" not in result.stderr
+
+
+async def test_a_lone_service_does_not_share_its_port(kube, start_service):
+    from ca.service.errors import StartupError
+
+    first = await start_service()
+    with pytest.raises(StartupError, match="listen.grpc: cannot listen on"):
+        await start_service(listen={"grpc": f"127.0.0.1:{first.grpc_port}"})
