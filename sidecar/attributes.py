@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,6 +31,7 @@ __all__ = [
     "Verdict",
     "Authorizer",
     "PolicyAuthorizer",
+    "RequestContext",
     "allow_all",
     "source_attributes",
     "destination_attributes",
@@ -67,14 +68,32 @@ class PolicyAuthorizer:
         self._verdicts: dict[int, tuple[Any, Verdict]] = {}  # id(decision) -> (decision, its verdict)
 
     def __call__(self, attrs: dict[str, Any]) -> Verdict:
+        return self.evaluate(attrs)[0]
+
+    @property
+    def policy(self) -> Any:
+        """The policy set in force now (None: none loaded)."""
+        return self.store.current
+
+    def evaluate(self, attrs: Mapping[str, Any]) -> tuple[Verdict, Any]:
+        """(the verdict, the policy set that reached it — None when none did, e.g. on an error).
+
+        ``policy_dsl`` evaluation is pure: the decision is a function of the attribute values
+        the evaluator reads. A caller may therefore reuse the verdict for attributes that are
+        the very same objects, under the same policy set, as long as nothing that differs
+        between them (``context.time``, see :class:`RequestContext`) was read.
+        """
         policy = self.store.current
         if policy is None:
-            return Verdict(False, None, "no policy loaded")
+            return Verdict(False, None, "no policy loaded"), None
         try:
             decision = policy.evaluate(attrs)
         except Exception as err:  # noqa: BLE001 - evaluation must never open the door
             log.error("policy evaluation failed: %s", err)
-            return Verdict(False, None, "policy evaluation error")
+            return Verdict(False, None, "policy evaluation error"), None
+        return self._verdict(decision), policy
+
+    def _verdict(self, decision: Any) -> Verdict:
         # the evaluator hands out the same decision object for the same outcome: convert it once
         known = self._verdicts.get(id(decision))
         if known is not None and known[0] is decision:
@@ -88,6 +107,39 @@ class PolicyAuthorizer:
 
 
 _VERDICTS_KEPT = 256
+
+
+class RequestContext(Mapping[str, Any]):
+    """``context`` of one HTTP request (``protocol``, ``time``) that notes, in ``time_read``,
+    whether anything but ``protocol`` was looked at — by key, ``get``, ``in``, iteration or
+    length alike, since every way into a ``Mapping`` goes through these methods. A decision
+    reached without reading it cannot depend on the time."""
+
+    __slots__ = ("_protocol", "_time", "time_read")
+
+    def __init__(self, protocol: str, time: datetime) -> None:
+        self._protocol = protocol
+        self._time = time
+        self.time_read = False
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "protocol":
+            return self._protocol
+        self.time_read = True
+        if key == "time":
+            return self._time
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        self.time_read = True
+        return iter(("protocol", "time"))
+
+    def __len__(self) -> int:
+        self.time_read = True
+        return 2
+
+    def __repr__(self) -> str:
+        return f"RequestContext(protocol={self._protocol!r}, time={self._time!r})"
 
 
 def source_attributes(peer_id: Any, ip: str) -> dict[str, Any]:

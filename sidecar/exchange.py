@@ -72,6 +72,7 @@ class ConnInfo:
     target_host: str = ""
     expected_id: str | None = None  # outbound: the SPIFFE ID the destination must present
     cache: Any = None  # per-connection facts a router computes once
+    decision: Any = None  # inbound: the last policy verdict and the very objects it was reached on
 
 
 @dataclass(slots=True)

@@ -175,3 +175,106 @@ def test_outbound_drops_the_apps_identity_header_from_every_equal_request():
     assert other.head.startswith(b"GET /b HTTP/1.1\r\n")  # type: ignore[union-attr]
     # a renewed SVID (generation 2) must not reuse pooled connections that present the old one
     assert keys[0] == keys[1] == ("10.0.0.2", 8080, OWN, 1) and keys[2] == ("10.0.0.2", 8080, OWN, 2)
+
+
+# -- a policy verdict reused for an equal request on the same connection --------------------------
+
+from datetime import datetime, timedelta, timezone  # noqa: E402
+
+from policy_dsl import PolicyStore  # noqa: E402
+from sidecar.attributes import PolicyAuthorizer  # noqa: E402
+
+ORDERS = b"GET /orders/1 HTTP/1.1\r\nHost: orders"
+
+
+class _CountingAuthorizer(PolicyAuthorizer):
+    def __init__(self, text: str) -> None:
+        store = PolicyStore()
+        assert store.load_text(text)
+        super().__init__(store)
+        self.evaluations = 0
+
+    def evaluate(self, attrs):
+        self.evaluations += 1
+        return super().evaluate(attrs)
+
+
+def _policy(condition: str) -> str:
+    return f'policy "p" protects all {{\n  allow "r" {{ {condition} }}\n}}\n'
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _policy_router(authorizer: PolicyAuthorizer, clock=None) -> InboundRouter:
+    return InboundRouter(_Identity(), authorizer, Pool(_opener), **({"clock": clock} if clock else {}))
+
+
+def _status(result) -> int:
+    return 200 if isinstance(result, Forward) else result.status
+
+
+def test_a_time_independent_verdict_is_reused_for_equal_requests_on_one_connection():
+    authorizer = _CountingAuthorizer(_policy(f'source.id == "{ALICE}" and request.path == "/orders/1"'))
+    router = _policy_router(authorizer)
+    alice, mallory = _conn(ALICE), _conn(MALLORY)
+    assert [_status(router.route(alice, _head(ORDERS), None)) for _ in range(3)] == [200, 200, 200]
+    assert authorizer.evaluations == 1
+    # another connection, another peer: its own evaluation, its own verdict
+    assert [_status(router.route(mallory, _head(ORDERS), None)) for _ in range(2)] == [403, 403]
+    assert authorizer.evaluations == 2
+    # another request on the same connection is evaluated
+    assert _status(router.route(alice, _head(b"GET /orders/2 HTTP/1.1\r\nHost: orders"), None)) == 403
+    assert authorizer.evaluations == 3
+
+
+def test_a_verdict_that_read_the_time_is_never_reused():
+    clock = _Clock()
+    authorizer = _CountingAuthorizer(_policy('context.time < "2027-01-01T00:00:00Z"'))
+    router = _policy_router(authorizer, clock)
+    conn = _conn(ALICE)
+    assert _status(router.route(conn, _head(ORDERS), None)) == 200
+    clock.now += timedelta(seconds=2)  # the new year: the same request is now outside the window
+    assert _status(router.route(conn, _head(ORDERS), None)) == 403
+    assert authorizer.evaluations == 2
+
+
+def test_a_time_read_only_on_some_requests_still_counts():
+    # the time is read only when the path matches: the equal /orders/1 request must read it every time
+    clock = _Clock()
+    authorizer = _CountingAuthorizer(_policy('request.path == "/orders/1" and context.time < "2027-01-01T00:00:00Z"'))
+    router = _policy_router(authorizer, clock)
+    conn = _conn(ALICE)
+    assert _status(router.route(conn, _head(ORDERS), None)) == 200
+    clock.now += timedelta(seconds=2)
+    assert _status(router.route(conn, _head(ORDERS), None)) == 403
+
+
+def test_a_reloaded_policy_and_a_renewed_identity_are_evaluated_afresh():
+    authorizer = _CountingAuthorizer(_policy(f'source.id == "{ALICE}"'))
+    router = _policy_router(authorizer)
+    conn = _conn(ALICE)
+    assert _status(router.route(conn, _head(ORDERS), None)) == 200
+    assert authorizer.store.load_text(_policy(f'source.id == "{MALLORY}"'))
+    assert _status(router.route(conn, _head(ORDERS), None)) == 403
+    router.identity.generation = 2  # a renewed SVID: the connection's facts are rebuilt
+    assert _status(router.route(conn, _head(ORDERS), None)) == 403
+    assert authorizer.evaluations == 3
+
+
+def test_requests_with_a_body_or_a_token_are_evaluated_every_time():
+    authorizer = _CountingAuthorizer(_policy('request.method == "POST" or request.method == "GET"'))
+    router = _policy_router(authorizer)
+    post = b"POST /orders HTTP/1.1\r\nHost: orders\r\nContent-Type: application/json\r\nContent-Length: 2"
+    token = ORDERS + b"\r\nAuthorization: Bearer not.a.jwt"
+    for _ in range(2):
+        router.route(_conn(ALICE), _head(post), b"{}")
+    conn = _conn(ALICE)
+    for _ in range(2):
+        router.route(conn, _head(token), None)
+    assert authorizer.evaluations == 4
