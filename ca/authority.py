@@ -162,6 +162,11 @@ def parse_certificates(data: bytes, *, source: str) -> tuple[x509.Certificate, .
             found = (x509.load_der_x509_certificate(data),)
     except ValueError as err:
         raise KeyFormatError(f"{source}: not a PEM or DER certificate ({err})") from err
+    for cert in found:
+        try:
+            cert.extensions  # noqa: B018 - decoded lazily; decode now so an unreadable one fails here
+        except (x509.UnsupportedGeneralNameType, ValueError) as err:
+            raise KeyFormatError(f"{source}: {cert.subject.rfc4514_string()} has unreadable extensions: {err}") from err
     return found
 
 

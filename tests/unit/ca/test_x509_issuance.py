@@ -14,13 +14,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from ca.authority import X509Issuer, chain_pem, create_intermediate, create_root, load_upstream
-from ca.errors import IssuanceError
+from ca.errors import IssuanceError, KeyFormatError
 from ca.keys import KeyType, generate_key, private_key_to_pem
 from ca.manager import CaConfig, CertificateAuthority
 from sdk.bundle import Bundle
 from sdk.spiffeid import SpiffeId
 from sdk.x509svid import verify_chain
-from tests.support.pki import make_intermediate, make_root, new_key
+from tests.support.pki import make_intermediate, make_root, new_key, raw_extension
 
 WEB = SpiffeId.parse("spiffe://example.org/ns/prod/sa/web")
 SVID_EXTENSIONS = {
@@ -117,6 +117,14 @@ def test_openssl_rejects_a_chain_missing_its_intermediates(td, now, openssl_veri
     chain = ca.issue_x509_svid(generate_key().public_key(), WEB, now=now)
     assert len(chain) == 2
     assert openssl_verify(chain[:1], [user_root.cert], purpose="sslclient").returncode != 0
+
+
+def test_an_upstream_with_unreadable_extensions_is_refused_with_the_reason(now):
+    # NameConstraints with an x400Address base: cryptography cannot decode the extensions.
+    x400 = raw_extension(ExtensionOID.NAME_CONSTRAINTS, bytes.fromhex("3006a0043002a300"))
+    user_root = make_root("corp.example", extensions=[x400])
+    with pytest.raises(KeyFormatError, match="has unreadable extensions: x400Address"):
+        load_upstream(user_root.pem, user_root.key, now=now)
 
 
 def test_ttl_is_capped_by_the_maximum_and_by_the_authority(td, now):
