@@ -120,6 +120,9 @@ class HttpDownstream(asyncio.Protocol):
         self.listener = listener
         self.loop = asyncio.get_running_loop()
         self.reader = RequestReader(limits.max_head_bytes, limits.max_headers)
+        self._max_head_bytes = limits.max_head_bytes
+        self._max_headers = limits.max_headers
+        self._idle_timeout = limits.idle_timeout
         self.transport: asyncio.Transport | None = None
         self.state = _HEAD
         self.deadline = math.inf
@@ -155,12 +158,12 @@ class HttpDownstream(asyncio.Protocol):
         if (
             self.state == _HEAD
             and data.find(b"\r\n\r\n") == len(data) - 4 > 0
-            and not self.reader.buffered
-            and len(data) <= self.limits.max_head_bytes
+            and not self.reader.buffer
+            and len(data) <= self._max_head_bytes
         ):
             # the common case: exactly one complete head in this read, nothing pipelined
             try:
-                head = parse_request_head(data[:-4], self.limits.max_headers)
+                head = parse_request_head(data[:-4], self._max_headers)
             except HttpError as err:
                 self._refuse(err.status, err.reason)
                 return
@@ -254,7 +257,7 @@ class HttpDownstream(asyncio.Protocol):
         self.head = head
         self.head_started = None
         self.started = now = self.loop.time()
-        self.deadline = now + self.limits.idle_timeout  # an app that never answers
+        self.deadline = now + self._idle_timeout  # an app that never answers
         if self.body:
             self.body = []
         self.body_size = 0
@@ -500,14 +503,14 @@ class HttpDownstream(asyncio.Protocol):
 
     def _next_request(self, now: float) -> None:
         self.state = _HEAD
-        self.deadline = now + self.limits.idle_timeout
+        self.deadline = now + self._idle_timeout
         if self.read_paused:
             self.read_paused = False
             if not self.held:
                 self.transport.resume_reading()  # type: ignore[union-attr]
         if self.write_blocked:
             self._hold()
-        if self.reader.buffered and not self._advancing:
+        if self.reader.buffer and not self._advancing:
             self._advance()
 
     # -- answers written by the sidecar

@@ -338,10 +338,11 @@ class RequestReader:
     ``next_event()`` returns a :class:`RequestHead`, ``bytes`` (decoded body
     data), ``END`` or ``NEED_DATA``, and raises :class:`HttpError` on the
     first violation. After ``END`` the next request's head follows.
+    ``buffer`` holds the bytes received and not yet consumed (read it, do not change it).
     """
 
     def __init__(self, max_head_bytes: int = 16384, max_headers: int = 100) -> None:
-        self._buf = bytearray()
+        self.buffer = bytearray()
         self._max_head_bytes = max_head_bytes
         self._max_headers = max_headers
         self._body_left = 0
@@ -351,24 +352,24 @@ class RequestReader:
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self.buffer)
 
     @property
     def in_message(self) -> bool:
         """True from the first byte of a request until its ``END`` is returned."""
-        return self._state != "head" or bool(self._buf)
+        return self._state != "head" or bool(self.buffer)
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
+        self.buffer += data
 
     def next_event(self) -> RequestHead | bytes | _Marker:
         if self._pending:
             return self._pending.pop(0)
         state = self._state
         if state == "head":
-            while self._buf[:2] == b"\r\n":  # tolerate CRLF between requests (RFC 9112 §2.2)
-                del self._buf[:2]
-            raw = _split_head(self._buf, self._max_head_bytes)
+            while self.buffer[:2] == b"\r\n":  # tolerate CRLF between requests (RFC 9112 §2.2)
+                del self.buffer[:2]
+            raw = _split_head(self.buffer, self._max_head_bytes)
             if raw is None:
                 return NEED_DATA
             head = parse_request_head(raw, self._max_headers)
@@ -382,19 +383,19 @@ class RequestReader:
                 self._state = "end"
             return head
         if state == "length":
-            if not self._buf:
+            if not self.buffer:
                 return NEED_DATA
-            take = min(self._body_left, len(self._buf))
-            data = bytes(self._buf[:take])
-            del self._buf[:take]
+            take = min(self._body_left, len(self.buffer))
+            data = bytes(self.buffer[:take])
+            del self.buffer[:take]
             self._body_left -= take
             if self._body_left == 0:
                 self._state = "end"
             return data
         if state == "chunked":
             assert self._chunked is not None
-            pieces, used, done = self._chunked.scan(self._buf)
-            del self._buf[:used]
+            pieces, used, done = self._chunked.scan(self.buffer)
+            del self.buffer[:used]
             if done:
                 self._state = "end"
             self._pending = pieces[1:]
