@@ -207,12 +207,18 @@ class IdentityManager(IdentityState):
         ]
 
     async def wait_ready(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the first SVID."""
+        """Wait up to ``timeout`` seconds for the first SVID (a bundle may change state before it)."""
+
+        async def first_svid() -> None:
+            seen = self._generation
+            while self._svid is None:
+                seen = await self.changed(seen)
+
         try:
-            await asyncio.wait_for(self.changed(0), timeout)
+            await asyncio.wait_for(first_svid(), timeout)
         except asyncio.TimeoutError:
             return False
-        return self._svid is not None
+        return True
 
     async def stop(self) -> None:
         for task in self._tasks:
