@@ -9,26 +9,34 @@ Steps, in order, each refusing with a typed error:
    positive result under the token's SHA-256 until the token expires;
 2. apply the namespace and ServiceAccount allow/deny lists (deny wins; each
    non-empty allow list must match);
-3. read the bound pod (cached for ``pod_cache_seconds``, and so is the whole
-   decision for that token): it must exist, have
-   the uid the token is bound to, run as the token's ServiceAccount, and not
-   be terminating;
+3. read the bound pod and the token's ServiceAccount (both cached for
+   ``pod_cache_seconds``, and so is the whole decision for that token): the
+   pod must exist, have the uid the token is bound to, run as the token's
+   ServiceAccount, and not be terminating; the ServiceAccount must exist, not
+   be being deleted, and have the uid the token was issued for (a deleted and
+   re-created account of the same name is a new account, whose old tokens the
+   API server no longer accepts, however long the token cache would);
 4. render the SPIFFE ID from the template over namespace, ServiceAccount and
    the pod's labels.
 
-Namespace, ServiceAccount and pod come only from the verified result. If the
-API cannot be reached, :class:`UpstreamUnavailableError` propagates: nothing
+Namespace, ServiceAccount (name and uid) and pod come only from the verified
+result: the TokenReview's ``status.user`` (``uid`` is the ServiceAccount's)
+or the signed ``kubernetes.io`` claim. A verified result without the account's
+uid (an API server too old to report it) can only be checked for the
+account's existence by name. If the API cannot be reached, :class:`UpstreamUnavailableError` propagates: nothing
 is decided on a guess.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 import jwt
@@ -47,13 +55,53 @@ from sdk.errors import TemplateError
 from sdk.spiffeid import TrustDomain
 from sdk.template import IdentityTemplate
 
-__all__ = ["KubernetesAuthenticator", "JwksVerifier", "check_account_policy", "TokenCache"]
+__all__ = ["KubernetesAuthenticator", "JwksVerifier", "check_account_policy", "TokenCache", "AccountBoundToken"]
 
 _ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "PS384", "PS512"]
 
 
 def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+@dataclass(frozen=True)
+class AccountBoundToken(ReviewedToken):
+    """A :class:`ReviewedToken` and the uid of the ServiceAccount the token was issued for.
+
+    ``service_account_uid`` comes from the verified result only — TokenReview
+    ``status.user.uid`` or the signed ``kubernetes.io.serviceaccount.uid`` claim;
+    it is "" when the verifier did not report one.
+    """
+
+    service_account_uid: str = ""
+
+
+def bind_account_uid(reviewed: ReviewedToken, uid: object) -> AccountBoundToken:
+    """``reviewed`` with the verified ServiceAccount ``uid`` (absent: ""; not a string: refused)."""
+    if uid is None:
+        uid = ""
+    if not isinstance(uid, str):
+        raise UnauthenticatedError("the verified ServiceAccount uid is not a string")
+    values = {f.name: getattr(reviewed, f.name) for f in fields(ReviewedToken)}
+    return AccountBoundToken(**values, service_account_uid=uid)
+
+
+def _member(doc: Any, *path: str) -> Any:
+    """``doc[path[0]][path[1]]...``, or None where any step is not a JSON object."""
+    for key in path:
+        doc = doc.get(key) if isinstance(doc, Mapping) else None
+    return doc
+
+
+@dataclass(frozen=True)
+class _AccountFacts:
+    uid: str
+    deleting: bool
+
+
+def _account_facts(doc: Mapping[str, Any]) -> _AccountFacts:
+    uid = _member(doc, "metadata", "uid")
+    return _AccountFacts(uid if isinstance(uid, str) else "", bool(_member(doc, "metadata", "deletionTimestamp")))
 
 
 class TokenCache:
@@ -100,7 +148,7 @@ class JwksVerifier:
         except jwt.PyJWTError:
             return True  # let verify() report the malformed token
 
-    def verify(self, token: str, audience: str) -> ReviewedToken:
+    def verify(self, token: str, audience: str) -> AccountBoundToken:
         try:
             header = jwt.get_unverified_header(token)
             key = self._keys.get(header.get("kid"))
@@ -128,7 +176,8 @@ class JwksVerifier:
             raise UnauthenticatedError("ServiceAccount token has expired")
         if now + 60 < claims.get("nbf", claims["iat"]):
             raise UnauthenticatedError("ServiceAccount token is not valid yet")
-        return reviewed_token_from_claims(claims)
+        reviewed = reviewed_token_from_claims(claims)
+        return bind_account_uid(reviewed, _member(claims, "kubernetes.io", "serviceaccount", "uid"))
 
 
 def _matches(patterns: tuple[str, ...], value: str) -> bool:
@@ -166,6 +215,7 @@ class KubernetesAuthenticator:
         self.cluster, self._jwks, self._clock = cluster, jwks, clock
         self.tokens = TokenCache(clock)
         self._pods: dict[tuple[str, str], tuple[float, PodFacts | None]] = {}
+        self._accounts: dict[tuple[str, str], tuple[float, _AccountFacts | None]] = {}
         self._decisions: OrderedDict[bytes, tuple[float, Caller]] = OrderedDict()
         self._keys_fetched_at = clock()
 
@@ -193,6 +243,8 @@ class KubernetesAuthenticator:
                 "pod": reviewed.pod_name,
                 "pod_uid": reviewed.pod_uid,
             }
+            if reviewed.service_account_uid:
+                err.who["service_account_uid"] = reviewed.service_account_uid
             raise
         if self.cfg.pod_cache_seconds > 0:
             # The whole decision is reused for as long as the pod facts are.
@@ -201,9 +253,12 @@ class KubernetesAuthenticator:
             self._decisions[digest] = (min(reviewed.expires_at, now + self.cfg.pod_cache_seconds), caller)
         return caller
 
-    async def _decide(self, reviewed: ReviewedToken) -> Caller:
+    async def _decide(self, reviewed: AccountBoundToken) -> Caller:
         check_account_policy(self.cfg, reviewed.namespace, reviewed.service_account)
-        pod = await self._pod(reviewed.namespace, reviewed.pod_name)
+        pod, account = await asyncio.gather(
+            self._pod(reviewed.namespace, reviewed.pod_name),
+            self._account(reviewed.namespace, reviewed.service_account),
+        )
         where = f"pod {reviewed.namespace}/{reviewed.pod_name}"
         if pod is None:
             raise DeniedError(f"{where} does not exist")
@@ -213,6 +268,7 @@ class KubernetesAuthenticator:
             raise DeniedError(f"{where} is terminating")
         if pod.service_account != reviewed.service_account:
             raise DeniedError(f"{where} runs as ServiceAccount {pod.service_account}, not {reviewed.service_account}")
+        self._check_account(reviewed, account)
         try:
             spiffe_id = self.template.render(
                 self.trust_domain,
@@ -235,9 +291,24 @@ class KubernetesAuthenticator:
             credential_id=reviewed.credential_id,
         )
 
-    async def _verify(self, token: str, digest: bytes) -> ReviewedToken:
+    @staticmethod
+    def _check_account(reviewed: AccountBoundToken, account: _AccountFacts | None) -> None:
+        """The token's ServiceAccount must still be the one it was issued for."""
+        where = f"ServiceAccount {reviewed.namespace}/{reviewed.service_account}"
+        if account is None:
+            raise DeniedError(f"{where} does not exist (deleted after the token was issued)")
+        if account.deleting:
+            raise DeniedError(f"{where} is being deleted")
+        # An empty verified uid (old API servers) leaves existence as the only check.
+        if reviewed.service_account_uid and account.uid != reviewed.service_account_uid:
+            raise DeniedError(
+                f"{where} has uid {account.uid or '(none)'}, but the token was issued for uid "
+                f"{reviewed.service_account_uid} (the account was deleted and re-created)"
+            )
+
+    async def _verify(self, token: str, digest: bytes) -> AccountBoundToken:
         cached = self.tokens.get(digest)
-        if cached is not None:
+        if isinstance(cached, AccountBoundToken):
             return cached
         if self._jwks is not None:
             if not self._jwks.knows_key_of(token):
@@ -246,7 +317,9 @@ class KubernetesAuthenticator:
         else:
             expires_at = unverified_expiry(token)
             doc = await self.api.token_review(token, [self.cfg.audience])
-            reviewed = reviewed_token_from_review(doc, self.cfg.audience, expires_at)
+            reviewed = bind_account_uid(
+                reviewed_token_from_review(doc, self.cfg.audience, expires_at), _member(doc, "status", "user", "uid")
+            )
         if reviewed.expires_at <= self._clock():
             raise UnauthenticatedError("ServiceAccount token has expired")
         self.tokens.put(digest, reviewed)
@@ -273,4 +346,18 @@ class KubernetesAuthenticator:
             if len(self._pods) > 50_000:
                 self._pods.clear()
             self._pods[key] = (now + self.cfg.pod_cache_seconds, facts)
+        return facts
+
+    async def _account(self, namespace: str, name: str) -> _AccountFacts | None:
+        key = (namespace, name)
+        now = self._clock()
+        hit = self._accounts.get(key)
+        if hit is not None and now < hit[0]:
+            return hit[1]
+        doc = await self.api.read_service_account(namespace, name)
+        facts = None if doc is None else _account_facts(doc)
+        if self.cfg.pod_cache_seconds > 0:
+            if len(self._accounts) > 50_000:
+                self._accounts.clear()
+            self._accounts[key] = (now + self.cfg.pod_cache_seconds, facts)
         return facts

@@ -78,6 +78,13 @@ class KubeApi:
         """The Pod document, or None when it does not exist."""
         return await self._call(f"read pod {namespace}/{name}", self._core.read_namespaced_pod, name, namespace, missing_ok=True)
 
+    async def read_service_account(self, namespace: str, name: str) -> dict | None:
+        """The ServiceAccount document, or None when it does not exist."""
+        return await self._call(
+            f"read serviceaccount {namespace}/{name}", self._core.read_namespaced_service_account, name, namespace,
+            missing_ok=True,
+        )
+
     async def read_config_map(self, namespace: str, name: str) -> dict | None:
         return await self._call(
             f"read configmap {namespace}/{name}", self._core.read_namespaced_config_map, name, namespace, missing_ok=True

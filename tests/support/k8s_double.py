@@ -32,7 +32,8 @@ projected ServiceAccount token carries (``iss``, ``sub``, ``aud``, ``exp``,
 serviceaccount name/uid, node name/uid).
 
 Time comes from ``clock`` (seconds since the epoch), so tests can move it
-instead of sleeping. ``outage()`` makes every API call answer 503;
+instead of sleeping. ``outage()`` makes every API call answer 503
+(``outage("serviceaccounts")`` only the calls on that resource);
 ``response_delay`` makes each API call wait; ``stop()`` closes the port
 (connection refused). ``requests`` and ``token_reviews`` record what was asked.
 
@@ -160,6 +161,10 @@ class KubernetesDouble:
         self.requests: list[tuple[str, str]] = []
         self.token_reviews: list[dict] = []
         self._outage = False
+        self._outage_resource: str | None = None
+        # False: TokenReviews leave out status.user.uid (the ServiceAccount's uid),
+        # as API servers that do not report it do.
+        self.review_reports_user_uid = True
         # Seconds every API call waits before answering (a slow apiserver).
         self.response_delay = 0.0
         self._rv = 1000
@@ -272,13 +277,17 @@ class KubernetesDouble:
         return kubernetes.client.ApiClient(config)
 
     @contextmanager
-    def outage(self) -> Iterator[None]:
-        """While active, every API call answers 503 ServiceUnavailable."""
-        self._outage = True
+    def outage(self, resource: str | None = None) -> Iterator[None]:
+        """While active, every API call answers 503 ServiceUnavailable.
+
+        With ``resource`` (a plural such as ``"serviceaccounts"``), only the
+        calls on that namespaced resource do.
+        """
+        self._outage, self._outage_resource = True, resource
         try:
             yield
         finally:
-            self._outage = False
+            self._outage, self._outage_resource = False, None
 
     # -- test-side helpers ------------------------------------------------------------
 
@@ -329,6 +338,10 @@ class KubernetesDouble:
             return existing
         sa = {"kind": "ServiceAccount", "apiVersion": "v1", "metadata": {"name": name, "namespace": namespace}}
         return self._store("serviceaccounts", namespace, name, sa, create=True)
+
+    def delete_service_account(self, namespace: str, name: str) -> None:
+        """Remove a ServiceAccount now; the API stops accepting its tokens at once."""
+        del self.objects[("serviceaccounts", namespace, name)]
 
     def issue_token(
         self,
@@ -423,16 +436,15 @@ class KubernetesDouble:
             extra[_PREFIX + "node-uid"] = [k8s["node"]["uid"]]
             extra[_PREFIX + "pod-name"] = [pod_ref["name"]]
             extra[_PREFIX + "pod-uid"] = [pod_ref["uid"]]
-        return {
-            "authenticated": True,
-            "user": {
-                "username": f"system:serviceaccount:{ns}:{sa_name}",
-                "uid": sa["metadata"]["uid"],
-                "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"],
-                "extra": extra,
-            },
-            "audiences": matched,
+        user = {
+            "username": f"system:serviceaccount:{ns}:{sa_name}",
+            "uid": sa["metadata"]["uid"],
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"],
+            "extra": extra,
         }
+        if not self.review_reports_user_uid:
+            del user["uid"]
+        return {"authenticated": True, "user": user, "audiences": matched}
 
     @staticmethod
     def _invalidated() -> dict:
@@ -444,13 +456,19 @@ class KubernetesDouble:
     async def _middleware(self, request: web.Request, handler):
         self.requests.append((request.method, request.path))
         if request.path.startswith(("/api/", "/apis/")):
-            if self._outage:
+            if self._outage and self._outage_hits(request.path):
                 return _status(503, "ServiceUnavailable", "the server is currently unable to handle the request")
             if self.api_token and request.headers.get("Authorization") != f"Bearer {self.api_token}":
                 return _status(401, "Unauthorized", "Unauthorized")
             if self.response_delay:
                 await asyncio.sleep(self.response_delay)
         return await handler(request)
+
+    def _outage_hits(self, path: str) -> bool:
+        if self._outage_resource is None:
+            return True
+        parts = path.split("/")  # "", "api", "v1", "namespaces", ns, plural, ...
+        return len(parts) > 5 and parts[3] == "namespaces" and parts[5] == self._outage_resource
 
     async def _discovery(self, request: web.Request) -> web.Response:
         return web.json_response(
