@@ -167,7 +167,7 @@ class HttpDownstream(asyncio.Protocol):
             except HttpError as err:
                 self._refuse(err.status, err.reason)
                 return
-            if not head.has_body:
+            if not (head.chunked or head.content_length):  # RequestHead.has_body, without the call
                 self._start_bodyless(head)
                 return
         self.reader.feed(data)
@@ -285,7 +285,7 @@ class HttpDownstream(asyncio.Protocol):
             conn.framer = ResponseFramer(head.method)
         else:
             framer.reset(head.method)
-        conn.write(pending)
+        conn.transport.write(pending)  # type: ignore[union-attr]  # take_idle returns open connections only
         self.state = _AWAIT
 
     def _start(self, head: RequestHead, end_seen: bool = False) -> None:
@@ -499,7 +499,11 @@ class HttpDownstream(asyncio.Protocol):
         if close or self.draining or head is None or not head.keep_alive:
             self._close()
             return
-        self._next_request(now)
+        if self.read_paused or self.write_blocked or self.reader.buffer:
+            self._next_request(now)
+        else:  # the common case of _next_request: nothing paused, nothing buffered
+            self.state = _HEAD
+            self.deadline = now + self._idle_timeout
 
     def _next_request(self, now: float) -> None:
         self.state = _HEAD

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -46,6 +47,10 @@ from policy_dsl import parse_query as _parse_query
 __all__ = ["InboundRouter", "IDENTITY_HEADERS", "JWT_SUB_HEADER", "answer_for", "normalize_target", "refuse_own_port"]
 
 log = logging.getLogger("trustmesh.sidecar")
+
+# The default clock: read as ``time.time()`` where only a timestamp is needed, as a datetime
+# only when a policy evaluation needs ``context.time``.
+_utcnow = functools.partial(datetime.now, timezone.utc)
 
 # Headers only the sidecar may set; a caller's copies are removed before the policy runs.
 IDENTITY_HEADERS = frozenset({b"x-forwarded-client-cert", b"x-trustmesh-source", b"x-trustmesh-jwt-sub"})
@@ -110,7 +115,7 @@ class InboundRouter:
         metrics: Metrics | None = None,
         access_log: AccessLog | None = None,
         normalize: Callable[[str], tuple[str, str, dict[str, str]]] = normalize_target,
-        clock: Callable[[], datetime] = functools.partial(datetime.now, timezone.utc),
+        clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.identity = identity
         self.authorizer = authorizer
@@ -147,8 +152,8 @@ class InboundRouter:
         try:
             if not self.identity.valid():
                 raise IdentityUnavailableError("the sidecar's SVID is missing or expired")
-            now = self.clock()
-            if conn.peer_expires <= now.timestamp():
+            clock = self.clock
+            if conn.peer_expires <= (time.time() if clock is _utcnow else clock().timestamp()):
                 raise PeerVerificationError(f"the peer's SVID expired during the connection ({per_conn[1]})")
             memo_key = (head.key, per_conn[5]) if head.key is not None and body is None else None
             derived = self._derived.get(memo_key) if memo_key is not None else None
@@ -156,7 +161,7 @@ class InboundRouter:
                 derived = self._derive(head, body, fields, per_conn[4], memo_key)
             path, request, new_head, jwt = derived
             fields["path"] = path
-            verdict = self._authorize(conn, per_conn, derived, now)
+            verdict = self._authorize(conn, per_conn, derived)
         except Exception as err:  # noqa: BLE001 - every failure is mapped, none opens the door
             if not isinstance(err, (HttpError, IdentityUnavailableError, PermissionError)):
                 log.exception("inbound request failed before forwarding")
@@ -168,21 +173,21 @@ class InboundRouter:
             return Answer(403, _deny_text(verdict), fields)
         return Forward(new_head, self.app_pool, (self.app_host, conn.target_port), 503, fields)
 
-    def _authorize(self, conn: ConnInfo, per_conn: tuple[Any, ...], derived: tuple[Any, ...], now: datetime) -> Verdict:
+    def _authorize(self, conn: ConnInfo, per_conn: tuple[Any, ...], derived: tuple[Any, ...]) -> Verdict:
         """The policy's verdict on this request.
 
         With a :class:`PolicyAuthorizer` the last verdict on the connection is reused when the
         policy set, the connection's facts and the request's derived attributes are the very
         same objects as then (an equal head, kept by :meth:`_derive`) and that evaluation did
         not read ``context.time``: the evaluator is pure, so it would read the same values and
-        reach the same decision. Anything else is evaluated afresh.
+        reach the same decision. Anything else is evaluated afresh, with the clock read then.
         """
         authorizer = self.authorizer
         if isinstance(authorizer, PolicyAuthorizer):
             last = conn.decision
             if last is not None and last[1] is per_conn and last[2] is derived and last[0] is authorizer.policy:
                 return last[3]  # type: ignore[no-any-return]
-        context = RequestContext("http", now)
+        context = RequestContext("http", self.clock())
         attrs = {"source": per_conn[2], "destination": per_conn[3], "request": derived[1], "context": context}
         if not isinstance(authorizer, PolicyAuthorizer):
             return authorizer(attrs)

@@ -105,7 +105,8 @@ class Pool:
         while idle:
             conn = idle.pop()
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
-                if conn.expires <= time.time():
+                expires = conn.expires
+                if expires != math.inf and expires <= time.time():
                     conn.close()
                     continue
                 conn.reused = True
