@@ -1,6 +1,9 @@
 """The CA service's calls to the Kubernetes API, through the kubernetes client.
 
-The client is blocking, so each call runs in a thread with a timeout. Results
+The client is blocking, so each call runs in a thread of the API's own pool
+(as many threads as calls may be in flight, so a burst of new tokens — each
+needing a TokenReview, then the pod and the ServiceAccount at once — is not
+queued behind the event loop's small default pool) with a timeout. Results
 are the API's JSON documents (dicts); :mod:`ca.service.wire` turns them into
 domain values. Any failure to get an answer — connection refused, timeout,
 5xx, or the API refusing the CA's own credentials — raises
@@ -11,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ca.service.errors import UpstreamUnavailableError
 
 __all__ = ["KubeApi", "api_client_for"]
+
+_MAX_IN_FLIGHT = 16
 
 
 def api_client_for(host: str = "", *, token: str = ""):
@@ -38,6 +44,7 @@ def api_client_for(host: str = "", *, token: str = ""):
             except (kubernetes.config.ConfigException, OSError) as err:
                 raise UpstreamUnavailableError(f"no Kubernetes API configuration: {err}") from err
     config.retries = False  # one attempt; the caller's deadline decides
+    config.connection_pool_maxsize = _MAX_IN_FLIGHT  # a connection per call thread, kept for reuse
     return kubernetes.client.ApiClient(config)
 
 
@@ -55,10 +62,12 @@ class KubeApi:
         self._openid = kubernetes.client.OpenidApi(api_client)
         self.timeout = timeout
         # Bounds the threads (and API load) that a burst of new tokens can cause.
-        self._in_flight = asyncio.Semaphore(16)
+        self._in_flight = asyncio.Semaphore(_MAX_IN_FLIGHT)
+        self._threads = ThreadPoolExecutor(_MAX_IN_FLIGHT, thread_name_prefix="kube-api")
 
     def close(self) -> None:
-        """Close the underlying ApiClient's connection pool."""
+        """Close the underlying ApiClient's connection pool and the call threads."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self._client.close()
 
     async def token_review(self, token: str, audiences: list[str]) -> dict:
@@ -139,7 +148,8 @@ class KubeApi:
 
         try:
             async with self._in_flight:
-                return await asyncio.wait_for(asyncio.to_thread(run), self.timeout + 1.0)
+                call = asyncio.get_running_loop().run_in_executor(self._threads, run)
+                return await asyncio.wait_for(call, self.timeout + 1.0)
         except ApiException as err:
             if err.status == 404 and missing_ok:
                 return None

@@ -104,7 +104,7 @@ async def test_present_account_keeps_working_and_a_warm_cache_asks_nothing(setup
     assert kube.requests.count(("GET", SA_PATH)) == 1
 
     clock.now += timedelta(seconds=CACHE)  # pod and account are read again, and still match
-    _, bundle = await client.sign_x509_svid(make_csr())
+    await client.sign_x509_svid(make_csr())
     assert kube.requests.count(("GET", SA_PATH)) == 2
     assert kube.requests.count(("GET", "/api/v1/namespaces/prod/pods/web-0")) == 2
 
@@ -152,3 +152,13 @@ def test_jwks_verifier_keeps_the_signed_account_uid_and_refuses_a_malformed_one(
     forged_shape = kube.issue_token("prod", "web", pod_name="web-0", extra_claims={"kubernetes.io": claim})
     with pytest.raises(UnauthenticatedError, match="ServiceAccount uid is not a string"):
         verifier.verify(forged_shape, "trustmesh-ca")
+
+
+async def test_account_being_deleted_is_refused(kube, start_service, client_for, audit_stream):
+    service = await start_service()
+    kube.add_pod("prod", "web-0", service_account="web")
+    token = kube.issue_token("prod", "web", pod_name="web-0")
+    # A ServiceAccount held by a finalizer: deleted, not yet gone.
+    kube.objects[("serviceaccounts", "prod", "web")]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    err, _ = await _refused(client_for(service, token), audit_stream, "PERMISSION_DENIED")
+    assert "ServiceAccount prod/web is being deleted" in err.details
