@@ -95,6 +95,8 @@ def _member(doc: Any, *path: str) -> Any:
 
 @dataclass(frozen=True)
 class _AccountFacts:
+    """What the CA checks of a token's ServiceAccount: its uid and whether it is being deleted."""
+
     uid: str
     deleting: bool
 
