@@ -27,6 +27,10 @@ class ReviewedToken:
     pod_uid: str
     expires_at: float  # seconds since the epoch
     credential_id: str = ""
+    # uid of the ServiceAccount the token was issued for, from the verified result only
+    # (TokenReview ``status.user.uid`` or the signed ``kubernetes.io.serviceaccount.uid``);
+    # "" when the verifier did not report one
+    service_account_uid: str = ""
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -55,35 +55,13 @@ from sdk.errors import TemplateError
 from sdk.spiffeid import TrustDomain
 from sdk.template import IdentityTemplate
 
-__all__ = ["KubernetesAuthenticator", "JwksVerifier", "check_account_policy", "TokenCache", "AccountBoundToken"]
+__all__ = ["KubernetesAuthenticator", "JwksVerifier", "check_account_policy", "TokenCache"]
 
 _ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "PS384", "PS512"]
 
 
 def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-
-
-@dataclass(frozen=True)
-class AccountBoundToken(ReviewedToken):
-    """A :class:`ReviewedToken` and the uid of the ServiceAccount the token was issued for.
-
-    ``service_account_uid`` comes from the verified result only — TokenReview
-    ``status.user.uid`` or the signed ``kubernetes.io.serviceaccount.uid`` claim;
-    it is "" when the verifier did not report one.
-    """
-
-    service_account_uid: str = ""
-
-
-def bind_account_uid(reviewed: ReviewedToken, uid: object) -> AccountBoundToken:
-    """``reviewed`` with the verified ServiceAccount ``uid`` (absent: ""; not a string: refused)."""
-    if uid is None:
-        uid = ""
-    if not isinstance(uid, str):
-        raise UnauthenticatedError("the verified ServiceAccount uid is not a string")
-    values = {f.name: getattr(reviewed, f.name) for f in fields(ReviewedToken)}
-    return AccountBoundToken(**values, service_account_uid=uid)
 
 
 def _member(doc: Any, *path: str) -> Any:
@@ -150,7 +128,7 @@ class JwksVerifier:
         except jwt.PyJWTError:
             return True  # let verify() report the malformed token
 
-    def verify(self, token: str, audience: str) -> AccountBoundToken:
+    def verify(self, token: str, audience: str) -> ReviewedToken:
         try:
             header = jwt.get_unverified_header(token)
             key = self._keys.get(header.get("kid"))
@@ -178,8 +156,7 @@ class JwksVerifier:
             raise UnauthenticatedError("ServiceAccount token has expired")
         if now + 60 < claims.get("nbf", claims["iat"]):
             raise UnauthenticatedError("ServiceAccount token is not valid yet")
-        reviewed = reviewed_token_from_claims(claims)
-        return bind_account_uid(reviewed, _member(claims, "kubernetes.io", "serviceaccount", "uid"))
+        return reviewed_token_from_claims(claims)
 
 
 def _matches(patterns: tuple[str, ...], value: str) -> bool:
@@ -255,7 +232,7 @@ class KubernetesAuthenticator:
             self._decisions[digest] = (min(reviewed.expires_at, now + self.cfg.pod_cache_seconds), caller)
         return caller
 
-    async def _decide(self, reviewed: AccountBoundToken) -> Caller:
+    async def _decide(self, reviewed: ReviewedToken) -> Caller:
         check_account_policy(self.cfg, reviewed.namespace, reviewed.service_account)
         pod, account = await asyncio.gather(
             self._pod(reviewed.namespace, reviewed.pod_name),
@@ -294,7 +271,7 @@ class KubernetesAuthenticator:
         )
 
     @staticmethod
-    def _check_account(reviewed: AccountBoundToken, account: _AccountFacts | None) -> None:
+    def _check_account(reviewed: ReviewedToken, account: _AccountFacts | None) -> None:
         """The token's ServiceAccount must still be the one it was issued for."""
         where = f"ServiceAccount {reviewed.namespace}/{reviewed.service_account}"
         if account is None:
@@ -308,9 +285,9 @@ class KubernetesAuthenticator:
                 f"{reviewed.service_account_uid} (the account was deleted and re-created)"
             )
 
-    async def _verify(self, token: str, digest: bytes) -> AccountBoundToken:
+    async def _verify(self, token: str, digest: bytes) -> ReviewedToken:
         cached = self.tokens.get(digest)
-        if isinstance(cached, AccountBoundToken):
+        if cached is not None:
             return cached
         if self._jwks is not None:
             if not self._jwks.knows_key_of(token):
@@ -319,9 +296,7 @@ class KubernetesAuthenticator:
         else:
             expires_at = unverified_expiry(token)
             doc = await self.api.token_review(token, [self.cfg.audience])
-            reviewed = bind_account_uid(
-                reviewed_token_from_review(doc, self.cfg.audience, expires_at), _member(doc, "status", "user", "uid")
-            )
+            reviewed = reviewed_token_from_review(doc, self.cfg.audience, expires_at)
         if reviewed.expires_at <= self._clock():
             raise UnauthenticatedError("ServiceAccount token has expired")
         self.tokens.put(digest, reviewed)

@@ -81,7 +81,9 @@ def reviewed_token_from_review(doc: Mapping[str, Any], audience: str, expires_at
     pod_name, pod_uid = _one(extra, "pod-name"), _one(extra, "pod-uid")
     if not pod_name or not pod_uid:
         raise DeniedError("token is not bound to a pod; use a projected ServiceAccount token")
-    return ReviewedToken(ns, sa, pod_name, pod_uid, float(expires_at), _one(extra, "credential-id"))
+    return ReviewedToken(
+        ns, sa, pod_name, pod_uid, float(expires_at), _one(extra, "credential-id"), _account_uid(user.get("uid"))
+    )
 
 
 def reviewed_token_from_claims(claims: Mapping[str, Any]) -> ReviewedToken:
@@ -100,7 +102,17 @@ def reviewed_token_from_claims(claims: Mapping[str, Any]) -> ReviewedToken:
     if not isinstance(name, str) or not isinstance(uid, str) or not name or not uid:
         raise DeniedError("token is not bound to a pod; use a projected ServiceAccount token")
     jti = claims.get("jti")
-    return ReviewedToken(ns, sa, name, uid, float(claims["exp"]), f"JTI={jti}" if jti else "")
+    account_uid = _account_uid(_mapping(k8s.get("serviceaccount")).get("uid"))
+    return ReviewedToken(ns, sa, name, uid, float(claims["exp"]), f"JTI={jti}" if jti else "", account_uid)
+
+
+def _account_uid(uid: object) -> str:
+    """The verified ServiceAccount uid (absent: ""; anything but a string: refused)."""
+    if uid is None:
+        return ""
+    if not isinstance(uid, str):
+        raise UnauthenticatedError("the verified ServiceAccount uid is not a string")
+    return uid
 
 
 def pod_facts_from_pod(doc: Mapping[str, Any]) -> PodFacts:
