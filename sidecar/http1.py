@@ -441,7 +441,12 @@ class ResponseFramer:
             # common case: a whole head, and often the whole Content-Length body, in one read
             end = data.find(b"\r\n\r\n")
             if 0 <= end <= self._max_head_bytes:
-                self._start_body(data[:end])
+                head = data[:end]
+                known = None if self._head_only or end > _CACHED_HEAD_BYTES else _FRAMINGS.get(head)
+                if known is None or known[2] == "chunked":
+                    self._start_body(head)
+                else:  # kept framing of an equal head (see _start_body), without the call
+                    self.status, self.keep_alive, self._state, self._left = known
                 state = self._state
                 if state == "length":
                     avail = len(data) - end - 4

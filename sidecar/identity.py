@@ -69,7 +69,7 @@ class IdentityState:
         self._svid: X509Svid | None = None
         self._window: tuple[float, float] | None = None
         self._bundles = BundleSet()
-        self._generation = 0
+        self.generation = 0  # counts changes (SVID or bundles); read it, never set it (a plain attribute: read per request)
         self._event = asyncio.Event()
         self._contexts: tuple[int, ssl.SSLContext, ssl.SSLContext] | None = None
         self.on_change: list[Callable[[], None]] = []
@@ -84,14 +84,10 @@ class IdentityState:
     def get_bundle_set(self) -> BundleSet:
         return self._bundles
 
-    @property
-    def generation(self) -> int:
-        return self._generation
-
     async def changed(self, since: int) -> int:
-        while self._generation <= since:
+        while self.generation <= since:
             await self._event.wait()
-        return self._generation
+        return self.generation
 
     async def mint_jwt_svid(self, audiences: Sequence[str], ttl: timedelta | None = None) -> str:
         raise IdentityUnavailableError("this identity has no CA to sign JWT-SVIDs")
@@ -130,12 +126,12 @@ class IdentityState:
         if not self.valid():
             return None, None
         cached = self._contexts
-        if cached is None or cached[0] != self._generation:
+        if cached is None or cached[0] != self.generation:
             svid = self._svid
             assert svid is not None
             chain, key = svid.cert_chain_pem(), svid.private_key_pem()
             cadata = authorities_pem(self._bundles.bundles())
-            cached = (self._generation, make_server_context(chain, key, cadata), make_client_context(chain, key, cadata))
+            cached = (self.generation, make_server_context(chain, key, cadata), make_client_context(chain, key, cadata))
             self._contexts = cached
         return cached[1], cached[2]
 
@@ -151,7 +147,7 @@ class IdentityState:
             self._window = (svid.leaf.not_valid_before_utc.timestamp(), svid.expires_at.timestamp())
         if bundle is not None:
             self._bundles.put(bundle)
-        self._generation += 1
+        self.generation += 1
         event, self._event = self._event, asyncio.Event()
         event.set()
         for callback in self.on_change:
@@ -210,7 +206,7 @@ class IdentityManager(IdentityState):
         """Wait up to ``timeout`` seconds for the first SVID (a bundle may change state before it)."""
 
         async def first_svid() -> None:
-            seen = self._generation
+            seen = self.generation
             while self._svid is None:
                 seen = await self.changed(seen)
 

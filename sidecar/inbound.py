@@ -161,7 +161,11 @@ class InboundRouter:
                 derived = self._derive(head, body, fields, per_conn[4], memo_key)
             path, request, new_head, jwt = derived
             fields["path"] = path
-            verdict = self._authorize(conn, per_conn, derived)
+            last = conn.decision  # see _authorize: the last verdict, reused under its conditions
+            if last is not None and last[1] is per_conn and last[2] is derived and last[4] is self.authorizer and last[0] is last[4].store.current:
+                verdict = last[3]
+            else:
+                verdict = self._authorize(conn, per_conn, derived)
         except Exception as err:  # noqa: BLE001 - every failure is mapped, none opens the door
             if not isinstance(err, (HttpError, IdentityUnavailableError, PermissionError)):
                 log.exception("inbound request failed before forwarding")
@@ -174,25 +178,22 @@ class InboundRouter:
         return Forward(new_head, self.app_pool, (self.app_host, conn.target_port), 503, fields)
 
     def _authorize(self, conn: ConnInfo, per_conn: tuple[Any, ...], derived: tuple[Any, ...]) -> Verdict:
-        """The policy's verdict on this request.
+        """The policy's verdict on this request, evaluated now (with the clock read now).
 
-        With a :class:`PolicyAuthorizer` the last verdict on the connection is reused when the
-        policy set, the connection's facts and the request's derived attributes are the very
-        same objects as then (an equal head, kept by :meth:`_derive`) and that evaluation did
-        not read ``context.time``: the evaluator is pure, so it would read the same values and
-        reach the same decision. Anything else is evaluated afresh, with the clock read then.
+        With a :class:`PolicyAuthorizer` the verdict is kept on the connection, and :meth:`route`
+        reuses it when the authorizer, its policy set, the connection's facts and the request's
+        derived attributes are the very same objects as then (an equal head, kept by
+        :meth:`_derive`) and that evaluation did not read ``context.time``: the evaluator is
+        pure, so it would read the same values and reach the same decision. Anything else is
+        evaluated afresh.
         """
         authorizer = self.authorizer
-        if isinstance(authorizer, PolicyAuthorizer):
-            last = conn.decision
-            if last is not None and last[1] is per_conn and last[2] is derived and last[0] is authorizer.policy:
-                return last[3]  # type: ignore[no-any-return]
         context = RequestContext("http", self.clock())
         attrs = {"source": per_conn[2], "destination": per_conn[3], "request": derived[1], "context": context}
         if not isinstance(authorizer, PolicyAuthorizer):
             return authorizer(attrs)
         verdict, policy = authorizer.evaluate(attrs)
-        conn.decision = None if policy is None or context.time_read else (policy, per_conn, derived, verdict)
+        conn.decision = None if policy is None or context.time_read else (policy, per_conn, derived, verdict, authorizer)
         return verdict  # type: ignore[no-any-return]
 
     def _derive(
