@@ -69,7 +69,7 @@ class IdentityState:
         self._svid: X509Svid | None = None
         self._window: tuple[float, float] | None = None
         self._bundles = BundleSet()
-        self.generation = 0  # counts changes (SVID or bundles); read it, never set it (a plain attribute: read per request)
+        self.generation = 0  # counts changes (SVID, bundles); others read it (per request), never set it
         self._event = asyncio.Event()
         self._contexts: tuple[int, ssl.SSLContext, ssl.SSLContext] | None = None
         self.on_change: list[Callable[[], None]] = []

@@ -162,7 +162,13 @@ class InboundRouter:
             path, request, new_head, jwt = derived
             fields["path"] = path
             last = conn.decision  # see _authorize: the last verdict, reused under its conditions
-            if last is not None and last[1] is per_conn and last[2] is derived and last[4] is self.authorizer and last[0] is last[4].store.current:
+            if (
+                last is not None
+                and last[1] is per_conn
+                and last[2] is derived
+                and last[4] is self.authorizer
+                and last[0] is last[4].store.current
+            ):
                 verdict = last[3]
             else:
                 verdict = self._authorize(conn, per_conn, derived)

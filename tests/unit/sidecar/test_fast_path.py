@@ -278,3 +278,32 @@ def test_requests_with_a_body_or_a_token_are_evaluated_every_time():
     for _ in range(2):
         router.route(conn, _head(token), None)
     assert authorizer.evaluations == 4
+
+
+def test_a_replaced_authorizer_does_not_inherit_the_last_verdict():
+    router = _policy_router(_CountingAuthorizer(_policy(f'source.id == "{ALICE}"')))
+    conn = _conn(ALICE)
+    assert _status(router.route(conn, _head(ORDERS), None)) == 200
+    router.authorizer = replacement = _CountingAuthorizer(_policy(f'source.id == "{MALLORY}"'))
+    assert _status(router.route(conn, _head(ORDERS), None)) == 403
+    assert replacement.evaluations == 1
+
+
+@pytest.mark.parametrize("injected_clock", [False, True])
+def test_a_peer_svid_that_expired_during_the_connection_is_refused_even_after_a_reused_verdict(injected_clock):
+    # the default clock (read as a timestamp on the request path) and an injected one alike
+    clock = _Clock() if injected_clock else None
+    authorizer = _CountingAuthorizer(_policy(f'source.id == "{ALICE}"'))
+    router = _policy_router(authorizer, clock)
+    conn = _conn(ALICE)
+    now = clock.now.timestamp() if clock else __import__("time").time()
+    conn.peer_expires = now + 60
+    assert [_status(router.route(conn, _head(ORDERS), None)) for _ in range(2)] == [200, 200]
+    assert authorizer.evaluations == 1  # the second verdict was reused
+    if clock:
+        clock.now += timedelta(seconds=61)
+    else:
+        conn.peer_expires = now - 1  # as if the minute had passed
+    refused = router.route(conn, _head(ORDERS), None)
+    assert isinstance(refused, Answer) and (refused.status, refused.close) == (403, True)
+    assert "expired" in refused.log["error"]
