@@ -18,8 +18,9 @@ probes the health port serves (:mod:`sidecar.app_probes`).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
-__all__ = ["register", "tune_malloc", "resolve_log_level", "LOG_LEVEL_ENV"]
+__all__ = ["register", "tune_malloc", "trim_heap_forever", "resolve_log_level", "LOG_LEVEL_ENV", "HEAP_TRIM_SECONDS"]
 
 LOG_LEVEL_ENV = "TRUSTMESH_LOG_LEVEL"
 _TRACE = 5  # below DEBUG; Python's logging has no TRACE level of its own
@@ -51,21 +52,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.set_defaults(func=_run)
 
 
-def tune_malloc() -> None:
+# How often the sidecar hands free heap pages back to the kernel (see tune_malloc).
+HEAP_TRIM_SECONDS = 2.0
+
+
+def tune_malloc() -> Callable[[], object] | None:
     """Raise glibc's mmap threshold: uvloop's TLS layer allocates a 256 KiB buffer per read,
-    which otherwise becomes an mmap/munmap pair on every read (measured: ~2x CPU)."""
+    which otherwise becomes an mmap/munmap pair on every read (measured: ~2x CPU).
+
+    The price: those buffers now come from the heap, and glibc returns freed heap memory to
+    the kernel only from the top of the heap. With many short-lived TLS connections (opaque
+    TCP ports: one upstream handshake per connection) the freed memory stays resident — a
+    sidecar grew from 45 to 111 MB over 1,920 connections, 8.5 MB of its heap in use. Returns
+    ``malloc_trim(0)`` (which also releases free pages inside the heap) for
+    :func:`trim_heap_forever`; None where this is not glibc.
+    """
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
     if not name:
-        return
+        return None
     try:
         libc = ctypes.CDLL(name)
         libc.mallopt(-3, 1024 * 1024)  # M_MMAP_THRESHOLD
         libc.mallopt(-1, 8 * 1024 * 1024)  # M_TRIM_THRESHOLD
+        trim = libc.malloc_trim
     except (OSError, AttributeError):
-        pass
+        return None
+    return lambda: trim(0)
+
+
+async def trim_heap_forever(trim: Callable[[], object] | None, every: float = HEAP_TRIM_SECONDS) -> None:
+    """Every ``every`` seconds: a full cyclic collection, then ``trim`` (None: no trim).
+
+    A closed TLS connection is a cycle (transport, protocol, ``SSLObject`` and its memory
+    BIOs) that only the cyclic collector frees, and connections live long enough to reach
+    the oldest generation, which the collector visits rarely (start-up objects are frozen
+    and the young thresholds raised, see ``_main``). Until then each one holds ~34 KB of
+    OpenSSL and buffer memory. Cost, measured here: ~0.3 ms when idle; under heavy churn
+    (64 new TLS connections a second) 3–8 ms for the collection and 1–2 ms for the trim —
+    start-up objects are frozen, so the collection walks only recent connections' objects.
+    """
+    import asyncio
+    import gc
+
+    while True:
+        await asyncio.sleep(every)
+        gc.collect()
+        if trim is not None:
+            trim()
 
 
 def resolve_log_level(flag: str | None, env: str | None, file_value: str | None) -> tuple[str, int]:
@@ -113,13 +149,13 @@ def _run(args: argparse.Namespace) -> int:
 
     import uvloop
 
-    tune_malloc()
+    trim = tune_malloc()
     logging.addLevelName(_TRACE, "TRACE")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return uvloop.run(_main(config, probes))
+    return uvloop.run(_main(config, probes, trim))
 
 
-async def _main(config, probes) -> int:  # type: ignore[no-untyped-def]
+async def _main(config, probes, trim=None) -> int:  # type: ignore[no-untyped-def]
     import asyncio
     import gc
     import json
@@ -175,6 +211,7 @@ async def _main(config, probes) -> int:  # type: ignore[no-untyped-def]
     sidecar.admin.app_probes = AppProbes(probes)
     workload_api = None
     announce: asyncio.Task[None] | None = None
+    trimmer: asyncio.Task[None] | None = None
     grace = 0.0  # nothing in flight unless the sidecar got as far as serving
     try:
         # Bind every port before asking the CA: a port in use must not cost a one-time join token.
@@ -196,6 +233,7 @@ async def _main(config, probes) -> int:  # type: ignore[no-untyped-def]
         gc.set_threshold(20000, 50, 100)
         print(json.dumps({"event": "listening", "ports": sidecar.ports}), flush=True)
         announce = asyncio.create_task(_announce_ready(sidecar), name="announce-ready")
+        trimmer = asyncio.create_task(trim_heap_forever(trim), name="reclaim-memory")
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -208,6 +246,8 @@ async def _main(config, probes) -> int:  # type: ignore[no-untyped-def]
         # Also after a failed start (a port in use): stop what runs, so only the error is printed.
         if announce is not None:
             announce.cancel()
+        if trimmer is not None:
+            trimmer.cancel()
         if getattr(sidecar, "app_pool", None) is not None:
             await sidecar.shutdown(grace)
         if workload_api is not None:
