@@ -63,7 +63,7 @@ def tune_malloc() -> Callable[[], object] | None:
     The price: those buffers now come from the heap, and glibc returns freed heap memory to
     the kernel only from the top of the heap. With many short-lived TLS connections (opaque
     TCP ports: one upstream handshake per connection) the freed memory stays resident — a
-    sidecar grew from 45 to 111 MB over 1,920 connections, 8.5 MB of its heap in use. Returns
+    sidecar grew from 45 to over 110 MB in 1,920 connections, 8.5 MB of its heap in use. Returns
     ``malloc_trim(0)`` (which also releases free pages inside the heap) for
     :func:`trim_heap_forever`; None where this is not glibc.
     """
