@@ -7,6 +7,8 @@ with :class:`UnauthenticatedError`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from ca.service.errors import UnauthenticatedError
 from ca.service.identity import Caller
 from ca.service.k8s_auth import KubernetesAuthenticator
@@ -44,21 +46,10 @@ class Authenticator:
             raise ValueError("no authentication method configured")
         self.kubernetes, self.join_tokens, self.static_tokens = kubernetes, join_tokens, static_tokens
 
-    def known(self, authorization: str | None) -> Caller | None:
-        """The caller if it is known without waiting (a static token, a cached Kubernetes
-        decision); None when :meth:`authenticate` must run. Same precedence as it."""
-        token = bearer_token(authorization)
-        if self.static_tokens is not None:
-            caller = self.static_tokens.lookup(token)
-            if caller is not None:
-                return caller
-        if self.join_tokens is not None and self.join_tokens.knows(token):
-            return None
-        if self.kubernetes is not None and token.count(".") == 2:
-            return self.kubernetes.cached(token)
-        return None
-
-    async def authenticate(self, authorization: str | None) -> Caller:
+    def start(self, authorization: str | None) -> Caller | Awaitable[Caller]:
+        """The caller, when no waiting is needed (a static or join token, a cached Kubernetes
+        decision); otherwise the awaitable that asks the Kubernetes API. The one place the
+        methods' precedence is decided."""
         token = bearer_token(authorization)
         if self.static_tokens is not None:
             caller = self.static_tokens.lookup(token)
@@ -67,5 +58,10 @@ class Authenticator:
         if self.join_tokens is not None and self.join_tokens.knows(token):
             return self.join_tokens.consume(token)
         if self.kubernetes is not None and token.count(".") == 2:
-            return await self.kubernetes.authenticate(token)
+            cached = self.kubernetes.cached(token)
+            return cached if cached is not None else self.kubernetes.authenticate(token)
         raise UnauthenticatedError("unknown token")
+
+    async def authenticate(self, authorization: str | None) -> Caller:
+        started = self.start(authorization)
+        return started if isinstance(started, Caller) else await started

@@ -146,13 +146,15 @@ class CaServicer(ca_pb2_grpc.CAServicer):
 
     async def _authenticate(self, context, call: _Call) -> Caller:
         authorization = _authorization(context)
-        caller = self.authenticator.known(authorization)
-        if caller is None:
+        started = self.authenticator.start(authorization)
+        if isinstance(started, Caller):
+            caller = started
+        else:
             # The one step of the pipeline that can wait (on the Kubernetes API), so the
             # call's deadline is enforced here; every other step is CPU work that no
             # asyncio timeout could interrupt anyway.
             async with asyncio.timeout(call.deadline):
-                caller = await self.authenticator.authenticate(authorization)
+                caller = await started
         call.caller = caller
         self.limiter.check(caller.rate_key)
         return caller

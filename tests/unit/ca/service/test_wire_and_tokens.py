@@ -158,5 +158,11 @@ async def test_static_tokens_and_authenticator_order():
     assert (await auth.authenticate(f"Bearer {jt}")).kind == "join-token"
     with pytest.raises(UnauthenticatedError, match="unknown token"):
         await auth.authenticate(f"Bearer {jt}")
+    # start(): the same precedence, answered without waiting for local tokens
+    jt2 = join.create(SpiffeId.parse("spiffe://example.org/c"))
+    assert str(auth.start("Bearer " + "s" * 20).spiffe_id) == "spiffe://example.org/host/a"
+    assert str(auth.start(f"Bearer {jt2}").spiffe_id) == "spiffe://example.org/c"
+    with pytest.raises(UnauthenticatedError, match="unknown token"):
+        auth.start(f"Bearer {jt2}")
     with pytest.raises(ConfigError, match="at least 16"):
         StaticTokens(TD, {"short": "spiffe://example.org/x"})
