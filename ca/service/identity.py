@@ -14,7 +14,7 @@ from functools import cached_property
 
 from sdk.spiffeid import SpiffeId
 
-__all__ = ["ReviewedToken", "PodFacts", "Caller"]
+__all__ = ["ReviewedToken", "PodFacts", "AccountFacts", "Caller"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,14 @@ class PodFacts:
     service_account: str
     labels: Mapping[str, str] = field(default_factory=dict)
     terminating: bool = False
+
+
+@dataclass(frozen=True)
+class AccountFacts:
+    """What the CA checks of a token's ServiceAccount: its uid and whether it is being deleted."""
+
+    uid: str
+    deleting: bool = False
 
 
 @dataclass(frozen=True)

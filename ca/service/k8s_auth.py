@@ -35,17 +35,17 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import jwt
 
 from ca.service.config import KubernetesAuthConfig
 from ca.service.errors import DeniedError, ServiceError, UnauthenticatedError
-from ca.service.identity import Caller, PodFacts, ReviewedToken
+from ca.service.identity import AccountFacts, Caller, PodFacts, ReviewedToken
 from ca.service.kube import KubeApi
 from ca.service.wire import (
+    account_facts_from_service_account,
     pod_facts_from_pod,
     reviewed_token_from_claims,
     reviewed_token_from_review,
@@ -57,31 +57,13 @@ from sdk.template import IdentityTemplate
 
 __all__ = ["KubernetesAuthenticator", "JwksVerifier", "check_account_policy", "TokenCache"]
 
+T = TypeVar("T")
+
 _ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "PS384", "PS512"]
 
 
 def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-
-
-def _member(doc: Any, *path: str) -> Any:
-    """``doc[path[0]][path[1]]...``, or None where any step is not a JSON object."""
-    for key in path:
-        doc = doc.get(key) if isinstance(doc, Mapping) else None
-    return doc
-
-
-@dataclass(frozen=True)
-class _AccountFacts:
-    """What the CA checks of a token's ServiceAccount: its uid and whether it is being deleted."""
-
-    uid: str
-    deleting: bool
-
-
-def _account_facts(doc: Mapping[str, Any]) -> _AccountFacts:
-    uid = _member(doc, "metadata", "uid")
-    return _AccountFacts(uid if isinstance(uid, str) else "", bool(_member(doc, "metadata", "deletionTimestamp")))
 
 
 class TokenCache:
@@ -194,7 +176,7 @@ class KubernetesAuthenticator:
         self.cluster, self._jwks, self._clock = cluster, jwks, clock
         self.tokens = TokenCache(clock)
         self._pods: dict[tuple[str, str], tuple[float, PodFacts | None]] = {}
-        self._accounts: dict[tuple[str, str], tuple[float, _AccountFacts | None]] = {}
+        self._accounts: dict[tuple[str, str], tuple[float, AccountFacts | None]] = {}
         self._decisions: OrderedDict[bytes, tuple[float, Caller]] = OrderedDict()
         self._keys_fetched_at = clock()
 
@@ -271,7 +253,7 @@ class KubernetesAuthenticator:
         )
 
     @staticmethod
-    def _check_account(reviewed: ReviewedToken, account: _AccountFacts | None) -> None:
+    def _check_account(reviewed: ReviewedToken, account: AccountFacts | None) -> None:
         """The token's ServiceAccount must still be the one it was issued for."""
         where = f"ServiceAccount {reviewed.namespace}/{reviewed.service_account}"
         if account is None:
@@ -312,29 +294,31 @@ class KubernetesAuthenticator:
         self._jwks.replace_keys(await self.api.issuer_keys())
 
     async def _pod(self, namespace: str, name: str) -> PodFacts | None:
-        key = (namespace, name)
-        now = self._clock()
-        hit = self._pods.get(key)
-        if hit is not None and now < hit[0]:
-            return hit[1]
-        doc = await self.api.read_pod(namespace, name)
-        facts = None if doc is None else pod_facts_from_pod(doc)
-        if self.cfg.pod_cache_seconds > 0:
-            if len(self._pods) > 50_000:
-                self._pods.clear()
-            self._pods[key] = (now + self.cfg.pod_cache_seconds, facts)
-        return facts
+        return await self._read_cached(self._pods, self.api.read_pod, pod_facts_from_pod, namespace, name)
 
-    async def _account(self, namespace: str, name: str) -> _AccountFacts | None:
+    async def _account(self, namespace: str, name: str) -> AccountFacts | None:
+        return await self._read_cached(
+            self._accounts, self.api.read_service_account, account_facts_from_service_account, namespace, name
+        )
+
+    async def _read_cached(
+        self,
+        cache: dict[tuple[str, str], tuple[float, Any]],
+        read: Callable[[str, str], Awaitable[dict | None]],
+        facts_of: Callable[[Mapping[str, Any]], T],
+        namespace: str,
+        name: str,
+    ) -> T | None:
+        """The facts of an object (None: it does not exist), read again after ``pod_cache_seconds``."""
         key = (namespace, name)
         now = self._clock()
-        hit = self._accounts.get(key)
+        hit = cache.get(key)
         if hit is not None and now < hit[0]:
-            return hit[1]
-        doc = await self.api.read_service_account(namespace, name)
-        facts = None if doc is None else _account_facts(doc)
+            return hit[1]  # type: ignore[no-any-return]
+        doc = await read(namespace, name)
+        facts = None if doc is None else facts_of(doc)
         if self.cfg.pod_cache_seconds > 0:
-            if len(self._accounts) > 50_000:
-                self._accounts.clear()
-            self._accounts[key] = (now + self.cfg.pod_cache_seconds, facts)
+            if len(cache) > 50_000:
+                cache.clear()
+            cache[key] = (now + self.cfg.pod_cache_seconds, facts)
         return facts

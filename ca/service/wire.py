@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca.service.errors import BadRequestError, DeniedError, UnauthenticatedError
-from ca.service.identity import PodFacts, ReviewedToken
+from ca.service.identity import AccountFacts, PodFacts, ReviewedToken
 from sdk.bundle import Bundle
 from sdk.proto import ca_pb2
 from sdk.spiffeid import SpiffeId
@@ -29,6 +29,7 @@ __all__ = [
     "reviewed_token_from_review",
     "reviewed_token_from_claims",
     "pod_facts_from_pod",
+    "account_facts_from_service_account",
     "ttl_from_request",
     "audiences_from_request",
     "sign_response",
@@ -128,6 +129,13 @@ def pod_facts_from_pod(doc: Mapping[str, Any]) -> PodFacts:
         labels={str(k): str(v) for k, v in labels.items()},
         terminating=bool(meta.get("deletionTimestamp")),
     )
+
+
+def account_facts_from_service_account(doc: Mapping[str, Any]) -> AccountFacts:
+    """A ServiceAccount document → :class:`AccountFacts`."""
+    meta = _mapping(doc.get("metadata"))
+    uid = meta.get("uid")
+    return AccountFacts(uid if isinstance(uid, str) else "", bool(meta.get("deletionTimestamp")))
 
 
 def ttl_from_request(seconds: int) -> timedelta | None:
