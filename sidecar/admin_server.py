@@ -39,6 +39,7 @@ from typing import Any
 
 from sidecar.errors import HttpError
 from sidecar.http1 import parse_request_head
+from sidecar.listener import SourceCounts
 
 __all__ = ["Application", "AppRunner", "TCPSite", "Request", "Response"]
 
@@ -211,7 +212,7 @@ class _Connection(asyncio.Protocol):
             self.timer.cancel()
         self.transport = None
         if self.source is not None:
-            self.runner._release(self.source)
+            self.runner.open.remove(self.source)
             self.source = None
 
 
@@ -238,27 +239,16 @@ class AppRunner:
         self.max_connections = max_connections
         self.max_per_source = max_per_source
         self.on_reject = on_reject
-        self.open = 0
-        self.open_from: dict[str, int] = {}
+        self.open = SourceCounts()
 
     def _admit(self, source: str) -> str | None:
         """Count a new connection from ``source``, or say why it is refused."""
-        if self.open >= self.max_connections:
+        if self.open.total >= self.max_connections:
             return "max-connections"
-        held = self.open_from.get(source, 0)
-        if held >= self.max_per_source:
+        if self.open.of(source) >= self.max_per_source:
             return "max-connections-per-source"
-        self.open += 1
-        self.open_from[source] = held + 1
+        self.open.add(source)
         return None
-
-    def _release(self, source: str) -> None:
-        self.open -= 1
-        left = self.open_from[source] - 1
-        if left:
-            self.open_from[source] = left
-        else:
-            del self.open_from[source]
 
     async def setup(self) -> None:
         return None

@@ -33,7 +33,7 @@ from typing import Any
 from sidecar.errors import PeerVerificationError
 from sidecar.exchange import ConnInfo
 
-__all__ = ["Listener", "ConnectionTable", "bind"]
+__all__ = ["Listener", "ConnectionTable", "SourceCounts", "bind"]
 
 log = logging.getLogger("trustmesh.sidecar")
 
@@ -51,6 +51,32 @@ def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
     return sock
 
 
+class SourceCounts:
+    """How many of something (open connections, handshakes in progress) each source address
+    holds, and in total; an address is forgotten when its count returns to zero."""
+
+    __slots__ = ("_by_source", "total")
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._by_source: dict[str, int] = {}
+
+    def of(self, source: str) -> int:
+        return self._by_source.get(source, 0)
+
+    def add(self, source: str) -> None:
+        self.total += 1
+        self._by_source[source] = self._by_source.get(source, 0) + 1
+
+    def remove(self, source: str) -> None:
+        self.total -= 1
+        left = self._by_source[source] - 1
+        if left:
+            self._by_source[source] = left
+        else:
+            del self._by_source[source]
+
+
 class ConnectionTable:
     """A listener's open connections (protocols with an ``info.peer_ip``), counted per source address."""
 
@@ -58,27 +84,21 @@ class ConnectionTable:
 
     def __init__(self) -> None:
         self._open: set[Any] = set()
-        self._per_source: dict[str, int] = {}
+        self._per_source = SourceCounts()
 
     def add(self, conn: Any) -> None:
         if conn not in self._open:
             self._open.add(conn)
-            ip = conn.info.peer_ip
-            self._per_source[ip] = self._per_source.get(ip, 0) + 1
+            self._per_source.add(conn.info.peer_ip)
 
     def discard(self, conn: Any) -> None:
         if conn in self._open:
             self._open.discard(conn)
-            ip = conn.info.peer_ip
-            left = self._per_source[ip] - 1
-            if left:
-                self._per_source[ip] = left
-            else:
-                del self._per_source[ip]
+            self._per_source.remove(conn.info.peer_ip)
 
     def from_source(self, ip: str) -> int:
         """How many open connections ``ip`` holds."""
-        return self._per_source.get(ip, 0)
+        return self._per_source.of(ip)
 
     def __len__(self) -> int:
         return len(self._open)
@@ -128,8 +148,7 @@ class Listener:
         self.on_reject = on_reject
         self.connections = ConnectionTable()
         self.max_per_source = max_per_source
-        self.pending = 0
-        self.pending_from: dict[str, int] = {}  # per source address, while TLS or the first byte is awaited
+        self.pending = SourceCounts()  # connections whose TLS handshake or first byte is awaited
         # one source may hold only this many connections that have not yet proven anything
         self.max_pending_per_source = max(8, limits.max_connections // 16)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -155,11 +174,11 @@ class Listener:
             except OSError as err:
                 log.warning("%s: accept failed: %s", self.name, err)
                 return
-            if len(self.connections) + self.pending >= self.limits.max_connections:
+            if len(self.connections) + self.pending.total >= self.limits.max_connections:
                 self.on_reject(self.name, "max-connections")
                 conn.close()
                 continue
-            pending = self.pending_from.get(addr[0], 0)
+            pending = self.pending.of(addr[0])
             if self.tls != "off" and pending >= self.max_pending_per_source:
                 self.on_reject(self.name, "max-pending-per-source")
                 conn.close()
@@ -185,12 +204,12 @@ class Listener:
     def _peek(self, conn: socket.socket, info: ConnInfo) -> None:
         assert self.loop is not None
         loop = self.loop
-        self._pend(info.peer_ip)
+        self.pending.add(info.peer_ip)
         fd = conn.fileno()
 
         def give_up() -> None:
             loop.remove_reader(fd)
-            self._unpend(info.peer_ip)
+            self.pending.remove(info.peer_ip)
             conn.close()
 
         timer = loop.call_later(self.limits.header_timeout, give_up)
@@ -204,7 +223,7 @@ class Listener:
                 first = b""
             timer.cancel()
             loop.remove_reader(fd)
-            self._unpend(info.peer_ip)
+            self.pending.remove(info.peer_ip)
             if not first:
                 conn.close()
                 return
@@ -222,7 +241,7 @@ class Listener:
                 conn.close()
                 return
         info.tls = use_tls
-        self._pend(info.peer_ip)
+        self.pending.add(info.peer_ip)
         self.loop.create_task(self._connect(conn, info, ctx))
 
     async def _connect(self, conn: socket.socket, info: ConnInfo, ctx: ssl.SSLContext | None) -> None:
@@ -242,19 +261,7 @@ class Listener:
             self.on_reject(self.name, "handshake")
             conn.close()
         finally:
-            self._unpend(info.peer_ip)
-
-    def _pend(self, source: str) -> None:
-        self.pending += 1
-        self.pending_from[source] = self.pending_from.get(source, 0) + 1
-
-    def _unpend(self, source: str) -> None:
-        self.pending -= 1
-        left = self.pending_from[source] - 1
-        if left:
-            self.pending_from[source] = left
-        else:
-            del self.pending_from[source]
+            self.pending.remove(info.peer_ip)
 
     def admit(self, transport: asyncio.BaseTransport, info: ConnInfo) -> bool:
         """Verify a TLS peer's SVID (from ``connection_made``); False means close now."""
