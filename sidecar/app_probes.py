@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.errors import ConfigError
+from sidecar.identity_headers import is_identity_header, is_identity_lookalike
 
 __all__ = ["PROBERS_ENV", "HttpProbe", "TcpProbe", "GrpcProbe", "AppProbes", "parse_probers"]
 
@@ -152,6 +153,9 @@ def _headers(value: Any, where: str) -> tuple[tuple[str, str], ...]:
         name, text = item.get("name"), item.get("value", "")
         if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
             raise ConfigError(f"{at}.name", f"not a valid header name: {name!r}")
+        lower = name.lower().encode("latin-1")
+        if is_identity_header(lower) or is_identity_lookalike(lower):
+            raise ConfigError(f"{at}.name", f"{name} is an identity header only the sidecar sets (x-forwarded-client-cert, x-trustmesh-*)")
         if not isinstance(text, str) or any((c < " " and c != "\t") or c == "\x7f" for c in text):
             raise ConfigError(f"{at}.value", "must be a string without control characters")
         headers.append((name, text))

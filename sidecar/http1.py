@@ -36,6 +36,7 @@ import re
 from dataclasses import dataclass
 
 from sidecar.errors import HttpError
+from sidecar.identity_headers import is_identity_header, strip_identity_headers
 
 __all__ = [
     "RequestHead",
@@ -47,6 +48,7 @@ __all__ = [
     "LAST_CHUNK",
     "HOP_BY_HOP",
     "serialize_head",
+    "without_identity_headers",
 ]
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -61,7 +63,6 @@ _HEAD = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(1\.[01])((?:\r\n" 
 # a response field that decides where the response ends or whether the connection is reused
 _RESPONSE_FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding|connection):([^\r]*(?:\r(?!\n)[^\r]*)*)")
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host", b"connection"})
-_IDENTITY = frozenset({b"x-forwarded-client-cert"})
 _MAX_CHUNK_LINE = 4096
 
 
@@ -200,7 +201,7 @@ def _parse_head(head: bytes, max_headers: int) -> tuple:  # type: ignore[type-ar
             else:  # connection
                 connection = connection + b"," + value.lower() if connection else value.lower()
                 sensitive = True
-        elif name in HOP_BY_HOP or name in _IDENTITY or name.startswith(b"x-trustmesh-"):
+        elif name in HOP_BY_HOP or is_identity_header(name):
             sensitive = True
         headers.append((name, value))
     if len({name.replace(b"_", b"-") for name, _ in headers}) != len(headers):
@@ -585,10 +586,23 @@ _NOT_HOP_BY_HOP = frozenset({b"", b"content-length", b"host"})
 @functools.lru_cache(maxsize=16)
 def _fast_droppable(drop: frozenset[bytes]) -> bool:
     """True when every name in ``drop`` is one the parser flags (so raw lines can be reused)."""
-    return all(name in _IDENTITY or name.startswith(b"x-trustmesh-") for name in drop)
+    return all(is_identity_header(name) for name in drop)
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"transfer-encoding"}
 )
+
+
+def without_identity_headers(head: RequestHead) -> RequestHead:
+    """``head`` without the identity headers a caller sent (see :mod:`sidecar.identity_headers`);
+    ``head`` itself when it has none."""
+    if head.raw_fields is not None:  # the parser saw no identity or hop-by-hop header
+        return head
+    headers = strip_identity_headers(head.headers)
+    if headers is head.headers:
+        return head
+    return RequestHead(
+        head.method, head.target, head.version, headers, head.content_length, head.chunked, head.keep_alive, None, head.key
+    )
 
 
 def serialize_head(

@@ -37,14 +37,15 @@ from sidecar.attributes import (
 )
 from sidecar.errors import HttpError, IdentityUnavailableError, PeerVerificationError, RedirectLoopError
 from sidecar.exchange import Answer, ConnInfo, Forward
-from sidecar.http1 import RequestHead, serialize_head
+from sidecar.http1 import RequestHead, serialize_head, without_identity_headers
+from sidecar.identity_headers import JWT_SUB_HEADER, XFCC, refuse_identity_lookalikes
 from sidecar.metrics import Metrics
 from sidecar.pool import Pool
 from policy_dsl import PathError as _PathError
 from policy_dsl import normalize_path as _normalize_path
 from policy_dsl import parse_query as _parse_query
 
-__all__ = ["InboundRouter", "IDENTITY_HEADERS", "JWT_SUB_HEADER", "answer_for", "normalize_target", "refuse_own_port"]
+__all__ = ["InboundRouter", "JWT_SUB_HEADER", "answer_for", "normalize_target", "refuse_own_port"]
 
 log = logging.getLogger("trustmesh.sidecar")
 
@@ -52,10 +53,6 @@ log = logging.getLogger("trustmesh.sidecar")
 # only when a policy evaluation needs ``context.time``.
 _utcnow = functools.partial(datetime.now, timezone.utc)
 
-# Headers only the sidecar may set; a caller's copies are removed before the policy runs.
-IDENTITY_HEADERS = frozenset({b"x-forwarded-client-cert", b"x-trustmesh-source", b"x-trustmesh-jwt-sub"})
-# Set on a forwarded request that carried a JWT-SVID which verified (its SPIFFE ID, the `sub`).
-JWT_SUB_HEADER = b"x-trustmesh-jwt-sub"
 # The access log says whose JWT-SVID verified, or why the one sent did not.
 _JWT_LOG_FIELDS = ("jwt_sub", "jwt_error")
 
@@ -216,11 +213,12 @@ class InboundRouter:
         path, query, query_fields = self.normalize(head.target)
         fields["path"] = path
         jwt = self._jwt(head, fields) if head.get(b"authorization") is not None else None
-        request = request_attributes(_without_identity_headers(head), path, query_fields, body, jwt)
+        head = without_identity_headers(head)  # see sidecar.identity_headers: neither policy nor app reads them
+        request = request_attributes(head, path, query_fields, body, jwt)
         target = path + "?" + query if query else path
         if jwt is not None:  # a verified JWT-SVID: tell the app whose it was
             add = [*add, (JWT_SUB_HEADER, jwt["sub"].encode())]
-        derived = (path, request, serialize_head(head, target, IDENTITY_HEADERS, add), jwt)
+        derived = (path, request, serialize_head(head, target, _NOTHING, add), jwt)
         if memo_key is not None and head.get(b"authorization") is None:
             if len(self._derived) >= _DERIVED_KEPT:
                 self._derived.clear()
@@ -232,7 +230,7 @@ class InboundRouter:
         own = self.identity.spiffe_id
         add = []
         if conn.peer_id is not None and own is not None:
-            add.append((b"x-forwarded-client-cert", f"By={own};URI={conn.peer_id}".encode()))
+            add.append((XFCC, f"By={own};URI={conn.peer_id}".encode()))
         return (
             self.identity.generation,
             str(conn.peer_id) if conn.peer_id is not None else None,
@@ -308,6 +306,7 @@ class InboundRouter:
 
 
 _DERIVED_KEPT = 256
+_NOTHING: frozenset[bytes] = frozenset()  # the head given to serialize_head has no identity header left
 
 
 def _deny_text(verdict: Verdict) -> str:
@@ -315,24 +314,9 @@ def _deny_text(verdict: Verdict) -> str:
 
 
 def _refuse_identity_lookalikes(head: RequestHead) -> None:
-    """Refuse (400) an identity header spelled with ``_`` for ``-``: CGI-style servers (WSGI,
-    Rack, PHP) give both spellings the same ``HTTP_X_...`` name, so a caller's
-    ``x_trustmesh_jwt_sub`` would pass for the one only the sidecar may set."""
+    """Refuse (400) an identity header spelled with ``_`` for ``-`` (see sidecar.identity_headers)."""
     raw = head.raw_fields
     if raw is not None and b"_" not in raw:
         return
-    for name, _ in head.headers:
-        if b"_" in name:
-            dashed = name.replace(b"_", b"-")
-            if dashed in IDENTITY_HEADERS or dashed.startswith(b"x-trustmesh-"):
-                raise HttpError(400, f"identity header spelled with underscores: {name.decode('latin-1')}")
+    refuse_identity_lookalikes(head.headers)
 
-
-def _without_identity_headers(head: RequestHead) -> RequestHead:
-    if head.raw_fields is not None:  # the parser saw no identity or hop-by-hop header
-        return head
-    if not any(name in IDENTITY_HEADERS for name, _ in head.headers):
-        return head
-    from dataclasses import replace
-
-    return replace(head, headers=[(n, v) for n, v in head.headers if n not in IDENTITY_HEADERS])

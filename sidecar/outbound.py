@@ -18,14 +18,13 @@ from typing import Any
 from sidecar.accesslog import AccessLog
 from sidecar.errors import HttpError
 from sidecar.exchange import Answer, ConnInfo, Forward
-from sidecar.http1 import RequestHead, serialize_head
+from sidecar.http1 import RequestHead, serialize_head, without_identity_headers
 from sidecar.metrics import Metrics
 from sidecar.pool import Pool
 
 __all__ = ["OutboundRouter", "explicit_classifier", "transparent_classifier"]
 
-# The remote sidecar sets these from the verified connection; never pass the app's copies on.
-_DROP = frozenset({b"x-forwarded-client-cert"})
+_NOTHING: frozenset[bytes] = frozenset()
 _HEADS_KEPT = 256
 
 
@@ -82,7 +81,8 @@ class OutboundRouter:
         # the head to send is a function of the received head's bytes: kept for equal heads (bounded)
         new_head = self._heads.get(head.key) if head.key is not None else None
         if new_head is None:
-            new_head = serialize_head(head, head.target, _DROP, [])
+            # the remote sidecar sets identity headers from the verified connection: never carry the app's
+            new_head = serialize_head(without_identity_headers(head), head.target, _NOTHING, [])
             if head.key is not None:
                 if len(self._heads) >= _HEADS_KEPT:
                     self._heads.clear()
@@ -113,3 +113,4 @@ class OutboundRouter:
             duration_ms=round(duration * 1000, 3),
             **({"error": fields["error"]} if "error" in fields else {}),
         )
+
