@@ -22,6 +22,7 @@ packages. See docs/policy.md for the language.
 from policy_dsl.decision import Decision, RuleRef, TraceStep
 from policy_dsl.errors import (
     Diagnostic,
+    HostError,
     PathError,
     PolicyCheckError,
     PolicyError,
@@ -29,12 +30,14 @@ from policy_dsl.errors import (
 )
 from policy_dsl.evaluator import PolicySet
 from policy_dsl.loader import load_files, load_policy, load_texts
-from policy_dsl.paths import NormalizedTarget, normalize_path, parse_query
+from policy_dsl.paths import HostPort, NormalizedTarget, canonical_host, normalize_path, parse_query
 from policy_dsl.store import PolicyStore
 
 __all__ = [
     "Decision",
     "Diagnostic",
+    "HostError",
+    "HostPort",
     "NormalizedTarget",
     "PathError",
     "PolicyCheckError",
@@ -43,6 +46,7 @@ __all__ = [
     "PolicyStore",
     "PolicySyntaxError",
     "RuleRef",
+    "canonical_host",
     "TraceStep",
     "load_files",
     "load_policy",

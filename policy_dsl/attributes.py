@@ -58,6 +58,7 @@ _SCHEMA: dict = {
         "method": STRING,
         "path": STRING,
         "host": STRING,
+        "port": NUMBER,
         "query": _Map(STRING),
         "headers": _Map(STRING, lower_case_keys=True),
         "json": DYNAMIC,

@@ -8,8 +8,10 @@ file (YAML or JSON) holds ``cases:``, a list of mappings:
 ``request``
     the attributes, shaped like :meth:`PolicySet.evaluate`'s argument;
     ``request.target`` (a raw request target) is normalised into
-    ``request.path`` and ``request.query`` exactly as the sidecar does, and
-    ``context.time`` may be an RFC 3339 string;
+    ``request.path`` and ``request.query`` exactly as the sidecar does,
+    ``request.host`` is canonicalised as the sidecar does (``INTERNAL.example:8080``
+    is host ``internal.example``, ``request.port`` 8080 unless ``port`` is given),
+    and ``context.time`` may be an RFC 3339 string;
 ``expect``
     ``ALLOW`` or ``DENY``;
 ``rule`` (optional)
@@ -29,7 +31,7 @@ from datetime import datetime, timezone
 
 from policy_dsl.errors import PathError, PolicyError
 from policy_dsl.evaluator import PolicySet
-from policy_dsl.paths import normalize_path, parse_query
+from policy_dsl.paths import canonical_host, normalize_path, parse_query
 
 __all__ = ["CaseResult", "parse_cases", "request_attrs", "run_cases"]
 
@@ -83,6 +85,10 @@ def request_attrs(raw: Mapping) -> dict:
         target = normalize_path(request.pop("target"))
         request["path"] = target.path
         request["query"] = parse_query(target.query)
+    if isinstance(request, dict) and isinstance(request.get("host"), str):
+        host, port = canonical_host(request["host"])
+        request["host"] = host
+        request.setdefault("port", port)
     context = attrs.get("context")
     if isinstance(context, dict) and "time" in context:
         context["time"] = _utc(context["time"])

@@ -17,6 +17,7 @@ from policy_dsl.attributes import (
 )
 from policy_dsl.errors import Diagnostic, PolicyCheckError
 from policy_dsl.glob import glob_error
+from policy_dsl.paths import canonical_host
 
 __all__ = ["CheckedPolicies", "check", "conjuncts"]
 
@@ -24,6 +25,7 @@ LIST = "list"
 CONDITION = "condition"
 _ORDERED = (NUMBER, STRING, TIME)
 _METHODS_NOTE = "HTTP methods are upper-case"
+_HOSTS_NOTE = "request.host is lower-case, without a trailing dot or a port (the port is request.port)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +221,8 @@ class _Checker:
             self._at(literal, f'{attr.dotted} is one of {", ".join(allowed)}; {literal.value!r} never matches')
         if attr.path == ("request", "method") and isinstance(literal.value, str) and literal.value != literal.value.upper():
             self._at(literal, f"{_METHODS_NOTE}: {literal.value!r} never matches", "warning")
+        if attr.path == ("request", "host") and isinstance(literal.value, str) and not _is_canonical_host(literal.value):
+            self._at(literal, f"{_HOSTS_NOTE}: {literal.value!r} never matches", "warning")
 
     # -- dead rules --------------------------------------------------------------
     def never_matches(self, rule: ast.Rule, parts: tuple) -> None:
@@ -235,6 +239,13 @@ class _Checker:
                         f"{seen!r} and {part.right.value!r}", "warning",
                     )
                     return
+
+
+def _is_canonical_host(text: str) -> bool:
+    try:
+        return canonical_host(text).host == text
+    except ValueError:  # HostError: no request ever has this host
+        return False
 
 
 def _describe(expr) -> str:

@@ -74,3 +74,7 @@ class PolicyCheckError(_LocatedError):
 
 class PathError(PolicyError):
     """An HTTP request target cannot be normalised safely and must be refused."""
+
+
+class HostError(PathError):
+    """A ``Host`` (or ``:authority``) value is not one unambiguous host and must be refused."""

@@ -15,17 +15,24 @@ Then: percent-encoded unreserved characters (letters, digits, ``-._~``) are
 decoded and all other escapes upper-cased; ``//`` is merged; ``.`` and ``..``
 segments are resolved without climbing above ``/``; the query is split off and
 the fragment dropped. The result is idempotent.
+
+:func:`canonical_host` does the same for ``Host`` (HTTP/1.1) or ``:authority``
+(HTTP/2): one spelling per host, so that a rule on ``request.host`` cannot be
+walked past with another spelling of the same host.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
+import re
 import string
 from typing import NamedTuple
 from urllib.parse import parse_qsl, unquote_to_bytes
 
-from policy_dsl.errors import PathError
+from policy_dsl.errors import HostError, PathError
 
-__all__ = ["NormalizedTarget", "normalize_path", "parse_query"]
+__all__ = ["HostPort", "NormalizedTarget", "canonical_host", "normalize_path", "parse_query"]
 
 _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 _HEX = frozenset(string.hexdigits)
@@ -135,3 +142,93 @@ def parse_query(query: str) -> dict[str, str]:
             raise PathError(f"query parameter {name!r} appears more than once")
         out[name] = value
     return out
+
+
+class HostPort(NamedTuple):
+    """A canonical host (``request.host``) and the port it names (``request.port``)."""
+
+    host: str
+    port: int
+
+
+_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
+_PORT = re.compile(r"[1-9][0-9]{0,4}")
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
+
+
+@functools.lru_cache(maxsize=1024)
+def canonical_host(value: str, default_port: int = 80) -> HostPort:
+    """The one canonical spelling of a ``Host`` value, and its port; raise HostError if it is
+    ambiguous.
+
+    The host is lower-cased, loses a trailing dot and its port (``INTERNAL.example.:8080`` is
+    ``internal.example`` on port 8080); an IPv6 literal keeps its brackets in its compressed
+    form (``[0:0::1]`` is ``[::1]``). Without a port, the port is ``default_port`` (80: the
+    app spoke plain HTTP to its sidecar). Empty (HTTP/1.0 without ``Host``) is ``""``.
+
+    Refused, since two parsers could read them as different hosts: userinfo (``user@host``), an
+    empty, signed, zero-led or out-of-range port, percent-encoding, a list (``a, b``), a bare or
+    malformed IPv6 literal (zone IDs, ``IPvFuture``), empty labels (``a..b``), characters outside
+    letters, digits, ``-``, ``_`` and ``.``, non-ASCII (send the ``xn--`` form), over-long names,
+    and numeric names that are not a plain dotted quad (``2130706433``, ``0x7f.1``, ``127.1``:
+    addresses to ``inet_aton`` and WHATWG URL parsers, names to others).
+    """
+    if not value:
+        return HostPort("", default_port)
+    if not value.isascii():
+        raise _refuse(value, "non-ASCII; send the A-label (xn--) form")
+    if "@" in value:
+        raise _refuse(value, "userinfo ('@') is not allowed")
+    if "%" in value:
+        raise _refuse(value, "percent-encoding is not allowed")
+    if "," in value:
+        raise _refuse(value, "a list of hosts (',')")
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            raise _refuse(value, "IPv6 literal without ']'")
+        try:
+            address = ipaddress.IPv6Address(value[1:end])
+        except ValueError:
+            raise _refuse(value, "not an IPv6 address between '[' and ']'") from None
+        host, rest = f"[{address.compressed}]", value[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise _refuse(value, f"{rest[:16]!r} after the IPv6 literal")
+    else:
+        name, colon, port_text = value.partition(":")
+        if ":" in port_text:
+            raise _refuse(value, "more than one ':' (an IPv6 literal needs brackets, or a second port)")
+        host, rest = _canonical_name(value, name.lower()), colon + port_text
+    if not rest:
+        return HostPort(host, default_port)
+    if rest == ":":
+        raise _refuse(value, "empty port after ':'")
+    if _PORT.fullmatch(rest[1:]) is None or int(rest[1:]) > 65535:
+        raise _refuse(value, f"port {rest[1:16]!r} is not a number from 1 to 65535 without leading zeros")
+    return HostPort(host, int(rest[1:]))
+
+
+def _canonical_name(value: str, name: str) -> str:
+    if name.endswith("."):
+        name = name[:-1]
+    if len(name) > 253:
+        raise _refuse(value, "a name longer than 253 characters")
+    labels = name.split(".")
+    for label in labels:
+        if _LABEL.fullmatch(label) is None:
+            if not label:
+                raise _refuse(value, "empty label ('..', or a leading or second trailing '.')")
+            if len(label) > 63:
+                raise _refuse(value, "a label longer than 63 characters")
+            bad = next(ch for ch in label if _LABEL.fullmatch(ch) is None)
+            raise _refuse(value, f"invalid character {bad!r}")
+    if _NUMERIC_LABEL.fullmatch(labels[-1]):
+        try:
+            return str(ipaddress.IPv4Address(name))
+        except ValueError:
+            raise _refuse(value, "a numeric name that is not a dotted-quad IPv4 address") from None
+    return name
+
+
+def _refuse(value: str, problem: str) -> HostError:
+    return HostError(f"Host {value[:64]!r}: {problem}")

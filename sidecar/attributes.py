@@ -4,7 +4,7 @@ The attribute document is the nested dict ``policy_dsl`` evaluates::
 
     {"source": {"id", "trust_domain", "path", "attrs", "authenticated", "ip"},
      "destination": {"id", "attrs", "port"},
-     "request": {"method", "path", "host", "query", "headers", "json", "jwt"},
+     "request": {"method", "path", "host", "port", "query", "headers", "json", "jwt"},
      "context": {"protocol", "time"}}
 
 Keys that are not known are left out (a missing attribute, which policy
@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from policy_dsl import HostError, canonical_host
 from sidecar.errors import HttpError
 from sidecar.http1 import RequestHead
 
@@ -221,14 +222,12 @@ def _query_dict(query: Any) -> dict[str, str]:
     return dict(parse_qsl(str(query), keep_blank_values=True))
 
 
-def canonical_host(host: str) -> str:
-    """``Host`` as the policy sees it: lower-case, without a trailing dot on the name (the port,
-    if any, is kept). Both spell the same host to DNS and to the app's virtual hosting."""
-    host = host.lower()
-    if host.startswith("["):  # an IPv6 literal
-        return host
-    name, colon, port = host.rpartition(":") if ":" in host else (host, "", "")
-    return name.rstrip(".") + colon + port if name.endswith(".") else host
+def _host(value: str) -> tuple[str, int]:
+    """``request.host`` and ``request.port`` (``policy_dsl.canonical_host``); an ambiguous Host is 400."""
+    try:
+        return canonical_host(value)
+    except HostError as err:
+        raise HttpError(400, str(err)) from None
 
 
 def request_attributes(
@@ -238,7 +237,7 @@ def request_attributes(
     body: bytes | None = None,
     jwt: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``request``: method, the normalised path, host (see :func:`canonical_host`), query,
+    """``request``: method, the normalised path, host and port (``policy_dsl.canonical_host``), query,
     headers (lower-case names, repeated headers joined with ``", "``), and, when available,
     ``json`` and ``jwt``."""
     fields = head.headers
@@ -249,10 +248,12 @@ def request_attributes(
             key = name.decode("latin-1")
             text = value.decode("latin-1")
             headers[key] = headers[key] + ", " + text if key in headers else text
+    host, port = _host(headers.get("host", ""))
     req: dict[str, Any] = {
         "method": head.method,
         "path": path,
-        "host": canonical_host(headers.get("host", "")),
+        "host": host,
+        "port": port,
         "query": _query_dict(query),
         "headers": headers,
     }

@@ -205,3 +205,56 @@ async def test_a_semicolon_in_the_query_is_refused(mesh, pki, app):
     response = await exchange(b.ports["inbound"], b"GET /profile?user=x;user=admin HTTP/1.1\r\nHost: x\r\n\r\n")
     assert response.startswith(b"HTTP/1.1 400")
     assert app.seen == []
+
+
+def deny_internal_host(attrs: dict) -> Verdict:
+    """`deny { request.host == "internal.example" }`; everything else is allowed."""
+    if attrs["request"]["host"] == "internal.example":
+        return Verdict(False, "no-internal")
+    return Verdict(True, "public")
+
+
+@pytest.mark.parametrize(
+    "host", [b"internal.example:80", b"internal.example:443", b"internal.example.:80", b"INTERNAL.example:8080"]
+)
+async def test_a_port_suffix_does_not_walk_past_a_host_rule(mesh, pki, app, host):
+    b = await mesh(config(app.port, mode="PERMISSIVE"), pki.identity("/ns/b/sa/server"), deny_internal_host)
+    response = await exchange(b.ports["inbound"], b"GET / HTTP/1.1\r\nHost: %b\r\n\r\n" % host)
+    assert response.startswith(b"HTTP/1.1 403")
+    assert app.seen == []
+
+
+async def test_the_policy_reads_the_port_as_request_port(mesh, pki, app):
+    ports: list[int] = []
+
+    def record(attrs: dict) -> Verdict:
+        ports.append(attrs["request"]["port"])
+        return Verdict(attrs["request"]["host"] == "[::1]", "ipv6-only")
+
+    b = await mesh(config(app.port, mode="PERMISSIVE"), pki.identity("/ns/b/sa/server"), record)
+    for host, status in ((b"[::1]:8080", b"200"), (b"[0::1]", b"200"), (b"public.example:8443", b"403")):
+        response = await exchange(b.ports["inbound"], b"GET / HTTP/1.1\r\nHost: %b\r\n\r\n" % host)
+        assert response.startswith(b"HTTP/1.1 " + status)
+    assert ports == [8080, 80, 8443]
+    assert [seen["headers"]["host"] for seen in app.seen] == ["[::1]:8080", "[0::1]"]  # forwarded as sent
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET / HTTP/1.1\r\nHost: user@internal.example\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: internal.example:\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: internal%2Eexample\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: public.example, internal.example\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: public.example\r\nHost: internal.example\r\n\r\n",
+        b"GET http://internal.example/ HTTP/1.1\r\nHost: public.example\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: ::1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: 2130706433\r\n\r\n",
+    ],
+    ids=["userinfo", "empty-port", "percent", "comma-list", "duplicate", "absolute-form", "bare-ipv6", "numeric"],
+)
+async def test_an_ambiguous_host_is_refused(mesh, pki, app, request_bytes):
+    b = await mesh(config(app.port, mode="PERMISSIVE"), pki.identity("/ns/b/sa/server"), deny_internal_host)
+    response = await exchange(b.ports["inbound"], request_bytes)
+    assert response.startswith(b"HTTP/1.1 400")
+    assert app.seen == []
