@@ -391,6 +391,13 @@ class HttpDownstream(asyncio.Protocol):
 
     def _attach(self, conn: UpstreamConnection, pending: bytes) -> None:
         assert self.head is not None
+        if not self.request_done:
+            try:  # every body byte received by now is checked before the head goes out
+                self.reader.check_buffered()
+            except HttpError as err:
+                self.forward.pool.release(conn, True, self.loop.time())  # type: ignore[union-attr]  # nothing written
+                self._refuse(err.status, err.reason)
+                return
         self.upstream = conn
         conn.sink = self
         framer = conn.framer
@@ -520,7 +527,13 @@ class HttpDownstream(asyncio.Protocol):
     # -- answers written by the sidecar
 
     def _refuse(self, status: int, reason: str) -> None:
-        """A protocol violation: answer and close; nothing was forwarded."""
+        """A protocol violation: answer and close. Before the head went upstream nothing was
+        forwarded; after it (a body still streaming), the upstream connection is reset, so the
+        app never receives an end to that request."""
+        if self.upstream is not None and not self.request_done:
+            up, self.upstream = self.upstream, None
+            up.sink = None
+            up.reset()
         self._answer(status, REASONS.get(status, "Bad Request"), True, {**self._log(), "error": reason})
 
     def _answer(self, status: int, text: str, close: bool, log: dict[str, Any]) -> None:

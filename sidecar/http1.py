@@ -286,6 +286,11 @@ class _ChunkedScanner:
         self._remaining = 0
         self._state = "size"  # size | data | data-crlf | trailer
 
+    def copy(self) -> _ChunkedScanner:
+        twin = _ChunkedScanner()
+        twin._remaining, twin._state = self._remaining, self._state
+        return twin
+
     def scan(self, buf: bytes | bytearray, collect: bool = True) -> tuple[list[bytes], int, bool]:
         out: list[bytes] = []
         pos = start = 0
@@ -362,6 +367,14 @@ class RequestReader:
 
     def feed(self, data: bytes) -> None:
         self.buffer += data
+
+    def check_buffered(self) -> None:
+        """Raise :class:`HttpError` if the body bytes received so far break the framing; consumes
+        nothing. A proxy calls this before it forwards the head, so that a malformed chunked body
+        whose bad bytes are already here is refused before anything reaches the upstream."""
+        if self._state == "chunked" and self.buffer:
+            assert self._chunked is not None
+            self._chunked.copy().scan(self.buffer, collect=False)
 
     def next_event(self) -> RequestHead | bytes | _Marker:
         if self._pending:

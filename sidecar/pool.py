@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
@@ -84,6 +86,15 @@ class UpstreamConnection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.closed = True
             self.transport.close()
+
+    def reset(self) -> None:
+        """Close with a TCP reset (RST), discarding what is unsent: for a request cut off mid-body."""
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.transport.abort()
 
 
 Opener = Callable[["Pool", Hashable], Awaitable[UpstreamConnection]]
