@@ -68,3 +68,7 @@ class TemplateError(TrustmeshError, ValueError):
     def __init__(self, message: str, *, field: str = "") -> None:
         super().__init__(message)
         self.field = field
+
+
+class TlsSetupError(TrustmeshError, RuntimeError):
+    """A TLS context could not be given trustmesh's settings (key-exchange groups, no resumption)."""

@@ -1,8 +1,9 @@
 """TLS contexts for mutual TLS between sidecars, and verification of the peer.
 
 Both directions use TLS 1.2 or later (1.3 preferred, which OpenSSL does by
-default), ECDHE with AES-GCM or ChaCha20-Poly1305 only, no compression, no
-renegotiation. The contexts carry every trust anchor of every bundle held
+default), ECDHE with AES-GCM or ChaCha20-Poly1305 only, over X25519, P-256 or
+P-384 (:mod:`sdk.tlsprofile`), no compression, no renegotiation, no session
+resumption (every connection is a full handshake whose peer chain is verified). The contexts carry every trust anchor of every bundle held
 (own and federated trust domains), so OpenSSL refuses unknown chains during
 the handshake; after it, :func:`verify_peer` re-verifies the chain the peer
 sent with the sdk's :func:`sdk.x509svid.verify_chain`, against the bundle of
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
+from sdk.tlsprofile import apply_mesh_profile
 from sidecar.errors import PeerVerificationError
 
 if TYPE_CHECKING:
@@ -71,6 +73,7 @@ def _base_context(protocol: int, chain_pem: bytes, key_pem: bytes, cadata: bytes
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(CIPHERS_TLS12)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_SINGLE_ECDH_USE
+    apply_mesh_profile(ctx)  # X25519, P-256, P-384 only; no session resumption
     _load_key_and_chain(ctx, chain_pem, key_pem)
     if not cadata.strip():
         raise PeerVerificationError("no trust anchors: the bundle set holds no X.509 authority")

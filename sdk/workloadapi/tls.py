@@ -33,6 +33,7 @@ from sdk.bundle import BundleSet
 from sdk.errors import X509SvidError
 from sdk.match import Matcher
 from sdk.spiffeid import SpiffeId
+from sdk.tlsprofile import apply_mesh_profile
 from sdk.x509svid import X509Svid, verify_chain
 
 __all__ = ["SpiffeTls", "X509ContextSource", "peer_chain"]
@@ -117,6 +118,7 @@ class SpiffeTls:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_ciphers(_CIPHERS_TLS12)
         ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+        apply_mesh_profile(ctx)  # X25519, P-256, P-384 only; no session resumption (peers are re-verified)
         ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.load_verify_locations(cadata=anchors.decode("ascii"))
         fd = os.memfd_create("trustmesh-svid", os.MFD_CLOEXEC)
