@@ -62,7 +62,9 @@ def _libssl() -> tuple[ctypes._CFuncPtr, ctypes._CFuncPtr]:  # type: ignore[name
     if sys.implementation.name != "cpython":
         raise TlsSetupError(f"setting TLS groups needs CPython, not {sys.implementation.name}")
     try:
-        lib = ctypes.CDLL(ssl._ssl.__file__)  # type: ignore[attr-defined]  # symbols resolve through its libssl
+        # symbols resolve through the libssl the extension is linked with; a _ssl built into the
+        # interpreter (no __file__) has OpenSSL in the executable's own global scope
+        lib = ctypes.CDLL(getattr(ssl._ssl, "__file__", None))  # type: ignore[attr-defined]
         ctrl, get_options = lib.SSL_CTX_ctrl, lib.SSL_CTX_get_options
     except (OSError, AttributeError) as err:
         raise TlsSetupError(f"cannot reach the libssl of the ssl module: {err}") from err
