@@ -42,3 +42,26 @@ def test_eval_explain(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith('ALLOW: allow rule "get" in policy "p"')
     assert "MATCH    allow rule \"get-x\"" in out  # the target was normalised to /x
+
+
+HOST_POLICY = 'policy "p" protects all {\n  allow "all" { true }\n  deny "internal" { request.host == "internal.example" }\n}\n'
+
+
+def test_eval_and_test_judge_the_canonical_host(tmp_path, capsys):
+    # the same canonical_host as the sidecar: a port or another spelling does not walk past the rule
+    path = tmp_path / "p.policy"
+    path.write_text(HOST_POLICY)
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps({"request": {"method": "GET", "host": "INTERNAL.example.:8080"}}))
+    assert main(["policy", "eval", str(path), "--request", str(req)]) == 0
+    assert capsys.readouterr().out.startswith('DENY: deny rule "internal"')
+    cases = tmp_path / "cases.json"
+    cases.write_text(json.dumps({"cases": [
+        {"name": "port", "request": {"request": {"host": "internal.example:443"}}, "expect": "DENY", "rule": "p/internal"},
+        {"name": "other", "request": {"request": {"host": "public.example:443"}}, "expect": "ALLOW"},
+        {"name": "ambiguous", "request": {"request": {"host": "user@internal.example"}}, "expect": "ALLOW"},
+    ]}))
+    assert main(["policy", "test", str(path), "--cases", str(cases)]) == 1
+    out = capsys.readouterr().out
+    assert "PASS" in out.splitlines()[0] and "PASS" in out.splitlines()[1]
+    assert "ambiguous" in out and "bad request: Host 'user@internal.example': userinfo" in out
