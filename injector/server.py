@@ -28,6 +28,7 @@ from injector.config import InjectorConfig
 from injector.errors import ListenError, ServingCertError
 from injector.trust_bundle import TrustBundleFile
 from injector.webhook import Reply, Webhooks
+from sdk.tlsprofile import restrict_groups
 
 if TYPE_CHECKING:
     from injector.ca_certificate import CaServingCertificate
@@ -39,9 +40,11 @@ log = logging.getLogger("trustmesh.injector")
 
 
 def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    """A server TLS context (TLS 1.2+) with the serving certificate chain and key loaded."""
+    """A server TLS context (TLS 1.2+, key exchange over X25519/P-256/P-384 only, as every
+    trustmesh TLS endpoint) with the serving certificate chain and key loaded."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    restrict_groups(context)
     _load(context, cert_file, key_file)
     return context
 

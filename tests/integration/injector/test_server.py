@@ -158,3 +158,20 @@ async def test_ca_bundle_patch_of_a_missing_configuration_fails_start_up(pki):
 def test_a_leaf_is_not_accepted_as_the_ca_bundle(pki):
     with pytest.raises(CaBundlePatchError, match="not a CA"):
         read_ca_bundle(str(pki[0]))
+
+
+@pytest.mark.parametrize(("group", "accepted"), [("X25519", True), ("P-256", True), ("P-384", True),
+                                                 ("X448", False), ("secp521r1", False)])
+async def test_webhook_key_exchange_offers_only_the_mesh_groups(server, pki, group, accepted):
+    """The apiserver's side of the webhook gets the same key-exchange groups as every trustmesh
+    TLS endpoint; `openssl s_client` offering one group alone is the independent peer."""
+    _, _, ca_file = pki
+    proc = await asyncio.create_subprocess_exec(
+        "openssl", "s_client", "-connect", f"127.0.0.1:{server.port}", "-tls1_3", "-groups", group,
+        "-CAfile", str(ca_file), "-servername", SERVICE_DNS,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    text = out.decode("latin-1")
+    assert ("\nNew, TLSv1.3" in text) is accepted, text
+    assert ("Cipher is (NONE)" in text) is not accepted, text
