@@ -24,6 +24,7 @@ name (``"UNAUTHENTICATED"``, ``"PERMISSION_DENIED"``, ``"UNAVAILABLE"``, ...).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
@@ -38,7 +39,7 @@ from sdk.proto import ca_pb2, ca_pb2_grpc
 from sdk.spiffeid import TrustDomain
 from sdk.x509svid import X509Svid
 
-__all__ = ["CaClient", "CaClientError", "bundle_from_message", "MAX_MESSAGE_BYTES"]
+__all__ = ["CaClient", "CaClientError", "TrustBundles", "bundle_from_message", "trust_from_message", "MAX_MESSAGE_BYTES"]
 
 # Upper bound for any message either way; the CA enforces its own, smaller,
 # request limits.
@@ -61,6 +62,30 @@ def bundle_from_message(msg: ca_pb2.Bundle) -> Bundle:
         return Bundle.parse_jwks(msg.jwks, td)
     except (TrustmeshError, ValueError) as err:
         raise CaClientError(f"CA sent an unusable bundle: {err}", "INTERNAL") from err
+
+
+@dataclass(frozen=True)
+class TrustBundles:
+    """The CA's own bundle and the federated trust domains' bundles (one each, never merged)."""
+
+    own: Bundle
+    federated: tuple[Bundle, ...] = ()
+
+
+def trust_from_message(msg: ca_pb2.Bundle) -> TrustBundles:
+    """The own bundle and the ``federated_bundles`` of a wire ``Bundle`` message.
+
+    A federated bundle naming the own trust domain, or a trust domain twice, makes the
+    whole message unusable: trust domains are never merged or shadowed.
+    """
+    own = bundle_from_message(msg)
+    federated: list[Bundle] = []
+    for item in msg.federated_bundles:
+        bundle = bundle_from_message(item)
+        if bundle.trust_domain == own.trust_domain or any(f.trust_domain == bundle.trust_domain for f in federated):
+            raise CaClientError(f"CA sent a second bundle for {bundle.trust_domain}", "INTERNAL")
+        federated.append(bundle)
+    return TrustBundles(own, tuple(federated))
 
 
 def _ttl_seconds(ttl: timedelta | None) -> int:
@@ -208,10 +233,20 @@ class CaClient:
         Ends with :class:`CaClientError` when the stream breaks; the caller
         decides whether and when to watch again.
         """
+        last: Bundle | None = None
+        async for trust in self.watch_trust():
+            if last is None or trust.own.to_jwks() != last.to_jwks():
+                last = trust.own
+                yield trust.own
+
+    async def watch_trust(self) -> AsyncIterator[TrustBundles]:
+        """Like :meth:`watch_bundle`, with the federated bundles: a new item when any of them changes."""
         call = self._stub().WatchBundle(ca_pb2.WatchBundleRequest())
         try:
             async for message in call:
-                yield self._learn(bundle_from_message(message))
+                trust = trust_from_message(message)
+                self._learn(trust.own)
+                yield trust
         except grpc.aio.AioRpcError as err:
             raise _translate(err) from err
         finally:

@@ -8,6 +8,10 @@ and when a new authority is prepared it is published (in-process watchers,
 the ConfigMap) and only activated at a later check, so relying parties have
 the new bundle before anything is signed with the new key.
 
+With ``federation.federates_with`` it also keeps the bundles of other trust
+domains (:class:`ca.service.federation.Federation`, worker 0 refreshing them)
+and hands them out beside its own on ``FetchBundle`` / ``WatchBundle``.
+
 Example (tests use ephemeral ports and an injected Kubernetes client)::
 
     service = CaService(config, kube_api_client=kube.api_client())
@@ -39,6 +43,7 @@ from ca.service.ca_store import CaStore, DirectoryCaStore, MemoryCaStore, Secret
 from ca.service.config import ServiceConfig
 from ca.service.dns_policy import DnsNamePolicy
 from ca.service.errors import ConfigError, StartupError
+from ca.service.federation import Federation
 from ca.service.grpc_server import MAX_WATCHERS, CaServicer
 from ca.service.http_server import start_bundle_endpoint, start_ops_server
 from ca.service.issuance import Issuance
@@ -96,6 +101,13 @@ class CaService:
         self.hub: BundleHub | None = None
         self.publisher: ConfigMapPublisher | None = None
         self.serving = ServingCertificate(config.serving_dns_names, config.serving_ip_addresses)
+        endpoint_id = config.federation.endpoint_spiffe_id
+        # https_spiffe: the bundle endpoint presents an X.509-SVID of its own (renewed like the serving one).
+        self.endpoint_svid = (
+            ServingCertificate((), (), path=tuple(endpoint_id.path.strip("/").split("/"))) if endpoint_id else None
+        )
+        self.federation: Federation | None = None
+        self.federation_options: dict[str, Any] = {}  # tests inject sleep / rng / fetch
         self._ca: CertificateAuthority | None = None
         self._grpc: grpc.aio.Server | None = None
         self._runners: list[Any] = []
@@ -152,6 +164,15 @@ class CaService:
             await self.publisher.publish(self._ca.bundle())
         self._observe_bundle()
         self.serving.issue(self._ca, now)
+        if self.endpoint_svid is not None:
+            self.endpoint_svid.issue(self._ca, now)
+        if cfg.federation.federates_with:
+            self.federation = Federation(
+                cfg.federation, lambda: self.ca.bundle(), audit=self.audit, on_change=self.hub.publish_federated,
+                clock=self.clock, **self.federation_options,
+            )
+            self.federation.load()
+            self.metrics.add_collector(self.federation)
 
         # Limits are for the whole service: each of N workers enforces its 1/N share.
         share = cfg.workers
@@ -198,6 +219,8 @@ class CaService:
         await self._grpc.start()
         if self.worker == 0:
             await self._start_http()
+            if self.federation is not None:
+                self.federation.start()
         if self._rotation_loop:
             self._tasks.append(asyncio.create_task(self._rotate_forever(), name="ca-rotation"))
         self._ready = True
@@ -208,7 +231,7 @@ class CaService:
         """The bundle endpoint and the metrics/health server (worker 0 only)."""
         cfg = self.config
         self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.serving.load_into(self._tls)
+        (self.endpoint_svid or self.serving).load_into(self._tls)
         host, port = _split(cfg.listen.bundle_endpoint)
         try:
             runner, self.bundle_port = await start_bundle_endpoint(self.hub, self._tls, host, port)
@@ -217,7 +240,9 @@ class CaService:
         self._runners.append(runner)
         host, port = _split(cfg.listen.metrics)
         try:
-            runner, self.ops_port = await start_ops_server(self.metrics, lambda: self._ready, host, port)
+            runner, self.ops_port = await start_ops_server(
+                self.metrics, lambda: self._ready, host, port, federation=self.federation
+            )
         except OSError as err:
             raise StartupError(f"listen.metrics: cannot listen on {cfg.listen.metrics}: {err.strerror or err}") from err
         self._runners.append(runner)
@@ -225,6 +250,8 @@ class CaService:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting calls, let in-flight calls finish (up to ``grace`` s), then close."""
         self._ready = False
+        if self.federation is not None:
+            await self.federation.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -274,6 +301,8 @@ class CaService:
         """Pick up what the rotating worker changed in the store (workers other than 0)."""
         assert self._store is not None
         await self._install(await self._store.reload(), now or self.clock())
+        if self.federation is not None:
+            self.federation.reload_state()  # the bundles worker 0 accepted
 
     async def _install(self, ca: CertificateAuthority, now: datetime) -> None:
         self._ca = ca
@@ -285,8 +314,12 @@ class CaService:
         self._observe_bundle()
         if self.serving.due(ca, now):
             self.serving.issue(ca, now)
-            if self._tls is not None:
+            if self._tls is not None and self.endpoint_svid is None:
                 self.serving.load_into(self._tls)
+        if self.endpoint_svid is not None and self.endpoint_svid.due(ca, now):
+            self.endpoint_svid.issue(ca, now)
+            if self._tls is not None:
+                self.endpoint_svid.load_into(self._tls)
 
     async def _rotate_forever(self) -> None:
         while True:

@@ -4,6 +4,8 @@ Each line has ``time`` (RFC 3339, UTC), ``event`` (``issued`` or
 ``refused``), ``rpc``, the caller (namespace/ServiceAccount/pod, or the
 join/static token id) and either the issued ``spiffe_id``, ``serial`` and
 ``not_after`` (and ``dns_names`` when a serving certificate was issued) or the refusal ``code`` and ``reason``. Tokens never appear.
+Federation writes ``federated_bundle_accepted`` / ``federated_bundle_refused``
+lines (``trust_domain``, ``endpoint``, sequences, ``reason``) through :meth:`AuditLog.event`.
 """
 
 from __future__ import annotations
@@ -110,6 +112,10 @@ class AuditLog:
             record.update(caller.audit_fields())
             record["spiffe_id"] = str(caller.spiffe_id)
         self._write(record, peer)
+
+    def event(self, event: str, **fields: Any) -> None:
+        """A line that is not about a caller (federation changes)."""
+        self._write({"event": event, **fields}, "")
 
     def _write(self, record: dict[str, Any], peer: str) -> None:
         line = {"time": self._now(), **record}

@@ -52,6 +52,9 @@ __all__ = [
     "LimitsConfig",
     "ListenConfig",
     "TtlConfig",
+    "FederationConfig",
+    "FederationRelationship",
+    "RefreshConfig",
     "load_config",
     "parse_config",
 ]
@@ -135,6 +138,7 @@ class ServiceConfig:
     audit_log: str = "-"  # a path, or "-" for stderr
     rotation_check_seconds: float = 60.0
     workers: int = 1  # service processes sharing the gRPC port (SO_REUSEPORT); see ca/service/workers.py
+    federation: FederationConfig = field(default_factory=lambda: FederationConfig())  # see "Federation" below
 
 
 MAX_WORKERS = 64
@@ -418,6 +422,7 @@ def parse_config(data: Any) -> ServiceConfig:
     audit_log = top.string("audit_log", "-")
     rotation_check = float(top.number("rotation_check_seconds", d.rotation_check_seconds))
     workers = int(top.number("workers", d.workers, minimum=1, integer=True))
+    federation = _federation(top.section("federation"), td, store)
     top.finish()
 
     if kubernetes is None and not static_tokens_file and not join_tokens:
@@ -430,6 +435,10 @@ def parse_config(data: Any) -> ServiceConfig:
         raise ConfigError("workers", f"must be <= {MAX_WORKERS}, got {workers}")
     if workers > 1 and store.kind == "memory":
         raise ConfigError("workers", "more than one worker needs a shared CA: set ca.store.kind to directory or secret")
+    if workers > 1 and federation.federates_with and not federation.state_dir:
+        raise ConfigError(
+            "federation.state_dir", "with more than one worker the federated bundles reach the others through it: set it"
+        )
     if workers > 1 and join_tokens and not join_tokens_file:
         raise ConfigError(
             "workers", "in-memory join tokens cannot be consumed exactly once across workers: set "
@@ -458,4 +467,178 @@ def parse_config(data: Any) -> ServiceConfig:
         audit_log=audit_log,
         rotation_check_seconds=rotation_check,
         workers=workers,
+        federation=federation,
     )
+
+
+# -- Federation (SPIFFE Federation, sections 4-5) -------------------------------------------------
+#
+#   federation:
+#     bundle_endpoint:
+#       profile: https_spiffe                 # or https_web (the serving certificate, as before)
+#       spiffe_id: spiffe://example.org/trustmesh/bundle-endpoint
+#     refresh: {default_seconds: 300, min_seconds: 30, max_seconds: 3600,
+#               timeout_seconds: 10, max_bytes: 262144, retry_first_seconds: 1}
+#     state_dir: /var/lib/trustmesh/ca/federation   # default: <ca.store.path>/federation (directory store)
+#     federates_with:
+#       - trust_domain: partner.org
+#         bundle_endpoint_url: https://bundle.partner.org:8443/
+#         profile: https_spiffe
+#         endpoint_spiffe_id: spiffe://partner.org/trustmesh/bundle-endpoint
+#         bundle_file: /etc/trustmesh/federation/partner.org.jwks   # bootstrap bundle (JWKS or PEM)
+
+PROFILES = ("https_web", "https_spiffe")
+DEFAULT_ENDPOINT_PATH = ("trustmesh", "bundle-endpoint")
+
+
+@dataclass(frozen=True)
+class RefreshConfig:
+    """How often and how carefully federated bundles are fetched."""
+
+    default_seconds: float = 300.0  # when a bundle has no spiffe_refresh_hint (the standard's advice)
+    min_seconds: float = 30.0  # the hint is clamped to [min_seconds, max_seconds]
+    max_seconds: float = 3600.0
+    timeout_seconds: float = 10.0  # one whole fetch: connect, TLS, request, response
+    max_bytes: int = 256 * 1024  # response body limit
+    retry_first_seconds: float = 1.0  # first retry after a failure; doubles, capped by the refresh interval
+
+
+@dataclass(frozen=True)
+class FederationRelationship:
+    """One foreign trust domain and how to fetch its bundle."""
+
+    trust_domain: TrustDomain
+    bundle_endpoint_url: str
+    profile: str = "https_web"
+    endpoint_spiffe_id: SpiffeId | None = None  # https_spiffe only
+    bundle_file: str = ""  # bootstrap bundle (JWKS or PEM), needed for a self-serving https_spiffe endpoint
+    endpoint_ca_file: str = ""  # https_web: roots for the endpoint's certificate (default: the system's)
+
+    @property
+    def self_serving(self) -> bool:
+        return self.endpoint_spiffe_id is not None and self.endpoint_spiffe_id.trust_domain == self.trust_domain
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """The bundle endpoint's profile and the trust domains this CA federates with."""
+
+    endpoint_profile: str = "https_web"
+    endpoint_spiffe_id: SpiffeId | None = None  # https_spiffe: the ID on the endpoint's SVID
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
+    state_dir: str = ""  # where the last good federated bundles are kept ("" = not kept)
+    federates_with: tuple[FederationRelationship, ...] = ()
+
+
+def _spiffe_id(reader: _Reader, key: str, td: TrustDomain | None = None) -> SpiffeId | None:
+    text = reader.string(key)
+    if not text:
+        return None
+    try:
+        sid = SpiffeId.parse(text)
+    except SpiffeIdError as err:
+        raise ConfigError(reader._path(key), str(err)) from err
+    if not sid.path:
+        raise ConfigError(reader._path(key), f"{sid} has no path; an endpoint ID names a workload")
+    if td is not None and not sid.member_of(td):
+        raise ConfigError(reader._path(key), f"{sid} is not in the trust domain {td}")
+    return sid
+
+
+def _endpoint_url(reader: _Reader, key: str) -> str:
+    from urllib.parse import urlsplit
+
+    url = reader.string(key, required=True)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as err:
+        raise ConfigError(reader._path(key), f"{url!r} is not a URL: {err}") from err
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(reader._path(key), f"must be an https:// URL with a host, got {url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(reader._path(key), "must not carry userinfo (SPIFFE Federation 5.2)")
+    return url
+
+
+def _relationship(data: Any, where: str) -> FederationRelationship:
+    r = _Reader(data, where)
+    try:
+        td = TrustDomain.parse(r.string("trust_domain", required=True))
+    except SpiffeIdError as err:
+        raise ConfigError(f"{where}.trust_domain", str(err)) from err
+    rel = FederationRelationship(
+        trust_domain=td,
+        bundle_endpoint_url=_endpoint_url(r, "bundle_endpoint_url"),
+        profile=r.choice("profile", "https_web", PROFILES),
+        endpoint_spiffe_id=_spiffe_id(r, "endpoint_spiffe_id"),
+        bundle_file=r.string("bundle_file"),
+        endpoint_ca_file=r.string("endpoint_ca_file"),
+    )
+    r.finish()
+    if rel.profile == "https_spiffe" and rel.endpoint_spiffe_id is None:
+        raise ConfigError(f"{where}.endpoint_spiffe_id", "is required with profile https_spiffe")
+    if rel.profile == "https_web" and rel.endpoint_spiffe_id is not None:
+        raise ConfigError(f"{where}.endpoint_spiffe_id", "only applies to profile https_spiffe")
+    if rel.profile == "https_spiffe" and rel.endpoint_ca_file:
+        raise ConfigError(f"{where}.endpoint_ca_file", "only applies to profile https_web")
+    if rel.self_serving and not rel.bundle_file:
+        raise ConfigError(
+            f"{where}.bundle_file", "a self-serving https_spiffe endpoint needs a bootstrap bundle to trust its first answer"
+        )
+    return rel
+
+
+def _federation(reader: _Reader | None, td: TrustDomain, store: StoreConfig) -> FederationConfig:
+    d = FederationConfig()
+    if reader is None:
+        return d
+    profile, endpoint_id = d.endpoint_profile, None
+    ep = reader.section("bundle_endpoint")
+    if ep is not None:
+        profile = ep.choice("profile", profile, PROFILES)
+        endpoint_id = _spiffe_id(ep, "spiffe_id", td)
+        ep.finish()
+    if profile == "https_spiffe" and endpoint_id is None:
+        endpoint_id = SpiffeId.from_segments(td, *DEFAULT_ENDPOINT_PATH)
+    refresh = d.refresh
+    rs = reader.section("refresh")
+    if rs is not None:
+        refresh = RefreshConfig(
+            default_seconds=float(rs.number("default_seconds", refresh.default_seconds)),
+            min_seconds=float(rs.number("min_seconds", refresh.min_seconds)),
+            max_seconds=float(rs.number("max_seconds", refresh.max_seconds)),
+            timeout_seconds=float(rs.number("timeout_seconds", refresh.timeout_seconds)),
+            max_bytes=int(rs.number("max_bytes", refresh.max_bytes, minimum=1024, integer=True)),
+            retry_first_seconds=float(rs.number("retry_first_seconds", refresh.retry_first_seconds)),
+        )
+        rs.finish()
+        if refresh.min_seconds > refresh.max_seconds:
+            raise ConfigError("federation.refresh.min_seconds", f"must not exceed max_seconds ({refresh.max_seconds})")
+    default_state = f"{store.path.rstrip('/')}/federation" if store.kind == "directory" and store.path else ""
+    state_dir = reader.string("state_dir", default_state)
+    items = reader.get("federates_with")
+    if items is None:
+        items = []
+    if not isinstance(items, list):
+        raise ConfigError("federation.federates_with", "must be a list of relationships")
+    relationships = tuple(_relationship(item, f"federation.federates_with[{i}]") for i, item in enumerate(items))
+    reader.finish()
+    seen: set[TrustDomain] = set()
+    for i, rel in enumerate(relationships):
+        where = f"federation.federates_with[{i}]"
+        if rel.trust_domain == td:
+            raise ConfigError(f"{where}.trust_domain", f"{td} is this CA's own trust domain")
+        if rel.trust_domain in seen:
+            raise ConfigError(f"{where}.trust_domain", f"{rel.trust_domain} is listed twice")
+        seen.add(rel.trust_domain)
+    known = {td} | seen
+    for i, rel in enumerate(relationships):
+        endpoint_td = rel.endpoint_spiffe_id.trust_domain if rel.endpoint_spiffe_id else None
+        if endpoint_td is not None and endpoint_td not in known:
+            raise ConfigError(
+                f"federation.federates_with[{i}].endpoint_spiffe_id",
+                f"the endpoint's trust domain {endpoint_td} is neither this CA's nor one it federates with, "
+                "so its SVID cannot be verified",
+            )
+    return FederationConfig(profile, endpoint_id, refresh, state_dir, relationships)

@@ -19,6 +19,7 @@ __all__ = [
     "StreamLimitError",
     "UpstreamUnavailableError",
     "StartupError",
+    "FederationError",
 ]
 
 
@@ -69,3 +70,7 @@ class UpstreamUnavailableError(ServiceError, OSError):
 
 class StartupError(ServiceError, OSError):
     """The service could not start (a port is taken, a file is unreadable)."""
+
+
+class FederationError(ServiceError, ValueError):
+    """A federated bundle was not fetched or not accepted; the last good bundle stays."""

@@ -123,7 +123,7 @@ class CaServicer(ca_pb2_grpc.CAServicer):
     async def FetchBundle(self, request: ca_pb2.FetchBundleRequest, context) -> ca_pb2.Bundle:
         # The bundle is public (it is also served on the bundle endpoint): no credential needed.
         started = time.perf_counter()
-        message = wire.bundle_message(self.hub.current)
+        message = wire.trust_message(self.hub.current, self.hub.federated)
         self.metrics.observe("FetchBundle", "ok", time.perf_counter() - started)
         return message
 
@@ -139,8 +139,8 @@ class CaServicer(ca_pb2_grpc.CAServicer):
             await context.abort(code, message)
         self.metrics.count("WatchBundle", "ok")
         try:
-            async for bundle in self.hub.watch():
-                yield wire.bundle_message(bundle)
+            async for bundle, federated in self.hub.watch():
+                yield wire.trust_message(bundle, federated)
         finally:
             self._watchers.release(key)
 

@@ -5,7 +5,11 @@
 - ``trustmesh_ca_request_seconds{rpc}``: latency histogram;
 - ``trustmesh_ca_authority_not_after_seconds{authority}``: expiry of each
   X.509 authority in the bundle (Unix time);
-- ``trustmesh_ca_bundle_sequence``: the published bundle's spiffe_sequence.
+- ``trustmesh_ca_bundle_sequence``: the published bundle's spiffe_sequence;
+- per federated trust domain (``ca/service/federation.py``):
+  ``trustmesh_ca_federation_last_success_seconds``,
+  ``trustmesh_ca_federation_bundle_sequence`` and
+  ``trustmesh_ca_federation_refresh_failures_total``.
 
 With several worker processes (``workers: N``) the call counters and the
 histogram use prometheus-client's multiprocess mode: each worker writes its
@@ -72,6 +76,7 @@ class ServiceMetrics:
             "trustmesh_ca_request_seconds", "CA call latency", ["rpc"], buckets=_BUCKETS, registry=self.registry
         )
         self._bundle = _BundleCollector()
+        self._extra: list[object] = []  # collectors computed at scrape time (federation)
         self._counters: dict[tuple[str, str], Callable[[], None]] = {}
         self._histograms: dict[str, Callable[[float], None]] = {}
 
@@ -97,6 +102,10 @@ class ServiceMetrics:
         """The bundle whose sequence and authorities the gauges report."""
         self._bundle.bundle = bundle
 
+    def add_collector(self, collector: object) -> None:
+        """A collector (anything with ``collect()``) whose families are rendered too."""
+        self._extra.append(collector)
+
     def render(self) -> bytes:
         registry = CollectorRegistry(auto_describe=False)
         if self.multiprocess_dir:
@@ -106,6 +115,8 @@ class ServiceMetrics:
         else:
             registry.register(_Forward(self.registry))
         registry.register(self._bundle)
+        for collector in self._extra:
+            registry.register(collector)  # type: ignore[arg-type]
         return generate_latest(registry)
 
 

@@ -1,7 +1,8 @@
 """Publishing the trust bundle: to watchers in-process and to a ConfigMap.
 
-:class:`BundleHub` holds the current bundle and wakes every ``watch()``
-iterator when a bundle with a different ``spiffe_sequence`` is published.
+:class:`BundleHub` holds the current bundle, and the federated bundles of
+other trust domains beside it (never merged into it), and wakes every
+``watch()`` iterator when either changes.
 :class:`ConfigMapPublisher` writes the bundle (SPIFFE JWKS and PEM) to a
 ConfigMap through the kubernetes client; a failed write is retried at the
 next publish.
@@ -30,6 +31,7 @@ class BundleHub:
 
     def __init__(self, bundle: Bundle) -> None:
         self._bundle = bundle
+        self._federated: tuple[Bundle, ...] = ()
         self._changed = asyncio.Event()
         self._closed = False
 
@@ -37,32 +39,51 @@ class BundleHub:
     def current(self) -> Bundle:
         return self._bundle
 
+    @property
+    def federated(self) -> tuple[Bundle, ...]:
+        """The federated trust domains' bundles, one each, sorted by trust domain."""
+        return self._federated
+
     def publish(self, bundle: Bundle) -> bool:
         """Make ``bundle`` current; True (and watchers woken) if it changed."""
         if bundle.sequence == self._bundle.sequence and bundle.to_jwks() == self._bundle.to_jwks():
             return False
         self._bundle = bundle
+        self._wake()
+        return True
+
+    def publish_federated(self, bundles: tuple[Bundle, ...]) -> bool:
+        """Make ``bundles`` the federated ones; True (and watchers woken) if they changed."""
+        if any(b.trust_domain == self._bundle.trust_domain for b in bundles):
+            raise ValueError(f"{self._bundle.trust_domain} is the own trust domain, not a federated one")
+        bundles = tuple(sorted(bundles, key=lambda b: str(b.trust_domain)))
+        if [(b.trust_domain, b.to_jwks()) for b in bundles] == [(b.trust_domain, b.to_jwks()) for b in self._federated]:
+            return False
+        self._federated = bundles
+        self._wake()
+        return True
+
+    def _wake(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
-        return True
 
     def close(self) -> None:
         """End every watch (service shutdown)."""
         self._closed = True
         self._changed.set()
 
-    async def watch(self) -> AsyncIterator[Bundle]:
-        """The current bundle, then each new one, until :meth:`close`."""
-        last = self._bundle
+    async def watch(self) -> AsyncIterator[tuple[Bundle, tuple[Bundle, ...]]]:
+        """(bundle, federated bundles) now, then after each change, until :meth:`close`."""
+        last = (self._bundle, self._federated)
         yield last
         while not self._closed:
             event = self._changed
-            if self._bundle is last:
+            if (self._bundle, self._federated) == last:
                 await event.wait()
             if self._closed:
                 return
-            if self._bundle is not last:
-                last = self._bundle
+            if (self._bundle, self._federated) != last:
+                last = (self._bundle, self._federated)
                 yield last
 
 

@@ -1,9 +1,10 @@
-"""The CA's own serving certificate, for its gRPC port and bundle endpoint.
+"""The CA's own serving certificates, for its gRPC port and bundle endpoint.
 
 Issued by the CA itself for ``spiffe://<trust domain>/trustmesh/ca`` with the
 configured DNS names and IP addresses; renewed at half life and whenever the
 active authority changes (so clients that learned the new root from the
-bundle keep verifying it).
+bundle keep verifying it). The ``https_spiffe`` bundle endpoint presents a
+second one, a plain X.509-SVID for ``federation.bundle_endpoint.spiffe_id``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,15 @@ SERVING_PATH = ("trustmesh", "ca")
 class ServingCertificate:
     """The current serving chain and key, in PEM."""
 
-    def __init__(self, dns_names: tuple[str, ...], ip_addresses: tuple[str, ...], ttl: timedelta = timedelta(hours=24)) -> None:
-        self.dns_names, self.ip_addresses, self.ttl = dns_names, ip_addresses, ttl
+    def __init__(
+        self,
+        dns_names: tuple[str, ...],
+        ip_addresses: tuple[str, ...],
+        ttl: timedelta = timedelta(hours=24),
+        *,
+        path: tuple[str, ...] = SERVING_PATH,
+    ) -> None:
+        self.dns_names, self.ip_addresses, self.ttl, self.path = dns_names, ip_addresses, ttl, path
         self.chain_pem = b""
         self.key_pem = b""
         self._issuer_subject = None
@@ -42,7 +50,7 @@ class ServingCertificate:
 
     def issue(self, ca: CertificateAuthority, now: datetime) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
-        sid = SpiffeId.from_segments(ca.trust_domain, *SERVING_PATH)
+        sid = SpiffeId.from_segments(ca.trust_domain, *self.path)
         chain = ca.issue_x509_svid(
             key.public_key(), sid, self.ttl, now=now, dns_names=self.dns_names, ip_addresses=self.ip_addresses
         )

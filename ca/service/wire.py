@@ -35,6 +35,7 @@ __all__ = [
     "sign_response",
     "mint_response",
     "bundle_message",
+    "trust_message",
     "unverified_expiry",
 ]
 
@@ -180,6 +181,19 @@ def sign_response(chain: Sequence[x509.Certificate], spiffe_id: SpiffeId, bundle
         spiffe_id=str(spiffe_id),
         bundle=bundle_message(bundle),
     )
+
+
+def trust_message(bundle: Bundle, federated: tuple[Bundle, ...]) -> ca_pb2.Bundle:
+    """FetchBundle / WatchBundle: the own bundle carrying the federated ones, each under its own trust domain."""
+    own = bundle_message(bundle)
+    if not federated:
+        return own
+    message = ca_pb2.Bundle()
+    message.CopyFrom(own)
+    message.federated_bundles.extend(
+        ca_pb2.Bundle(trust_domain=str(b.trust_domain), jwks=b.to_jwks(), sequence=b.sequence or 0) for b in federated
+    )
+    return message
 
 
 def mint_response(token: str, spiffe_id: SpiffeId, expires_at: datetime) -> ca_pb2.MintJWTSVIDResponse:

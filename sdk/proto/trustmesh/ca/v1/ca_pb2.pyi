@@ -57,11 +57,13 @@ class WatchBundleRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Bundle(_message.Message):
-    __slots__ = ("trust_domain", "jwks", "sequence")
+    __slots__ = ("trust_domain", "jwks", "sequence", "federated_bundles")
     TRUST_DOMAIN_FIELD_NUMBER: _ClassVar[int]
     JWKS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    FEDERATED_BUNDLES_FIELD_NUMBER: _ClassVar[int]
     trust_domain: str
     jwks: bytes
     sequence: int
-    def __init__(self, trust_domain: _Optional[str] = ..., jwks: _Optional[bytes] = ..., sequence: _Optional[int] = ...) -> None: ...
+    federated_bundles: _containers.RepeatedCompositeFieldContainer[Bundle]
+    def __init__(self, trust_domain: _Optional[str] = ..., jwks: _Optional[bytes] = ..., sequence: _Optional[int] = ..., federated_bundles: _Optional[_Iterable[_Union[Bundle, _Mapping]]] = ...) -> None: ...
