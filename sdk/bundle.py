@@ -254,6 +254,10 @@ class BundleSet:
             raise BundleError(f"no bundle for trust domain '{td}'")
         return bundle
 
+    def get(self, td: TrustDomain) -> Bundle | None:
+        """The bundle for ``td``, or None."""
+        return self._bundles.get(td)
+
     def trust_domains(self) -> tuple[TrustDomain, ...]:
         """The trust domains held, sorted."""
         return tuple(sorted(self._bundles))

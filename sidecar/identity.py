@@ -3,7 +3,8 @@
 :class:`IdentityManager` gets the SVID from the CA (through anything shaped
 like :class:`sdk.ca_client.CaClient`): it generates a key in memory, sends a
 CSR, retries with exponential backoff and jitter, renews at half the SVID's
-life (with jitter), and watches the bundle. With ``renew_with_svid`` (local
+life (with jitter), and watches the bundle — its own trust domain's and
+the federated ones the CA hands out beside it. With ``renew_with_svid`` (local
 mode: join or static tokens) a renewal proves the current SVID instead of
 sending the token, and falls back to the token for good if the CA refuses
 that proof. When the CA is unreachable it
@@ -57,7 +58,7 @@ class CaSigner(Protocol):
         self, csr_der: bytes, ttl: timedelta | None = None, *, renew: X509Svid | None = None
     ) -> tuple[Any, Bundle]: ...
     async def mint_jwt_svid(self, audiences: Sequence[str], ttl: timedelta | None = None) -> str: ...
-    def watch_bundle(self) -> AsyncIterator[Bundle]: ...
+    def watch_trust(self) -> AsyncIterator[Any]: ...  # TrustBundles: .own and .federated
 
 
 class IdentityState:
@@ -72,6 +73,7 @@ class IdentityState:
         self.generation = 0  # counts changes (SVID, bundles); others read it (per request), never set it
         self._event = asyncio.Event()
         self._contexts: tuple[int, ssl.SSLContext, ssl.SSLContext] | None = None
+        self._from_ca: frozenset[TrustDomain] = frozenset()  # federated trust domains the CA handed out
         self.on_change: list[Callable[[], None]] = []
 
     # -- IdentitySource
@@ -140,6 +142,33 @@ class IdentityState:
         if bundle.trust_domain == self.trust_domain:
             raise IdentityUnavailableError(f"'{bundle.trust_domain}' is the own trust domain, not a federated one")
         self._update(bundle=bundle)
+
+    def put_ca_federated_bundles(self, bundles: Sequence[Bundle]) -> None:
+        """The federated bundles the CA hands out now: added, replaced, and those it stopped sending removed.
+
+        One change (one generation) for the whole set; nothing happens when nothing changed.
+        A bundle naming the own trust domain is ignored with an error line: it never replaces the own one.
+        """
+        wanted = {}
+        for b in bundles:
+            if b.trust_domain == self.trust_domain:
+                log.error("the CA sent a federated bundle for the own trust domain %s; ignored", b.trust_domain)
+                continue
+            wanted[b.trust_domain] = b
+        gone = self._from_ca - wanted.keys()
+        changed = [b for td, b in wanted.items() if self._bundles.get(td) != b]
+        if not gone and not changed:
+            return
+        for td in gone:
+            self._bundles.remove(td)
+        for b in changed:
+            self._bundles.put(b)
+        self._from_ca = frozenset(wanted)
+        log.info(
+            "federated bundles from the CA: %s",
+            ", ".join(f"{b.trust_domain} (sequence {b.sequence})" for b in wanted.values()) or "none",
+        )
+        self._update()
 
     def _update(self, svid: X509Svid | None = None, bundle: Bundle | None = None) -> None:
         if svid is not None:
@@ -314,10 +343,12 @@ class IdentityManager(IdentityState):
         failures = 0
         while True:
             try:
-                async for bundle in self.client.watch_bundle():
+                async for trust in self.client.watch_trust():
                     failures = 0
-                    if bundle.trust_domain == self.trust_domain:
-                        self._update(bundle=bundle)
+                    if trust.own.trust_domain == self.trust_domain:
+                        if self._bundles.get(self.trust_domain) != trust.own:
+                            self._update(bundle=trust.own)
+                        self.put_ca_federated_bundles(trust.federated)
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # noqa: BLE001 - reconnect with backoff

@@ -1,4 +1,4 @@
-"""The five shipped examples load cleanly and pass their case files, in-process and via the CLI."""
+"""The shipped examples load cleanly and pass their case files, in-process and via the CLI."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from policy_dsl import load_files
 from policy_dsl.cases import parse_cases, run_cases
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "policy_dsl" / "examples"
-NAMES = ["dynamic-config", "deathstar", "namespace-isolation", "jwt-reports", "audit-dry-run"]
+NAMES = ["dynamic-config", "deathstar", "namespace-isolation", "jwt-reports", "audit-dry-run", "federation"]
 
 
 def test_every_example_has_cases():

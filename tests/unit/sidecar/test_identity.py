@@ -111,7 +111,7 @@ class _LocalSigner:
     async def mint_jwt_svid(self, audiences, ttl=None):
         raise NotImplementedError
 
-    async def watch_bundle(self):
+    async def watch_trust(self):
         await asyncio.Event().wait()
         yield  # pragma: no cover
 
