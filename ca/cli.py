@@ -70,9 +70,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     issue.add_argument("--audience", action="append", default=[], metavar="AUD", help="JWT audience (repeatable)")
     issue.set_defaults(func=_issue)
 
-    bundle = sub.add_parser("bundle", help="print the trust bundle")
-    bundle.add_argument("--dir", required=True)
-    bundle.add_argument("--format", default="jwks", choices=["jwks", "pem"])
+    bundle = sub.add_parser(
+        "bundle", help="print the trust bundle",
+        description="Print the trust bundle of a CA directory (--dir) or of a running CA service (--ops, its "
+        "loopback operations address). --format spiffe (or jwks) is the SPIFFE bundle format, with "
+        "spiffe_sequence and spiffe_refresh_hint: what another trust domain configures as the bootstrap "
+        "bundle (federates_with[].bundle_file) of a federation relationship with this one.",
+    )
+    source = bundle.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dir")
+    source.add_argument("--ops", metavar="URL", help="a running service's operations address, e.g. http://127.0.0.1:15014")
+    bundle.add_argument("--format", default="jwks", choices=["spiffe", "jwks", "pem"])
     bundle.set_defaults(func=_bundle)
 
     rotate = sub.add_parser("rotate", help="rotate the CA: prepare, activate, taint")
@@ -181,8 +189,13 @@ def _write(path: str, data: bytes, mode: int) -> None:
 
 
 def _bundle(args: argparse.Namespace) -> int:
-    bundle = _directory(args.dir).load().bundle()
-    data = bundle.to_jwks() if args.format == "jwks" else bundle.to_pem()
+    if args.ops:
+        from ca.service.cli import ops_bundle
+
+        bundle = ops_bundle(args.ops)
+    else:
+        bundle = _directory(args.dir).load().bundle()
+    data = bundle.to_pem() if args.format == "pem" else bundle.to_jwks()
     sys.stdout.write(data.decode())
     if not data.endswith(b"\n"):
         sys.stdout.write("\n")

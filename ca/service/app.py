@@ -241,7 +241,7 @@ class CaService:
         host, port = _split(cfg.listen.metrics)
         try:
             runner, self.ops_port = await start_ops_server(
-                self.metrics, lambda: self._ready, host, port, federation=self.federation
+                self.metrics, lambda: self._ready, host, port, hub=self.hub, federation=self.federation
             )
         except OSError as err:
             raise StartupError(f"listen.metrics: cannot listen on {cfg.listen.metrics}: {err.strerror or err}") from err

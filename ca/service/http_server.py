@@ -3,7 +3,9 @@
 - The SPIFFE bundle endpoint (``https_web`` profile): ``GET /`` over HTTPS
   returns the trust domain's bundle as a SPIFFE JWKS document.
 - Operations, on a loopback address by default: ``/metrics`` (Prometheus),
-  ``/healthz`` (the process is up) and ``/readyz`` (the CA is loaded and serving);
+  ``/healthz`` (the process is up), ``/readyz`` (the CA is loaded and serving)
+  and ``/bundle`` (the own bundle, SPIFFE format plus ``trust_domain``, for
+  ``trustmesh ca bundle --ops``);
   with federation also ``GET /federation`` (every relationship),
   ``GET /federation/<trust domain>`` (one, with its bundle) and
   ``POST /federation/<trust domain>/refresh`` (refresh now), for
@@ -12,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Callable
 
@@ -51,7 +54,13 @@ async def start_bundle_endpoint(hub: BundleHub, ssl_context: ssl.SSLContext, hos
 
 
 async def start_ops_server(
-    metrics: ServiceMetrics, ready: Callable[[], bool], host: str, port: int, *, federation: Federation | None = None
+    metrics: ServiceMetrics,
+    ready: Callable[[], bool],
+    host: str,
+    port: int,
+    *,
+    hub: BundleHub | None = None,
+    federation: Federation | None = None,
 ) -> tuple[web.AppRunner, int]:
     """Serve /metrics, /healthz, /readyz (and /federation); returns the runner and the bound port."""
 
@@ -68,6 +77,14 @@ async def start_ops_server(
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if hub is not None:
+
+        async def own_bundle(request: web.Request) -> web.Response:
+            bundle = hub.current
+            doc = {"trust_domain": str(bundle.trust_domain), **json.loads(bundle.to_jwks())}
+            return web.json_response(doc, dumps=lambda d: json.dumps(d, indent=2))
+
+        app.router.add_get("/bundle", own_bundle)
     if federation is not None:
         _add_federation_routes(app, federation)
     return await _start(app, host, port)

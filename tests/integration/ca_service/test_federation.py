@@ -9,6 +9,7 @@ operators on its ops port.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 
 import aiohttp
@@ -150,3 +151,38 @@ async def test_operators_list_show_and_refresh_over_the_ops_port(pair):
         async with http.get(f"{base}/metrics") as resp:
             text = await resp.text()
         assert 'trustmesh_ca_federation_bundle_sequence{trust_domain="b.org"} 1.0' in text
+
+
+async def test_cli_lists_shows_refreshes_and_exports_the_bootstrap_bundle(pair, capsys, tmp_path):
+    from trustmesh.cli import main
+
+    a, b = await pair("https_spiffe")
+    ops = ["--ops", f"http://127.0.0.1:{a.ops_port}"]
+
+    async def run(*argv: str) -> tuple[int, str, str]:
+        code = await asyncio.to_thread(main, list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = await run("ca", "federation", *ops, "refresh", "b.org")
+    assert code == 0 and out.startswith("b.org: bundle sequence 1")
+    code, out, _ = await run("ca", "federation", *ops, "list")
+    assert code == 0
+    header, row = out.splitlines()
+    assert header.split()[:3] == ["TRUST", "DOMAIN", "PROFILE"]
+    assert row.split()[:4] == ["b.org", "https_spiffe", "1", "bootstrap"] and row.split()[-1] == "-"  # the last refresh succeeded
+    code, out, _ = await run("ca", "federation", *ops, "show", "b.org")
+    assert code == 0 and json.loads(out)["endpoint_spiffe_id"] == "spiffe://b.org/trustmesh/bundle-endpoint"
+    code, _, err = await run("ca", "federation", *ops, "show", "c.org")
+    assert code == 1 and "this CA does not federate with c.org" in err
+
+    # b.org's endpoint goes away: the refresh is refused, the bundle kept, exit 1.
+    await b.stop(grace=0)
+    code, out, _ = await run("ca", "federation", *ops, "refresh", "b.org")
+    assert code == 1 and "refresh refused, keeping sequence 1: " in out and "cannot connect" in out
+
+    # The out-of-band bootstrap: a's bundle in the SPIFFE format, read back as what b would configure.
+    code, out, _ = await run("ca", "bundle", *ops, "--format", "spiffe")
+    assert code == 0
+    exported = Bundle.parse_jwks(out, A)
+    assert exported.to_jwks() == a.ca.bundle().to_jwks() and exported.sequence == 1 and exported.refresh_hint == 300

@@ -69,3 +69,19 @@ def test_several_workers_need_a_state_dir():
         _config({"federates_with": [SPIFFE_REL]}, workers=2, ca={"store": {"kind": "secret"}},
                 authentication={"kubernetes": {}})
     assert info.value.field == "federation.state_dir"
+
+
+def test_the_manifests_commented_example_is_a_valid_config():
+    import textwrap
+    from pathlib import Path
+
+    import yaml
+
+    manifest = Path(__file__).resolve().parents[4] / "manifests" / "system" / "ca" / "configmap.yaml"
+    text = yaml.safe_load(manifest.read_text())["data"]["ca.yaml"]
+    block = text[text.index("# federation:"):]
+    uncommented = textwrap.dedent("\n".join(line.replace("# ", "", 1) for line in block.splitlines()))
+    config = parse_config({**yaml.safe_load(text), **yaml.safe_load(uncommented)})
+    (rel,) = config.federation.federates_with
+    assert (str(rel.trust_domain), rel.profile, rel.self_serving) == ("partner.example", "https_spiffe", True)
+    assert config.federation.endpoint_profile == "https_spiffe"
