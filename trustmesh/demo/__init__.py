@@ -40,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PORT",
         help="loopback mode: fixed ports from PORT up for the sidecars' listeners (default: ephemeral ports)",
     )
+    parser.add_argument(
+        "--federation",
+        action="store_true",
+        help="loopback only: add a second trust domain (partner.example) with its own CA, federated with the "
+        "first; one of its workloads is admitted to billing by a rule naming its foreign SPIFFE ID, another is denied",
+    )
     parser.set_defaults(func=_demo)
 
 
@@ -52,4 +58,6 @@ def _demo(args: argparse.Namespace) -> int:
             raise DemoUsageError("--port-base applies to --isolation loopback only")
         if not 1024 <= args.port_base <= 65535 - 16:
             raise DemoUsageError(f"--port-base must be between 1024 and 65519, got {args.port_base}")
-    return run_demo(DemoOptions(args.isolation, args.keep_running, args.port_base))
+    if args.federation and args.isolation != "loopback":
+        raise DemoUsageError("--federation applies to --isolation loopback only")
+    return run_demo(DemoOptions(args.isolation, args.keep_running, args.port_base, args.federation))

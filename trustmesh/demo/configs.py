@@ -21,21 +21,28 @@ def ca_service_config(
     listen_host: str = "127.0.0.1",
     port: int = 0,
     serving_ips: tuple[str, ...] = ("127.0.0.1",),
+    trust_domain: str = TRUST_DOMAIN,
+    bundle_port: int = 0,
+    federation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``trustmesh ca serve`` in local mode: a directory store, one static token per workload."""
-    return {
-        "trust_domain": TRUST_DOMAIN,
+    """``trustmesh ca serve`` in local mode: a directory store, one static token per workload
+    (``federation``: the section of ``trustmesh demo --federation``, see trustmesh/demo/federation.py)."""
+    doc: dict[str, Any] = {
+        "trust_domain": trust_domain,
         "ca": {"store": {"kind": "directory", "path": store_path}},
         "authentication": {"static_tokens_file": static_tokens_file},
         "listen": {
             "grpc": f"{listen_host}:{port}",
-            "bundle_endpoint": f"{listen_host}:0",
+            "bundle_endpoint": f"{listen_host}:{bundle_port}",
             "metrics": "127.0.0.1:0",
         },
         "serving": {"dns_names": ["trustmesh-ca.demo"], "ip_addresses": list(serving_ips)},
         "audit_log": audit_log,
         "rotation_check_seconds": 60,
     }
+    if federation is not None:
+        doc["federation"] = federation
+    return doc
 
 
 def _common(workload: Workload, ca_address: str, ca_bundle_file: str, token: str, policy_file: str,

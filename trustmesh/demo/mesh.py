@@ -36,6 +36,7 @@ from trustmesh.demo.topology import TRUST_DOMAIN, WORKLOADS, Call, Workload, soc
 __all__ = [
     "Mesh",
     "app_arguments",
+    "ca_ready",
     "curl_lines",
     "free_ports",
     "init_ca",
@@ -126,6 +127,12 @@ def write_policy(workdir: Path) -> Path:
     return path
 
 
+def ca_ready(line: str) -> int | None:
+    """The gRPC port a ``trustmesh ca serve`` reports once it serves, from one line of its stderr."""
+    found = _CA_READY.search(line)
+    return int(found.group(1)) if found else None
+
+
 def init_ca(workdir: Path) -> Path:
     """Create the CA directory (in-process) and write its X.509 roots; returns the PEM file."""
     from ca.manager import CaConfig
@@ -148,28 +155,32 @@ async def start_ca(
     serving_ips: tuple[str, ...] = ("127.0.0.1",),
     port: int = 0,
     wrap: Callable[[list[str]], list[str]] = list,
+    federation: dict[str, Any] | None = None,
+    bundle_port: int = 0,
+    name: str = "ca",
+    trust_domain: str = TRUST_DOMAIN,
+    ids: Callable[[str], str] = spiffe_id,
 ) -> int:
-    """Run ``trustmesh ca serve`` with one static token per workload; returns its gRPC port."""
+    """Run ``trustmesh ca serve`` (CA directory ``workdir/ca``) with one static token per workload,
+    mapped to ``ids(workload)``; returns its gRPC port."""
     token_file = workdir / "static-tokens.yaml"
-    token_file.write_text(yaml.safe_dump({token: spiffe_id(name) for name, token in tokens.items()}))
+    token_file.write_text(yaml.safe_dump({token: ids(workload) for workload, token in tokens.items()}))
     token_file.chmod(0o600)
     config = ca_service_config(
         store_path=str(workdir / "ca"),
         static_tokens_file=str(token_file),
-        audit_log=str(sup.log_dir / "ca-audit.jsonl"),
+        audit_log=str(sup.log_dir / f"{name}-audit.jsonl"),
         listen_host=listen_host,
         port=port,
         serving_ips=serving_ips,
+        trust_domain=trust_domain,
+        bundle_port=bundle_port,
+        federation=federation,
     )
     path = workdir / "ca-service.yaml"
     path.write_text(yaml.safe_dump(config))
-
-    def ready(line: str) -> int | None:
-        found = _CA_READY.search(line)
-        return int(found.group(1)) if found else None
-
     argv = [python(), "-m", "trustmesh", "ca", "serve", "--config", str(path)]
-    return await sup.start("ca", wrap(argv), ready, stream="stderr")
+    return await sup.start(name, wrap(argv), ca_ready, stream="stderr")
 
 
 def app_arguments(socket_dir: Path, workload: Workload) -> list[str]:
@@ -193,8 +204,13 @@ async def start_app(
     return int(event["port"])
 
 
-async def start_loopback_mesh(sup: Supervisor, workdir: Path, socket_dir: Path, port_base: int | None = None) -> Mesh:
+async def start_loopback_mesh(
+    sup: Supervisor, workdir: Path, socket_dir: Path, port_base: int | None = None, *, federation: bool = False
+) -> Mesh:
     """Start the CA and every app, then every sidecar; return where they listen.
+
+    With ``federation``, a second trust domain joins (trustmesh/demo/federation.py): its CA
+    and the main one federate with each other, and its workloads' sidecars start last.
 
     The sidecars' inbound ports are chosen before they start (a caller's
     sidecar must know its callees' ports): free ephemeral ports, or from
@@ -205,9 +221,14 @@ async def start_loopback_mesh(sup: Supervisor, workdir: Path, socket_dir: Path, 
     tokens = {w.name: secrets.token_urlsafe(24) for w in WORKLOADS}
     bundle = init_ca(workdir)
     policy = write_policy(workdir)
+    plan = None
+    if federation:
+        from trustmesh.demo.federation import plan_federation
+
+        plan = plan_federation(workdir)
     early = [w for w in WORKLOADS if not w.app_checks_jwt]
     ca_port, *app_ports = await asyncio.gather(
-        start_ca(sup, workdir, tokens),
+        start_ca(sup, workdir, tokens, **(plan.main_ca_options() if plan else {})),
         *(start_app(sup, w.name) for w in early),
     )
     mesh.ca_address = f"127.0.0.1:{ca_port}"
@@ -225,6 +246,10 @@ async def start_loopback_mesh(sup: Supervisor, workdir: Path, socket_dir: Path, 
     await asyncio.gather(*(_start_sidecar(sup, mesh, w, tokens[w.name], bundle, policy, fixed) for w in WORKLOADS))
     # Apps that check JWT-SVIDs themselves start once their sidecar's Workload API is up.
     await asyncio.gather(*(start_app(sup, w.name, port=mesh.app_ports[w.name], extra=app_arguments(socket_dir, w)) for w in late))
+    if plan is not None:
+        from trustmesh.demo.federation import start_partner
+
+        await start_partner(sup, mesh, plan, policy)
     return mesh
 
 

@@ -36,6 +36,7 @@ class DemoOptions:
     isolation: str = "loopback"  # loopback | netns
     keep_running: bool = False
     port_base: int | None = None
+    federation: bool = False  # a second trust domain (trustmesh/demo/federation.py); loopback only
 
 
 def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
@@ -125,7 +126,7 @@ async def _demo(
     started: float,
 ) -> int:
     from trustmesh.demo.script import Performer, format_table, run_script
-    from trustmesh.demo.topology import spiffe_id
+    from trustmesh.demo.topology import SCRIPT, spiffe_id
 
     print("trustmesh demo: starting a CA and 5 workloads (app + sidecar each) on "
           + ("loopback (explicit outbound mode)" if options.isolation == "loopback" else "a network namespace each (transparent redirect)"), file=out, flush=True)
@@ -136,13 +137,20 @@ async def _demo(
     else:
         from trustmesh.demo.mesh import start_loopback_mesh
 
-        mesh = await start_loopback_mesh(sup, workdir, socket_dir, options.port_base)
+        mesh = await start_loopback_mesh(sup, workdir, socket_dir, options.port_base, federation=options.federation)
     perform = Performer(mesh)
     print(f"up in {time.monotonic() - started:.1f} s. SPIFFE IDs: {spiffe_id('<app>')}; reports' sidecar is PERMISSIVE\n"
-          "(it also takes JWT-SVID callers), analytics is outside the mesh (it only uses its Workload API).\n"
-          "Making the scripted calls:\n", file=out, flush=True)
+          "(it also takes JWT-SVID callers), analytics is outside the mesh (it only uses its Workload API).", file=out, flush=True)
+    script = SCRIPT
+    if options.federation:
+        from trustmesh.demo.federation import FEDERATION_SCRIPT, PARTNER_DOMAIN
+
+        script = (*SCRIPT, *FEDERATION_SCRIPT)
+        print(f"Federation: {PARTNER_DOMAIN} has a CA of its own; both CAs fetch each other's bundle (https_spiffe)\n"
+              f"and hand it to their sidecars; two {PARTNER_DOMAIN} workloads call billing.", file=out, flush=True)
+    print("Making the scripted calls:\n", file=out, flush=True)
     try:
-        rows = await run_script(perform, mesh.access_logs)
+        rows = await run_script(perform, mesh.access_logs, script)
     finally:
         await perform.close()
     _check_alive(sup, "during the scripted calls")
