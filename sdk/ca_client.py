@@ -133,6 +133,9 @@ class CaClient:
         self._channel: grpc.aio.Channel | None = None
         self._stub_obj: ca_pb2_grpc.CAStub | None = None
         self._old_channels: list[grpc.aio.Channel] = []
+        # The federated trust domains the CA told this workload to trust, from its last SVID;
+        # None until then, or when the CA does not scope federation (every federated bundle applies).
+        self.federation_scope: frozenset[TrustDomain] | None = None
 
     def _stub(self) -> ca_pb2_grpc.CAStub:
         # The channel is created on first use so that it binds to the running loop.
@@ -210,6 +213,11 @@ class CaClient:
             raise CaClientError("CA sent an empty certificate chain", "INTERNAL")
         _require_same_key(chain[0], csr_der)
         _require_dns_names(chain[0], dns_names)
+        if response.HasField("federation"):
+            try:
+                self.federation_scope = frozenset(TrustDomain.parse(td) for td in response.federation.trust_domains)
+            except ValueError as err:
+                raise CaClientError(f"CA sent an unusable federation scope: {err}", "INTERNAL") from err
         return chain, self._learn(bundle_from_message(response.bundle))
 
     async def mint_jwt_svid(self, audiences: Sequence[str], ttl: timedelta | None = None) -> str:

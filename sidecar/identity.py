@@ -60,6 +60,9 @@ class CaSigner(Protocol):
     async def mint_jwt_svid(self, audiences: Sequence[str], ttl: timedelta | None = None) -> str: ...
     def watch_trust(self) -> AsyncIterator[Any]: ...  # TrustBundles: .own and .federated
 
+    # Which federated trust domains this workload is to trust, learnt with its last SVID (None: all).
+    federation_scope: frozenset[TrustDomain] | None
+
 
 class IdentityState:
     """SVID + bundles + generation counter + TLS contexts; the common part of both identities."""
@@ -224,6 +227,7 @@ class IdentityManager(IdentityState):
         self.renewals = 0
         self.last_error: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._ca_federated: tuple[Bundle, ...] = ()  # as last received, before the scope applies
 
     async def start(self) -> None:
         self._tasks = [
@@ -289,7 +293,21 @@ class IdentityManager(IdentityState):
         svid = X509Svid(spiffe_id, chain, key)
         self.renewals += 1
         self._update(svid, bundle)
+        self._apply_federated()  # the scope may have changed with this SVID
         return svid
+
+    @property
+    def offered_federated(self) -> tuple[Bundle, ...]:
+        """The federated bundles the CA's stream offers, before this workload's scope applies."""
+        return self._ca_federated
+
+    def _apply_federated(self) -> None:
+        """The CA's federated bundles, limited to the trust domains the CA scoped this workload to."""
+        scope = self.client.federation_scope
+        bundles = self._ca_federated
+        if scope is not None:
+            bundles = tuple(b for b in bundles if b.trust_domain in scope)
+        self.put_ca_federated_bundles(bundles)
 
     async def _sign(self, csr_der: bytes) -> tuple[Any, Bundle]:
         """Sign with the current SVID as proof when allowed and still valid, else with the token.
@@ -348,7 +366,8 @@ class IdentityManager(IdentityState):
                     if trust.own.trust_domain == self.trust_domain:
                         if self._bundles.get(self.trust_domain) != trust.own:
                             self._update(bundle=trust.own)
-                        self.put_ca_federated_bundles(trust.federated)
+                        self._ca_federated = tuple(trust.federated)
+                        self._apply_federated()
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # noqa: BLE001 - reconnect with backoff

@@ -43,7 +43,7 @@ from ca.service.ca_store import CaStore, DirectoryCaStore, MemoryCaStore, Secret
 from ca.service.config import ServiceConfig
 from ca.service.dns_policy import DnsNamePolicy
 from ca.service.errors import ConfigError, StartupError
-from ca.service.federation import Federation
+from ca.service.federation import Federation, scope_for
 from ca.service.grpc_server import MAX_WATCHERS, CaServicer
 from ca.service.http_server import start_bundle_endpoint, start_ops_server
 from ca.service.issuance import Issuance
@@ -199,6 +199,7 @@ class CaService:
             if cfg.svid_renewal
             else None,
             dns_policy=DnsNamePolicy(cfg.serving_certificates),
+            federation_scope=(lambda sid: scope_for(cfg.federation, sid)) if cfg.federation.federates_with else None,
         )
         self._grpc = grpc.aio.server(
             options=[

@@ -29,6 +29,7 @@ a typo never silently falls back to a default. Example file::
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -486,6 +487,7 @@ def parse_config(data: Any) -> ServiceConfig:
 #         profile: https_spiffe
 #         endpoint_spiffe_id: spiffe://partner.org/trustmesh/bundle-endpoint
 #         bundle_file: /etc/trustmesh/federation/partner.org.jwks   # bootstrap bundle (JWKS or PEM)
+#         workloads: ["spiffe://example.org/ns/billing/*"]           # only these get it (default: all)
 
 PROFILES = ("https_web", "https_spiffe")
 DEFAULT_ENDPOINT_PATH = ("trustmesh", "bundle-endpoint")
@@ -513,6 +515,11 @@ class FederationRelationship:
     endpoint_spiffe_id: SpiffeId | None = None  # https_spiffe only
     bundle_file: str = ""  # bootstrap bundle (JWKS or PEM), needed for a self-serving https_spiffe endpoint
     endpoint_ca_file: str = ""  # https_web: roots for the endpoint's certificate (default: the system's)
+    workloads: tuple[str, ...] = ()  # own SPIFFE ID patterns (shell wildcards) that get this bundle; () = all
+
+    def for_workload(self, spiffe_id: SpiffeId) -> bool:
+        """Whether the workload ``spiffe_id`` is to trust this domain (SPIRE's per-entry federatesWith)."""
+        return not self.workloads or any(fnmatch.fnmatchcase(str(spiffe_id), p) for p in self.workloads)
 
     @property
     def self_serving(self) -> bool:
@@ -561,7 +568,16 @@ def _endpoint_url(reader: _Reader, key: str) -> str:
     return url
 
 
-def _relationship(data: Any, where: str) -> FederationRelationship:
+def _workload_patterns(reader: _Reader, key: str, own: TrustDomain) -> tuple[str, ...]:
+    patterns = reader.strings(key)
+    prefix = f"{own.id()}/"
+    for pattern in patterns:
+        if not pattern.startswith(prefix) or len(pattern) == len(prefix):
+            raise ConfigError(reader._path(key), f"entries are SPIFFE ID patterns of this trust domain ({prefix}...), got {pattern!r}")
+    return patterns
+
+
+def _relationship(data: Any, where: str, own: TrustDomain) -> FederationRelationship:
     r = _Reader(data, where)
     try:
         td = TrustDomain.parse(r.string("trust_domain", required=True))
@@ -574,6 +590,7 @@ def _relationship(data: Any, where: str) -> FederationRelationship:
         endpoint_spiffe_id=_spiffe_id(r, "endpoint_spiffe_id"),
         bundle_file=r.string("bundle_file"),
         endpoint_ca_file=r.string("endpoint_ca_file"),
+        workloads=_workload_patterns(r, "workloads", own),
     )
     r.finish()
     if rel.profile == "https_spiffe" and rel.endpoint_spiffe_id is None:
@@ -622,7 +639,7 @@ def _federation(reader: _Reader | None, td: TrustDomain, store: StoreConfig) -> 
         items = []
     if not isinstance(items, list):
         raise ConfigError("federation.federates_with", "must be a list of relationships")
-    relationships = tuple(_relationship(item, f"federation.federates_with[{i}]") for i, item in enumerate(items))
+    relationships = tuple(_relationship(item, f"federation.federates_with[{i}]", td) for i, item in enumerate(items))
     reader.finish()
     seen: set[TrustDomain] = set()
     for i, rel in enumerate(relationships):

@@ -53,7 +53,7 @@ from sdk.bundle import Bundle
 from sdk.errors import BundleError, SpiffeIdError
 from sdk.spiffeid import SpiffeId, TrustDomain
 
-__all__ = ["Federation", "RelationshipState", "check_bundle", "read_bundle_file"]
+__all__ = ["Federation", "RelationshipState", "check_bundle", "read_bundle_file", "scope_for"]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,11 @@ def check_bundle(td: TrustDomain, current: Bundle | None, data: bytes) -> Bundle
                 f"spiffe_sequence {candidate.sequence} is the held one but the content differs; refused until the sequence moves"
             )
     return candidate
+
+
+def scope_for(config: FederationConfig, spiffe_id: SpiffeId) -> tuple[str, ...]:
+    """The federated trust domains the workload ``spiffe_id`` is to trust (``federates_with[].workloads``)."""
+    return tuple(str(rel.trust_domain) for rel in config.federates_with if rel.for_workload(spiffe_id))
 
 
 @dataclass

@@ -40,6 +40,7 @@ from ca.service.status import status_for
 from ca.service.watchers import WatcherSlots
 from ca.service import wire
 from sdk.proto import ca_pb2, ca_pb2_grpc
+from sdk.spiffeid import SpiffeId
 
 __all__ = ["CaServicer", "MAX_WATCHERS"]
 
@@ -80,12 +81,14 @@ class CaServicer(ca_pb2_grpc.CAServicer):
         renewal: SvidRenewal | None = None,
         dns_policy: DnsNamePolicy | None = None,
         max_watchers: int = MAX_WATCHERS,
+        federation_scope: Callable[[SpiffeId], tuple[str, ...]] | None = None,
     ) -> None:
         self.issuance, self.authenticator, self.limiter = issuance, authenticator, limiter
         self.hub, self.audit, self.metrics, self.limits = hub, audit, metrics, limits
         self._watchers = WatcherSlots(limits.max_bundle_watchers_per_client, max_watchers)
         self.renewal = renewal
         self.dns_policy = dns_policy or DnsNamePolicy()
+        self.federation_scope = federation_scope  # which federated trust domains a workload is to trust
 
     async def SignX509SVID(self, request: ca_pb2.SignX509SVIDRequest, context) -> ca_pb2.SignX509SVIDResponse:
         async def run(call: _Call) -> ca_pb2.SignX509SVIDResponse:
@@ -105,7 +108,8 @@ class CaServicer(ca_pb2_grpc.CAServicer):
                 "SignX509SVID", caller, serial=issued.serial, not_after=issued.not_after, dns_names=dns_names,
                 peer=context.peer(),
             )
-            return wire.sign_response(issued.chain, caller.spiffe_id, issued.bundle)
+            scope = self.federation_scope(caller.spiffe_id) if self.federation_scope is not None else None
+            return wire.sign_response(issued.chain, caller.spiffe_id, issued.bundle, scope)
 
         return await self._call("SignX509SVID", context, run)
 

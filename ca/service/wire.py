@@ -175,12 +175,19 @@ def bundle_message(bundle: Bundle) -> ca_pb2.Bundle:
     return message
 
 
-def sign_response(chain: Sequence[x509.Certificate], spiffe_id: SpiffeId, bundle: Bundle) -> ca_pb2.SignX509SVIDResponse:
-    return ca_pb2.SignX509SVIDResponse(
+def sign_response(
+    chain: Sequence[x509.Certificate], spiffe_id: SpiffeId, bundle: Bundle, federation: tuple[str, ...] | None = None
+) -> ca_pb2.SignX509SVIDResponse:
+    """``federation``: the federated trust domains this caller is to trust (None: the CA federates with none)."""
+    response = ca_pb2.SignX509SVIDResponse(
         cert_chain=[c.public_bytes(Encoding.DER) for c in chain],
         spiffe_id=str(spiffe_id),
         bundle=bundle_message(bundle),
     )
+    if federation is not None:
+        response.federation.trust_domains.extend(federation)
+        response.federation.SetInParent()  # present even when empty: "none of them"
+    return response
 
 
 def trust_message(bundle: Bundle, federated: tuple[Bundle, ...]) -> ca_pb2.Bundle:

@@ -186,3 +186,52 @@ async def test_cli_lists_shows_refreshes_and_exports_the_bootstrap_bundle(pair, 
     assert code == 0
     exported = Bundle.parse_jwks(out, A)
     assert exported.to_jwks() == a.ca.bundle().to_jwks() and exported.sequence == 1 and exported.refresh_hint == 300
+
+
+async def test_federated_bundles_reach_only_the_workloads_a_relationship_selects(start_service, tmp_path):
+    """federates_with[].workloads (SPIRE's per-entry federatesWith): the CA tells each workload, with
+    its SVID, which federated domains it is to trust; the sidecar keeps only those of the stream."""
+    import random
+
+    import yaml
+
+    from sidecar.identity import IdentityManager
+
+    a_bundle = make_ca("a.org").bundle()
+    (tmp_path / "a.jwks").write_bytes(a_bundle.to_jwks())
+    tokens = {"token-billing-0123456789": "spiffe://b.org/ns/partner/sa/billing",
+              "token-reports-0123456789": "spiffe://b.org/ns/partner/sa/reports"}
+    (tmp_path / "tokens.yaml").write_text(yaml.safe_dump(tokens))
+    b = await start_service(
+        trust_domain="b.org",
+        authentication={"static_tokens_file": str(tmp_path / "tokens.yaml")},
+        bundle={},
+        federation={"federates_with": [{
+            "trust_domain": "a.org", "bundle_endpoint_url": f"https://127.0.0.1:{free_port()}/", "profile": "https_spiffe",
+            "endpoint_spiffe_id": "spiffe://a.org/trustmesh/bundle-endpoint", "bundle_file": str(tmp_path / "a.jwks"),
+            "workloads": ["spiffe://b.org/ns/partner/sa/billing", "spiffe://b.org/ns/finance/*"],
+        }]},
+    )
+    await b.federation.stop()  # the endpoint is not there; the bootstrap bundle is what is held
+    managers = {}
+    for token, sid in tokens.items():
+        client = CaClient(f"127.0.0.1:{b.grpc_port}", b.ca.bundle(), lambda token=token: token)
+        managers[sid.rsplit("/", 1)[1]] = IdentityManager(client, B, rng=random.Random(1))
+    try:
+        for manager in managers.values():
+            await manager.start()
+
+        # Both have their SVID and have been offered the stream's federated bundles (a scoped-out
+        # offer changes nothing, so there is no change to wait for: poll, bounded).
+        for _ in range(500):
+            if all(m.spiffe_id is not None and m.offered_federated for m in managers.values()):
+                break
+            await asyncio.sleep(0.02)
+        billing, reports = managers["billing"], managers["reports"]
+        assert billing.client.federation_scope == frozenset({A}) and A in billing.get_bundle_set()
+        assert reports.client.federation_scope == frozenset() and A not in reports.get_bundle_set()
+        assert [o.trust_domain for o in reports.offered_federated] == [A]  # offered on the stream, not taken
+    finally:
+        for manager in managers.values():
+            await manager.stop()
+            await manager.client.close()

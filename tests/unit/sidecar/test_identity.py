@@ -101,6 +101,7 @@ class _LocalSigner:
 
     def __init__(self, pki: Pki, spiffe_id: str, swap_key: bool = False) -> None:
         self.pki, self.spiffe_id, self.swap_key = pki, spiffe_id, swap_key
+        self.federation_scope = None
 
     async def sign_x509_svid(self, csr_der, ttl=None):
         csr = x509.load_der_x509_csr(csr_der)

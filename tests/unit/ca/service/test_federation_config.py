@@ -50,6 +50,8 @@ def test_state_dir_defaults_beside_a_directory_store():
         ({"refresh": {"min_seconds": 10, "max_seconds": 5}}, "federation.refresh.min_seconds", "must not exceed"),
         ({"refresh": {"max_bytes": 10}}, "federation.refresh.max_bytes", ">= 1024"),
         ({"federates_with": {"b.org": 1}}, "federation.federates_with", "list"),
+        ({"federates_with": [{**SPIFFE_REL, "workloads": ["spiffe://b.org/ns/*"]}]}, "federation.federates_with[0].workloads", "of this trust domain"),
+        ({"federates_with": [{**SPIFFE_REL, "workloads": ["ns/*"]}]}, "federation.federates_with[0].workloads", "SPIFFE ID patterns"),
     ],
 )
 def test_errors_name_the_field(federation, field, message):
@@ -85,3 +87,14 @@ def test_the_manifests_commented_example_is_a_valid_config():
     (rel,) = config.federation.federates_with
     assert (str(rel.trust_domain), rel.profile, rel.self_serving) == ("partner.example", "https_spiffe", True)
     assert config.federation.endpoint_profile == "https_spiffe"
+
+
+def test_workload_selectors_choose_who_trusts_a_domain():
+    from ca.service.federation import scope_for
+    from sdk.spiffeid import SpiffeId
+
+    c_rel = {**SPIFFE_REL, "trust_domain": "c.org", "bundle_endpoint_url": "https://c.org/", "bundle_file": "/c",
+             "endpoint_spiffe_id": "spiffe://c.org/e", "workloads": ["spiffe://a.org/ns/billing/*"]}
+    fed = _config({"federates_with": [SPIFFE_REL, c_rel]}).federation
+    assert scope_for(fed, SpiffeId.parse("spiffe://a.org/ns/billing/sa/api")) == ("b.org", "c.org")
+    assert scope_for(fed, SpiffeId.parse("spiffe://a.org/ns/web/sa/api")) == ("b.org",)  # no selector: everyone

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"sdk/proto/trustmesh/ca/v1/ca.proto\x12\x0ftrustmesh.ca.v1\"\x82\x01\n\x13SignX509SVIDRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\x12\x1d\n\x15requested_ttl_seconds\x18\x02 \x01(\r\x12\x13\n\x0brenew_chain\x18\x03 \x03(\x0c\x12\x17\n\x0frenew_signature\x18\x04 \x01(\x0c\x12\x11\n\tdns_names\x18\x05 \x03(\t\"f\n\x14SignX509SVIDResponse\x12\x12\n\ncert_chain\x18\x01 \x03(\x0c\x12\x11\n\tspiffe_id\x18\x02 \x01(\t\x12\'\n\x06\x62undle\x18\x03 \x01(\x0b\x32\x17.trustmesh.ca.v1.Bundle\"F\n\x12MintJWTSVIDRequest\x12\x11\n\taudiences\x18\x01 \x03(\t\x12\x1d\n\x15requested_ttl_seconds\x18\x02 \x01(\r\"K\n\x13MintJWTSVIDResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x11\n\tspiffe_id\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\x03\"\x14\n\x12\x46\x65tchBundleRequest\"\x14\n\x12WatchBundleRequest\"r\n\x06\x42undle\x12\x14\n\x0ctrust_domain\x18\x01 \x01(\t\x12\x0c\n\x04jwks\x18\x02 \x01(\x0c\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x32\n\x11\x66\x65\x64\x65rated_bundles\x18\x04 \x03(\x0b\x32\x17.trustmesh.ca.v1.Bundle2\xd7\x02\n\x02\x43\x41\x12[\n\x0cSignX509SVID\x12$.trustmesh.ca.v1.SignX509SVIDRequest\x1a%.trustmesh.ca.v1.SignX509SVIDResponse\x12X\n\x0bMintJWTSVID\x12#.trustmesh.ca.v1.MintJWTSVIDRequest\x1a$.trustmesh.ca.v1.MintJWTSVIDResponse\x12K\n\x0b\x46\x65tchBundle\x12#.trustmesh.ca.v1.FetchBundleRequest\x1a\x17.trustmesh.ca.v1.Bundle\x12M\n\x0bWatchBundle\x12#.trustmesh.ca.v1.WatchBundleRequest\x1a\x17.trustmesh.ca.v1.Bundle0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"sdk/proto/trustmesh/ca/v1/ca.proto\x12\x0ftrustmesh.ca.v1\"\x82\x01\n\x13SignX509SVIDRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\x12\x1d\n\x15requested_ttl_seconds\x18\x02 \x01(\r\x12\x13\n\x0brenew_chain\x18\x03 \x03(\x0c\x12\x17\n\x0frenew_signature\x18\x04 \x01(\x0c\x12\x11\n\tdns_names\x18\x05 \x03(\t\"\x9c\x01\n\x14SignX509SVIDResponse\x12\x12\n\ncert_chain\x18\x01 \x03(\x0c\x12\x11\n\tspiffe_id\x18\x02 \x01(\t\x12\'\n\x06\x62undle\x18\x03 \x01(\x0b\x32\x17.trustmesh.ca.v1.Bundle\x12\x34\n\nfederation\x18\x04 \x01(\x0b\x32 .trustmesh.ca.v1.FederationScope\"(\n\x0f\x46\x65\x64\x65rationScope\x12\x15\n\rtrust_domains\x18\x01 \x03(\t\"F\n\x12MintJWTSVIDRequest\x12\x11\n\taudiences\x18\x01 \x03(\t\x12\x1d\n\x15requested_ttl_seconds\x18\x02 \x01(\r\"K\n\x13MintJWTSVIDResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x11\n\tspiffe_id\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\x03\"\x14\n\x12\x46\x65tchBundleRequest\"\x14\n\x12WatchBundleRequest\"r\n\x06\x42undle\x12\x14\n\x0ctrust_domain\x18\x01 \x01(\t\x12\x0c\n\x04jwks\x18\x02 \x01(\x0c\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x32\n\x11\x66\x65\x64\x65rated_bundles\x18\x04 \x03(\x0b\x32\x17.trustmesh.ca.v1.Bundle2\xd7\x02\n\x02\x43\x41\x12[\n\x0cSignX509SVID\x12$.trustmesh.ca.v1.SignX509SVIDRequest\x1a%.trustmesh.ca.v1.SignX509SVIDResponse\x12X\n\x0bMintJWTSVID\x12#.trustmesh.ca.v1.MintJWTSVIDRequest\x1a$.trustmesh.ca.v1.MintJWTSVIDResponse\x12K\n\x0b\x46\x65tchBundle\x12#.trustmesh.ca.v1.FetchBundleRequest\x1a\x17.trustmesh.ca.v1.Bundle\x12M\n\x0bWatchBundle\x12#.trustmesh.ca.v1.WatchBundleRequest\x1a\x17.trustmesh.ca.v1.Bundle0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,18 +33,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SIGNX509SVIDREQUEST']._serialized_start=56
   _globals['_SIGNX509SVIDREQUEST']._serialized_end=186
-  _globals['_SIGNX509SVIDRESPONSE']._serialized_start=188
-  _globals['_SIGNX509SVIDRESPONSE']._serialized_end=290
-  _globals['_MINTJWTSVIDREQUEST']._serialized_start=292
-  _globals['_MINTJWTSVIDREQUEST']._serialized_end=362
-  _globals['_MINTJWTSVIDRESPONSE']._serialized_start=364
-  _globals['_MINTJWTSVIDRESPONSE']._serialized_end=439
-  _globals['_FETCHBUNDLEREQUEST']._serialized_start=441
-  _globals['_FETCHBUNDLEREQUEST']._serialized_end=461
-  _globals['_WATCHBUNDLEREQUEST']._serialized_start=463
-  _globals['_WATCHBUNDLEREQUEST']._serialized_end=483
-  _globals['_BUNDLE']._serialized_start=485
-  _globals['_BUNDLE']._serialized_end=599
-  _globals['_CA']._serialized_start=602
-  _globals['_CA']._serialized_end=945
+  _globals['_SIGNX509SVIDRESPONSE']._serialized_start=189
+  _globals['_SIGNX509SVIDRESPONSE']._serialized_end=345
+  _globals['_FEDERATIONSCOPE']._serialized_start=347
+  _globals['_FEDERATIONSCOPE']._serialized_end=387
+  _globals['_MINTJWTSVIDREQUEST']._serialized_start=389
+  _globals['_MINTJWTSVIDREQUEST']._serialized_end=459
+  _globals['_MINTJWTSVIDRESPONSE']._serialized_start=461
+  _globals['_MINTJWTSVIDRESPONSE']._serialized_end=536
+  _globals['_FETCHBUNDLEREQUEST']._serialized_start=538
+  _globals['_FETCHBUNDLEREQUEST']._serialized_end=558
+  _globals['_WATCHBUNDLEREQUEST']._serialized_start=560
+  _globals['_WATCHBUNDLEREQUEST']._serialized_end=580
+  _globals['_BUNDLE']._serialized_start=582
+  _globals['_BUNDLE']._serialized_end=696
+  _globals['_CA']._serialized_start=699
+  _globals['_CA']._serialized_end=1042
 # @@protoc_insertion_point(module_scope)

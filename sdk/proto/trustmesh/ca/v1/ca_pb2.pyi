@@ -21,14 +21,22 @@ class SignX509SVIDRequest(_message.Message):
     def __init__(self, csr: _Optional[bytes] = ..., requested_ttl_seconds: _Optional[int] = ..., renew_chain: _Optional[_Iterable[bytes]] = ..., renew_signature: _Optional[bytes] = ..., dns_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SignX509SVIDResponse(_message.Message):
-    __slots__ = ("cert_chain", "spiffe_id", "bundle")
+    __slots__ = ("cert_chain", "spiffe_id", "bundle", "federation")
     CERT_CHAIN_FIELD_NUMBER: _ClassVar[int]
     SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    FEDERATION_FIELD_NUMBER: _ClassVar[int]
     cert_chain: _containers.RepeatedScalarFieldContainer[bytes]
     spiffe_id: str
     bundle: Bundle
-    def __init__(self, cert_chain: _Optional[_Iterable[bytes]] = ..., spiffe_id: _Optional[str] = ..., bundle: _Optional[_Union[Bundle, _Mapping]] = ...) -> None: ...
+    federation: FederationScope
+    def __init__(self, cert_chain: _Optional[_Iterable[bytes]] = ..., spiffe_id: _Optional[str] = ..., bundle: _Optional[_Union[Bundle, _Mapping]] = ..., federation: _Optional[_Union[FederationScope, _Mapping]] = ...) -> None: ...
+
+class FederationScope(_message.Message):
+    __slots__ = ("trust_domains",)
+    TRUST_DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    trust_domains: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, trust_domains: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MintJWTSVIDRequest(_message.Message):
     __slots__ = ("audiences", "requested_ttl_seconds")
