@@ -51,11 +51,18 @@ def svid_context(ca: CertificateAuthority, spiffe_id: str) -> ssl.SSLContext:
 
 @dataclass
 class FakeEndpoint:
-    """An HTTPS bundle endpoint serving ``body`` (or stalling while ``stall`` is set)."""
+    """An HTTPS bundle endpoint serving ``body`` (or stalling while ``stall`` is set).
+
+    ``streamed``: the body without Content-Length (delimited by closing the connection);
+    ``status``/``headers``: another answer (a redirect).
+    """
 
     context: ssl.SSLContext
     body: bytes = b"{}"
     stall: bool = False
+    streamed: bool = False
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
     requests: int = 0
     port: int = 0
     _release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -74,7 +81,13 @@ class FakeEndpoint:
                 await response.write(b'{"keys": [')
                 await self._release.wait()  # never completes the body until the test ends
                 return response
-            return web.Response(body=self.body, content_type="application/json")
+            if self.streamed:
+                response = web.StreamResponse(headers={"Content-Type": "application/json"})
+                await response.prepare(request)
+                for i in range(0, len(self.body), 1024):
+                    await response.write(self.body[i : i + 1024])
+                return response
+            return web.Response(body=self.body, status=self.status, headers=self.headers, content_type="application/json")
 
         app = web.Application()
         app.router.add_get("/bundle", handler)

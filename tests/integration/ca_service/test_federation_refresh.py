@@ -273,3 +273,64 @@ async def test_refresh_schedule_follows_the_hint_and_backs_off_with_jitter(harne
     step.put_nowait(None)
     h.endpoint.body = h.b_bundle(sequence=3).with_refresh_hint(1).to_jwks()
     assert await next_wait() == 10  # clamped to min_seconds
+
+
+async def test_a_body_without_length_is_bounded_too(harness):
+    h = harness(max_bytes=4096)
+    h.endpoint.streamed = True
+    federation = await h.start(bootstrap=h.b_bundle(sequence=1))
+    h.endpoint.body = h.b_bundle(sequence=2).to_jwks()  # a little over 1 KiB: accepted
+    await federation.refresh(B)
+    assert federation.state(B).bundle.sequence == 2
+    h.endpoint.body = b" " * 8000 + h.b_bundle(sequence=3).to_jwks()
+    await federation.refresh(B)
+    assert "bundle larger than 4096 bytes (refresh.max_bytes)" in federation.state(B).last_error
+    assert federation.state(B).bundle.sequence == 2
+
+
+async def test_a_redirect_is_not_followed(harness):
+    h = harness()
+    h.endpoint.status, h.endpoint.headers = 302, {"Location": "https://elsewhere.example/bundle"}
+    federation = await h.start(bootstrap=h.b_bundle(sequence=1))
+    await federation.refresh(B)
+    assert "answered 302 (redirect to 'https://elsewhere.example/bundle'); redirects are not followed" in federation.state(B).last_error
+
+
+async def test_an_endpoint_of_another_federated_domain_is_verified_with_that_domains_bundle(harness, tmp_path):
+    """Not self-serving: c.org's bundle is served by b.org's endpoint (SPIFFE Federation 5.2.2.2)."""
+    h = harness()
+    await h.endpoint.start()
+    c_ca = make_ca("c.org")
+    h.endpoint.body = c_ca.bundle().to_jwks()
+    (tmp_path / "b.jwks").write_bytes(h.b_bundle().to_jwks())
+    data = {
+        "trust_domain": "a.org",
+        "authentication": {"join_tokens": True},
+        "federation": {"federates_with": [
+            {"trust_domain": "b.org", "bundle_endpoint_url": h.endpoint.url, "profile": "https_spiffe",
+             "endpoint_spiffe_id": ENDPOINT_ID, "bundle_file": str(tmp_path / "b.jwks")},
+            {"trust_domain": "c.org", "bundle_endpoint_url": h.endpoint.url, "profile": "https_spiffe",
+             "endpoint_spiffe_id": ENDPOINT_ID},
+        ]},
+    }
+    federation = Federation(parse_config(data).federation, h.a_ca.bundle, audit=AuditLog(io.StringIO()))
+    h.federation = federation
+    federation.load()
+    assert federation.state(TrustDomain.parse("c.org")).bundle is None  # no bootstrap needed
+    await federation.refresh(TrustDomain.parse("c.org"))
+    state = federation.state(TrustDomain.parse("c.org"))
+    assert state.last_error == "" and state.bundle.to_jwks() == c_ca.bundle().to_jwks()
+    assert [b.trust_domain for b in federation.bundles()] == [B, TrustDomain.parse("c.org")]  # never merged
+
+
+async def test_other_workers_pick_up_accepted_bundles_from_the_state_dir(harness):
+    h = harness(state_dir=True)
+    federation = await h.start(bootstrap=h.b_bundle(sequence=1))
+    follower_changes: list = []
+    follower = Federation(federation.config, h.a_ca.bundle, audit=AuditLog(io.StringIO()), on_change=follower_changes.append)
+    follower.load()
+    assert follower.reload_state() is False
+    h.endpoint.body = h.b_bundle(sequence=2).to_jwks()
+    await federation.refresh(B)
+    assert follower.reload_state() is True
+    assert follower.state(B).bundle.sequence == 2 and follower_changes[-1][0].sequence == 2
