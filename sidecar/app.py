@@ -260,6 +260,7 @@ class Sidecar:
             "config": redacted(self.config),
             "svid": {"spiffe_id": str(self.identity.spiffe_id), "expires_at": expires.isoformat() if expires else None},
             "trust_domains": [str(td) for td in self.identity.get_bundle_set().trust_domains()],
+            "bundle_sequences": {str(b.trust_domain): b.sequence for b in self.identity.get_bundle_set().bundles()},
             "ready": self.readiness()[1],
             "listeners": dict(self.ports),
         }

@@ -191,16 +191,25 @@ def sign_response(
 
 
 def trust_message(bundle: Bundle, federated: tuple[Bundle, ...]) -> ca_pb2.Bundle:
-    """FetchBundle / WatchBundle: the own bundle carrying the federated ones, each under its own trust domain."""
+    """FetchBundle / WatchBundle: the own bundle carrying the federated ones, each under its own trust domain
+    (the last one is memoised: FetchBundle is public and uncapped, bundles change rarely)."""
+    global _last_trust
     own = bundle_message(bundle)
     if not federated:
         return own
+    cached = _last_trust
+    if cached is not None and cached[0] is bundle and cached[1] is federated:
+        return cached[2]
     message = ca_pb2.Bundle()
     message.CopyFrom(own)
     message.federated_bundles.extend(
         ca_pb2.Bundle(trust_domain=str(b.trust_domain), jwks=b.to_jwks(), sequence=b.sequence or 0) for b in federated
     )
+    _last_trust = (bundle, federated, message)
     return message
+
+
+_last_trust: tuple[Bundle, tuple[Bundle, ...], ca_pb2.Bundle] | None = None
 
 
 def mint_response(token: str, spiffe_id: SpiffeId, expires_at: datetime) -> ca_pb2.MintJWTSVIDResponse:

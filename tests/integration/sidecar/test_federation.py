@@ -211,6 +211,8 @@ async def test_cross_domain_calls_rotation_and_workload_api(tmp_path):
 
             await _until(server_on_new_root, "a.org's sidecar presenting an SVID of the new authority")
             await step("taint", 1)
+            dump = await _dump(http, callers["billing"])  # the operator's view of the same
+            assert dump["bundle_sequences"] == {"a.org": a_ca.ca.bundle().sequence, "b.org": cas["b.org"].ca.bundle().sequence}
             count = len(statuses)
             await _until(lambda: _more(statuses, count + 200), "requests after the old root left")
             done.set()
