@@ -294,7 +294,10 @@ class Federation:
                     self._endpoint(rel), max_bytes=self.config.refresh.max_bytes, timeout=self.config.refresh.timeout_seconds
                 )
                 accepted = check_bundle(td, held, data)
-            except FederationError as err:
+            except Exception as err:  # noqa: BLE001 - any failure keeps the held bundle; the refresher goes on
+                if not isinstance(err, FederationError):
+                    log.exception("federation %s: unexpected error during a refresh", td)
+                    err = FederationError(f"unexpected {type(err).__name__}: {err}")
                 state.failures += 1
                 state.consecutive_failures += 1
                 state.last_error = str(err)

@@ -334,3 +334,16 @@ async def test_other_workers_pick_up_accepted_bundles_from_the_state_dir(harness
     await federation.refresh(B)
     assert follower.reload_state() is True
     assert follower.state(B).bundle.sequence == 2 and follower_changes[-1][0].sequence == 2
+
+
+async def test_an_unexpected_error_is_a_failure_like_any_other(harness, caplog):
+    async def broken_fetch(endpoint, **limits):
+        raise RuntimeError("boom")
+
+    h = harness()
+    federation = await h.start(bootstrap=h.b_bundle(sequence=1), fetch=broken_fetch)
+    delay = await federation.refresh(B)
+    state = federation.state(B)
+    assert state.last_error == "unexpected RuntimeError: boom" and state.failures == 1 and delay > 0
+    assert state.bundle.sequence == 1
+    assert any(r.exc_info and "unexpected error during a refresh" in r.getMessage() for r in caplog.records)
