@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import ssl
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -33,12 +34,14 @@ from ca.service.app import CaService
 from ca.service.audit import AuditLog
 from ca.service.ca_store import MemoryCaStore
 from ca.service.config import parse_config
+from sdk.bundle import Bundle
 from sdk.spiffeid import TrustDomain
 from sdk.workloadapi import JwtSource
+from sdk.workloadapi.tls import peer_chain
+from sdk.x509svid import verify_chain
+from tests.integration.ca_service.conftest import utc_now
 from tests.integration.sidecar.helpers import EchoApp, SidecarProcess, free_port, sidecar_config
 from tests.integration.workload_api.test_pyspiffe import _in_thread
-from sdk.bundle import Bundle
-from tests.integration.ca_service.conftest import utc_now
 
 pytestmark = pytest.mark.slow
 
@@ -233,11 +236,6 @@ async def _more(statuses: list[int], n: int) -> bool:
 
 async def _presents(proc: SidecarProcess, root) -> bool:
     """Whether ``proc``'s inbound port presents a chain that verifies against ``root`` alone."""
-    import ssl
-
-    from sdk.workloadapi.tls import peer_chain
-    from sdk.x509svid import verify_chain
-
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
