@@ -57,6 +57,7 @@ from ca.service.renewal import SvidRenewal
 from ca.service.schedule import rotate_once
 from ca.service.serving import SERVING_PATH, ServingCertificate
 from sdk.spiffeid import SpiffeId
+from sdk.tlsprofile import restrict_groups
 from sdk.proto import ca_pb2_grpc
 
 __all__ = ["CaService"]
@@ -232,6 +233,7 @@ class CaService:
         """The bundle endpoint and the metrics/health server (worker 0 only)."""
         cfg = self.config
         self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        restrict_groups(self._tls)  # X25519/P-256/P-384, as every trustmesh endpoint (and the federation standard)
         (self.endpoint_svid or self.serving).load_into(self._tls)
         host, port = _split(cfg.listen.bundle_endpoint)
         try:

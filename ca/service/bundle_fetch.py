@@ -11,6 +11,9 @@ request is sent:
   against the bundle of the endpoint's trust domain and carries exactly the
   configured endpoint SPIFFE ID.
 
+Both offer only the key-exchange groups of :mod:`sdk.tlsprofile` (Mozilla's
+intermediate profile, which the standard asks of bundle endpoints).
+
 The request is HTTP/1.0, so the answer is delimited by ``Content-Length`` or
 by the end of the connection, never chunked. Redirects are not followed (the
 standard allows following them; refusing them keeps the authenticated
@@ -32,6 +35,7 @@ from ca.service.errors import FederationError
 from sdk.bundle import Bundle
 from sdk.errors import X509SvidError
 from sdk.spiffeid import SpiffeId
+from sdk.tlsprofile import restrict_groups
 from sdk.workloadapi.tls import peer_chain
 from sdk.x509svid import verify_chain
 
@@ -55,6 +59,7 @@ def web_endpoint(url: str, ca_file: str = "") -> Endpoint:
         context = ssl.create_default_context(cafile=ca_file or None)
     except (OSError, ssl.SSLError) as err:
         raise FederationError(f"cannot read endpoint_ca_file {ca_file}: {err}") from err
+    restrict_groups(context)
     return Endpoint(url, context)
 
 
@@ -67,6 +72,7 @@ def spiffe_endpoint(url: str, expected: SpiffeId, bundle: Bundle, now: Callable[
     context.check_hostname = False  # the SPIFFE ID is checked instead of a host name
     context.verify_mode = ssl.CERT_REQUIRED
     context.load_verify_locations(cadata=bundle.to_pem().decode("ascii"))
+    restrict_groups(context)
 
     def check(ssl_object: ssl.SSLObject) -> None:
         try:

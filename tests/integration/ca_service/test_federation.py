@@ -235,3 +235,19 @@ async def test_federated_bundles_reach_only_the_workloads_a_relationship_selects
         for manager in managers.values():
             await manager.stop()
             await manager.client.close()
+
+
+@pytest.mark.parametrize(("group", "accepted"), [("X25519", True), ("P-384", True), ("X448", False), ("secp521r1", False)])
+async def test_the_bundle_endpoint_offers_only_the_mesh_key_exchange_groups(pair, group, accepted, tmp_path):
+    """Mozilla intermediate groups (sdk.tlsprofile), as the federation standard asks of bundle
+    endpoints; `openssl s_client` offering one group alone is the independent peer."""
+    a, _ = await pair("https_spiffe")
+    (tmp_path / "roots.pem").write_bytes(a.ca.bundle().to_pem())
+    proc = await asyncio.create_subprocess_exec(
+        "openssl", "s_client", "-connect", f"127.0.0.1:{a.bundle_port}", "-tls1_3", "-groups", group,
+        "-CAfile", str(tmp_path / "roots.pem"),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    text = out.decode("latin-1")
+    assert ("\nNew, TLSv1.3" in text) is accepted, text
