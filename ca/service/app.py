@@ -43,7 +43,7 @@ from ca.service.ca_store import CaStore, DirectoryCaStore, MemoryCaStore, Secret
 from ca.service.config import ServiceConfig
 from ca.service.dns_policy import DnsNamePolicy
 from ca.service.errors import ConfigError, StartupError
-from ca.service.federation import Federation, scope_for
+from ca.service.federation import Federation, read_bootstrap_bundles, scope_for
 from ca.service.grpc_server import MAX_WATCHERS, CaServicer
 from ca.service.http_server import start_bundle_endpoint, start_ops_server
 from ca.service.issuance import Issuance
@@ -142,6 +142,7 @@ class CaService:
     async def _start(self) -> None:
         cfg = self.config
         now = self.clock()
+        read_bootstrap_bundles(cfg.federation)  # a bad bootstrap bundle file fails before anything is opened
         if cfg.kubernetes is not None:
             client = self._kube_client or api_client_for(
                 cfg.kubernetes.api_host, token=_read_token(cfg.kubernetes.api_token_file)

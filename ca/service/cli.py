@@ -128,6 +128,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)  # ConfigError (a UsageError) -> exit 2, one line
     if args.check:
+        from ca.service.federation import read_bootstrap_bundles
+
+        read_bootstrap_bundles(config.federation)  # a missing or malformed bootstrap bundle is a config error too
         print(f"config ok: trust domain {config.trust_domain}")
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -53,7 +53,7 @@ from sdk.bundle import Bundle
 from sdk.errors import BundleError, SpiffeIdError
 from sdk.spiffeid import SpiffeId, TrustDomain
 
-__all__ = ["Federation", "RelationshipState", "check_bundle", "read_bundle_file", "scope_for"]
+__all__ = ["Federation", "RelationshipState", "check_bundle", "read_bootstrap_bundles", "read_bundle_file", "scope_for"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,22 @@ def _utc_now() -> datetime:
 def read_bundle_file(data: bytes, td: TrustDomain) -> Bundle:
     """A bundle file: SPIFFE JWKS, or PEM certificates."""
     return Bundle.parse_jwks(data, td) if data.lstrip()[:1] == b"{" else Bundle.parse_pem(data, td)
+
+
+def read_bootstrap_bundles(config: FederationConfig) -> dict[TrustDomain, Bundle]:
+    """Every relationship's bootstrap bundle (``bundle_file``); :class:`ConfigError` naming the entry."""
+    bundles = {}
+    for i, rel in enumerate(config.federates_with):
+        if not rel.bundle_file:
+            continue
+        where = f"federation.federates_with[{i}].bundle_file"
+        try:
+            bundles[rel.trust_domain] = read_bundle_file(Path(rel.bundle_file).read_bytes(), rel.trust_domain)
+        except OSError as err:
+            raise ConfigError(where, f"cannot read {rel.bundle_file}: {err.strerror or err}") from err
+        except BundleError as err:
+            raise ConfigError(where, str(err)) from err
+    return bundles
 
 
 def _named_trust_domains(cert: x509.Certificate) -> set[TrustDomain]:
@@ -223,17 +239,10 @@ class Federation:
 
     def load(self) -> None:
         """Bootstrap bundles from their files, then the last good ones from ``state_dir`` when newer."""
-        for i, (td, state) in enumerate(self.states.items()):
-            rel = state.relationship
-            if rel.bundle_file:
-                where = f"federation.federates_with[{i}].bundle_file"
-                try:
-                    state.bundle = read_bundle_file(Path(rel.bundle_file).read_bytes(), td)
-                except OSError as err:
-                    raise ConfigError(where, f"cannot read {rel.bundle_file}: {err.strerror or err}") from err
-                except BundleError as err:
-                    raise ConfigError(where, str(err)) from err
-                state.source = "bootstrap"
+        bootstrap = read_bootstrap_bundles(self.config)
+        for td, state in self.states.items():
+            if td in bootstrap:
+                state.bundle, state.source = bootstrap[td], "bootstrap"
             kept = self._read_state(td)
             if kept is not None and (state.bundle is None or (kept.sequence or 0) >= (state.bundle.sequence or 0)):
                 state.bundle, state.source = kept, "state"

@@ -161,3 +161,20 @@ async def test_kubernetes_mode_process_against_the_api_double(tmp_path):
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_a_bad_federation_bootstrap_bundle_is_a_config_error_before_anything_starts(tmp_path, check):
+    doc = _local_config(tmp_path)
+    (tmp_path / "partner.jwks").write_text('{"keys": "not a list"}')
+    doc["federation"] = {"federates_with": [{
+        "trust_domain": "partner.example", "bundle_endpoint_url": "https://127.0.0.1:1/", "profile": "https_spiffe",
+        "endpoint_spiffe_id": "spiffe://partner.example/trustmesh/bundle-endpoint", "bundle_file": str(tmp_path / "partner.jwks"),
+    }]}
+    result = subprocess.run(_serve(_write(tmp_path, doc), *(["--check"] if check else [])),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "trustmesh: error: config: federation.federates_with[0].bundle_file: bundle for partner.example has no 'keys' array"
+    )
+    assert not (tmp_path / "ca").exists()
