@@ -28,7 +28,17 @@ from tests.support.pki import (
 
 TD = TrustDomain.parse("example.org")
 WEB = "spiffe://example.org/ns/prod/sa/web"
-NOW = datetime.now(timezone.utc)
+
+
+@pytest.fixture
+def now():
+    """The clock of one test: every certificate it checks at ``now`` is made valid around it
+    explicitly, so a slow machine (minutes between collection and the test) changes nothing."""
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def around(now):
+    return dict(not_before=now - timedelta(minutes=5), not_after=now + timedelta(hours=1))
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +56,12 @@ def bundle(root):
     return Bundle(TD, (root.cert,))
 
 
-def test_good_chain_verifies_and_names_the_leaf(root, mid, bundle):
+def test_good_chain_verifies_and_names_the_leaf(root, mid, bundle, now):
     leaf = make_leaf(mid, WEB)
     assert verify_chain([leaf.cert, mid.cert], bundle) == SpiffeId.parse(WEB)
     assert verify_chain([leaf.cert, mid.cert, root.cert], BundleSet([bundle])) == SpiffeId.parse(WEB)
-    direct = make_leaf(root, WEB)
-    assert verify_chain([direct.cert], bundle, now=NOW) == SpiffeId.parse(WEB)
+    direct = make_leaf(root, WEB, **around(now))
+    assert verify_chain([direct.cert], bundle, now=now) == SpiffeId.parse(WEB)
 
 
 def test_intermediates_may_come_in_any_order(root, bundle):
@@ -108,56 +118,56 @@ def test_leaf_without_eku_is_accepted(mid):
 
 CHAIN_FAULTS = {
     "expired-intermediate": (
-        lambda root: make_intermediate(root, not_after=NOW - timedelta(minutes=1)),
+        lambda root, now: make_intermediate(root, not_after=now - timedelta(minutes=1)),
         "intermediate certificate 'CN=example.org test intermediate' has expired",
     ),
     "not-yet-valid-intermediate": (
-        lambda root: make_intermediate(root, not_before=NOW + timedelta(hours=1)),
+        lambda root, now: make_intermediate(root, not_before=now + timedelta(hours=1)),
         "intermediate certificate .* is not yet valid",
     ),
     "intermediate-without-ca-flag": (
-        lambda root: make_intermediate(root, is_ca=False),
+        lambda root, now: make_intermediate(root, is_ca=False),
         "intermediate certificate .* must have CA flag set to true",
     ),
     "intermediate-without-basic-constraints": (
-        lambda root: make_intermediate(root, is_ca=None),
+        lambda root, now: make_intermediate(root, is_ca=None),
         "intermediate certificate .* must have CA flag set to true",
     ),
     "intermediate-without-key-cert-sign": (
-        lambda root: make_intermediate(root, key_usage={"crl_sign"}),
+        lambda root, now: make_intermediate(root, key_usage={"crl_sign"}),
         "intermediate certificate .* must have 'keyCertSign'",
     ),
     "intermediate-id-with-path": (
-        lambda root: make_intermediate(root, uri_sans=["spiffe://example.org/ca"]),
+        lambda root, now: make_intermediate(root, uri_sans=["spiffe://example.org/ca"]),
         "must not have one",
     ),
 }
 
 
 @pytest.mark.parametrize("fault", sorted(CHAIN_FAULTS))
-def test_chain_faults_are_refused_with_their_reason(fault, root, bundle):
+def test_chain_faults_are_refused_with_their_reason(fault, root, bundle, now):
     build, reason = CHAIN_FAULTS[fault]
-    intermediate = build(root)
-    leaf = make_leaf(intermediate, WEB)
+    intermediate = build(root, now)
+    leaf = make_leaf(intermediate, WEB, **around(now))
     with pytest.raises(X509SvidError, match=reason):
-        verify_chain([leaf.cert, intermediate.cert], bundle, now=NOW)
+        verify_chain([leaf.cert, intermediate.cert], bundle, now=now)
 
 
-def test_not_yet_valid_leaf(mid, bundle):
-    leaf = make_leaf(mid, WEB, not_before=NOW + timedelta(minutes=10))
+def test_not_yet_valid_leaf(mid, bundle, now):
+    leaf = make_leaf(mid, WEB, not_before=now + timedelta(minutes=10))
     with pytest.raises(X509SvidError, match="leaf certificate .* is not yet valid"):
-        verify_chain([leaf.cert, mid.cert], bundle, now=NOW)
+        verify_chain([leaf.cert, mid.cert], bundle, now=now)
 
 
-def test_expired_leaf_and_expired_root(root, mid, bundle):
+def test_expired_leaf_and_expired_root(root, mid, bundle, now):
     leaf = make_leaf(mid, WEB)
     later = leaf.cert.not_valid_after_utc + timedelta(seconds=1)
     with pytest.raises(X509SvidError, match="leaf certificate .* has expired"):
         verify_chain([leaf.cert, mid.cert], bundle, now=later)
-    old_root = make_root("example.org", not_after=NOW - timedelta(seconds=1))
-    old_leaf = make_leaf(old_root, WEB, not_after=NOW + timedelta(hours=1))
+    old_root = make_root("example.org", not_after=now - timedelta(seconds=1))
+    old_leaf = make_leaf(old_root, WEB, **around(now))
     with pytest.raises(X509SvidError, match="authority certificate .* has expired"):
-        verify_chain([old_leaf.cert], Bundle(TD, (old_root.cert,)), now=NOW)
+        verify_chain([old_leaf.cert], Bundle(TD, (old_root.cert,)), now=now)
 
 
 def test_wrong_trust_domain_is_refused(root, mid, bundle):
@@ -330,9 +340,9 @@ def _openssl_verify(directory, root, intermediates, leaf):
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
 @pytest.mark.parametrize("fault", sorted(set(CHAIN_FAULTS) - {"intermediate-id-with-path"}))
-def test_openssl_also_refuses_the_chain_fault(fault, root, tmp_path):
+def test_openssl_also_refuses_the_chain_fault(fault, root, tmp_path, now):
     """Confirms each chain fixture really carries its fault (the SPIFFE-only rule aside)."""
-    intermediate = CHAIN_FAULTS[fault][0](root)
+    intermediate = CHAIN_FAULTS[fault][0](root, now)
     result = _openssl_verify(tmp_path, root, [intermediate], make_leaf(intermediate, WEB))
     assert result.returncode != 0
     assert "verification failed" in result.stdout + result.stderr
