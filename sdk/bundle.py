@@ -29,10 +29,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from sdk.errors import BundleError
-from sdk.spiffeid import TrustDomain
+from sdk.errors import BundleError, BundleTrustDomainError, SpiffeIdError
+from sdk.spiffeid import SpiffeId, TrustDomain
 
-__all__ = ["Bundle", "BundleSet", "BundleSource", "PublicKey"]
+__all__ = ["Bundle", "BundleSet", "BundleSource", "PublicKey", "named_trust_domain"]
 
 PublicKey = Union[
     ec.EllipticCurvePublicKey,
@@ -46,6 +46,8 @@ JWT_USE = "jwt-svid"
 _MAX_JWKS_BYTES = 4 * 1024 * 1024
 _PUBLIC_EC_FIELDS = ("kty", "crv", "x", "y")
 _PUBLIC_RSA_FIELDS = ("kty", "n", "e")
+# Stands for "not yet known" while a bundle that must name its own trust domain is read.
+_UNNAMED = TrustDomain.parse("unnamed.invalid")
 
 
 @runtime_checkable
@@ -137,8 +139,14 @@ class Bundle:
     # -- SPIFFE bundle format (JWKS) -----------------------------------------
 
     @classmethod
-    def parse_jwks(cls, data: bytes | str, trust_domain: TrustDomain) -> Bundle:
-        """Read a bundle in the SPIFFE bundle format (a JWKS document)."""
+    def parse_jwks(cls, data: bytes | str, trust_domain: TrustDomain | None) -> Bundle:
+        """Read a bundle in the SPIFFE bundle format (a JWKS document).
+
+        With ``trust_domain`` None, the bundle's trust domain is the one its
+        X.509 authorities name (:func:`named_trust_domain`), never a guess.
+        """
+        if trust_domain is None:
+            return _named_by_authorities(cls.parse_jwks, data)
         if len(data) > _MAX_JWKS_BYTES:
             raise BundleError(f"bundle for {trust_domain} is larger than {_MAX_JWKS_BYTES} bytes")
         try:
@@ -202,8 +210,10 @@ class Bundle:
     # -- PEM ------------------------------------------------------------------
 
     @classmethod
-    def parse_pem(cls, data: bytes, trust_domain: TrustDomain) -> Bundle:
-        """Read X.509 authorities from concatenated PEM certificates."""
+    def parse_pem(cls, data: bytes, trust_domain: TrustDomain | None) -> Bundle:
+        """Read X.509 authorities from concatenated PEM certificates (``trust_domain``: as in :meth:`parse_jwks`)."""
+        if trust_domain is None:
+            return _named_by_authorities(cls.parse_pem, data)
         if isinstance(data, str):
             data = data.encode("ascii", "replace")
         if b"-----BEGIN CERTIFICATE-----" not in data:
@@ -275,6 +285,41 @@ class BundleSet:
 
     def __repr__(self) -> str:
         return f"BundleSet({', '.join(map(str, self.trust_domains()))})"
+
+
+def _named_by_authorities(parse: Any, data: bytes | str) -> Bundle:
+    """Parse under a placeholder trust domain, then name the bundle after its authorities."""
+    try:
+        provisional = parse(data, _UNNAMED)
+    except BundleError as err:
+        raise BundleError(str(err).replace(f"bundle for {_UNNAMED}", "bundle")) from err
+    return replace(provisional, trust_domain=named_trust_domain(provisional.x509_authorities))
+
+
+def named_trust_domain(authorities: Iterable[x509.Certificate]) -> TrustDomain:
+    """The one trust domain that the SPIFFE IDs (URI SANs) of ``authorities`` name.
+
+    A SPIFFE CA certificate carries its trust domain's ID (``spiffe://<td>``);
+    a bundle whose authorities name none, or several, raises
+    :class:`~sdk.errors.BundleTrustDomainError`: the trust domain must then be
+    given by whoever reads the bundle.
+    """
+    named: set[TrustDomain] = set()
+    for cert in authorities:
+        try:
+            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except (x509.ExtensionNotFound, x509.UnsupportedGeneralNameType, ValueError):
+            continue
+        for uri in sans.get_values_for_type(x509.UniformResourceIdentifier):
+            if uri.startswith("spiffe://"):
+                try:
+                    named.add(SpiffeId.parse(uri).trust_domain)
+                except SpiffeIdError as err:
+                    raise BundleTrustDomainError(f"authority {cert.subject.rfc4514_string()!r}: {err}") from err
+    if len(named) != 1:
+        found = ", ".join(sorted(map(str, named))) if named else "none (no authority carries a SPIFFE ID)"
+        raise BundleTrustDomainError(f"the bundle's X.509 authorities name no single trust domain: {found}")
+    return named.pop()
 
 
 def _optional_int(doc: dict[str, Any], name: str, td: TrustDomain) -> int | None:

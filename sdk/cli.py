@@ -33,12 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="show an X.509-SVID's ID, validity and chain, and whether it validates",
         description="Show the SPIFFE ID, validity window and chain of a certificate file "
         "(PEM or DER, leaf first), check the X509-SVID leaf rules and, with --bundle, "
-        "verify the chain against the bundle of the leaf's trust domain.",
+        "verify the chain against that bundle. The bundle's trust domain is the one its CA "
+        "certificates name (or --trust-domain), never the leaf's own claim.",
     )
     inspect.add_argument("file", metavar="FILE", help="certificate chain, PEM or DER, leaf first")
     inspect.add_argument("--bundle", metavar="F", help="trust bundle: SPIFFE JWKS or PEM")
     inspect.add_argument(
-        "--trust-domain", metavar="TD", help="trust domain of --bundle (default: the leaf's)"
+        "--trust-domain", metavar="TD",
+        help="trust domain of --bundle (default: the one its CA certificates name; never the leaf's own claim)",
     )
     inspect.set_defaults(func=_svid_inspect)
 
@@ -55,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate.add_argument("--bundle", metavar="F", required=True, help="trust bundle (SPIFFE JWKS)")
     validate.add_argument("--audience", metavar="A", required=True, help="the audience you expect")
     validate.add_argument(
-        "--trust-domain", metavar="TD", help="trust domain of --bundle (default: the token's sub)"
+        "--trust-domain", metavar="TD",
+        help="trust domain of --bundle (default: the one its CA certificates name; never the token's own sub)",
     )
     validate.set_defaults(func=_jwt_validate)
 
@@ -98,8 +101,8 @@ def _svid_inspect(args: argparse.Namespace) -> int:
     if not args.bundle:
         print("Result:     leaf passes the X509-SVID rules; chain not verified (no --bundle)", file=out)
         return 0
-    td = chosen_td or spiffe_id.trust_domain
-    bundle = _load_bundle(args.bundle, td)
+    bundle = _load_bundle(args.bundle, chosen_td)
+    td = bundle.trust_domain
     try:
         verify_chain(chain, bundle, now=now)
     except X509SvidError as err:
@@ -154,13 +157,10 @@ def _remaining(cert: x509.Certificate, now: datetime) -> str:
 
 
 def _jwt_validate(args: argparse.Namespace) -> int:
-    from sdk.jwtsvid import parse_insecure, validate_jwt_svid
+    from sdk.jwtsvid import validate_jwt_svid
 
     token = _token(args.token)
-    if args.trust_domain:
-        td = _trust_domain(args.trust_domain)
-    else:
-        td = parse_insecure(token).spiffe_id.trust_domain
+    td = _trust_domain(args.trust_domain) if args.trust_domain else None
     bundle = _load_bundle(args.bundle, td)
     svid = validate_jwt_svid(token, bundle, args.audience)
     print(f"VALID {svid.spiffe_id}")
@@ -200,11 +200,19 @@ def _trust_domain(text: str) -> TrustDomain:
         raise UsageError(f"--trust-domain: {err}") from err
 
 
-def _load_bundle(path: str, td: TrustDomain) -> Bundle:
-    """Read a bundle file: SPIFFE JWKS if it is JSON, else PEM certificates."""
+def _load_bundle(path: str, td: TrustDomain | None) -> Bundle:
+    """Read a bundle file: SPIFFE JWKS if it is JSON, else PEM certificates.
+
+    Without ``--trust-domain`` the bundle's trust domain is the one its CA
+    certificates name: what is checked against it (a leaf's URI SAN, a
+    token's ``sub``) is the claim under test, so it cannot choose its judge.
+    """
     from sdk.bundle import Bundle
+    from sdk.errors import BundleTrustDomainError
 
     data = _read(path, "bundle")
-    if data.lstrip().startswith(b"{"):
-        return Bundle.parse_jwks(data, td)
-    return Bundle.parse_pem(data, td)
+    parse = Bundle.parse_jwks if data.lstrip().startswith(b"{") else Bundle.parse_pem
+    try:
+        return parse(data, td)
+    except BundleTrustDomainError as err:
+        raise UsageError(f"bundle {path}: {err}; give its trust domain with --trust-domain") from err

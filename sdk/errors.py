@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "AuthorizationError",
     "BundleError",
+    "BundleTrustDomainError",
     "JwtSvidError",
     "SpiffeIdError",
     "TemplateError",
@@ -52,6 +53,10 @@ class X509SvidError(TrustmeshError, ValueError):
 
 class BundleError(TrustmeshError, ValueError):
     """A trust bundle is malformed, or there is no bundle for a trust domain."""
+
+
+class BundleTrustDomainError(BundleError):
+    """A bundle read without a given trust domain does not name exactly one itself."""
 
 
 class JwtSvidError(TrustmeshError, ValueError):

@@ -197,9 +197,12 @@ class StaticIdentity(IdentityState):
         self._update(svid)
 
     @classmethod
-    def load(cls, cert_file: Path, key_file: Path, bundle_file: Path, clock: Clock = _utcnow) -> StaticIdentity:
+    def load(cls, cert_file: Path, key_file: Path, bundle_file: Path, trust_domain: TrustDomain,
+             clock: Clock = _utcnow) -> StaticIdentity:
+        """The bundle file holds the authorities of the configured ``trust_domain``: never
+        of the one the SVID claims, which would let the certificate choose its own judge."""
         svid = X509Svid.load(cert_file, key_file)
-        bundle = Bundle.parse_pem(Path(bundle_file).read_bytes(), svid.spiffe_id.trust_domain)
+        bundle = Bundle.parse_pem(Path(bundle_file).read_bytes(), trust_domain)
         return cls(svid, [bundle], clock)
 
 

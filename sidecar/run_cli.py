@@ -176,7 +176,8 @@ async def _main(config, probes, trim=None) -> int:  # type: ignore[no-untyped-de
     client = None
     if config.identity is not None:
         ident = config.identity
-        identity = StaticIdentity.load(ident.cert_file, ident.key_file, ident.bundle_file)
+        identity = StaticIdentity.load(ident.cert_file, ident.key_file, ident.bundle_file,
+                                       TrustDomain.parse(config.trust_domain))
     else:
         from sdk.ca_client import CaClient
 

@@ -167,3 +167,19 @@ def test_py_spiffe_reads_our_bundles(full):
         assert ref_jwt.get_jwt_authority(kid) == key
     ref_x509 = X509Bundle.parse(RefTrustDomain("example.org"), full.to_pem())
     assert ref_x509.x509_authorities == set(full.x509_authorities)
+
+
+def test_a_bundle_read_without_a_trust_domain_is_named_by_its_authorities():
+    from sdk.bundle import named_trust_domain
+    from sdk.errors import BundleTrustDomainError
+
+    vec, other = make_root("vec.example"), make_root("other.example")
+    named = Bundle.parse_pem(vec.pem, None)
+    assert named.trust_domain == TrustDomain.parse("vec.example")
+    assert Bundle.parse_jwks(named.to_jwks(), None) == named
+    with pytest.raises(BundleTrustDomainError, match="no single trust domain: other.example, vec.example"):
+        named_trust_domain([vec.cert, other.cert])
+    with pytest.raises(BundleTrustDomainError, match="no single trust domain: none"):
+        Bundle.parse_pem(make_root("vec.example", uri_sans=[]).pem, None)
+    with pytest.raises(BundleError, match="^bundle has no 'keys' array$"):
+        Bundle.parse_jwks(b"{}", None)

@@ -92,3 +92,48 @@ def test_jwt_validate(pki, capsys):
     assert main(["jwt", "validate", "not-a-token", *args]) == 1
     assert "3 dot-separated parts" in capsys.readouterr().err
     assert main(["jwt", "validate", token, "--bundle", str(pki / "nope.json"), "--audience", "x"]) == 2
+
+
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory):
+    """vec.example's CA, which signs a leaf and a token claiming other.example's IDs."""
+    root, mid, _ = standard_chain("vec.example", "/ns/prod/sa/web")
+    d = tmp_path_factory.mktemp("foreign")
+    write_svid(d / "claims-other", make_leaf(mid, "spiffe://other.example/ns/prod/sa/web"), mid)
+    (d / "root.pem").write_bytes(root.pem)
+    vec = TrustDomain.parse("vec.example")
+    (d / "bundle.json").write_bytes(Bundle(vec, (root.cert,)).with_jwt_authority("k1", mid.key.public_key()).to_jwks())
+    (d / "jwt-only.json").write_bytes(Bundle(vec).with_jwt_authority("k1", mid.key.public_key()).to_jwks())
+    (d / "unnamed.pem").write_bytes(make_root("vec.example", uri_sans=[]).pem)
+    claims = {"sub": "spiffe://other.example/ns/prod/sa/web", "aud": ["orders"], "exp": int(time.time()) + 3600}
+    (d / "token").write_text(jwt.encode(claims, mid.key, algorithm="ES256", headers={"kid": "k1"}))
+    return d
+
+
+@pytest.mark.parametrize("bundle", ["root.pem", "bundle.json"])
+def test_inspect_takes_the_trust_domain_from_the_bundle_not_from_the_leaf(foreign, capsys, bundle):
+    code = main(["svid", "inspect", str(foreign / "claims-other.crt"), "--bundle", str(foreign / bundle)])
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "Result:     INVALID: " in out
+    assert "no bundle for trust domain 'other.example' (have 'vec.example')" in out
+
+
+def test_jwt_validate_takes_the_trust_domain_from_the_bundle_not_from_the_token(foreign, capsys):
+    code = main(["jwt", "validate", f"@{foreign / 'token'}", "--bundle", str(foreign / "bundle.json"),
+                 "--audience", "orders"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "other.example" in err and "vec.example" in err and "VALID" not in err
+
+
+@pytest.mark.parametrize("command", [
+    ["svid", "inspect", "{d}/claims-other.crt", "--bundle", "{d}/unnamed.pem"],
+    ["jwt", "validate", "@{d}/token", "--bundle", "{d}/jwt-only.json", "--audience", "orders"],
+], ids=["pem-without-spiffe-id", "jwks-without-x509-authority"])
+def test_a_bundle_that_names_no_trust_domain_needs_the_option(foreign, capsys, command):
+    assert main([part.format(d=foreign) for part in command]) == 2
+    err = capsys.readouterr().err
+    assert "name no single trust domain: none" in err and "give its trust domain with --trust-domain" in err
+    # Given explicitly, the foreign claim is judged by the bundle of the named trust domain, and refused.
+    assert main([part.format(d=foreign) for part in command] + ["--trust-domain", "vec.example"]) == 1

@@ -150,3 +150,20 @@ async def test_changed_wakes_waiters():
     assert not waiter.done()
     await manager.renew()
     assert await asyncio.wait_for(waiter, 2) == 1
+
+
+def test_a_static_identity_reads_its_bundle_as_the_configured_trust_domain(tmp_path):
+    """vec.example's CA signs an SVID claiming other.example: the bundle file is
+    vec.example's (the sidecar's trust_domain), so the claim is refused, not adopted."""
+    from sdk.errors import X509SvidError
+    from sidecar.identity import StaticIdentity
+    from tests.support.pki import standard_chain, write_svid
+
+    root, mid, _ = standard_chain("vec.example", "/ns/prod/sa/web")
+    cert, key = write_svid(tmp_path / "claims-other", make_leaf(mid, "spiffe://other.example/ns/prod/sa/web"), mid)
+    (tmp_path / "bundle.pem").write_bytes(root.pem)
+    with pytest.raises(X509SvidError, match="no bundle for trust domain 'other.example'"):
+        StaticIdentity.load(cert, key, tmp_path / "bundle.pem", TrustDomain.parse("vec.example"))
+    own, own_key = write_svid(tmp_path / "own", make_leaf(mid, "spiffe://vec.example/ns/prod/sa/web"), mid)
+    loaded = StaticIdentity.load(own, own_key, tmp_path / "bundle.pem", TrustDomain.parse("vec.example"))
+    assert str(loaded.spiffe_id) == "spiffe://vec.example/ns/prod/sa/web"
