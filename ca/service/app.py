@@ -144,9 +144,9 @@ class CaService:
         now = self.clock()
         read_bootstrap_bundles(cfg.federation)  # a bad bootstrap bundle file fails before anything is opened
         if cfg.kubernetes is not None:
+            k8s = cfg.kubernetes
             client = self._kube_client or api_client_for(
-                cfg.kubernetes.api_host, token=_read_token(cfg.kubernetes.api_token_file)
-            )
+                k8s.api_host, token_file=k8s.api_token_file, ca_file=k8s.api_ca_file)
             self.kube = KubeApi(client, timeout=cfg.kubernetes.api_timeout)
         self._store = self._store or self._make_store()
         ca_config = CaConfig(
@@ -386,12 +386,3 @@ class CaService:
 
     def _observe_bundle(self) -> None:
         self.metrics.set_bundle(self.ca.bundle())
-
-
-def _read_token(path: str) -> str:
-    if not path:
-        return ""
-    try:
-        return Path(path).read_text().strip()
-    except OSError as err:
-        raise ConfigError("authentication.kubernetes.api_token_file", f"cannot read {path}: {err.strerror or err}") from err

@@ -80,7 +80,8 @@ class KubernetesAuthConfig:
     jwks_file: str = ""
     issuer: str = ""
     api_host: str = ""  # empty: in-cluster config, else KUBECONFIG
-    api_token_file: str = ""  # bearer token for api_host (re-read on start)
+    api_ca_file: str = ""  # PEM CA certificates that api_host's serving certificate chains to
+    api_token_file: str = ""  # bearer token for api_host, re-read whenever the file changes
     api_timeout: float = 3.0
     pod_cache_seconds: float = 2.0
     allow_namespaces: tuple[str, ...] = ()
@@ -269,6 +270,7 @@ def _kubernetes(reader: _Reader | None) -> KubernetesAuthConfig | None:
         jwks_file=reader.string("jwks_file"),
         issuer=reader.string("issuer"),
         api_host=reader.string("api_host"),
+        api_ca_file=reader.string("api_ca_file"),
         api_token_file=reader.string("api_token_file"),
         api_timeout=float(reader.number("api_timeout", d.api_timeout)),
         pod_cache_seconds=float(reader.number("pod_cache_seconds", d.pod_cache_seconds, minimum=0.0)),
@@ -278,6 +280,9 @@ def _kubernetes(reader: _Reader | None) -> KubernetesAuthConfig | None:
         deny_service_accounts=_service_account_patterns(reader, "deny_service_accounts"),
     )
     reader.finish()
+    for key in ("api_ca_file", "api_token_file"):
+        if getattr(cfg, key) and not cfg.api_host:
+            raise ConfigError(reader._path(key), "applies to api_host only (in-cluster config brings its own)")
     if cfg.verify == "jwks" and cfg.jwks_file and not cfg.issuer:
         raise ConfigError(reader._path("issuer"), "verify: jwks with a jwks_file needs the issuer")
     return cfg

@@ -14,26 +14,41 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ca.service.errors import UpstreamUnavailableError
+from ca.service.errors import ConfigError, UpstreamUnavailableError
 
 __all__ = ["KubeApi", "api_client_for"]
 
 _MAX_IN_FLIGHT = 16
+_MAX_TOKEN_BYTES = 64 * 1024
 
 
-def api_client_for(host: str = "", *, token: str = ""):
-    """A kubernetes ApiClient: ``host`` if given, else in-cluster config, else KUBECONFIG."""
+def api_client_for(host: str = "", *, token_file: str = "", ca_file: str = ""):
+    """A kubernetes ApiClient: ``host`` if given, else in-cluster config, else KUBECONFIG.
+
+    With ``host``, ``ca_file`` (PEM) is what the API server's certificate must
+    chain to (default: the system's roots), and the bearer token is read from
+    ``token_file`` and read again before a call whenever the file has changed,
+    as a projected or rotated token does. Unreadable files raise
+    :class:`~ca.service.errors.ConfigError` naming the key.
+    """
     import kubernetes.client
     import kubernetes.config
 
     if host:
         config = kubernetes.client.Configuration(host=host)
-        if token:
-            config.api_key = {"BearerToken": token}
+        if ca_file:
+            _check_ca_file(ca_file)
+            config.ssl_ca_cert = ca_file
+        if token_file:
+            tokens = _TokenFile(token_file)
+            config.api_key = {"BearerToken": tokens.current()}
             config.api_key_prefix = {"BearerToken": "Bearer"}
+            config.refresh_api_key_hook = tokens.refresh
     else:
         config = kubernetes.client.Configuration()
         try:
@@ -46,6 +61,52 @@ def api_client_for(host: str = "", *, token: str = ""):
     config.retries = False  # one attempt; the caller's deadline decides
     config.connection_pool_maxsize = _MAX_IN_FLIGHT  # a connection per call thread, kept for reuse
     return kubernetes.client.ApiClient(config)
+
+
+_CA_FILE_KEY = "authentication.kubernetes.api_ca_file"
+_TOKEN_FILE_KEY = "authentication.kubernetes.api_token_file"
+
+
+def _check_ca_file(path: str) -> None:
+    try:
+        ssl.create_default_context(cafile=path)
+    except OSError as err:  # ssl.SSLError is an OSError
+        raise ConfigError(_CA_FILE_KEY, f"cannot use {path} as PEM CA certificates: {err.strerror or err}") from err
+
+
+class _TokenFile:
+    """A bearer token file, re-read when its identity, size or mtime changes.
+
+    The kubelet replaces a projected token by swapping a symlink, and a
+    rotated Secret is rewritten; either way the next call sends the new token.
+    A file that cannot be read at start is a configuration error; later, the
+    call fails (the API is unreachable with our credentials) and the next one
+    tries again.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._seen: tuple[int, int, int] | None = None
+        self._token = ""
+        try:
+            token = self.current()
+        except OSError as err:
+            raise ConfigError(_TOKEN_FILE_KEY, f"cannot read {path}: {err.strerror or err}") from err
+        if not token:
+            raise ConfigError(_TOKEN_FILE_KEY, f"{path} is empty")
+
+    def current(self) -> str:
+        stat = os.stat(self.path)
+        seen = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if seen != self._seen:
+            with open(self.path, encoding="utf-8") as handle:
+                self._token = handle.read(_MAX_TOKEN_BYTES).strip()
+            self._seen = seen
+        return self._token
+
+    def refresh(self, config: Any) -> None:
+        """The client's ``refresh_api_key_hook``: called before every request."""
+        config.api_key = {"BearerToken": self.current()}
 
 
 class KubeApi:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -141,26 +142,35 @@ async def test_kubernetes_mode_process_against_the_api_double(tmp_path):
         doc["authentication"] = {"kubernetes": {"api_host": kube.url, "api_token_file": str(tmp_path / "sa-token")}}
         (tmp_path / "sa-token").write_text("ca-credential\n")
         doc["bundle"] = {"configmap": {"namespace": "trustmesh-system", "name": "trustmesh-bundle"}}
-        proc = await asyncio.create_subprocess_exec(*_serve(_write(tmp_path, doc)), stderr=subprocess.PIPE)
-        try:
-            port = None
-            while port is None:
-                line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
-                assert line, "the service exited before listening"
-                found = re.search(r"serving gRPC on (\d+)", line)
-                port = int(found.group(1)) if found else None
+        async with _serving(tmp_path, doc) as port:
             assert ("configmaps", "trustmesh-system", "trustmesh-bundle") in kube.objects
-            bundle = CaDirectory(tmp_path / "ca").load().bundle()
-            client = CaClient(f"127.0.0.1:{port}", bundle, lambda: kube.issue_token("prod", "web", pod_name="web-0"))
-            chain, got = await client.sign_x509_svid(make_csr())
-            assert str(verify_chain(chain, got)) == "spiffe://example.org/ns/prod/sa/web"
-            await client.close()
-            proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), 30) == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            assert await _sign_as_web(tmp_path, port, kube) == "spiffe://example.org/ns/prod/sa/web"
+
+
+async def test_kubernetes_mode_over_tls_with_a_private_ca_and_a_rotated_token(tmp_path):
+    """`api_host` served over HTTPS by a certificate of a private CA (`api_ca_file`),
+    and `api_token_file` rewritten while the service runs (a projected, rotated
+    token): the next call presents the new token."""
+    from tests.support.k8s_double import KubernetesDouble
+
+    async with KubernetesDouble(api_token="credential-1", tls=True) as kube:
+        kube.add_pod("prod", "web-0", service_account="web")
+        (tmp_path / "api-ca.pem").write_bytes(kube.ca_pem)
+        token_file = tmp_path / "sa-token"
+        token_file.write_text("credential-1\n")
+        doc = _local_config(tmp_path)
+        doc["authentication"] = {"kubernetes": {
+            "api_host": kube.url, "api_ca_file": str(tmp_path / "api-ca.pem"), "api_token_file": str(token_file)}}
+        async with _serving(tmp_path, doc) as port:
+            assert await _sign_as_web(tmp_path, port, kube) == "spiffe://example.org/ns/prod/sa/web"
+            kube.api_token = "credential-2"  # the API server now takes only the rotated credential
+            with pytest.raises(CaClientError) as refused:
+                await _sign_as_web(tmp_path, port, kube)
+            assert refused.value.code == "UNAVAILABLE"
+            rotated = tmp_path / "sa-token.new"  # replaced at once, as the kubelet swaps projected files
+            rotated.write_text("credential-2\n")
+            rotated.replace(token_file)
+            assert await _sign_as_web(tmp_path, port, kube) == "spiffe://example.org/ns/prod/sa/web"
 
 
 @pytest.mark.parametrize("check", [True, False])
@@ -178,3 +188,35 @@ def test_a_bad_federation_bootstrap_bundle_is_a_config_error_before_anything_sta
         "trustmesh: error: config: federation.federates_with[0].bundle_file: bundle for partner.example has no 'keys' array"
     )
     assert not (tmp_path / "ca").exists()
+
+
+@contextlib.asynccontextmanager
+async def _serving(tmp_path: Path, doc: dict):
+    """`trustmesh ca serve` with ``doc`` as a process; yields its gRPC port, then stops it (SIGTERM, exit 0)."""
+    proc = await asyncio.create_subprocess_exec(*_serve(_write(tmp_path, doc)), stderr=subprocess.PIPE)
+    try:
+        port = None
+        while port is None:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+            assert line, "the service exited before listening"
+            found = re.search(r"serving gRPC on (\d+)", line)
+            port = int(found.group(1)) if found else None
+        yield port
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _sign_as_web(tmp_path: Path, port: int, kube) -> str:
+    """An X.509-SVID for pod prod/web-0 with a fresh token (so the CA must review it); its SPIFFE ID."""
+    bundle = CaDirectory(tmp_path / "ca").load().bundle()
+    token = kube.issue_token("prod", "web", pod_name="web-0")
+    client = CaClient(f"127.0.0.1:{port}", bundle, lambda: token)
+    try:
+        chain, got = await client.sign_x509_svid(make_csr())
+        return str(verify_chain(chain, got))
+    finally:
+        await client.close()

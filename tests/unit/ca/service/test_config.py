@@ -68,6 +68,10 @@ def test_full_kubernetes_config():
             {"trust_domain": "example.org", "authentication": {"kubernetes": {"verify": "jwks", "jwks_file": "f"}}},
             "authentication.kubernetes.issuer",
         ),
+        (
+            {"trust_domain": "example.org", "authentication": {"kubernetes": {"api_ca_file": "/ca.pem"}}},
+            "authentication.kubernetes.api_ca_file",
+        ),
         (_with(bundle={"configmap": {"name": "x"}}), "bundle.configmap"),
         ([1, 2], "(top level)"),
     ],
@@ -89,3 +93,19 @@ def test_file_errors(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text("trust_domain: example.org\nauthentication:\n  join_tokens: true\n")
     assert str(load_config(good).trust_domain) == "example.org"
+
+
+def test_api_files_that_cannot_be_used_are_refused_at_start(tmp_path):
+    from ca.service.kube import api_client_for
+
+    (tmp_path / "not-pem").write_text("hello")
+    (tmp_path / "empty").write_text("\n")
+    for kwargs, field, message in (
+        ({"ca_file": str(tmp_path / "missing.pem")}, "api_ca_file", "cannot use"),
+        ({"ca_file": str(tmp_path / "not-pem")}, "api_ca_file", "cannot use"),
+        ({"token_file": str(tmp_path / "missing")}, "api_token_file", "cannot read"),
+        ({"token_file": str(tmp_path / "empty")}, "api_token_file", "is empty"),
+    ):
+        with pytest.raises(ConfigError, match=message) as info:
+            api_client_for("https://127.0.0.1:1", **kwargs)
+        assert info.value.field == "authentication.kubernetes." + field
