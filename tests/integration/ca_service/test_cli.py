@@ -61,15 +61,7 @@ def test_invalid_config_names_the_field_and_starts_nothing(tmp_path):
 
 
 async def test_serves_then_exits_cleanly_on_sigterm(tmp_path):
-    config = _write(tmp_path, _local_config(tmp_path))
-    proc = await asyncio.create_subprocess_exec(*_serve(config), stderr=subprocess.PIPE)
-    try:
-        port = None
-        while port is None:
-            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
-            assert line, "the service exited before listening"
-            found = re.search(r"serving gRPC on (\d+)", line)
-            port = int(found.group(1)) if found else None
+    async with _serving(tmp_path, _local_config(tmp_path)) as port:
         bundle = CaDirectory(tmp_path / "ca").load().bundle()
         client = CaClient(f"127.0.0.1:{port}", bundle, lambda: STATIC)
         chain, got = await client.sign_x509_svid(make_csr())
@@ -91,12 +83,6 @@ async def test_serves_then_exits_cleanly_on_sigterm(tmp_path):
             await client.sign_x509_svid(make_csr())
         assert info.value.code == "UNAUTHENTICATED"
         await client.close()
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     audit = (tmp_path / "audit.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in audit]
     assert [r["caller_kind"] for r in records if r["event"] == "issued"] == ["static-token", "join-token"]
