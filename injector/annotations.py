@@ -133,28 +133,26 @@ def _choice(where: str, value: str | None, choices: tuple[str, ...]) -> str | No
 
 def parse_ports(where: str, text: str) -> tuple[int, ...]:
     """Parse ``"8080, 9090"`` into ports 1-65535; ``""`` is no ports."""
-    ports: list[int] = []
+    ports: dict[int, None] = {}  # ordered, and linear in a long annotation
     for item in _items(where, text):
         if not item.isascii() or not item.isdigit():
             raise AnnotationError(where, f"{item!r} is not a port number")
         port = int(item)
         if not 1 <= port <= 65535:
             raise AnnotationError(where, f"port {port} is outside 1-65535")
-        if port not in ports:
-            ports.append(port)
+        ports[port] = None
     return tuple(ports)
 
 
 def parse_cidrs(where: str, text: str) -> tuple[str, ...]:
     """Parse ``"10.0.0.0/8, fd00::/8"`` into normalised CIDRs; host bits must be zero."""
-    cidrs: list[str] = []
+    cidrs: dict[str, None] = {}
     for item in _items(where, text):
         try:
             network = ipaddress.ip_network(item, strict=True)
         except ValueError as err:
             raise AnnotationError(where, f"{item!r} is not a CIDR: {err}") from err
-        if str(network) not in cidrs:
-            cidrs.append(str(network))
+        cidrs[str(network)] = None
     return tuple(cidrs)
 
 

@@ -37,6 +37,7 @@ from injector.annotations import (
     parse_ports,
 )
 from injector.errors import AnnotationError, InjectorConfigError
+from sdk.redirect_limits import ALWAYS_EXCLUDED_INBOUND, too_long
 
 __all__ = [
     "InjectorConfig",
@@ -183,7 +184,40 @@ def _from_mapping(data: Any) -> InjectorConfig:
     values.update(_interception(top.get("interception", {})))
     if "server" in top:
         values["server"] = _server(top["server"])
-    return replace(InjectorConfig(), **values)
+    config = replace(InjectorConfig(), **values)
+    _check_rendered(config, set(values))
+    return config
+
+
+_PORT_KEYS = ("inbound_port", "outbound_port", "health_port", "admin_port")
+
+
+def _check_rendered(config: InjectorConfig, given: set[str]) -> None:
+    """Refuse settings that trustmesh-init (``trustmesh redirect``) or the sidecar
+    would refuse in every injected pod; a colliding port is reported under the
+    key this file set."""
+    for key in ("inbound_port", "outbound_port"):
+        port = getattr(config, key)
+        if port in ALWAYS_EXCLUDED_INBOUND:
+            raise InjectorConfigError(key, f"{port} is one of the sidecar's admin/health ports "
+                                           f"{ALWAYS_EXCLUDED_INBOUND}, which trustmesh redirect never captures")
+    seen: dict[int, str] = {}
+    for key in sorted(_PORT_KEYS, key=lambda k: k in given):  # keys from the file last
+        port = getattr(config, key)
+        if port in seen:
+            raise InjectorConfigError(key, f"{port} is also {seen[port]}; the sidecar needs four different ports")
+        seen[port] = key
+    for key, own in (("exclude_inbound_ports", (config.health_port, *config.exclude_inbound_ports)),
+                     ("exclude_outbound_ports", config.exclude_outbound_ports),
+                     ("exclude_outbound_cidrs", config.exclude_outbound_cidrs)):
+        reason = too_long(own)
+        if reason:
+            extra = " (with health_port)" if key == "exclude_inbound_ports" else ""
+            raise InjectorConfigError("interception." + key, f"{reason}{extra}: trustmesh-init would refuse it")
+    host, sep, port_text = config.ca_address.rpartition(":")
+    if not sep or not host.strip("[]") or not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+        raise InjectorConfigError("ca_address", f"must be HOST:PORT (the sidecar refuses anything else), "
+                                                f"got {config.ca_address!r}")
 
 
 _FLATTENED = {"native_sidecar", "log_level", "resources", "mode", "ipv6", "exclude_inbound_ports",

@@ -17,8 +17,17 @@ from typing import Any
 
 import yaml
 
-from injector.annotations import SIDECAR_CONFIG_ANNOTATION, TRUST_BUNDLE_ANNOTATION, PodOverrides
+from injector.annotations import (
+    EXCLUDE_INBOUND_PORTS,
+    EXCLUDE_OUTBOUND_CIDRS,
+    EXCLUDE_OUTBOUND_PORTS,
+    SIDECAR_CONFIG_ANNOTATION,
+    TRUST_BUNDLE_ANNOTATION,
+    PodOverrides,
+)
 from injector.config import InjectorConfig
+from injector.errors import AnnotationError
+from sdk.redirect_limits import MAX_LIST, too_long
 
 __all__ = [
     "INIT_NAME",
@@ -61,9 +70,15 @@ _SECCOMP = {"type": "RuntimeDefault"}
 
 
 def init_container(config: InjectorConfig, overrides: PodOverrides) -> dict[str, Any]:
-    """``trustmesh-init``: installs the traffic redirect, then exits."""
+    """``trustmesh-init``: installs the traffic redirect, then exits.
+
+    Raises :class:`~injector.errors.AnnotationError` when a list it would
+    pass (the pod's annotation merged with the injector's own entries) is
+    one ``trustmesh redirect`` refuses.
+    """
     mode = overrides.mode or config.mode
-    excluded_inbound = _merge((config.health_port,), config.exclude_inbound_ports, overrides.exclude_inbound_ports)
+    excluded_inbound = _rendered(EXCLUDE_INBOUND_PORTS, (config.health_port, *config.exclude_inbound_ports),
+                                 overrides.exclude_inbound_ports)
     args = [
         "redirect", "apply",
         "--mode", mode,
@@ -76,10 +91,12 @@ def init_container(config: InjectorConfig, overrides: PodOverrides) -> dict[str,
         "--outbound-cidrs", "*",
         "--ipv6", config.ipv6,
     ]
-    excluded_outbound = _merge(config.exclude_outbound_ports, overrides.exclude_outbound_ports)
+    excluded_outbound = _rendered(EXCLUDE_OUTBOUND_PORTS, config.exclude_outbound_ports,
+                                  overrides.exclude_outbound_ports)
     if excluded_outbound:
         args += ["--exclude-outbound-ports", _csv(excluded_outbound)]
-    excluded_cidrs = _merge(config.exclude_outbound_cidrs, overrides.exclude_outbound_cidrs)
+    excluded_cidrs = _rendered(EXCLUDE_OUTBOUND_CIDRS, config.exclude_outbound_cidrs,
+                               overrides.exclude_outbound_cidrs)
     if excluded_cidrs:
         args += ["--exclude-outbound-cidrs", _csv(excluded_cidrs)]
     return {
@@ -218,11 +235,14 @@ def _resources(config: InjectorConfig) -> dict[str, dict[str, str]]:
     return {kind: dict(amounts) for kind, amounts in config.resources.items()}
 
 
-def _merge(*groups) -> tuple:
-    out: list = []
-    for group in groups:
-        out.extend(item for item in group if item not in out)
-    return tuple(out)
+def _rendered(annotation: str, own: tuple, from_pod: tuple) -> tuple:
+    """The injector's ``own`` entries, then the pod's: one list for the redirect, within its limits."""
+    merged = tuple(dict.fromkeys((*own, *from_pod)))
+    if too_long(merged):
+        mine = f" with the injector's own ({_csv(own) if len(own) <= 8 else f'{len(own)} of them'})" if own else ""
+        raise AnnotationError(annotation, f"{len(merged)} entries{mine}; trustmesh-init accepts at most "
+                                          f"{MAX_LIST}, so the pod would stay in Init:Error")
+    return merged
 
 
 def _csv(items) -> str:

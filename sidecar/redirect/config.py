@@ -16,6 +16,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
+from sdk.redirect_limits import ALWAYS_EXCLUDED_INBOUND, MAX_LIST, too_long
 from sidecar.redirect.errors import RedirectConfigError
 
 __all__ = [
@@ -32,10 +33,6 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Mode = Literal["iptables", "nftables", "ebpf"]
 
 MODES: tuple[str, ...] = ("iptables", "nftables", "ebpf")
-# The sidecar's health port (kubelet probes) and admin port are never captured.
-ALWAYS_EXCLUDED_INBOUND: tuple[int, ...] = (15000, 15021)
-# Longest accepted list: bounds rule count and the eBPF maps (256 entries).
-MAX_LIST = 256
 _MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel, never a real id
 
 
@@ -75,8 +72,9 @@ def _check_port(port: int, option: str) -> None:
 
 
 def _check_length(items: set, option: str) -> None:
-    if len(items) > MAX_LIST:
-        raise RedirectConfigError(option, f"{len(items)} entries; at most {MAX_LIST}")
+    reason = too_long(items)
+    if reason:
+        raise RedirectConfigError(option, reason)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,15 +7,20 @@ kubernetes-validate, which ships its schemas and reads nothing from the network.
 
 from __future__ import annotations
 
+import argparse
 import copy
 from collections.abc import Callable
 
 import jsonpatch
 import kubernetes_validate
 import pytest
+import yaml
 
+from injector.annotations import SIDECAR_CONFIG_ANNOTATION
 from injector.config import InjectorConfig
 from injector.inject import inject_pod, pod_patch
+from sidecar.config import parse_config as parse_sidecar_config
+from sidecar.redirect import cli as redirect_cli
 
 K8S_VERSION = "1.36"
 
@@ -49,9 +54,26 @@ def injected() -> Callable[[dict, InjectorConfig], dict]:
         patched = jsonpatch.apply_patch(pod, pod_patch(pod, result))
         assert patched == result.pod
         assert_valid(patched)
+        if result.injected:
+            redirect_config_of(patched)  # what the injector admits, trustmesh-init and the sidecar accept
+            sidecar_config_of(patched)
         return patched
 
     return run
+
+
+def redirect_config_of(pod: dict):
+    """The init container's arguments, read by `trustmesh redirect` itself (raises what it would)."""
+    init = next(c for c in pod["spec"]["initContainers"] if c["name"] == "trustmesh-init")
+    parser = argparse.ArgumentParser()
+    redirect_cli.register(parser.add_subparsers())
+    return redirect_cli.config_from_args(parser.parse_args(init["args"]))
+
+
+def sidecar_config_of(pod: dict):
+    """The sidecar's config file as the injector rendered it, read by the sidecar's own parser."""
+    text = pod["metadata"]["annotations"][SIDECAR_CONFIG_ANNOTATION]
+    return parse_sidecar_config(yaml.safe_load(text))
 
 
 def by_name(items: list[dict], name: str) -> dict:

@@ -54,6 +54,10 @@ server:
     assert config.server.ca_bundle.validating == ("v1", "v2")
 
 
+def _ports(count: int) -> str:
+    return ", ".join(str(p) for p in range(20000, 20000 + count))
+
+
 @pytest.mark.parametrize("text, field", [
     ("nope: 1", "nope"),
     ("sidecar: {native: yes please}", "sidecar.native"),
@@ -75,6 +79,16 @@ server:
     ("server: {read_timeout_seconds: 60}", "server.read_timeout_seconds"),
     ("server: {ca_bundle: {mutating: one}}", "server.ca_bundle.mutating"),
     ("image: [a]", "image"),
+    # What trustmesh-init or the sidecar would refuse in every injected pod:
+    (f"interception: {{exclude_inbound_ports: [{_ports(255)}, 15020]}}", "interception.exclude_inbound_ports"),
+    (f"interception: {{exclude_outbound_ports: [{_ports(257)}]}}", "interception.exclude_outbound_ports"),
+    ("inbound_port: 15001", "inbound_port"),
+    ("outbound_port: 15000", "outbound_port"),
+    ("inbound_port: 15021", "inbound_port"),
+    ("health_port: 15006", "health_port"),
+    ("admin_port: 15001", "admin_port"),
+    ("ca_address: trustmesh-ca.trustmesh-system.svc", "ca_address"),
+    ("ca_address: ':15012'", "ca_address"),
     ("[1, 2]", "(top level)"),
     ("a: [", "(file)"),
 ])
