@@ -128,6 +128,9 @@ class InjectorConfig:
     outbound_port: int = 15001
     health_port: int = 15021
     admin_port: int = 15000
+    #: ``require_injection.host_network_namespaces``: required namespaces where
+    #: ``hostNetwork`` pods (never injected) are admitted anyway.
+    host_network_namespaces: tuple[str, ...] = ()
     server: ServerSettings = field(default_factory=ServerSettings)
 
 
@@ -153,7 +156,8 @@ def parse_config(text: str) -> InjectorConfig:
 
 
 def _from_mapping(data: Any) -> InjectorConfig:
-    top = _section(data, "", {f.name for f in fields(InjectorConfig)} - _FLATTENED | {"sidecar", "interception"})
+    top = _section(data, "", {f.name for f in fields(InjectorConfig)} - _FLATTENED
+                   | {"sidecar", "interception", "require_injection"})
     values: dict[str, Any] = {}
     for key in ("trust_domain", "cluster", "identity_template", "image", "ca_address",
                 "bundle_configmap", "trust_bundle_file", "token_audience"):
@@ -182,6 +186,13 @@ def _from_mapping(data: Any) -> InjectorConfig:
     if "resources" in sidecar:
         values["resources"] = _resources(sidecar["resources"])
     values.update(_interception(top.get("interception", {})))
+    required = _section(top.get("require_injection", {}), "require_injection.", {"host_network_namespaces"})
+    if "host_network_namespaces" in required:
+        where = "require_injection.host_network_namespaces"
+        if not isinstance(required["host_network_namespaces"], list):
+            raise InjectorConfigError(where, "must be a list of namespace names")
+        values["host_network_namespaces"] = tuple(
+            _dns_label(_string(n, where), where) for n in required["host_network_namespaces"])
     if "server" in top:
         values["server"] = _server(top["server"])
     config = replace(InjectorConfig(), **values)
@@ -221,7 +232,8 @@ def _check_rendered(config: InjectorConfig, given: set[str]) -> None:
 
 
 _FLATTENED = {"native_sidecar", "log_level", "resources", "mode", "ipv6", "exclude_inbound_ports",
-              "exclude_outbound_ports", "exclude_outbound_cidrs"}
+              "exclude_outbound_ports", "exclude_outbound_cidrs", "host_network_namespaces"}
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def _interception(data: Any) -> dict[str, Any]:
@@ -369,6 +381,12 @@ def _dns_name(value: str, where: str) -> str:
         return check_dns_subdomain(where, value)
     except AnnotationError as err:
         raise InjectorConfigError(where, f"{value!r} is not a DNS name (lower-case RFC 1123)") from err
+
+
+def _dns_label(value: str, where: str) -> str:
+    if not _DNS_LABEL.match(value):
+        raise InjectorConfigError(where, f"{value!r} is not a namespace name (RFC 1123 label)")
+    return value
 
 
 def _name(value: str, where: str) -> str:

@@ -69,15 +69,23 @@ class IdentityChecker:
 
 
 def check_injected(pod: Mapping[str, Any], namespace: str, config: InjectorConfig) -> None:
-    """Refuse a pod without the trustmesh sidecar (``hostNetwork`` pods excepted).
+    """Refuse a pod without the trustmesh sidecar, for a ``trustmesh.io/inject=required`` namespace.
 
     A container counts as trustmesh's only if it runs what the injector would
     have put there (image, command and arguments; the proxy also its uid and
-    gid), never because of its name alone.
+    gid), never because of its name alone, and ``trustmesh-init`` must run
+    first. A ``hostNetwork`` pod (never injected: its redirect would rewrite
+    the node's network) is refused too, unless its namespace is in the
+    config's ``require_injection.host_network_namespaces``, a list only the
+    injector's administrators can change.
     """
     metadata, spec = _parts(pod)
     if spec.get("hostNetwork") is True:
-        return
+        if namespace in config.host_network_namespaces:
+            return
+        _require_refused(namespace, "a hostNetwork pod cannot be injected and would run outside the mesh "
+                                    "(a cluster admin may exempt the namespace in the injector's config, "
+                                    "require_injection.host_network_namespaces)")
     labels = metadata.get("labels") or {}
     if labels.get(INJECT_LABEL) == "false":
         _require_refused(namespace, f"the pod opts out with the label {INJECT_LABEL}=false, which this namespace forbids")
@@ -90,6 +98,9 @@ def check_injected(pod: Mapping[str, Any], namespace: str, config: InjectorConfi
     init = next((c for c in inits if c.get("name") == INIT_NAME), None)
     if init is None or _differs(init, wanted_init, ("image", "command", "args")):
         _require_refused(namespace, f"init container {INIT_NAME!r} is missing or is not trustmesh's")
+    if inits[0] is not init:
+        _require_refused(namespace, f"{INIT_NAME!r} must be the first init container: one before it "
+                                    "runs before the traffic capture is in place")
     proxy = next((c for c in inits + containers if c.get("name") == PROXY_NAME), {})
     context = proxy.get("securityContext") or {}
     if _differs(proxy, wanted_proxy, ("image", "command", "args")) or (

@@ -89,6 +89,9 @@ def _ports(count: int) -> str:
     ("admin_port: 15001", "admin_port"),
     ("ca_address: trustmesh-ca.trustmesh-system.svc", "ca_address"),
     ("ca_address: ':15012'", "ca_address"),
+    ("require_injection: {host_network_namespaces: [Monitoring]}", "require_injection.host_network_namespaces"),
+    ("require_injection: {host_network_namespaces: monitoring}", "require_injection.host_network_namespaces"),
+    ("require_injection: {namespaces: [a]}", "require_injection.namespaces"),
     ("[1, 2]", "(top level)"),
     ("a: [", "(file)"),
 ])
@@ -120,3 +123,9 @@ def test_overrides_default_to_none_and_accept_every_known_annotation():
     })
     assert overrides.native_sidecar is True and overrides.rewrite_probes is False
     assert overrides.policy_configmap == "p.v1"
+
+
+def test_host_network_exemptions_are_namespace_names():
+    cfg = parse_config("require_injection: {host_network_namespaces: [monitoring, node-agents]}")
+    assert cfg.host_network_namespaces == ("monitoring", "node-agents")
+    assert parse_config("").host_network_namespaces == ()

@@ -125,6 +125,17 @@ def test_require_injection_admits_what_the_injector_produced(config):
         assert _require(hooks, pod)["allowed"] is True
 
 
+def test_require_injection_wants_trustmesh_init_first(config):
+    # A later mutating webhook that puts an init container before trustmesh-init
+    # lets it run before the capture is in place.
+    hooks = Webhooks(config)
+    pod = _injected_by_webhook(hooks, make_pod())
+    pod["spec"]["initContainers"].insert(0, {**FAKE, "name": "early"})
+    response = _require(hooks, pod)
+    assert response["allowed"] is False
+    assert "'trustmesh-init' must be the first init container" in response["status"]["message"]
+
+
 def test_a_pod_made_host_network_after_injection_is_refused_on_reinvocation(config):
     # Another mutating webhook sets hostNetwork after ours; reinvocation must not
     # admit a pod whose trustmesh-init would rewrite the node's own iptables.

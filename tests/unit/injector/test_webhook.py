@@ -188,8 +188,26 @@ def test_require_injection_refuses_an_opted_out_pod_and_admits_an_injected_one(h
     review = admission_review(jsonpatch.apply_patch(pod, patch))
     assert response_of(hooks.require_injection(body(review)), review["request"]["uid"])["allowed"] is True
 
+
+
+def test_require_injection_refuses_a_host_network_pod_unless_an_admin_exempted_the_namespace(hooks):
+    # /inject skips a hostNetwork pod (it cannot be captured); in a required
+    # namespace that would be a way out of the mesh for any pod creator.
     review = admission_review(make_pod(hostNetwork=True))
-    assert response_of(hooks.require_injection(body(review)), review["request"]["uid"])["allowed"] is True
+    response = response_of(hooks.require_injection(body(review)), review["request"]["uid"])
+    assert response["allowed"] is False and response["status"]["code"] == 403
+    message = response["status"]["message"]
+    assert "hostNetwork" in message and "require_injection.host_network_namespaces" in message
+
+    exempt = Webhooks(replace(hooks.config, host_network_namespaces=("prod",)))
+    response = response_of(exempt.require_injection(body(review)), review["request"]["uid"])
+    assert response["allowed"] is True
+    # The exemption is for hostNetwork pods only: an opted-out pod there is still refused.
+    opted_out = admission_review(make_pod(labels={"app": "web", "trustmesh.io/inject": "false"}))
+    assert response_of(exempt.require_injection(body(opted_out)), opted_out["request"]["uid"])["allowed"] is False
+    # And only for the namespaces listed.
+    other = admission_review(make_pod(namespace="staging", hostNetwork=True), namespace="staging")
+    assert response_of(exempt.require_injection(body(other)), other["request"]["uid"])["allowed"] is False
 
 
 def test_pod_from_a_replicaset_with_generate_name_is_injected(hooks, assert_valid):
