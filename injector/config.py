@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from decimal import ROUND_CEILING, Decimal
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -339,8 +340,47 @@ def _resources(data: Any) -> dict[str, dict[str, str]]:
             text = str(amount) if isinstance(amount, (int, float)) and not isinstance(amount, bool) else amount
             if not isinstance(text, str) or not _QUANTITY.match(text):
                 raise InjectorConfigError(f"{where}.{resource}", f"{amount!r} is not a Kubernetes quantity")
-            out[kind][resource] = text
+            out[kind][resource] = canonical_quantity(text)
     return out
+
+
+_DECIMAL_SUFFIXES = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+_BINARY_SUFFIXES = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
+
+
+def canonical_quantity(text: str) -> str:
+    """A quantity as the API server stores it (``0.5`` → ``500m``, ``1.5Gi`` → ``1536Mi``).
+
+    A resource value is rounded up to a thousandth (SetDefaults_ResourceList) and
+    written without fractional digits, with the largest suffix of its format
+    (binary, decimal SI or exponent) that keeps it exact. Rendering the stored
+    form keeps a reinvoked webhook from patching what the API server rewrote.
+
+    >>> [canonical_quantity(q) for q in ("0.5", "1000m", "1.5Gi", "1024Mi", "0.5Ki", "1e3", "1u", "64Mi")]
+    ['500m', '1', '1536Mi', '1Gi', '512', '1e3', '1m', '64Mi']
+    """
+    match = _QUANTITY.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity")
+    number, suffix = Decimal(match.group(1)), match.group(3) or ""
+    if suffix[:1] in ("e", "E") and suffix not in _DECIMAL_SUFFIXES:
+        value, fmt = number * Decimal(10) ** int(suffix[1:]), "exponent"
+    elif suffix in _BINARY_SUFFIXES:
+        value, fmt = number * 1024 ** _BINARY_SUFFIXES[suffix], "binary"
+    else:
+        value, fmt = number * Decimal(10) ** _DECIMAL_SUFFIXES[suffix], "decimal"
+    value = (value * 1000).to_integral_value(rounding=ROUND_CEILING) / 1000
+    if fmt == "binary" and value == value.to_integral_value() and value >= 1024:
+        for name, power in sorted(_BINARY_SUFFIXES.items(), key=lambda item: -item[1]):
+            if value % 1024 ** power == 0:
+                return f"{int(value) // 1024 ** power}{name}"
+    if value == 0:
+        return "0"
+    exponent = max(e for e in range(-3, 19, 3) if value % Decimal(10) ** e == 0)
+    mantissa = int(value / Decimal(10) ** exponent)
+    if fmt == "exponent":
+        return f"{mantissa}e{exponent}" if exponent else str(mantissa)
+    return f"{mantissa}{next(k for k, v in _DECIMAL_SUFFIXES.items() if v == exponent)}"
 
 
 def _section(data: Any, prefix: str, allowed: set[str]) -> dict[str, Any]:

@@ -4,6 +4,13 @@ Pure functions of the :class:`~injector.config.InjectorConfig` and the pod's
 :class:`~injector.annotations.PodOverrides`; :mod:`injector.inject` decides
 where they go.
 
+Each object is written as the API server stores it: every field its
+defaulting would fill in (``terminationMessagePath``, probe thresholds,
+``fieldRef.apiVersion``, volume ``defaultMode``) is already there with the
+default value, so the pod the webhook is called with again
+(``reinvocationPolicy: IfNeeded``), or a pod injected offline and then
+created, compares equal and gets no patch.
+
 The sidecar's config file is rendered into the pod annotation
 ``trustmesh.io/sidecar-config`` and reaches the sidecar through a
 ``downwardAPI`` volume as ``/etc/trustmesh/sidecar.yaml``. That needs no
@@ -67,6 +74,9 @@ LOG_LEVEL_ENV = "TRUSTMESH_LOG_LEVEL"
 READY_PATH = "/healthz/ready"
 
 _SECCOMP = {"type": "RuntimeDefault"}
+# The API server's defaults (pkg/apis/core/v1/defaults.go) for what the injector writes.
+_TERMINATION = {"terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}
+_FILE_MODE = 0o644  # defaultMode of configMap, downwardAPI and projected volumes (420)
 
 
 def init_container(config: InjectorConfig, overrides: PodOverrides) -> dict[str, Any]:
@@ -106,6 +116,7 @@ def init_container(config: InjectorConfig, overrides: PodOverrides) -> dict[str,
         "command": ["trustmesh"],
         "args": args,
         "resources": _resources(config),
+        **_TERMINATION,
         "securityContext": {
             # iptables/nft need real root inside the container's user namespace;
             # the capabilities are limited to what installing rules needs.
@@ -128,6 +139,7 @@ def sidecar_container(config: InjectorConfig, overrides: PodOverrides, native: b
         "httpGet": {"path": READY_PATH, "port": config.health_port, "scheme": "HTTP"},
         "periodSeconds": 5,
         "timeoutSeconds": 3,
+        "successThreshold": 1,
         "failureThreshold": 3,
     }
     mounts = [
@@ -154,6 +166,7 @@ def sidecar_container(config: InjectorConfig, overrides: PodOverrides, native: b
             {"name": "TRUSTMESH_APP_PROBERS", "value": probers_json},
         ],
         "resources": _resources(config),
+        **_TERMINATION,
         "readinessProbe": ready,
         "volumeMounts": mounts,
         "securityContext": {
@@ -183,21 +196,23 @@ def volumes(config: InjectorConfig, overrides: PodOverrides, *, inline_bundle: b
     """
     if inline_bundle:
         bundle: dict[str, Any] = {"name": BUNDLE_VOLUME, "downwardAPI": {"items": [_annotation_item(
-            BUNDLE_KEY, TRUST_BUNDLE_ANNOTATION)]}}
+            BUNDLE_KEY, TRUST_BUNDLE_ANNOTATION)], "defaultMode": _FILE_MODE}}
     else:
-        bundle = {"name": BUNDLE_VOLUME, "configMap": {"name": config.bundle_configmap}}
+        bundle = {"name": BUNDLE_VOLUME, "configMap": {"name": config.bundle_configmap, "defaultMode": _FILE_MODE}}
     vols: list[dict[str, Any]] = [
         {"name": SOCKET_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
         {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
             "audience": config.token_audience,
             "expirationSeconds": config.token_expiration_seconds,
             "path": TOKEN_FILE,
-        }}]}},
+        }}], "defaultMode": _FILE_MODE}},
         bundle,
-        {"name": CONFIG_VOLUME, "downwardAPI": {"items": [_annotation_item(CONFIG_FILE, SIDECAR_CONFIG_ANNOTATION)]}},
+        {"name": CONFIG_VOLUME, "downwardAPI": {"items": [_annotation_item(CONFIG_FILE, SIDECAR_CONFIG_ANNOTATION)],
+                                                "defaultMode": _FILE_MODE}},
     ]
     if overrides.policy_configmap:
-        vols.append({"name": POLICY_VOLUME, "configMap": {"name": overrides.policy_configmap}})
+        vols.append({"name": POLICY_VOLUME, "configMap": {"name": overrides.policy_configmap,
+                                                          "defaultMode": _FILE_MODE}})
     return vols
 
 
@@ -224,15 +239,20 @@ def sidecar_config_yaml(config: InjectorConfig, overrides: PodOverrides) -> str:
 
 
 def _annotation_item(path: str, annotation: str) -> dict[str, Any]:
-    return {"path": path, "fieldRef": {"fieldPath": f"metadata.annotations['{annotation}']"}}
+    return {"path": path, "fieldRef": {"apiVersion": "v1", "fieldPath": f"metadata.annotations['{annotation}']"}}
 
 
 def _field_env(name: str, path: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+    return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
 
 
 def _resources(config: InjectorConfig) -> dict[str, dict[str, str]]:
-    return {kind: dict(amounts) for kind, amounts in config.resources.items()}
+    """The configured resources; a limit without a request also requests that amount, as the
+    API server's defaulting of a pod (SetDefaults_Pod) would make it."""
+    resources = {kind: dict(amounts) for kind, amounts in config.resources.items()}
+    if resources.get("limits"):
+        resources["requests"] = {**resources["limits"], **resources.get("requests", {})}
+    return resources
 
 
 def _rendered(annotation: str, own: tuple, from_pod: tuple) -> tuple:

@@ -52,6 +52,9 @@ from injector.shape import check_pod_shape
 __all__ = ["Injection", "inject_pod", "pod_patch", "app_containers", "check_running_pod"]
 
 _DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
+# Where the ServiceAccount admission mounts the pod's API token volume (kube-api-access-<suffix>).
+_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+_TOKEN_VOLUME_PREFIX = "kube-api-access-"
 # Capabilities that allow changing the pod's iptables/nftables rules.
 _NETWORK_ADMIN = frozenset({"NET_ADMIN", "ALL"})
 
@@ -108,13 +111,16 @@ def inject_pod(pod: Mapping[str, Any], config: InjectorConfig, *, trust_bundle: 
 
     # trustmesh's containers are rebuilt on every call, never adopted by name:
     # a container the user named trustmesh-init or trustmesh-proxy is replaced.
-    known_probers = _remove_reserved(spec)
+    known_probers, token_mounts = _remove_reserved(spec)
     if not spec["containers"]:
         raise PodRefusedError(
             f"the pod's only containers use the names {INIT_NAME!r}/{PROXY_NAME!r}, which trustmesh reserves")
-    _field(spec, "initContainers", list).insert(0, init_container(config, overrides))
+    init = init_container(config, overrides)
+    _field(spec, "initContainers", list).insert(0, init)
     proxy = _add_sidecar(new, config, overrides, native)
     _record_probers(proxy, {**known_probers, **probers})
+    for container in (init, proxy):
+        _keep_token_mount(container, token_mounts.get(container["name"]), spec)
     _set_volumes(spec, volumes(config, overrides, inline_bundle=trust_bundle is not None))
     for container in app_containers(spec):
         _add_socket(container)
@@ -260,21 +266,43 @@ def _rewrite_app_probes(spec: dict[str, Any], config: InjectorConfig,
     return probers
 
 
-def _remove_reserved(spec: dict[str, Any]) -> dict[str, Any]:
+def _remove_reserved(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Take every container named like trustmesh's out of the pod; return the
     app probers a previous injection recorded on its sidecar (a reinvocation
-    finds the app's probes already rewritten)."""
+    finds the app's probes already rewritten) and, by container name, the
+    ServiceAccount token mount the API server gave those containers."""
     known: dict[str, Any] = {}
+    token_mounts: dict[str, dict[str, Any]] = {}
     for key in ("initContainers", "containers"):
         kept = []
         for container in spec.get(key) or ():
-            if container.get("name") == PROXY_NAME:
-                known.update(_probers_of(container))
-            elif container.get("name") != INIT_NAME:
+            name = container.get("name")
+            if name not in (INIT_NAME, PROXY_NAME):
                 kept.append(container)
+                continue
+            if name == PROXY_NAME:
+                known.update(_probers_of(container))
+            mount = next((m for m in container.get("volumeMounts") or () if m.get("mountPath") == _TOKEN_PATH), None)
+            if mount is not None:
+                token_mounts[name] = mount
         if key in spec and spec[key] is not None:
             spec[key] = kept
-    return known
+    return known, token_mounts
+
+
+def _keep_token_mount(container: dict[str, Any], mount: Mapping[str, Any] | None, spec: Mapping[str, Any]) -> None:
+    """Give a rebuilt trustmesh container back the ServiceAccount token mount the API
+    server's ServiceAccount admission added to it (on reinvocation it mounts the
+    pod's ``kube-api-access-*`` volume into every container); removing it would be
+    a patch on every call. Only that exact mount, of that volume, is kept."""
+    if mount is None or set(mount) != {"name", "readOnly", "mountPath"} or mount["readOnly"] is not True:
+        return
+    name = mount["name"]
+    volume = next((v for v in spec.get("volumes") or () if v.get("name") == name), None)
+    if not (isinstance(name, str) and name.startswith(_TOKEN_VOLUME_PREFIX) and volume is not None
+            and "projected" in volume):
+        return
+    _field(container, "volumeMounts", list).append(dict(mount))
 
 
 def _probers_of(proxy: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from injector.config import InjectorConfig
 from injector.inject import inject_pod, pod_patch
 from sidecar.config import parse_config as parse_sidecar_config
 from sidecar.redirect import cli as redirect_cli
+from tests.support.k8s_defaults import apiserver_defaulted
 
 K8S_VERSION = "1.36"
 
@@ -57,6 +58,9 @@ def injected() -> Callable[[dict, InjectorConfig], dict]:
         if result.injected:
             redirect_config_of(patched)  # what the injector admits, trustmesh-init and the sidecar accept
             sidecar_config_of(patched)
+            # Reinvocation on the pod as the API server leaves it changes nothing.
+            stored = apiserver_defaulted(patched)
+            assert pod_patch(stored, inject_pod(stored, config)) == []
         return patched
 
     return run

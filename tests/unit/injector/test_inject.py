@@ -71,8 +71,8 @@ def test_sidecar_config_file_is_the_annotation_projected_by_downward_api(config,
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     item = volumes["trustmesh-config"]["downwardAPI"]["items"][0]
     assert item == {"path": "sidecar.yaml",
-                    "fieldRef": {"fieldPath": "metadata.annotations['trustmesh.io/sidecar-config']"}}
-    assert volumes["trustmesh-policy"] == {"name": "trustmesh-policy", "configMap": {"name": "web-policy"}}
+                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.annotations['trustmesh.io/sidecar-config']"}}
+    assert volumes["trustmesh-policy"] == {"name": "trustmesh-policy", "configMap": {"name": "web-policy", "defaultMode": 420}}
 
 
 def test_classic_sidecar_is_the_first_container_and_app_stays_default(config, injected):
