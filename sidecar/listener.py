@@ -154,6 +154,8 @@ class Listener:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self.accepting = False
+        # Wall-clock time (POSIX seconds) that peer SVID expiry is judged by; tests move it.
+        self.wall_clock: Callable[[], float] = time.time
 
     @property
     def port(self) -> int:
@@ -283,7 +285,7 @@ class Listener:
     def _sweep(self) -> None:
         assert self.loop is not None
         now = self.loop.time()
-        wall = time.time()
+        wall = self.wall_clock()
         for conn in list(self.connections):
             if conn.deadline < now:
                 conn.on_deadline()

@@ -21,6 +21,7 @@ from sdk.ca_client import CaClient, CaClientError
 from sdk.spiffeid import TrustDomain
 from sdk.x509svid import verify_chain
 from tests.integration.ca_service.conftest import make_csr
+from tests.support.waits import until
 
 TD = TrustDomain.parse("example.org")
 
@@ -147,10 +148,7 @@ async def test_stop_lets_in_flight_calls_finish(kube, start_service, client_for)
     client = client_for(service, kube.issue_token("prod", "web", pod_name="web-0"))
     kube.response_delay = 0.5  # the TokenReview is slow, so the call is in flight during stop()
     call = asyncio.create_task(client.sign_x509_svid(make_csr()))
-    for _ in range(500):  # at most 5 s
-        if any(path.endswith("/tokenreviews") for _, path in kube.requests):
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: any(path.endswith("/tokenreviews") for _, path in kube.requests))  # the call is in flight
     await service.stop(grace=5)
     chain, bundle = await call
     assert str(verify_chain(chain, bundle)) == "spiffe://example.org/ns/prod/sa/web"

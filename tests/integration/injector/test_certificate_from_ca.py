@@ -275,7 +275,7 @@ async def test_serve_process_gets_its_certificate_from_the_ca(tmp_path, kube, st
         cwd=ROOT, env={"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
-        for _ in range(150):  # the files appear once the CA answered (at most ~15 s)
+        for _ in range(600):  # the files appear once the CA answered (at most ~60 s on a slow machine)
             if ca_file.exists() or proc.returncode is not None:
                 break
             await asyncio.sleep(0.1)

@@ -73,7 +73,7 @@ async def world(tmp_path):
     await ca.stop(grace=1)
 
 
-async def _wait_ready(session, port, timeout=10.0):
+async def _wait_ready(session, port, timeout=60.0):
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         async with session.get(f"http://127.0.0.1:{port}/healthz/ready") as r:

@@ -68,7 +68,7 @@ def _sidecar_config(workdir: Path, name: str, spiffe_path: str, pki: Pki, policy
     return path
 
 
-def _wait_ready(ns, timeout: float = 20.0) -> None:
+def _wait_ready(ns, timeout: float = 60.0) -> None:
     probe = "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:15021/healthz/ready', timeout=1)"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -81,7 +81,7 @@ def test_dialling_the_sidecars_own_ports_is_refused_as_a_loop():
             b.run([PYTHON, "-m", "trustmesh", "redirect", "apply", "--mode", "iptables"])
             b.spawn([PYTHON, "-m", "trustmesh", "sidecar", "run", "--config", str(config)],
                     uid=1337, gid=1337, ready_line=True)
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60
             while b.run([PYTHON, "-c", READY], check=False).returncode != 0:
                 assert time.monotonic() < deadline, "sidecar B never became ready"
                 time.sleep(0.2)

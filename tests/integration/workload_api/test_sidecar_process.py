@@ -85,7 +85,7 @@ def test_sidecar_process_serves_the_workload_api(work_dir):
         text=True,
     )
     try:
-        _wait_for_listening(proc, time.monotonic() + 30)
+        _wait_for_listening(proc, time.monotonic() + 60)
         with WorkloadApiClient(socket_path=f"unix://{socket_path}", default_timeout=10) as client:
             svid = client.fetch_x509_svid()
             bundles = client.fetch_x509_bundles()

@@ -28,7 +28,7 @@ def pki(tmp_path_factory):
     (d / "stranger.pem").write_bytes(make_root("example.org").pem)
     bad = make_leaf(mid, "spiffe://example.org/ns/prod/sa/web", is_ca=True)
     write_svid(d / "leaf-ca-true", bad, mid)
-    claims = {"sub": "spiffe://example.org/ns/prod/sa/web", "aud": ["orders"], "exp": int(time.time()) + 300}
+    claims = {"sub": "spiffe://example.org/ns/prod/sa/web", "aud": ["orders"], "exp": int(time.time()) + 3600}
     (d / "token").write_text(jwt.encode(claims, mid.key, algorithm="ES256", headers={"kid": "k1"}))
     return d
 

@@ -5,6 +5,7 @@ import asyncio
 import aiohttp
 
 from sidecar.config import CaConfig
+from tests.support.waits import until
 from tests.unit.sidecar.conftest import config, rule_authorizer
 
 
@@ -55,8 +56,7 @@ async def test_shutdown_drains_in_flight_request(mesh, pki, app):
     a = await mesh(config(upstreams=(Upstream(0, "127.0.0.1", b.ports["inbound"], None, "http"),)), pki.identity("/ns/a/sa/client"))
     async with aiohttp.ClientSession() as s:
         slow = asyncio.create_task(s.get(f"http://127.0.0.1:{a.ports['upstream-0']}/slow?s=0.5"))
-        while not app.seen:
-            await asyncio.sleep(0.01)
+        await until(lambda: app.seen)  # the request reached the app
         await b.shutdown(grace=5)
         resp = await slow
         assert resp.status == 200

@@ -66,11 +66,14 @@ async def test_an_opaque_tcp_stream_is_cut_when_the_peer_svid_expires(mesh, pki)
     app_port = server.sockets[0].getsockname()[1]
     try:
         b = await mesh(config(app_port, ports={app_port: "tcp"}), pki.identity("/ns/b/sa/server"), rule_authorizer({CLIENT}))
-        short = pki.identity("/ns/a/sa/client", not_after=datetime.now(timezone.utc) + timedelta(seconds=2))
-        reader, writer = await asyncio.open_connection("127.0.0.1", b.ports["inbound"], ssl=short.client_context())
+        client = pki.identity("/ns/a/sa/client")
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.ports["inbound"], ssl=client.client_context())
         writer.write(b"ping")
-        assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
-        assert await asyncio.wait_for(reader.read(), 6) == b""  # closed by the sidecar at expiry
+        assert await asyncio.wait_for(reader.readexactly(4), 30) == b"ping"
+        # The listener's clock moves past the client's expiry (a real short-lived SVID would
+        # race the handshake on a slow machine); its once-a-second sweep cuts the stream.
+        b.listeners["inbound"].wall_clock = lambda: client.expires_at.timestamp() + 1
+        assert await asyncio.wait_for(reader.read(), 30) == b""  # closed by the sidecar at expiry
         writer.close()
     finally:
         server.close()

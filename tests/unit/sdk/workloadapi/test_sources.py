@@ -56,9 +56,10 @@ async def test_jwt_source_renews_used_tokens_in_the_background(domain, sock_dir)
             minted = len(domain.minted)
             await _until(lambda: len(domain.minted) > minted)  # renewed without a call
             renewed = await jwt_source.fetch_jwt_svid("db")
+            # A token minted since, by the background renewal (or, on a machine so slow that
+            # its half life passed again before this call, by the call itself): never the first.
             assert renewed.token != first.token
-            assert renewed.token == domain.minted[-1]
-            assert len(domain.minted) == minted + 1
+            assert renewed.token in domain.minted[minted:]
 
 
 async def test_jwt_source_follows_bundle_updates(served, domain):
