@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
@@ -93,6 +94,7 @@ def check_injected(pod: Mapping[str, Any], namespace: str, config: InjectorConfi
     if not any(c.get("name") == PROXY_NAME for c in inits + containers):
         _require_refused(namespace, "the trustmesh sidecar was not injected")
     overrides = parse_overrides(metadata.get("annotations"))
+    _refuse_uncaptured_family(namespace, overrides.exclude_outbound_cidrs)
     wanted_init = init_container(config, overrides)
     wanted_proxy = sidecar_container(config, overrides, True, "{}")
     init = next((c for c in inits if c.get("name") == INIT_NAME), None)
@@ -106,6 +108,19 @@ def check_injected(pod: Mapping[str, Any], namespace: str, config: InjectorConfi
     if _differs(proxy, wanted_proxy, ("image", "command", "args")) or (
         context.get("runAsUser"), context.get("runAsGroup")) != (config.proxy_uid, config.proxy_gid):
         _require_refused(namespace, f"container {PROXY_NAME!r} is not trustmesh's sidecar")
+
+
+def _refuse_uncaptured_family(namespace: str, cidrs: tuple[str, ...]) -> None:
+    """A pod's ``exclude-outbound-cidrs`` that together cover a whole address family would
+    leave the sidecar running but capturing nothing outbound there. (Ports cannot do
+    that: a list holds at most 256 of them.) The injector config's own exclusions are
+    the administrators' choice and are not judged here."""
+    networks = [ipaddress.ip_network(c) for c in cidrs]
+    for version, family, everything in ((4, "IPv4", ipaddress.ip_network("0.0.0.0/0")),
+                                        (6, "IPv6", ipaddress.ip_network("::/0"))):
+        if everything in ipaddress.collapse_addresses(n for n in networks if n.version == version):
+            _require_refused(namespace, f"annotation trustmesh.io/exclude-outbound-cidrs excludes every {family} "
+                                        "destination from the capture")
 
 
 def _differs(container: Mapping[str, Any], wanted: Mapping[str, Any], fields: tuple[str, ...]) -> bool:

@@ -125,6 +125,23 @@ def test_require_injection_admits_what_the_injector_produced(config):
         assert _require(hooks, pod)["allowed"] is True
 
 
+@pytest.mark.parametrize("cidrs, family", [
+    ("0.0.0.0/0", "IPv4"),
+    ("0.0.0.0/1,128.0.0.0/1", "IPv4"),
+    ("10.0.0.0/8,::/0", "IPv6"),
+    ("::/1,8000::/1", "IPv6"),
+])
+def test_require_injection_refuses_an_annotation_that_sends_all_outbound_traffic_around(config, cidrs, family):
+    # The sidecar would run, but capture nothing outbound: a way out of a required namespace.
+    hooks = Webhooks(config)
+    pod = _injected_by_webhook(hooks, make_pod(annotations={"trustmesh.io/exclude-outbound-cidrs": cidrs}))
+    response = _require(hooks, pod)
+    assert response["allowed"] is False
+    assert f"every {family} destination" in response["status"]["message"]
+    # Where injection is only enabled, the pod's author may choose that.
+    assert _injected_by_webhook(hooks, make_pod(annotations={"trustmesh.io/exclude-outbound-cidrs": cidrs}))
+
+
 def test_require_injection_wants_trustmesh_init_first(config):
     # A later mutating webhook that puts an init container before trustmesh-init
     # lets it run before the capture is in place.
