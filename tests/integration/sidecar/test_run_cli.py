@@ -56,16 +56,18 @@ async def test_ready_line_waits_for_the_svid_and_the_log_level_applies(tmp_path)
             "token_file": str(token_file)},
         inbound={"app_port": app.port}, access_log="off", log_level="debug",
     )
+    # timeoutSeconds: the probe's default 1 s is a bet on the machine's speed, not what is tested here
     probers = {"/app-health/web/readyz": {"httpGet": {"path": "/ready", "port": app.port, "scheme": "HTTP",
-                                                      "httpHeaders": [{"name": "X-Probe", "value": "kubelet"}]}}}
+                                                      "httpHeaders": [{"name": "X-Probe", "value": "kubelet"}]},
+                                          "timeoutSeconds": 30}}
     # quiet: the environment beats the config's debug; loud: the flag beats the environment
     quiet, quiet_err = await _spawn(tmp_path, "quiet", cfg, {"TRUSTMESH_LOG_LEVEL": "error",
                                                               "TRUSTMESH_APP_PROBERS": json.dumps(probers)})
     loud, loud_err = await _spawn(tmp_path, "loud", cfg, {"TRUSTMESH_LOG_LEVEL": "error"}, ["--log-level", "warning"])
     try:
-        listening = await _event(quiet, 20)
+        listening = await _event(quiet, 60)  # process start-up: bounds a slow machine
         assert listening["event"] == "listening"
-        assert (await _event(loud, 20))["event"] == "listening"
+        assert (await _event(loud, 60))["event"] == "listening"
         health = f"http://127.0.0.1:{listening['ports']['health']}"
         assert await _get(f"{health}/healthz/ready") == (503, "no valid SVID\n")
         status, _ = await _get(f"{health}/app-health/web/readyz")  # app probes do not wait for the SVID
@@ -74,14 +76,14 @@ async def test_ready_line_waits_for_the_svid_and_the_log_level_applies(tmp_path)
             await asyncio.wait_for(quiet.stdout.readline(), 1.0)  # no "ready" without an SVID
 
         token_file.write_text(TOKEN)
-        ready = await _event(quiet, 30)
+        ready = await _event(quiet, 60)
         assert ready["event"] == "ready" and ready["spiffe_id"] == WEB
-        assert (await _event(loud, 30))["event"] == "ready"
+        assert (await _event(loud, 60))["event"] == "ready"
         assert await _get(f"{health}/healthz/ready") == (200, "ready\n")
     finally:
         for proc in (quiet, loud):
             proc.send_signal(signal.SIGTERM)
-        codes = [await asyncio.wait_for(p.wait(), 20) for p in (quiet, loud)]
+        codes = [await asyncio.wait_for(p.wait(), 60) for p in (quiet, loud)]
         await app.stop()
         await ca.stop(grace=0.5)
     assert codes == [0, 0]
@@ -99,7 +101,7 @@ async def test_a_port_in_use_ends_in_one_line_naming_the_listener(tmp_path, list
         ident = Pki().write(tmp_path, "web", "/ns/prod/sa/web")
         section = {"inbound": {"port": port}} if listener == "inbound" else {"admin": {"health_port": port}}
         proc, stderr = await _spawn(tmp_path, "busy", sidecar_config(identity=ident, **section))
-        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
     finally:
         busy.close()
     assert proc.returncode == 1
