@@ -11,7 +11,10 @@ file (YAML or JSON) holds ``cases:``, a list of mappings:
     ``request.path`` and ``request.query`` exactly as the sidecar does,
     ``request.host`` is canonicalised as the sidecar does (``INTERNAL.example:8080``
     is host ``internal.example``, ``request.port`` 8080 unless ``port`` is given),
-    and ``context.time`` may be an RFC 3339 string;
+    ``source.trust_domain``, ``source.path`` and ``source.attrs`` (and
+    ``destination.attrs``) are derived from ``source.id`` (``destination.id``)
+    with the sidecar's own function, and ``context.time`` may be an RFC 3339
+    string;
 ``expect``
     ``ALLOW`` or ``DENY``;
 ``rule`` (optional)
@@ -31,6 +34,7 @@ from datetime import datetime, timezone
 
 from policy_dsl.errors import PathError, PolicyError
 from policy_dsl.evaluator import PolicySet
+from policy_dsl.identity import identity_attributes
 from policy_dsl.paths import canonical_host, normalize_path, parse_query
 
 __all__ = ["CaseResult", "parse_cases", "request_attrs", "run_cases"]
@@ -45,6 +49,7 @@ class CaseResult:
 
     name: str
     problems: tuple[str, ...]
+    attrs: dict | None = None  # the evaluated attributes (None: the request was refused)
 
     @property
     def passed(self) -> bool:
@@ -89,10 +94,38 @@ def request_attrs(raw: Mapping) -> dict:
         host, port = canonical_host(request["host"])
         request["host"] = host
         request.setdefault("port", port)
+    for side, keys in (("source", ("trust_domain", "path", "attrs")), ("destination", ("attrs",))):
+        section = attrs.get(side)
+        if isinstance(section, dict) and "id" in section:
+            _derive_identity(side, section, keys)
     context = attrs.get("context")
     if isinstance(context, dict) and "time" in context:
         context["time"] = _utc(context["time"])
     return attrs
+
+
+def _derive_identity(side: str, section: dict, keys: tuple[str, ...]) -> None:
+    """Fill ``keys`` of ``section`` from its ``id`` as the sidecar does; a value written in the
+    case that the ID contradicts is an error (it could never occur at run time)."""
+    try:
+        derived = identity_attributes(section["id"])
+    except ValueError as err:
+        raise PolicyError(f"{side}.id: {err}") from None
+    for key in keys:
+        given = section.get(key)
+        if given is None:
+            section[key] = derived[key]
+        elif key == "attrs" and isinstance(given, Mapping):
+            wrong = {k: v for k, v in given.items() if derived["attrs"].get(k) != v}
+            if wrong:
+                raise PolicyError(f"{side}.attrs {wrong} disagree with {side}.id {section['id']!r}, "
+                                  f"which gives {derived['attrs']}; leave {side}.attrs out")
+            section[key] = derived[key]
+        elif given != derived[key]:
+            raise PolicyError(f"{side}.{key} {given!r} disagrees with {side}.id {section['id']!r}, "
+                              f"which gives {derived[key]!r}; leave {side}.{key} out")
+    if side == "source":
+        section.setdefault("authenticated", True)  # only a verified peer has an ID
 
 
 def _utc(value):
@@ -130,5 +163,5 @@ def run_cases(policy_set: PolicySet, cases: list[dict]) -> list[CaseResult]:
                     problems.append(f"expected {key} matches {sorted(case[key])}, got {got}")
         if "dry_run_effect" in case and decision.dry_run_effect != str(case["dry_run_effect"]).upper():
             problems.append(f"expected dry-run effect {case['dry_run_effect']}, got {decision.dry_run_effect}")
-        results.append(CaseResult(case["name"], tuple(problems)))
+        results.append(CaseResult(case["name"], tuple(problems), attrs))
     return results

@@ -4,7 +4,9 @@ Errors (raised together as :class:`~policy_dsl.errors.PolicyCheckError`):
 unknown attributes, operands of the wrong type, invalid globs, CIDRs and
 timestamps, selectors reading anything but ``destination.*``, duplicate policy
 or rule names, conflicting ``default`` declarations. Warnings (kept on the
-result): rules that can never match and rules shadowed by another rule.
+result): rules that can never match, rules shadowed by another rule, and allow
+rules that admit any caller (always true, or no condition on ``source.*`` or
+``request.jwt.*``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from policy_dsl import ast
 from policy_dsl.attributes import (
     BOOL, DYNAMIC, ENUMS, NUMBER, OBJECT, STRING, TIME, parse_network, parse_timestamp, resolve,
 )
+from policy_dsl.compiler import attributes_of
 from policy_dsl.errors import Diagnostic, PolicyCheckError
 from policy_dsl.glob import glob_error
 from policy_dsl.paths import canonical_host
@@ -240,6 +243,16 @@ class _Checker:
                     )
                     return
 
+    def open_door(self, rule: ast.Rule, parts: tuple) -> None:
+        """Warn about an allow rule that admits every caller of its policy's workloads."""
+        if all(isinstance(part, ast.Literal) and part.value is True for part in parts):
+            self._at(rule, f'allow rule "{rule.name}" is always true: it admits every request', "warning")
+        elif not any(path[0] == "source" or path[:2] == ("request", "jwt") for path in attributes_of(rule.condition)):
+            self._at(
+                rule, f'allow rule "{rule.name}" has no condition on the caller (source.* or request.jwt.*): '
+                "it admits any caller, even an unauthenticated one", "warning",
+            )
+
 
 def _is_canonical_host(text: str) -> bool:
     try:
@@ -287,9 +300,21 @@ def check(files: list[ast.PolicyFile] | tuple[ast.PolicyFile, ...]) -> CheckedPo
                     continue
                 parts = conjuncts(rule.condition)
                 checker.never_matches(rule, parts)
+                if rule.effect == "allow":
+                    checker.open_door(rule, parts)
                 coverage = frozenset(conjuncts(policy.selector) + parts)
                 if rule.effect != "audit":
                     shadow_candidates.append((file, policy, rule, coverage))
+    if default is not None and default[0] != "deny":
+        for file in files:
+            if not file.defaults:  # its author wrote no default: it means deny, never another file's
+                checker.file = file
+                checker.errors.append(Diagnostic(
+                    file.filename, 1, 1,
+                    f'declares no default (deny) but {default[2].filename} declares "default {default[0]}", '
+                    "and files loaded together share one default: declare the same default in each file",
+                    file.source_line(1),
+                ))
     if checker.errors:
         raise PolicyCheckError(checker.errors)
     _shadowing(checker, shadow_candidates)

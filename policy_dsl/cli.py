@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 __all__ = ["register"]
@@ -25,20 +26,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     check = sub.add_parser("check", help="parse and check policy files; print errors and warnings")
     check.add_argument("files", nargs="+", metavar="FILE")
-    check.add_argument("--strict", action="store_true", help="treat warnings as errors (exit 1)")
+    check.add_argument("--strict", action="store_true", help="treat warnings as errors (exit 1, verdict FAIL)")
+    check.add_argument("--together", action="store_true",
+                       help="also check the files as one policy set, as a sidecar loads them")
     check.set_defaults(func=_check)
 
     evaluate = sub.add_parser("eval", help="evaluate one request's attributes against policy files")
     evaluate.add_argument("files", nargs="+", metavar="FILE")
-    evaluate.add_argument("--request", required=True, metavar="REQ.json",
-                          help="JSON object of attributes (same shape as a case's 'request')")
-    evaluate.add_argument("--explain", action="store_true", help="print how every rule evaluated")
+    evaluate.add_argument("--request", required=True, metavar="REQ",
+                          help="JSON object of attributes (same shape as a case's 'request'): "
+                               "a file, inline JSON ('{...}') or - for stdin")
+    evaluate.add_argument("--explain", action="store_true",
+                          help="print how every rule evaluated and, for a denial, why each allow rule did not match")
     evaluate.set_defaults(func=_eval)
 
     test = sub.add_parser("test", help="run request/decision cases against policy files (for CI)")
     test.add_argument("files", nargs="+", metavar="FILE")
-    test.add_argument("--cases", required=True, action="append", metavar="CASES.yaml",
-                      help="case file (YAML or JSON); may be repeated")
+    test.add_argument("--cases", action="append", metavar="CASES.yaml",
+                      help="case file (YAML or JSON); may be repeated; default: X.cases.yaml beside each X.policy")
     test.add_argument("-q", "--quiet", action="store_true", help="print failures only")
     test.set_defaults(func=_test)
 
@@ -65,15 +70,37 @@ def _load(files):
 
 
 def _check(args: argparse.Namespace) -> int:
-    policy_set = _load(args.files)
-    if policy_set is None:
+    """Each file on its own, with its own default; with ``--together`` also all of them as one
+    set, as a sidecar loads them (unique names, one default). The last line is the verdict the
+    exit status gives."""
+    from policy_dsl.errors import PolicyError
+    from policy_dsl.loader import load_files
+
+    failed = warned = 0
+    for path in args.files:
+        policy_set = _load([path])
+        if policy_set is None:
+            failed += 1
+            continue
+        warned += bool(policy_set.warnings)
+        print(
+            f"{path}: {len(policy_set.policies)} policies, {len(policy_set.rules)} rules, "
+            f"default {policy_set.default}, {len(policy_set.warnings)} warning(s)"
+        )
+    if not failed and args.together and len(args.files) > 1:
+        try:
+            load_files(args.files)
+        except PolicyError as err:
+            print(err, file=sys.stderr)
+            failed += 1
+    if failed:
+        print(f"FAIL: {failed} error(s) in {len(args.files)} file(s)")
         return 1
-    print(
-        f"ok: {len(policy_set.files)} file(s), {len(policy_set.policies)} policies, "
-        f"{len(policy_set.rules)} rules, default {policy_set.default}, "
-        f"{len(policy_set.warnings)} warning(s)"
-    )
-    return 1 if args.strict and policy_set.warnings else 0
+    if args.strict and warned:
+        print(f"FAIL (--strict): warnings in {warned} of {len(args.files)} file(s)")
+        return 1
+    print(f"ok: {len(args.files)} file(s)" + (f", warnings in {warned}" if warned else ""))
+    return 0
 
 
 def _read_document(path: str):
@@ -97,6 +124,22 @@ def _read_document(path: str):
         raise PolicyError(f"{path}: invalid YAML: {err}") from None
 
 
+def _request_document(text: str):
+    """``--request``: inline JSON (it starts with ``{``), ``-`` for stdin, or a file."""
+    from policy_dsl.errors import PolicyError
+
+    if text == "-":
+        where, raw = "<stdin>", sys.stdin.read()
+    elif text.lstrip().startswith("{"):
+        where, raw = "--request", text
+    else:
+        return text, _read_document(text)
+    try:
+        return where, json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise PolicyError(f"{where}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}") from None
+
+
 def _eval(args: argparse.Namespace) -> int:
     from policy_dsl.cases import request_attrs
     from policy_dsl.errors import PolicyError
@@ -104,24 +147,45 @@ def _eval(args: argparse.Namespace) -> int:
     policy_set = _load(args.files)
     if policy_set is None:
         return 1
-    document = _read_document(args.request)
+    where, document = _request_document(args.request)
     if not isinstance(document, dict):
-        raise PolicyError(f"{args.request}: expected a JSON object of attributes")
-    decision = policy_set.evaluate(request_attrs(document), trace=args.explain)
+        raise PolicyError(f"{where}: expected a JSON object of attributes")
+    attrs = request_attrs(document)
+    decision = policy_set.evaluate(attrs, trace=args.explain)
     print(decision.explain())
+    if args.explain and not decision.allowed:
+        print("why:")
+        print("\n".join(str(policy_set.explain(attrs, decision)).splitlines()[1:]))
     return 0
 
 
+def _case_files(args: argparse.Namespace) -> list[str]:
+    """``--cases`` as given, else ``X.cases.yaml`` (or ``.yml``, ``.json``) beside each ``X.policy``."""
+    from policy_dsl.errors import PolicyError
+
+    if args.cases:
+        return list(args.cases)
+    found = []
+    for path in args.files:
+        stem = path[: -len(".policy")] if path.endswith(".policy") else path
+        candidates = [f"{stem}.cases.{ext}" for ext in ("yaml", "yml", "json")]
+        existing = [c for c in candidates if os.path.exists(c)]
+        if not existing:
+            raise PolicyError(f"{path}: no case file given (--cases) and none beside it ({candidates[0]})")
+        found.append(existing[0])
+    return found
+
+
 def _test(args: argparse.Namespace) -> int:
-    from policy_dsl.cases import parse_cases, run_cases
+    from policy_dsl.cases import parse_cases, request_attrs, run_cases
 
     policy_set = _load(args.files)
     if policy_set is None:
         return 1
     failed = total = 0
-    for path in args.cases:
+    for path in _case_files(args):
         cases = parse_cases(_read_document(path), path)
-        for result in run_cases(policy_set, cases):
+        for case, result in zip(cases, run_cases(policy_set, cases)):
             total += 1
             if result.passed:
                 if not args.quiet:
@@ -131,6 +195,13 @@ def _test(args: argparse.Namespace) -> int:
             print(f"FAIL  {path}: {result.name}")
             for problem in result.problems:
                 print(f"      {problem}")
+            if result.attrs is not None:  # how the policy read this request
+                decision = policy_set.evaluate(result.attrs, trace=True)
+                for line in decision.explain().splitlines():
+                    print(f"      {line}")
+                if not decision.allowed:
+                    for line in str(policy_set.explain(result.attrs, decision)).splitlines()[1:]:
+                        print(f"      why: {line.strip()}")
     print(f"{total - failed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -10,11 +10,15 @@ unexpected error during evaluation yields DENY, never an exception.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from policy_dsl.compiler import MISSING, CompiledRule, getter
 from policy_dsl.decision import Decision, RuleRef, TraceStep
 from policy_dsl.errors import Diagnostic
 from policy_dsl.index import RuleIndex
+
+if TYPE_CHECKING:
+    from policy_dsl.explain import Explainer, Explanation
 
 __all__ = ["PolicySet"]
 
@@ -42,6 +46,7 @@ class PolicySet:
         self.files = files
         self.warnings = warnings
         self._cache: dict[tuple, Decision] = {}
+        self._explainer: Explainer | None = None
         self._defaults = {
             False: _outcome([], default_allows=False, default=default),
             True: _outcome([], default_allows=True, default=default),
@@ -83,6 +88,16 @@ class PolicySet:
                 False, "DENY", None, (), (), (), f"evaluation error (fail closed): {type(err).__name__}", "DENY",
                 [] if trace else None,
             )
+
+    def explain(self, attrs: Mapping, decision: Decision | None = None) -> Explanation:
+        """Why ``attrs`` are denied (see :mod:`policy_dsl.explain`); ``decision`` is
+        :meth:`evaluate`'s result for them when the caller has it. Costs a walk over the rules,
+        so callers build it only for denials."""
+        if self._explainer is None:
+            from policy_dsl.explain import Explainer
+
+            self._explainer = Explainer(self._rules)
+        return self._explainer.explain(decision if decision is not None else self.evaluate(attrs), attrs)
 
     def _traced(self, attrs: Mapping) -> Decision:
         """Evaluate every rule (no index) with three-valued logic and record each step."""

@@ -1,11 +1,17 @@
-"""Checker warnings: rules that can never match and rules shadowed by another."""
+"""Checker warnings: rules that can never match, rules shadowed by another, open doors."""
 
 from __future__ import annotations
+
+import re
 
 from policy_dsl import load_policy
 
 
-def warnings_of(body: str) -> list[str]:
+def warnings_of(body: str, *, caller: bool = True) -> list[str]:
+    """Warnings for ``body`` inside a policy; with ``caller`` every allow rule also requires an
+    authenticated caller (so only the warning under test shows)."""
+    if caller:
+        body = re.sub(r'(allow "[^"]+" \{ )', r"\1source.authenticated and ", body)
     policy_set = load_policy(f'policy "p" protects all {{\n{body}\n}}\n', "w.policy")
     return [f"{w.line}:{w.message}" for w in policy_set.warnings]
 
@@ -52,13 +58,13 @@ def test_same_effect_rule_with_more_conditions_adds_nothing():
 
 
 def test_dry_run_rules_do_not_shadow():
-    assert warnings_of('dry-run deny "d" { true }\nallow "a" { true }') == []
+    assert warnings_of('dry-run deny "d" { true }\nallow "a" { source.authenticated }', caller=False) == []
 
 
 def test_shadowing_respects_selectors():
     text = (
         'policy "narrow" protects destination.attrs.app == "a" { deny "d" { request.method == "PUT" } }\n'
-        'policy "wide" protects all { allow "a" { request.method == "PUT" } }\n'
+        'policy "wide" protects all { allow "a" { source.authenticated and request.method == "PUT" } }\n'
     )
     assert load_policy(text).warnings == ()
 
@@ -69,3 +75,20 @@ def test_a_later_deny_also_makes_an_allow_dead():
         'deny "no-admin" { request.path startswith "/admin" }'
     )
     assert warning.startswith('2:rule "admin-get" is shadowed by deny rule "no-admin"')
+
+
+def test_an_allow_rule_that_is_always_true_is_an_open_door():
+    (warning,) = warnings_of('allow "everything" { true }', caller=False)
+    assert warning == '2:allow rule "everything" is always true: it admits every request'
+
+
+def test_an_allow_rule_without_a_caller_condition_admits_anyone():
+    (warning,) = warnings_of('allow "gets" { request.method == "GET" }', caller=False)
+    assert 'allow rule "gets" has no condition on the caller' in warning
+    assert "even an unauthenticated one" in warning
+
+
+def test_a_jwt_subject_or_any_source_attribute_is_a_caller_condition():
+    assert warnings_of('allow "a" { request.jwt.sub == "spiffe://x.example/a" }', caller=False) == []
+    assert warnings_of('allow "b" { source.ip in_cidr "10.0.0.0/8" }', caller=False) == []
+    assert warnings_of('deny "d" { request.method == "PUT" }', caller=False) == []
