@@ -1,4 +1,4 @@
-"""`trustmesh policy check|eval|test|fmt`: the policy language's command line.
+"""`trustmesh policy check|eval|test|replay|suggest|fmt`: the policy language's command line.
 
 File reading lives here (and in ``load_files``); everything else is the pure
 pipeline. Exit codes: 0 success, 1 invalid policy / failed case / bad input,
@@ -46,6 +46,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="case file (YAML or JSON); may be repeated; default: X.cases.yaml beside each X.policy")
     test.add_argument("-q", "--quiet", action="store_true", help="print failures only")
     test.set_defaults(func=_test)
+
+    replay = sub.add_parser(
+        "replay", help="re-evaluate recorded requests (access logs) under a new policy and report what changes",
+        description="Exit 1 when a request the log shows allowed would now be denied (or, with --strict, when "
+                    "any record is undetermined or any line is bad).",
+    )
+    replay.add_argument("policy", metavar="NEW.policy")
+    replay.add_argument("logs", nargs="+", metavar="LOG", help="access-log files; - reads standard input")
+    replay.add_argument("--also", action="append", default=[], metavar="FILE",
+                        help="another policy file loaded with NEW.policy as one set; may be repeated")
+    replay.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    replay.add_argument("--strict", action="store_true", help="also fail on undetermined records and bad lines")
+    replay.set_defaults(func=_replay)
+
+    suggest = sub.add_parser("suggest", help="write a least-privilege policy from the allowed flows in access logs")
+    suggest.add_argument("logs", nargs="+", metavar="LOG", help="access-log files; - reads standard input")
+    suggest.add_argument("-o", "--output", metavar="FILE", help="write the policy here instead of standard output")
+    suggest.set_defaults(func=_suggest)
 
     fmt = sub.add_parser("fmt", help="print policy files in canonical layout (comments kept)")
     fmt.add_argument("files", nargs="+", metavar="FILE")
@@ -204,6 +222,78 @@ def _test(args: argparse.Namespace) -> int:
                         print(f"      why: {line.strip()}")
     print(f"{total - failed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def _log_lines(paths: list[str]):
+    """(file, line number, line) for every line of the logs; a line over the record size limit
+    is yielded as its first bytes, which the reader refuses by size, and the rest is skipped."""
+    from policy_dsl.errors import PolicyError
+    from policy_dsl.record import MAX_LINE
+
+    for path in paths:
+        try:
+            handle = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 - closed below
+        except OSError as err:
+            raise PolicyError(f"{path}: cannot read log: {err.strerror or err}") from err
+        name = "<stdin>" if path == "-" else path
+        try:
+            number = 0
+            while True:
+                line = handle.readline(MAX_LINE + 1)
+                if not line:
+                    break
+                number += 1
+                if len(line) > MAX_LINE and not line.endswith(b"\n"):
+                    while True:  # skip the rest of the huge line without holding it
+                        rest = handle.readline(1 << 16)
+                        if not rest or rest.endswith(b"\n"):
+                            break
+                yield name, number, line
+        finally:
+            if handle is not sys.stdin.buffer:
+                handle.close()
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from policy_dsl.replay import Replay
+
+    policy_set = _load([args.policy, *args.also])
+    if policy_set is None:
+        return 1
+    replay = Replay(policy_set)
+    for name, number, line in _log_lines(args.logs):
+        replay.add_line(line, name, number)
+    if args.json:
+        print(json.dumps(replay.to_json(), default=str))
+    else:
+        print(replay.report())
+    failed = replay.breaks_traffic or (args.strict and (replay.count("undetermined") or replay.error_count))
+    return 1 if failed else 0
+
+
+def _suggest(args: argparse.Namespace) -> int:
+    from policy_dsl.record import RecordError, read_record
+    from policy_dsl.suggest import Suggester
+
+    suggester = Suggester()
+    bad = 0
+    for name, number, line in _log_lines(args.logs):
+        if not line.strip():
+            continue
+        try:
+            suggester.add(read_record(line))
+        except RecordError as err:
+            bad += 1
+            print(f"{name}:{number}: {err}", file=sys.stderr)
+    text = suggester.text()
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+    print(f"suggested from {suggester.requests} allowed requests ({suggester.ignored} other records, {bad} bad lines)",
+          file=sys.stderr)
+    return 0
 
 
 def _fmt(args: argparse.Namespace) -> int:

@@ -283,6 +283,7 @@ class CompiledRule:
     condition_tri: Tri
     attributes: tuple[tuple[str, Callable[[Mapping], Any]], ...]
     condition: ast.Expr
+    paths: tuple[tuple[str, ...], ...] = ()  # every attribute path the selector and condition read
 
 
 def compile_rule(policy: ast.Policy, rule: ast.Rule, filename: str, order: int) -> CompiledRule:
@@ -299,8 +300,9 @@ def compile_rule(policy: ast.Policy, rule: ast.Rule, filename: str, order: int) 
         check = lambda a: selector(a) and condition(a)
         selector_tri = compile_tri(policy.selector)
     names = attributes_of(policy.selector) + attributes_of(rule.condition)
-    attributes = tuple((".".join(path), getter(path)) for path in dict.fromkeys(names))
+    paths = tuple(dict.fromkeys(names))
+    attributes = tuple((".".join(path), getter(path)) for path in paths)
     return CompiledRule(
         ref, order, rule.effect, dry_run, check, selector_tri, compile_tri(rule.condition),
-        attributes, rule.condition,
+        attributes, rule.condition, paths,
     )

@@ -58,6 +58,11 @@ class PolicySet:
         return cls()
 
     @property
+    def paths(self) -> tuple[tuple[str, ...], ...]:
+        """Every attribute path a rule of the set can read (static), in first-use order."""
+        return tuple(dict.fromkeys(path for rule in self._rules for path in rule.paths))
+
+    @property
     def rules(self) -> tuple[RuleRef, ...]:
         """Every rule, in source order."""
         return tuple(r.ref for r in self._rules)
