@@ -1,7 +1,7 @@
 """Records per second of ``trustmesh policy replay`` on one core.
 
 Builds an access log the way the sidecar writes it (the attribute document of each request,
-its decision under the current policy, ``Recorder(policy.paths).record(attrs)``), then
+its decision under the current policy, ``Recorder(policy.reads).record(attrs)``), then
 replays it under a candidate policy that changes some decisions, reading the lines from a file
 as the CLI does. The mix: 40 callers, 10 destinations, paths with numeric and UUID segments,
 a third of the requests with a JSON body, about 25 % denied. Each round replays the whole log;
@@ -56,7 +56,7 @@ def policy_text(candidate: bool) -> str:
 def make_log(path: str, count: int, seed: int = 11) -> None:
     rng = random.Random(seed)
     current = load_policy(policy_text(False), "current.policy")
-    recorder = Recorder(current.paths)
+    recorder = Recorder(current.reads)
     with open(path, "w") as handle:
         for n in range(count):
             dest = rng.choice(DESTINATIONS)

@@ -283,7 +283,8 @@ class CompiledRule:
     condition_tri: Tri
     attributes: tuple[tuple[str, Callable[[Mapping], Any]], ...]
     condition: ast.Expr
-    paths: tuple[tuple[str, ...], ...] = ()  # every attribute path the selector and condition read
+    reads: tuple[tuple[str, ...], ...] = ()  # every attribute path the selector and condition read
+    policy_dry_run: bool = False  # the whole policy is dry-run (enforce off)
 
 
 def compile_rule(policy: ast.Policy, rule: ast.Rule, filename: str, order: int) -> CompiledRule:
@@ -299,10 +300,9 @@ def compile_rule(policy: ast.Policy, rule: ast.Rule, filename: str, order: int) 
         selector = compile_pred(policy.selector, definitely)
         check = lambda a: selector(a) and condition(a)
         selector_tri = compile_tri(policy.selector)
-    names = attributes_of(policy.selector) + attributes_of(rule.condition)
-    paths = tuple(dict.fromkeys(names))
-    attributes = tuple((".".join(path), getter(path)) for path in paths)
+    reads = tuple(dict.fromkeys(attributes_of(policy.selector) + attributes_of(rule.condition)))
+    attributes = tuple((".".join(path), getter(path)) for path in reads)
     return CompiledRule(
         ref, order, rule.effect, dry_run, check, selector_tri, compile_tri(rule.condition),
-        attributes, rule.condition, paths,
+        attributes, rule.condition, reads, policy.dry_run,
     )

@@ -59,7 +59,9 @@ class Decision:
     ``matches`` are the enforced allow/deny rules that matched, in source
     order; ``dry_run_matches`` and ``audit_matches`` never change the outcome;
     ``dry_run_effect`` is what the outcome would be if dry-run rules were
-    enforced; ``trace`` is a list of :class:`TraceStep` when asked for.
+    enforced; ``trace`` is a list of :class:`TraceStep` when asked for;
+    ``enforce_off`` names the dry-run policy that let the request through
+    when the default would have denied it (see :mod:`policy_dsl.evaluator`).
     """
 
     allowed: bool
@@ -71,6 +73,7 @@ class Decision:
     reason: str
     dry_run_effect: str
     trace: list[TraceStep] | None = None
+    enforce_off: str | None = None
 
     def explain(self) -> str:
         """A multi-line human explanation (used by ``trustmesh policy eval --explain``)."""

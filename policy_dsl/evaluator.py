@@ -5,11 +5,19 @@ enforced ``allow`` → ALLOW; otherwise the default (``deny``, or
 ``allow-authenticated``: ALLOW exactly when ``source.authenticated`` is true).
 ``audit`` and dry-run rules are reported and never change the outcome. Any
 unexpected error during evaluation yields DENY, never an exception.
+
+Enforce off: when the default would deny a request to a destination that a
+``dry-run policy`` protects (its selector is true) and no enforced policy with
+allow rules protects, the request is allowed, and the decision says it would
+have been denied (``dry_run_effect`` DENY, reason naming the dry-run policy).
+Enforced deny rules still deny. This is the migration mode: write the policy,
+run it dry, watch the would-deny records, then drop the mark.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from policy_dsl.compiler import MISSING, CompiledRule, getter
@@ -46,7 +54,22 @@ class PolicySet:
         self.files = files
         self.warnings = warnings
         self._cache: dict[tuple, Decision] = {}
+        reads = {path for rule in self._rules for path in rule.reads}
+        if default == "allow-authenticated":
+            reads.add(("source", "authenticated"))
+        self.reads: frozenset[tuple[str, ...]] = frozenset(reads)
+        """Every attribute path an evaluation can read (rule selectors and conditions, the
+        default): attributes outside it never change a decision, so a caller may leave them out."""
         self._explainer: Explainer | None = None
+        # enforce off: (name, selector) of dry-run policies; selectors of enforced policies with allow rules
+        first = {}
+        for rule in self._rules:
+            first.setdefault(rule.ref.policy, rule)
+        self._dry_policies = tuple((r.ref.policy, r.selector_tri) for r in first.values() if r.policy_dry_run)
+        self._enforcing = tuple({
+            r.ref.policy: r.selector_tri for r in self._rules if r.effect == "allow" and not r.policy_dry_run
+        }.values()) if self._dry_policies else ()
+        self._enforce_off: dict[tuple[int, str], tuple[Decision, Decision]] = {}
         self._defaults = {
             False: _outcome([], default_allows=False, default=default),
             True: _outcome([], default_allows=True, default=default),
@@ -56,11 +79,6 @@ class PolicySet:
     def deny_all(cls) -> PolicySet:
         """A set with no rules and the deny default: every request is denied."""
         return cls()
-
-    @property
-    def paths(self) -> tuple[tuple[str, ...], ...]:
-        """Every attribute path a rule of the set can read (static), in first-use order."""
-        return tuple(dict.fromkeys(path for rule in self._rules for path in rule.paths))
 
     @property
     def rules(self) -> tuple[RuleRef, ...]:
@@ -78,21 +96,42 @@ class PolicySet:
             default_allows = self.default == "allow-authenticated" and _authenticated(attrs) is True
             matched = [rule for rule in self._index.candidates(attrs) if rule.check(attrs)]
             if not matched:
-                return self._defaults[default_allows]
-            if len(matched) > 1:
-                matched.sort(key=_order)
-            key = (default_allows, *matched)
-            decision = self._cache.get(key)
-            if decision is None:
-                decision = _outcome(matched, default_allows=default_allows, default=self.default)
-                if len(self._cache) < _CACHE_LIMIT:
-                    self._cache[key] = decision
+                decision = self._defaults[default_allows]
+            else:
+                if len(matched) > 1:
+                    matched.sort(key=_order)
+                key = (default_allows, *matched)
+                decision = self._cache.get(key)
+                if decision is None:
+                    decision = _outcome(matched, default_allows=default_allows, default=self.default)
+                    if len(self._cache) < _CACHE_LIMIT:
+                        self._cache[key] = decision
+            if self._dry_policies and decision.rule is None and not decision.allowed:
+                return self._dry_run_default(decision, attrs)
             return decision
         except Exception as err:  # fail closed: an evaluation error is a DENY
             return Decision(
                 False, "DENY", None, (), (), (), f"evaluation error (fail closed): {type(err).__name__}", "DENY",
                 [] if trace else None,
             )
+
+    def _dry_run_default(self, decision: Decision, attrs: Mapping) -> Decision:
+        """``decision`` (the default denied) allowed instead when only dry-run policies protect
+        the destination (see the module doc)."""
+        if any(selector(attrs) is True for selector in self._enforcing):
+            return decision
+        name = next((name for name, selector in self._dry_policies if selector(attrs) is True), None)
+        if name is None:
+            return decision
+        if decision.trace is not None:
+            return replace(decision, allowed=True, effect="ALLOW", reason=_enforce_off(name, decision), enforce_off=name)
+        kept = self._enforce_off.get((id(decision), name))  # decisions without a trace are kept by the set
+        if kept is not None and kept[0] is decision:
+            return kept[1]
+        found = replace(decision, allowed=True, effect="ALLOW", reason=_enforce_off(name, decision), enforce_off=name)
+        if len(self._enforce_off) < _CACHE_LIMIT:
+            self._enforce_off[(id(decision), name)] = (decision, found)
+        return found
 
     def explain(self, attrs: Mapping, decision: Decision | None = None) -> Explanation:
         """Why ``attrs`` are denied (see :mod:`policy_dsl.explain`); ``decision`` is
@@ -118,10 +157,20 @@ class PolicySet:
                 matched.append(rule)
         default_allows = self.default == "allow-authenticated" and _authenticated(attrs) is True
         plain = _outcome(matched, default_allows=default_allows, default=self.default)
-        return Decision(
+        traced = Decision(
             plain.allowed, plain.effect, plain.rule, plain.matches, plain.dry_run_matches,
             plain.audit_matches, plain.reason, plain.dry_run_effect, steps,
         )
+        if self._dry_policies and traced.rule is None and not traced.allowed:
+            return self._dry_run_default(traced, attrs)
+        return traced
+
+
+def _enforce_off(policy: str, decision: Decision) -> str:
+    if decision.dry_run_effect == "DENY":
+        return f'dry-run policy "{policy}" (enforce off) would deny: {decision.reason}'
+    allows = [r for r in decision.dry_run_matches if r.effect == "allow"]
+    return f'dry-run policy "{policy}" (enforce off) would allow: dry-run allow rule "{allows[0].name}" in policy "{allows[0].policy}"'
 
 
 def _order(rule: CompiledRule) -> int:

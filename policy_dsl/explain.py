@@ -82,9 +82,9 @@ class Explanation:
         if self.decision.rule is not None:
             shown = ", ".join(f"{name} = {_show(value)}" for name, value in self.values)
             lines.append(f"  {self.decision.rule}" + (f" ({shown})" if shown else ""))
-        elif not self.decision.allowed and not self.policies and self.decision.reason.endswith("(default deny)"):
+        elif not self.policies and self.decision.reason.endswith("(default deny)"):
             lines.append("  no policy protects this destination")
-        elif not self.decision.allowed and self.policies and not self.candidates:
+        elif self.policies and not self.candidates and not self.decision.allowed:
             lines.append(f"  policy {', '.join(self.policies)} has no allow rule")
         lines.extend(f"  {failed}" for failed in self.candidates)
         return "\n".join(lines)
@@ -142,8 +142,8 @@ class Explainer:
         self._parts: dict[int, _RuleParts] = {}
 
     def explain(self, decision: Decision, attrs: Mapping) -> Explanation:
-        if decision.allowed:
-            return Explanation(decision)
+        if decision.allowed and not (decision.rule is None and decision.dry_run_effect == "DENY"):
+            return Explanation(decision)  # allowed, and not only because enforcement is off
         if decision.rule is not None:
             rule = next((r for r in self._rules if r.ref is decision.rule), None)
             reads = rule.attributes if rule is not None else ()
@@ -151,7 +151,10 @@ class Explainer:
         policies: dict[str, None] = {}
         candidates = []
         for rule in self._rules:
-            if rule.effect != "allow" or rule.dry_run or rule.selector_tri(attrs) is not True:
+            if rule.effect != "allow" or rule.selector_tri(attrs) is not True:
+                continue
+            if rule.dry_run and not (decision.allowed and rule.policy_dry_run):  # enforce off: its rules
+                continue
                 continue
             policies[rule.ref.policy] = None
             parts = self._parts.get(rule.order)

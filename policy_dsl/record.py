@@ -10,12 +10,12 @@ value over the size bound) in ``withheld``. ``source.trust_domain``, ``source.pa
 (:func:`policy_dsl.identity.identity_attributes`), and ``context.time`` is the record's
 ``time``.
 
-The policy knows its paths statically (:attr:`PolicySet.paths`), so recording never touches the
+The policy knows its paths statically (:attr:`PolicySet.reads`), so recording never touches the
 evaluator: a :class:`Recorder` is built once per policy set.
 
     >>> from policy_dsl import load_policy
     >>> recorder = Recorder(load_policy('policy "p" protects all { allow "a" { '
-    ...     'source.authenticated and request.json.appname == "web" } }').paths, omit=["source.ip"])
+    ...     'source.authenticated and request.json.appname == "web" } }').reads, omit=["source.ip"])
     >>> recorder.record({"source": {"id": "spiffe://x.example/app/web", "authenticated": True, "ip": "10.0.0.1"},
     ...                  "request": {"method": "POST", "path": "/v1/fetch", "json": {"appname": "web"}}})
     {'attrs': {'source.id': 'spiffe://x.example/app/web', 'source.authenticated': True, 'request.method': 'POST', 'request.path': '/v1/fetch', 'request.json.appname': 'web'}, 'absent': ['destination.id', 'destination.port', 'request.host', 'context.protocol'], 'withheld': ['source.ip']}
@@ -114,7 +114,7 @@ class Recorder:
     def __init__(self, paths: Iterable[tuple[str, ...]], *, omit: Iterable[str] = (), max_value: int = MAX_VALUE) -> None:
         omitted = set(omit)
         wanted = dict.fromkeys(BASE_PATHS)
-        for path in paths:
+        for path in sorted(paths):
             if path[:2] in _DERIVED or path[0] == "context" and path != ("context", "protocol"):
                 continue  # follows from the IDs, or is the record's own time
             wanted[path] = None
@@ -229,7 +229,8 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
 
 def read_record(line: str | bytes) -> dict[str, Any]:
     """One log line as a record dict with ``attrs`` rebuilt into the evaluator's nested shape
-    (under the key ``"_attrs"``); RecordError says what is wrong with any other line."""
+    (under the key ``"_attrs"``; None for a record no policy decided, such as an outbound
+    one); RecordError says what is wrong with any other line."""
     if len(line) > MAX_LINE:
         raise RecordError(f"line of {len(line)} bytes is over the {MAX_LINE}-byte limit; not read")
     try:
@@ -244,6 +245,9 @@ def read_record(line: str | bytes) -> dict[str, Any]:
             raise RecordError(f"no version field 'v' (written before format {VERSION}?); cannot replay")
         raise RecordError(f"record version {version!r}; this trustmesh reads version {VERSION}")
     flat = record.get("attrs")
+    if flat is None and record.get("decision") not in ("allow", "deny"):
+        record["_attrs"] = None  # no policy decision (outbound, errors): nothing to replay
+        return record
     if not isinstance(flat, dict):
         raise RecordError("no 'attrs' object: the record holds no attribute values")
     for key in ("absent", "withheld"):

@@ -91,7 +91,7 @@ class _Needs:
                 continue
             parts = tuple((compile_tri(part), attributes_of(part)) for part in conjuncts(rule.condition))
             self.rules.append((rule, parts))
-            paths.update(dict.fromkeys(rule.paths))
+            paths.update(dict.fromkeys(rule.reads))
         if policy_set.default == "allow-authenticated":
             paths[("source", "authenticated")] = None
         self.paths = tuple((path, getter(path)) for path in paths)
@@ -144,7 +144,7 @@ class Replay:
         self.error_count = 0
         self._seen: dict[bytes, Any] = {}  # line key -> "unchanged", "skipped" or its Change
         self._last: Any = None
-        self._reads_time = ("context", "time") in policy_set.paths
+        self._reads_time = ("context", "time") in policy_set.reads
 
     def add_line(self, line: str | bytes, file: str, number: int) -> None:
         """Replay one log line; a bad one is noted (``errors``) and skipped.
@@ -280,7 +280,7 @@ class Replay:
         lines = [
             f"{self.records} records replayed: {self.unchanged} unchanged, {self.count(ALLOW_TO_DENY)} allow->deny, "
             f"{self.count(DENY_TO_ALLOW)} deny->allow, {self.count(UNDETERMINED)} undetermined"
-            + (f", {self.skipped} not decided by policy (errors)" if self.skipped else "")
+            + (f", {self.skipped} not decided by policy (outbound, errors)" if self.skipped else "")
             + (f", {self.error_count} bad lines" if self.error_count else "")
         ]
         for change in self.changes():

@@ -19,12 +19,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 from policy_dsl import HostError, canonical_host
+from policy_dsl.identity import identity_attributes
 from sidecar.errors import HttpError
 from sidecar.http1 import RequestHead
 
@@ -46,11 +47,19 @@ log = logging.getLogger("trustmesh.sidecar")
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """An authorization outcome: ``rule`` is the deciding rule's name (None: the default)."""
+    """An authorization outcome: ``rule`` is the deciding rule's name (None: the default) and
+    ``policy`` its policy's. ``audit`` holds ``(policy, rule, would)`` for each audit rule
+    (would ``audit``) and dry-run rule (would ``allow``/``deny``) that matched, and
+    ``(policy, "(default)", "deny")`` when a dry-run policy let through what the default would
+    deny. ``explanation`` (a JSON object, :meth:`policy_dsl.explain.Explanation.to_json`) says
+    why a request was, or would have been, denied: for the log, never for the caller."""
 
     allowed: bool
     rule: str | None = None
     reason: str = ""
+    policy: str | None = None
+    audit: tuple[tuple[str, str, str], ...] = ()
+    explanation: dict[str, Any] | None = None
 
 
 Authorizer = Callable[[dict[str, Any]], Verdict]
@@ -92,7 +101,14 @@ class PolicyAuthorizer:
         except Exception as err:  # noqa: BLE001 - evaluation must never open the door
             log.error("policy evaluation failed: %s", err)
             return Verdict(False, None, "policy evaluation error"), None
-        return self._verdict(decision), policy
+        verdict = self._verdict(decision)
+        if not decision.allowed or decision.enforce_off is not None and decision.dry_run_effect == "DENY":
+            # why it was (or would have been) denied: built for denials only, from these attributes
+            try:
+                verdict = replace(verdict, explanation=policy.explain(attrs, decision).to_json())
+            except Exception as err:  # noqa: BLE001 - an explanation never changes the verdict
+                log.error("explaining a denial failed: %s", err)
+        return verdict, policy
 
     def _verdict(self, decision: Any) -> Verdict:
         # the evaluator hands out the same decision object for the same outcome: convert it once
@@ -100,7 +116,15 @@ class PolicyAuthorizer:
         if known is not None and known[0] is decision:
             return known[1]
         rule = decision.rule.name if decision.rule is not None else None
-        verdict = Verdict(bool(decision.allowed), rule, decision.reason)
+        audit = tuple((r.policy, r.name, "audit") for r in decision.audit_matches) + tuple(
+            (r.policy, r.name, r.effect) for r in decision.dry_run_matches
+        )
+        if decision.enforce_off is not None and decision.dry_run_effect == "DENY":
+            audit += ((decision.enforce_off, "(default)", "deny"),)
+        verdict = Verdict(
+            bool(decision.allowed), rule, decision.reason,
+            decision.rule.policy if decision.rule is not None else None, audit,
+        )
         if len(self._verdicts) >= _VERDICTS_KEPT:
             self._verdicts.clear()
         self._verdicts[id(decision)] = (decision, verdict)
@@ -147,14 +171,9 @@ def source_attributes(peer_id: Any, ip: str) -> dict[str, Any]:
     """``source`` for a verified peer SPIFFE ID, or an unauthenticated caller (None)."""
     if peer_id is None:
         return {"authenticated": False, "ip": ip}
-    return {
-        "id": str(peer_id),
-        "trust_domain": peer_id.trust_domain.name,
-        "path": peer_id.path,
-        "attrs": peer_id.attributes(),
-        "authenticated": True,
-        "ip": ip,
-    }
+    # the one function the policy tools also use, so a case or a log record giving only the ID
+    # sees what the sidecar saw
+    return {**identity_attributes(str(peer_id)), "authenticated": True, "ip": ip}
 
 
 def destination_attributes(own_id: Any, port: int) -> dict[str, Any]:

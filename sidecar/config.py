@@ -38,6 +38,7 @@ optional; the values shown are the defaults where there is one)::
     workload_api: {socket: /run/trustmesh/sockets/agent.sock}
     federation: {partner.org: /etc/trustmesh/federation/partner.org.json}  # SPIFFE bundle or PEM
     access_log: stdout                # stdout, off, or a file path
+    access_log_omit: [source.ip, request.headers.authorization]   # never written (privacy)
     log_level: info                   # trace, debug, info, warning, error (TRUSTMESH_LOG_LEVEL wins)
     limits: {max_head_bytes: 16384, max_headers: 100, header_timeout: 10, idle_timeout: 300,
              max_connections: 4096, max_connections_per_source: 1024, max_json_body: 65536, connect_timeout: 1,
@@ -133,6 +134,7 @@ class SidecarConfig:
     workload_api_socket: Path | None = None
     federation: Mapping[str, Path] = field(default_factory=dict)  # trust domain -> bundle file
     access_log: str = "stdout"
+    access_log_omit: tuple[str, ...] = ()  # attributes (or groups of them) whose values are never logged
     log_level: str | None = None  # None: TRUSTMESH_LOG_LEVEL, else info
     limits: Limits = field(default_factory=Limits)
 
@@ -263,6 +265,7 @@ def parse_config(data: Any, base: Path = Path(".")) -> SidecarConfig:
         federation[_trust_domain(str(key), where)] = base / value
     kw["federation"] = federation
     kw["access_log"] = top.str("access_log", default="stdout")
+    kw["access_log_omit"] = tuple(_attribute(text, f"access_log_omit[{i}]") for i, text in enumerate(top.str_list("access_log_omit")))
     kw["log_level"] = top.str("log_level")
     if kw["log_level"] is not None and kw["log_level"].lower() not in LOG_LEVELS:
         raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {kw['log_level']!r}")
@@ -374,6 +377,21 @@ class _Section:
         for key in self.data:
             if key not in self.seen:
                 raise ConfigError(self._name(str(key)), "unknown key")
+
+
+def _attribute(text: str, where: str) -> str:
+    """An attribute as policy spells it (``request.headers.authorization``), or a group of them."""
+    from policy_dsl.attributes import resolve
+    from policy_dsl.record import attribute_text, parse_attribute_text
+
+    try:
+        path = parse_attribute_text(text)
+    except ValueError as err:
+        raise ConfigError(where, str(err)) from None
+    found = resolve(path)
+    if found.error:
+        raise ConfigError(where, found.error)
+    return attribute_text(path)
 
 
 def _port_value(value: Any, where: str, allow_zero: bool = False) -> int:

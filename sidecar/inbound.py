@@ -5,7 +5,8 @@ receives exactly the path the policy saw), strips identity headers the
 caller sent, builds the attributes (verified peer SVID, request fields, a
 validated JWT-SVID, JSON body fields), evaluates the policy, and either
 forwards to the app on ``127.0.0.1:<port>`` with ``x-forwarded-client-cert``
-added, or answers 403 naming only the deciding rule. Errors become responses
+added, or answers 403 ``forbidden`` (the deciding rule and why go to the access log, never
+to the caller). Errors become responses
 in one place, :func:`answer_for`: malformed input 400, no valid identity 503,
 deny 403.
 
@@ -176,8 +177,11 @@ class InboundRouter:
         self.metrics.decision(verdict.allowed, verdict.rule)
         fields["decision"] = "allow" if verdict.allowed else "deny"
         fields["rule"] = verdict.rule
+        _note_verdict(verdict, fields, self.metrics)
+        if self.access_log.stream is not None:  # what the evaluation read, for the record
+            fields["attrs"] = {"source": per_conn[2], "destination": per_conn[3], "request": derived[1], "context": _HTTP}
         if not verdict.allowed:
-            return Answer(403, _deny_text(verdict), fields)
+            return Answer(403, "forbidden", fields)  # the rule and why: the log only, never the caller
         return Forward(new_head, self.app_pool, (self.app_host, conn.target_port), 503, fields)
 
     def _authorize(self, conn: ConnInfo, per_conn: tuple[Any, ...], derived: tuple[Any, ...]) -> Verdict:
@@ -272,6 +276,8 @@ class InboundRouter:
             duration_ms=round(duration * 1000, 3),
             **({"error": fields["error"]} if "error" in fields else {}),
             **{k: fields[k] for k in _JWT_LOG_FIELDS if k in fields},
+            **_verdict_log_fields(fields),
+            **(self.access_log.attributes(getattr(self.authorizer, "policy", None), fields["attrs"]) if "attrs" in fields else {}),
         )
 
     # -- TCP
@@ -279,6 +285,7 @@ class InboundRouter:
     def authorize_tcp(self, conn: ConnInfo) -> bool:
         """Identity-only policy for an opaque TCP connection."""
         now = self.clock()
+        attrs: dict[str, Any] | None = None
         if not self.identity.valid(now):
             verdict = Verdict(False, None, "no valid identity")
         else:
@@ -294,6 +301,10 @@ class InboundRouter:
                 verdict = Verdict(False, None, "authorizer error")
         self.metrics.decision(verdict.allowed, verdict.rule)
         self.metrics.tcp_connection(self.direction, "allow" if verdict.allowed else "deny")
+        fields: dict[str, Any] = {}
+        _note_verdict(verdict, fields, self.metrics)
+        if self.access_log.stream is None:
+            return verdict.allowed
         self.access_log.write(
             direction=self.direction,
             protocol="tcp",
@@ -301,6 +312,8 @@ class InboundRouter:
             destination=f"{self.app_host}:{conn.target_port}",
             decision="allow" if verdict.allowed else "deny",
             rule=verdict.rule,
+            **_verdict_log_fields(fields),
+            **(self.access_log.attributes(getattr(self.authorizer, "policy", None), attrs) if attrs is not None else {}),
         )
         return verdict.allowed
 
@@ -309,8 +322,23 @@ _DERIVED_KEPT = 256
 _NOTHING: frozenset[bytes] = frozenset()  # the head given to serialize_head has no identity header left
 
 
-def _deny_text(verdict: Verdict) -> str:
-    return f"denied by rule {verdict.rule}" if verdict.rule else "denied by default"
+_HTTP = {"protocol": "http"}  # the record's context (its time is the record's own)
+_VERDICT_LOG_FIELDS = ("policy", "audit", "explain")
+
+
+def _note_verdict(verdict: Verdict, fields: dict[str, Any], metrics: Metrics) -> None:
+    """The verdict's policy, audit and dry-run matches and deny explanation, for the log."""
+    if verdict.policy is not None:
+        fields["policy"] = verdict.policy
+    if verdict.audit:
+        metrics.audit(verdict.audit)
+        fields["audit"] = [{"policy": p, "rule": r, "would": w} for p, r, w in verdict.audit]
+    if verdict.explanation is not None:
+        fields["explain"] = verdict.explanation
+
+
+def _verdict_log_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    return {key: fields[key] for key in _VERDICT_LOG_FIELDS if key in fields}
 
 
 def _refuse_identity_lookalikes(head: RequestHead) -> None:

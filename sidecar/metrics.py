@@ -21,13 +21,14 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class Metrics:
-    """Requests by direction/decision/status, latency, TCP connections, authz by rule,
-    SVID expiry, policy reload failures, refused connections."""
+    """Requests by direction/decision/status, latency, TCP connections, authz by rule, audit and
+    dry-run matches, SVID expiry, policy reload failures, refused connections."""
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self._requests: dict[tuple[str, str, int], int] = {}
         self._decisions: dict[tuple[str, str], int] = {}
+        self._audit: dict[tuple[str, str, str], int] = {}
         self._latency: dict[str, list[float]] = {}  # direction -> bucket counts..., count, sum
         r.register(_HotPathCollector(self))
         self.tcp = Counter(
@@ -60,6 +61,12 @@ class Metrics:
         key = ("allow" if allowed else "deny", rule or "(default)")
         self._decisions[key] = self._decisions.get(key, 0) + 1
 
+    def audit(self, matches: tuple[tuple[str, str, str], ...]) -> None:
+        """Count audit and dry-run matches: ``(policy, rule, would)`` each."""
+        counts = self._audit
+        for key in matches:
+            counts[key] = counts.get(key, 0) + 1
+
     def tcp_connection(self, direction: str, decision: str) -> None:
         self.tcp.labels(direction, decision).inc()
 
@@ -89,6 +96,14 @@ class _HotPathCollector:
         for labels, value in sorted(self.m._decisions.items()):
             authz.add_metric(list(labels), value)
         yield authz
+        audit = CounterMetricFamily(
+            "trustmesh_authz_audit",
+            "Audit and dry-run rule matches, and dry-run policies' would-deny defaults (never enforced)",
+            labels=["policy", "rule", "would"],
+        )
+        for labels, value in sorted(self.m._audit.items()):
+            audit.add_metric(list(labels), value)
+        yield audit
         latency = HistogramMetricFamily(
             "trustmesh_sidecar_request_duration_seconds",
             "Time from request head to the end of the response",

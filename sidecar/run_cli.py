@@ -207,7 +207,7 @@ async def _main(config, probes, trim=None) -> int:  # type: ignore[no-untyped-de
         identity,
         PolicyAuthorizer(store),
         policy_ready=(lambda: store.generation > 0) if watcher else (lambda: True),
-        access_log=open_access_log(config.access_log),
+        access_log=open_access_log(config.access_log, config.access_log_omit),
     )
     sidecar.admin.app_probes = AppProbes(probes)
     workload_api = None

@@ -46,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="loopback only: add a second trust domain (partner.example) with its own CA, federated with the "
         "first; one of its workloads is admitted to billing by a rule naming its foreign SPIFFE ID, another is denied",
     )
+    parser.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help="keep every process's log and the sidecars' access logs (replayable records) in DIR, "
+        "a new or empty directory",
+    )
     parser.set_defaults(func=_demo)
 
 
@@ -60,4 +66,7 @@ def _demo(args: argparse.Namespace) -> int:
             raise DemoUsageError(f"--port-base must be between 1024 and 65519, got {args.port_base}")
     if args.federation and args.isolation != "loopback":
         raise DemoUsageError("--federation applies to --isolation loopback only")
-    return run_demo(DemoOptions(args.isolation, args.keep_running, args.port_base, args.federation))
+    from pathlib import Path
+
+    log_dir = Path(args.log_dir).resolve() if args.log_dir else None
+    return run_demo(DemoOptions(args.isolation, args.keep_running, args.port_base, args.federation, log_dir))

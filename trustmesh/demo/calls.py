@@ -6,7 +6,8 @@ answer is classified:
 
 * an answer from the app (2xx-4xx, other than the sidecar's 403) → ``allow``,
   with the caller identity the app says it saw;
-* ``403`` from the callee's sidecar → ``deny``, with the rule it names;
+* ``403`` from the callee's sidecar → ``deny`` (the sidecar tells the caller no more than
+  ``forbidden``; the demo reads the rule and why from the callee's access log);
 * no HTTP answer (connection refused, reset or closed), or an error status
   from the caller's own sidecar → ``refused``.
 """
@@ -118,11 +119,7 @@ def classify(response: Response, *, through_own_sidecar: bool) -> Outcome:
         return Outcome("refused", response.error, NO_RESPONSE)
     text = response.body.decode("utf-8", "replace").strip()
     if response.status == 403:
-        if text.startswith("denied by rule "):
-            return Outcome("deny", "rule " + text.removeprefix("denied by rule "), 403)
-        if text == "denied by default":
-            return Outcome("deny", "default deny: no rule allows it", 403)
-        return Outcome("deny", text[:80], 403)
+        return Outcome("deny", f"403 {text[:80]} (no access-log line found)", 403)
     if response.status in (502, 503, 504):
         where = "the caller's sidecar" if through_own_sidecar else "the callee"
         return Outcome("refused", f"{response.status} from {where}: {text[:80]}", response.status)

@@ -5,7 +5,7 @@ SIGKILL), network namespaces are removed (netns mode) and the work directory
 (CA keys, tokens, configs, sockets) is deleted — on success, on failure and
 on Ctrl-C or SIGTERM alike. The log directory is kept only when something
 went wrong (a process failed, a call had an unexpected outcome), and its
-path is printed.
+path is printed — or always, when ``--log-dir`` names it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class DemoOptions:
     keep_running: bool = False
     port_base: int | None = None
     federation: bool = False  # a second trust domain (trustmesh/demo/federation.py); loopback only
+    log_dir: Path | None = None  # keep every process's log and the sidecars' access logs here
 
 
 def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
@@ -58,8 +59,8 @@ async def _run(options: DemoOptions, out: TextIO) -> int:
 
         check_host()  # before anything is created
     base = _temp_base(options.isolation, out)
+    log_dir = _log_dir(options.log_dir, base)  # first: a bad --log-dir leaves nothing behind
     workdir = Path(tempfile.mkdtemp(prefix="trustmesh-demo-", dir=base))
-    log_dir = Path(tempfile.mkdtemp(prefix="trustmesh-demo-logs-", dir=base))
     # Unix socket paths are limited to 107 bytes: with a long $TMPDIR, sockets go to /tmp.
     socket_dir = workdir if len(str(workdir)) <= _MAX_SOCKET_BASE else Path(tempfile.mkdtemp(prefix=f"tmd-{os.getpid()}-", dir="/tmp"))
     sup = Supervisor(log_dir)
@@ -81,10 +82,29 @@ async def _run(options: DemoOptions, out: TextIO) -> int:
         await asyncio.shield(_cleanup(sup, cleanups))
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(socket_dir, ignore_errors=True)
-        if keep_logs:
+        if options.log_dir is not None:
+            print(f"logs of every process and the sidecars' access logs: {log_dir}\n"
+                  f"replay them against a policy: trustmesh policy replay NEW.policy {log_dir}/sidecar-*-access.jsonl",
+                  file=out, flush=True)
+        elif keep_logs:
             print(f"logs of every process: {log_dir}", file=sys.stderr)
         else:
             shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _log_dir(wanted: Path | None, base: str) -> Path:
+    """A new log directory, or ``wanted`` (created, or an existing empty one: the sidecars
+    append to their access logs, so old files would mix two runs)."""
+    if wanted is None:
+        return Path(tempfile.mkdtemp(prefix="trustmesh-demo-logs-", dir=base))
+    try:
+        wanted.mkdir(parents=True, exist_ok=True)
+        if any(wanted.iterdir()):
+            raise DemoError(f"--log-dir {wanted} is not empty; give a new or empty directory")
+        wanted.chmod(0o711)  # the sidecars may run as another user (netns)
+    except OSError as err:
+        raise DemoError(f"--log-dir {wanted}: {err.strerror or err}") from err
+    return wanted
 
 
 def _temp_base(isolation: str, out: TextIO) -> str:

@@ -2,11 +2,13 @@
 
 For each call the table shows who called whom with what, the decision
 (``allow``, ``deny``, ``refused``), the reason, and whether that is what the
-script expected. The reason for an allowed call is the deciding rule, read
-from the callee sidecar's access log (the sidecar is what decided, so the
-demo asks it rather than re-evaluating the policy itself), and the caller
-identity the app reports it saw (from ``x-forwarded-client-cert``, or from
-the JWT-SVID it verified itself).
+script expected. The reason for an allowed or denied call is read from the
+callee sidecar's access log (the sidecar is what decided, so the demo asks it
+rather than re-evaluating the policy itself): the deciding rule, or for a
+default deny each allow rule that could have admitted the call and its
+first condition that failed, with the values compared. An allowed call also
+shows the caller identity the app reports it saw (from
+``x-forwarded-client-cert``, or from the JWT-SVID it verified itself).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from trustmesh.demo.calls import Outcome, classify
 from trustmesh.demo.mesh import Mesh
 from trustmesh.demo.topology import SCRIPT, Call, spiffe_id
 
-__all__ = ["Row", "run_script", "Performer", "format_table"]
+__all__ = ["Row", "run_script", "Performer", "deny_reason", "format_table"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,8 @@ async def _with_rules(rows: list[Row], access_logs: dict[str, Path], log_wait: f
             reason = f"rule {entry['rule']}" if entry and entry.get("rule") else "(no access-log line found)"
             seen = f"; app saw {o.caller_seen}" if o.caller_seen else "; app saw no caller ID"
             row = Row(row.number, row.call, Outcome("allow", f"{reason}{seen} ({o.status})", o.status, o.caller_seen))
+        elif row.outcome.decision == "deny" and entry is not None:
+            row = Row(row.number, row.call, Outcome("deny", deny_reason(entry), o.status))
         elif entry is not None and entry.get("error"):
             error = re.sub(r"^[\w.:\[\]]+:\d+: ", "", str(entry["error"]))
             row = Row(row.number, row.call, Outcome(o.decision, f"caller's sidecar: {error} ({o.status})", o.status))
@@ -143,7 +147,7 @@ async def _with_rules(rows: list[Row], access_logs: dict[str, Path], log_wait: f
 
 def _log_key(row: Row) -> tuple[str, str] | None:
     """Whose access log explains this row, and which direction: None when none does."""
-    if row.outcome.decision == "allow":
+    if row.outcome.decision == "allow" or row.outcome.decision == "deny" and row.outcome.status == 403:
         return row.call.callee, "inbound"
     if row.outcome.decision == "refused" and row.call.via == "mtls" and row.outcome.status:
         return row.call.caller, "outbound"
@@ -190,6 +194,23 @@ def _entries(path: Path | None, direction: str) -> list[dict]:
         if isinstance(entry, dict) and entry.get("direction") == direction:
             entries.append(entry)
     return entries
+
+
+def deny_reason(entry: dict) -> str:
+    """Why the callee's sidecar denied, from its access-log record (``explain``, docs/access-log.md)."""
+    if entry.get("rule"):
+        return f"rule {entry['rule']}"
+    explain = entry.get("explain") or {}
+    candidates = explain.get("candidates") or []
+    if not candidates:
+        return "default deny: " + ("no policy protects it" if not explain.get("policies") else "its policy has no allow rule")
+    parts = []
+    for candidate in candidates:
+        shown = [f"{name} {json.dumps(value)}" for name, value in (candidate.get("values") or {}).items()]
+        shown += [f"{name} missing" for name in candidate.get("missing") or ()]
+        rule = str(candidate.get("rule", "")).rpartition("/")[2]
+        parts.append(f"{rule}: {candidate.get('condition')} is {candidate.get('result')}" + (f" ({', '.join(shown)})" if shown else ""))
+    return "default deny; " + "; ".join(parts)
 
 
 def format_table(rows: Sequence[Row]) -> str:

@@ -59,6 +59,9 @@ def test_demo_runs_to_completion_and_shows_allowed_and_denied_calls_with_reasons
     assert "app saw …/app/web (200)" in rows[1]  # the app got the caller's ID from the sidecar
     assert re.search(r'billing \(mTLS\) -> config\s+POST /v1/fetch \{"appname":"billing"\}\s+ALLOW\s+rule fetch-own-config', rows[2])
     assert re.search(r'web \(mTLS\) -> config\s+POST /v1/fetch \{"appname":"billing"\}\s+DENY\s+default deny', rows[3])
+    # ... and says why, from the callee sidecar's access log (the caller only got "forbidden")
+    assert ('fetch-own-config: request.json.appname == source.attrs.app is false '
+            '(request.json.appname "billing", source.attrs.app "web")') in rows[3]
     # mTLS between workloads, and a denied path (also when spelt with "..").
     assert re.search(r"web \(mTLS\) -> billing\s+GET /v1/invoices/2026-11\s+ALLOW\s+rule web-reads-invoices", rows[4])
     assert re.search(r"GET /v1/admin/keys\s+DENY\s+rule no-admin-api", rows[6])

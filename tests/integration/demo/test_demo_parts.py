@@ -63,14 +63,24 @@ def test_the_policy_checks_clean_and_decides_the_abac_cases_as_the_script_expect
 
 def test_answers_are_classified_into_decisions_and_reasons():
     assert classify(Response(200, b"{}"), through_own_sidecar=True).decision == "allow"
-    deny = classify(Response(403, b"denied by rule no-admin-api"), through_own_sidecar=True)
-    assert (deny.decision, deny.reason) == ("deny", "rule no-admin-api")
-    default = classify(Response(403, b"denied by default"), through_own_sidecar=True)
-    assert (default.decision, default.reason) == ("deny", "default deny: no rule allows it")
+    deny = classify(Response(403, b"forbidden\n"), through_own_sidecar=True)
+    assert (deny.decision, deny.reason) == ("deny", "403 forbidden (no access-log line found)")
     refused = classify(Response(NO_RESPONSE, error="connection reset without an HTTP answer"), through_own_sidecar=True)
     assert (refused.decision, refused.reason) == ("refused", "connection reset without an HTTP answer")
     upstream = classify(Response(503, b"Service Unavailable"), through_own_sidecar=True)
     assert upstream.decision == "refused" and "503" in upstream.reason
+
+
+def test_a_denial_is_explained_from_the_callees_access_log_record():
+    from trustmesh.demo.script import deny_reason
+
+    assert deny_reason({"decision": "deny", "policy": "config", "rule": "no-admin-api"}) == "rule no-admin-api"
+    record = {"decision": "deny", "rule": None, "explain": {"policies": ["config"], "candidates": [
+        {"rule": "config/fetch-own-config", "condition": "request.json.appname == source.attrs.app", "result": "false",
+         "values": {"request.json.appname": "billing", "source.attrs.app": "web"}}]}}
+    assert deny_reason(record) == ('default deny; fetch-own-config: request.json.appname == source.attrs.app is false '
+                                   '(request.json.appname "billing", source.attrs.app "web")')
+    assert deny_reason({"decision": "deny", "explain": {"policies": [], "candidates": []}}) == "default deny: no policy protects it"
 
 
 def test_the_table_flags_an_unexpected_outcome():

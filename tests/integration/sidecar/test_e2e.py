@@ -94,7 +94,7 @@ async def test_policy_allows_denies_and_the_app_sees_the_caller(world):
         assert seen["headers"]["x-forwarded-client-cert"] == f"By={SERVER};URI={CLIENT}"
         async with s.get(f"{base}/api/orders/admin/x") as r:
             assert r.status == 403
-            assert "no-admin" in await r.text()
+            assert await r.text() == "forbidden\n"  # the caller learns no rule name
         async with s.get(f"{base}/api/customers") as r:
             assert r.status == 403
         async with s.post(f"{base}/api/orders", json={"quantity": 3}) as r:
@@ -120,6 +120,8 @@ async def test_policy_allows_denies_and_the_app_sees_the_caller(world):
         ("/api/orders/admin/x", 403, "deny"),
     }
     assert all(line["source"] == CLIENT for line in logged)
+    admin = next(line for line in logged if line["path"] == "/api/orders/admin/x")
+    assert (admin["policy"], admin["rule"], admin["explain"]["rule"]) == ("orders", "no-admin", "orders/no-admin")
 
 
 async def test_plaintext_and_foreign_certificates_are_refused_in_strict(world, tmp_path):

@@ -130,3 +130,34 @@ def test_a_case_contradicting_its_source_id_is_refused():
         request_attrs({"source": {"id": "spiffe://demo.example/app/web", "attrs": {"app": "billing"}}})
     with pytest.raises(PolicyError, match="source.trust_domain 'other.example' disagrees"):
         request_attrs({"source": {"id": "spiffe://demo.example/app/web", "trust_domain": "other.example"}})
+
+
+ENFORCE_OFF = load_policy('''
+dry-run policy "orders" protects destination.attrs.app == "orders" {
+  allow "web-reads" { source.attrs.app == "web" and request.method == "GET" }
+}
+policy "global" protects all {
+  deny "no-admin" { request.path startswith "/admin" }
+}
+policy "billing" protects destination.attrs.app == "billing" {
+  allow "web-reads" { source.attrs.app == "web" }
+}
+''', "off.policy")
+
+
+def test_a_destination_protected_only_by_a_dry_run_policy_is_allowed_and_says_it_would_deny():
+    decision = ENFORCE_OFF.evaluate(attrs(app="analytics", dest="orders", method="GET"))
+    assert (decision.allowed, decision.rule, decision.dry_run_effect) == (True, None, "DENY")
+    assert decision.reason == 'dry-run policy "orders" (enforce off) would deny: no rule matched (default deny)'
+    explanation = ENFORCE_OFF.explain(attrs(app="analytics", dest="orders", method="GET"), decision)
+    assert [c.rule.qualified_name for c in explanation.candidates] == ["orders/web-reads"]
+    traced = ENFORCE_OFF.evaluate(attrs(app="analytics", dest="orders", method="GET"), trace=True)
+    assert traced.allowed and traced.trace
+
+
+def test_enforce_off_keeps_enforced_denies_and_other_destinations():
+    assert ENFORCE_OFF.evaluate(attrs(app="web", dest="orders", path="/admin/x")).rule.qualified_name == "global/no-admin"
+    assert not ENFORCE_OFF.evaluate(attrs(app="analytics", dest="billing")).allowed  # enforced policy
+    assert not ENFORCE_OFF.evaluate(attrs(app="analytics", dest="nobody")).allowed   # no policy: default deny
+    allowed = ENFORCE_OFF.evaluate(attrs(app="web", dest="orders", method="GET"))
+    assert allowed.allowed and allowed.dry_run_effect == "ALLOW" and [r.name for r in allowed.dry_run_matches] == ["web-reads"]

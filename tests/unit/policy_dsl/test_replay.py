@@ -1,7 +1,7 @@
 """Replay of recorded requests and policy suggestion from them (policy_dsl.record/replay/suggest).
 
 Records here are built the way the sidecar builds them: the attribute document it evaluates,
-the decision, and Recorder(policy.paths).record(attrs).
+the decision, and Recorder(policy.reads).record(attrs).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def request(app, dest, method, path, body=None, port=8080):
 
 def record_line(policy_set, attrs, recorder=None):
     decision = policy_set.evaluate(attrs)
-    recorder = recorder or Recorder(policy_set.paths)
+    recorder = recorder or Recorder(policy_set.reads)
     rule = decision.rule.qualified_name if decision.rule else None
     return json.dumps({"v": VERSION, "time": "2026-12-05T10:00:00Z", "decision": "allow" if decision.allowed else "deny",
                        "rule": rule, **recorder.record(attrs)})

@@ -203,7 +203,9 @@ def test_default_allow_authenticated_for_migration():
 def test_dry_run_policy_reports_all_its_rules():
     text = 'dry-run policy "p" protects all { deny "d" { true } allow "a" { true } audit "x" { true } }'
     decision = load_policy(text).evaluate(request())
-    assert decision.effect == "DENY" and decision.rule is None
+    # enforce off: the only policy protecting the destination is dry-run, so the default does not deny
+    assert decision.effect == "ALLOW" and decision.rule is None and decision.dry_run_effect == "DENY"
+    assert decision.reason.startswith('dry-run policy "p" (enforce off) would deny')
     assert [r.name for r in decision.dry_run_matches] == ["d", "a"]
     assert [r.name for r in decision.audit_matches] == ["x"]
 

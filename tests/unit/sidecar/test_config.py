@@ -92,3 +92,13 @@ def test_federation_bundles_by_trust_domain(tmp_path):
     with pytest.raises(ConfigError) as info:
         parse_config({**BASE, "federation": {"Partner.org": "p.json"}})
     assert info.value.field == "federation.Partner.org"
+
+
+def test_access_log_omit_names_attributes_as_policy_spells_them():
+    base = {"trust_domain": "example.org", "identity": {"cert_file": "a", "key_file": "b", "bundle_file": "c"}}
+    cfg = parse_config({**base, "access_log_omit": ["source.ip", 'request.headers["authorization"]', "request.json"]})
+    assert cfg.access_log_omit == ("source.ip", "request.headers.authorization", "request.json")
+    with pytest.raises(ConfigError, match=r'access_log_omit\[1\]: unknown attribute "source.nope"'):
+        parse_config({**base, "access_log_omit": ["source.ip", "source.nope"]})
+    with pytest.raises(ConfigError, match=r'access_log_omit\[0\]: header names are lower-case'):
+        parse_config({**base, "access_log_omit": ["request.headers.Authorization"]})
