@@ -22,11 +22,11 @@ reported with ``file:line`` and skipped. Pure: the caller hands in lines.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from policy_dsl.checker import conjuncts
-from policy_dsl.compiler import attributes_of, compile_tri, getter
+from policy_dsl.compiler import attributes_of, compile_pred, compile_tri, getter
 from policy_dsl.evaluator import PolicySet
 from policy_dsl.flows import path_pattern
 from policy_dsl.record import RecordError, attribute_text, known, read_record
@@ -96,10 +96,11 @@ class _Needs:
             paths[("source", "authenticated")] = None
         self.paths = tuple((path, getter(path)) for path in paths)
         self._untold: dict[tuple, tuple] = {}
-        # the same decisions for this destination, from only the rules that can apply here
+        # the same decisions for this destination, from only the rules that can apply here, and
+        # without testing again a selector already known to hold here
         self.policy_set = PolicySet(
-            [rule for rule, _ in self.rules], default=policy_set.default, policies=policy_set.policies,
-            files=policy_set.files,
+            [_at_destination(rule, attrs) for rule, _ in self.rules], default=policy_set.default,
+            policies=policy_set.policies, files=policy_set.files,
         )
 
     def unknown(self, attrs: Mapping, record: Mapping) -> tuple[str, ...]:
@@ -127,6 +128,14 @@ class _Needs:
                 continue
             needed.update(dict.fromkeys(attribute_text(p) for p in reads))
         return tuple(needed)
+
+
+def _at_destination(rule, attrs: Mapping):
+    """``rule`` for requests to the destination of ``attrs``: its condition alone decides
+    where its selector is true (a selector reads only ``destination.*``)."""
+    if rule.selector_tri(attrs) is not True:
+        return rule
+    return replace(rule, check=compile_pred(rule.condition, rule.effect != "deny"))
 
 
 class Replay:

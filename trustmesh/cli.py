@@ -23,6 +23,7 @@ _COMPONENTS = (
     "sidecar.cli",
     "injector.cli",
     "trustmesh.demo",
+    "trustmesh.flows",
 )
 
 

@@ -84,7 +84,8 @@ async def _run(options: DemoOptions, out: TextIO) -> int:
         shutil.rmtree(socket_dir, ignore_errors=True)
         if options.log_dir is not None:
             print(f"logs of every process and the sidecars' access logs: {log_dir}\n"
-                  f"replay them against a policy: trustmesh policy replay NEW.policy {log_dir}/sidecar-*-access.jsonl",
+                  f"replay them against a policy: trustmesh policy replay NEW.policy {log_dir}/sidecar-*-access.jsonl\n"
+                  f"see who talks to whom: trustmesh flows html {log_dir}/sidecar-*-access.jsonl -o flows.html",
                   file=out, flush=True)
         elif keep_logs:
             print(f"logs of every process: {log_dir}", file=sys.stderr)

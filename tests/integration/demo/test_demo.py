@@ -82,6 +82,27 @@ def test_demo_runs_to_completion_and_shows_allowed_and_denied_calls_with_reasons
     assert list(tmp_path.iterdir()) == []
 
 
+def test_log_dir_keeps_every_sidecars_access_log_and_they_replay_without_change(tmp_path):
+    logs = tmp_path / "kept"
+    run_tmp = tmp_path / "run"
+    run_tmp.mkdir()
+    result = subprocess.run(DEMO + ["--log-dir", str(logs)], capture_output=True, text=True, timeout=60, env=_env(run_tmp))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"trustmesh policy replay NEW.policy {logs}/sidecar-*-access.jsonl" in result.stdout
+    access = sorted(logs.glob("sidecar-*-access.jsonl"))
+    assert [p.name for p in access] == [f"sidecar-{app}-access.jsonl" for app in ("analytics", "billing", "config", "reports", "web")]
+    policy = Path(__file__).resolve().parents[3] / "trustmesh" / "demo" / "demo.policy"
+    replay = subprocess.run([sys.executable, "-m", "trustmesh", "policy", "replay", str(policy), *map(str, access)],
+                            capture_output=True, text=True, timeout=60)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert re.match(r"(\d+) records replayed: \1 unchanged, 0 allow->deny, 0 deny->allow, 0 undetermined", replay.stdout)
+    assert _leftover_processes(run_tmp) == [] and list(run_tmp.iterdir()) == []
+    # a directory holding files from before is refused before anything starts
+    again = subprocess.run(DEMO + ["--log-dir", str(logs)], capture_output=True, text=True, timeout=60, env=_env(run_tmp))
+    assert again.returncode == 1 and "is not empty" in again.stderr
+    assert list(run_tmp.iterdir()) == []
+
+
 def test_keep_running_prints_curl_lines_that_work_and_ctrl_c_cleans_up(tmp_path):
     proc = subprocess.Popen(DEMO + ["--keep-running"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
     try:
