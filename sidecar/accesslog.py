@@ -27,29 +27,50 @@ class AccessLog:
         self.stream = stream
         self.omit = tuple(omit)
         self._recorder: tuple[Any, Recorder | None] = (None, None)
+        self._texts: dict[tuple[int, ...], tuple[tuple[Any, ...], str]] = {}
 
-    def write(self, **fields: Any) -> None:
+    def write(self, tail: str = "", **fields: Any) -> None:
         """One record: ``v``, ``time`` and ``duration_ms`` (when given) first, then ``fields``
-        in order (a replay skips parsing lines equal past the first three)."""
+        in order (a replay skips parsing lines equal past the first three), then ``tail``
+        (JSON members already serialised, see :meth:`attributes`)."""
         if self.stream is None:
             return
         head: dict[str, Any] = {"v": VERSION, "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"}
         if "duration_ms" in fields:
             head["duration_ms"] = fields.pop("duration_ms")
         head.update(fields)
-        self.stream.write(json.dumps(head, separators=(",", ":"), default=str) + "\n")
+        line = json.dumps(head, separators=(",", ":"), default=str)
+        self.stream.write(line[:-1] + "," + tail + "}\n" if tail else line + "\n")
 
-    def attributes(self, policy: Any, attrs: Mapping[str, Any]) -> dict[str, Any]:
-        """``attrs``, ``absent`` and ``withheld`` for a record of a request evaluated under
-        ``policy`` (a ``PolicySet``; None: the base attributes only)."""
+    def attributes(self, policy: Any, attrs: Mapping[str, Any]) -> str:
+        """The ``attrs``, ``absent`` and ``withheld`` members (serialised) of a record of a
+        request evaluated under ``policy`` (a ``PolicySet``; None: the base attributes only).
+
+        The inbound router hands the very same section objects for equal requests on a
+        connection (see ``InboundRouter._derive``), so the text is kept for them and reused
+        while the policy set is the same."""
         kept = self._recorder
         if kept[0] is not policy or kept[1] is None:
             kept = self._recorder = (policy, Recorder(getattr(policy, "reads", ()), omit=self.omit))
-        return kept[1].record(attrs)
+            self._texts.clear()
+        sections = tuple(attrs.get(name) for name in _SECTIONS)
+        key = tuple(map(id, sections))
+        known = self._texts.get(key)
+        if known is not None and all(a is b for a, b in zip(known[0], sections)):
+            return known[1]
+        text = json.dumps(kept[1].record(attrs), separators=(",", ":"), default=str)[1:-1]
+        if len(self._texts) >= _TEXTS_KEPT:
+            self._texts.clear()
+        self._texts[key] = (sections, text)  # the sections are kept alive, so their ids stay theirs
+        return text
 
     def flush(self) -> None:
         if self.stream is not None:
             self.stream.flush()
+
+
+_SECTIONS = ("source", "destination", "request", "context")
+_TEXTS_KEPT = 256
 
 
 def open_access_log(where: str, omit: Iterable[str] = ()) -> AccessLog:

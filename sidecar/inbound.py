@@ -277,7 +277,7 @@ class InboundRouter:
             **({"error": fields["error"]} if "error" in fields else {}),
             **{k: fields[k] for k in _JWT_LOG_FIELDS if k in fields},
             **_verdict_log_fields(fields),
-            **(self.access_log.attributes(getattr(self.authorizer, "policy", None), fields["attrs"]) if "attrs" in fields else {}),
+            tail=self.access_log.attributes(getattr(self.authorizer, "policy", None), fields["attrs"]) if "attrs" in fields else "",
         )
 
     # -- TCP
@@ -313,7 +313,7 @@ class InboundRouter:
             decision="allow" if verdict.allowed else "deny",
             rule=verdict.rule,
             **_verdict_log_fields(fields),
-            **(self.access_log.attributes(getattr(self.authorizer, "policy", None), attrs) if attrs is not None else {}),
+            tail=self.access_log.attributes(getattr(self.authorizer, "policy", None), attrs) if attrs is not None else "",
         )
         return verdict.allowed
 

@@ -163,3 +163,20 @@ def test_a_tcp_connection_record_carries_its_attributes_and_explanation():
     assert (record["protocol"], record["decision"], record["attrs"]["context.protocol"]) == ("tcp", "deny", "tcp")
     (candidate,) = record["explain"]["candidates"]
     assert (candidate["condition"], candidate["values"]) == ("destination.port == 5432", {"destination.port": 8080})
+
+
+def test_equal_requests_reuse_the_recorded_text_until_the_policy_changes():
+    router, stream, _ = _setup()
+    conn = ConnInfo("10.0.0.9", 4000, peer_id=SpiffeId.parse(WEB), tls=True, target_port=8080)
+    for _ in range(2):
+        head = parse_request_head(b"GET /v1/admin/x HTTP/1.1\r\nHost: config\r\nX-Team: red", 100)
+        result = router.route(conn, head, None)
+        router.done(conn, head, 403, result.log, 0.0)
+    router.authorizer.store.load_text('policy "config" protects all { deny "d" { request.headers.x-team == "red" } }')
+    head = parse_request_head(b"GET /v1/admin/x HTTP/1.1\r\nHost: config\r\nX-Team: red", 100)
+    router.done(conn, head, 403, router.route(conn, head, None).log, 0.0)
+    first, second, third = _records(stream)
+    assert first["attrs"] == second["attrs"] and first["absent"] == second["absent"]
+    assert "request.json.appname" in first["absent"]  # the first policy reads it; the request had no body
+    assert third["rule"] == "d" and third["attrs"]["request.headers.x-team"] == "red"
+    assert "request.json.appname" not in third.get("absent", []) + list(third["attrs"])  # the new one does not
