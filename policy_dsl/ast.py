@@ -45,11 +45,16 @@ class Attribute:
 
 @dataclass(frozen=True, slots=True)
 class Literal:
-    """A string, number or boolean constant."""
+    """A string, number or boolean constant. Constants of different kinds never compare equal
+    (``true`` is not ``1``, though Python's ``True == 1``)."""
 
     value: str | int | float | bool
     line: int = field(default=0, **_POS)
     column: int = field(default=0, **_POS)
+    kind: str = field(default="", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", type(self.value).__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from policy_dsl.attributes import (
 )
 from policy_dsl.compiler import attributes_of
 from policy_dsl.errors import Diagnostic, PolicyCheckError
-from policy_dsl.glob import glob_error
+from policy_dsl.glob import compile_glob, glob_error
 from policy_dsl.paths import canonical_host
 
 __all__ = ["CheckedPolicies", "check", "conjuncts"]
@@ -261,6 +261,35 @@ def _is_canonical_host(text: str) -> bool:
         return False
 
 
+_LOOSE_MAX = 100  # rules without an equality tried against every rule for implied shadowing
+
+
+def _literal(expr) -> tuple | None:
+    """(type, value) of a constant, so that ``1`` and ``true`` stay apart."""
+    return (type(expr.value), expr.value) if isinstance(expr, ast.Literal) else None
+
+
+def _implies(a: ast.Expr, b: ast.Expr) -> bool:
+    """Whether condition ``a`` being true makes ``b`` true (about one attribute; conservative)."""
+    if a == b:
+        return True
+    if not (isinstance(a, ast.Comparison) and isinstance(b, ast.Comparison)):
+        return False
+    if not (isinstance(a.left, ast.Attribute) and isinstance(b.left, ast.Attribute) and a.left.path == b.left.path):
+        return False
+    value = _literal(a.right)
+    if a.op == "==" and value is not None:
+        if b.op == "in" and isinstance(b.right, ast.ListLiteral):
+            return value in {(type(i.value), i.value) for i in b.right.items}
+        if value[0] is str and b.op in ("startswith", "matches") and isinstance(b.right, ast.Literal) and isinstance(b.right.value, str):
+            return value[1].startswith(b.right.value) if b.op == "startswith" else compile_glob(b.right.value)(value[1])
+    if a.op == "in" and b.op == "in" and isinstance(a.right, ast.ListLiteral) and isinstance(b.right, ast.ListLiteral):
+        return a.right.items != () and {_literal(i) for i in a.right.items} <= {_literal(i) for i in b.right.items}
+    if a.op == b.op == "startswith" and value is not None and value[0] is str and isinstance(b.right, ast.Literal):
+        return isinstance(b.right.value, str) and value[1].startswith(b.right.value)
+    return False
+
+
 def _describe(expr) -> str:
     return expr.dotted if isinstance(expr, ast.Attribute) else "the left side"
 
@@ -339,10 +368,30 @@ def _shadowing(checker: _Checker, rules: list) -> None:
         if not (entry[2].dry_run or entry[1].dry_run):
             key = min(entry[3], key=lambda part: (counts[part], repr(part)))
             by_conjunct.setdefault(key, []).append((order, entry))
+    # Rules that shadow by implication (x == "a" implies x in ["a", "b"]), not repetition: an
+    # equality is implied only by itself, so such a rule is filed under its rarest equality;
+    # the few without any equality are tried against every rule (bounded).
+    by_equality: dict = {}
+    loose: list = []
+    for order, entry in enumerate(rules):
+        if entry[2].dry_run or entry[1].dry_run:
+            continue
+        equalities = [part for part in entry[3] if isinstance(part, ast.Comparison) and part.op == "=="]
+        if equalities:
+            key = min(equalities, key=lambda part: (counts[part], repr(part)))
+            by_equality.setdefault(key, []).append((order, entry))
+        else:
+            loose.append((order, entry))
+    if len(loose) > _LOOSE_MAX:
+        loose = []
     for index, (file, _policy, rule, coverage) in enumerate(rules):
-        candidates = sorted(c for part in coverage for c in by_conjunct.get(part, ()) if c[0] != index)
+        found = {c[0]: c for part in coverage for c in by_conjunct.get(part, ())}
+        found.update((c[0], c) for part in coverage for c in by_equality.get(part, ()))
+        found.update((c[0], c) for c in loose)
+        found.pop(index, None)
+        candidates = [found[order] for order in sorted(found)]
         for order, (_f, other_policy, other, other_cov) in candidates:
-            if not other_cov <= coverage:
+            if not (other_cov <= coverage or all(any(_implies(a, b) for a in coverage) for b in other_cov)):
                 continue
             if other.effect == "deny" and rule.effect == "allow":
                 verdict = "it can never take effect"

@@ -92,3 +92,31 @@ def test_a_jwt_subject_or_any_source_attribute_is_a_caller_condition():
     assert warnings_of('allow "a" { request.jwt.sub == "spiffe://x.example/a" }', caller=False) == []
     assert warnings_of('allow "b" { source.ip in_cidr "10.0.0.0/8" }', caller=False) == []
     assert warnings_of('deny "d" { request.method == "PUT" }', caller=False) == []
+
+
+def test_a_rule_whose_conditions_imply_an_earlier_rules_adds_nothing():
+    (warning,) = warnings_of(
+        'allow "reads" { request.method in ["GET", "HEAD"] and request.path startswith "/api/" }\n'
+        'allow "get-item" { request.method == "GET" and request.path == "/api/items" }'
+    )
+    assert 'rule "get-item" is shadowed by allow rule "reads"' in warning and "adds nothing" in warning
+
+
+def test_implied_conditions_shadow_an_allow_under_a_deny_and_globs_count():
+    (warning,) = warnings_of(
+        'deny "no-admin" { request.path matches "/admin/**" }\n'
+        'allow "admin-get" { request.method == "GET" and request.path == "/admin/users" }'
+    )
+    assert 'rule "admin-get" is shadowed by deny rule "no-admin"' in warning and "can never take effect" in warning
+
+
+def test_a_wider_or_different_condition_does_not_shadow():
+    assert warnings_of(
+        'allow "get" { request.method == "GET" }\n'
+        'allow "reads" { request.method in ["GET", "HEAD"] }\n'
+        'allow "api" { request.method == "PUT" and request.path startswith "/api" }\n'
+        'allow "ap" { request.method == "PUT" and request.path startswith "/ap" }\n'
+        'allow "port" { destination.port == 1 }\n'
+        'allow "flag" { request.json.x == true and destination.port == 2 }\n'
+        'allow "one" { request.json.x == 1 and destination.port == 2 }'
+    ) == []
