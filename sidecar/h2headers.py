@@ -62,7 +62,11 @@ def _check_regular(fields: list[Header]) -> int | None:
         return None
     names = b"\n".join([name for name, _ in fields])
     values = b"\n".join([value for _, value in fields])
-    if _NAMES.fullmatch(names) is None or _VALUES.fullmatch(values) is None:
+    # the separator is refused inside a name or value, so the counts must match too
+    if (
+        _NAMES.fullmatch(names) is None or _VALUES.fullmatch(values) is None
+        or values.count(b"\n") != len(fields) - 1 or names.count(b"\n") != len(fields) - 1
+    ):
         _diagnose(fields)
     content_length = None
     if not _SPECIAL.isdisjoint(names.split(b"\n")):
