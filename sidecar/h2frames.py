@@ -2,8 +2,9 @@
 
 Parsing lives in :mod:`sidecar.http2` (it is interleaved with the connection's
 state checks); this module holds what both directions share: frame type and
-flag numbers, the error codes of §7, the two kinds of protocol error, and
-functions that build the bytes of each frame type. Serialisers do not
+flag numbers, and functions that build the bytes of each frame type. The
+error codes of §7 and the two kinds of protocol error live in
+:mod:`sidecar.h2errors` and are re-exported here. Serialisers do not
 validate their arguments beyond what the struct packing does: the connection
 calls them with values it has already checked.
 
@@ -19,7 +20,7 @@ import enum
 import struct
 from collections.abc import Iterable
 
-from sidecar.errors import SidecarError
+from sidecar.h2errors import ErrorCode, H2ConnectionError, H2Error, H2StreamError
 
 __all__ = [
     "PREFACE",
@@ -89,46 +90,6 @@ class Setting(enum.IntEnum):
     MAX_HEADER_LIST_SIZE = 0x6
     ENABLE_CONNECT_PROTOCOL = 0x8
     NO_RFC7540_PRIORITIES = 0x9
-
-
-class ErrorCode(enum.IntEnum):
-    """RFC 9113 §7."""
-
-    NO_ERROR = 0x0
-    PROTOCOL_ERROR = 0x1
-    INTERNAL_ERROR = 0x2
-    FLOW_CONTROL_ERROR = 0x3
-    SETTINGS_TIMEOUT = 0x4
-    STREAM_CLOSED = 0x5
-    FRAME_SIZE_ERROR = 0x6
-    REFUSED_STREAM = 0x7
-    CANCEL = 0x8
-    COMPRESSION_ERROR = 0x9
-    CONNECT_ERROR = 0xA
-    ENHANCE_YOUR_CALM = 0xB
-    INADEQUATE_SECURITY = 0xC
-    HTTP_1_1_REQUIRED = 0xD
-
-
-class H2Error(SidecarError, ValueError):
-    """An HTTP/2 protocol error: ``code`` is the RFC 9113 error code to send."""
-
-    def __init__(self, code: ErrorCode, reason: str) -> None:
-        super().__init__(f"{code.name}: {reason}")
-        self.code = code
-        self.reason = reason
-
-
-class H2ConnectionError(H2Error):
-    """A connection error (RFC 9113 §5.4.1): GOAWAY with ``code``, then close."""
-
-
-class H2StreamError(H2Error):
-    """A stream error (RFC 9113 §5.4.2): RST_STREAM with ``code`` on ``stream_id``."""
-
-    def __init__(self, stream_id: int, code: ErrorCode, reason: str) -> None:
-        super().__init__(code, reason)
-        self.stream_id = stream_id
 
 
 def frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-from sidecar.errors import SidecarError
+from sidecar.h2errors import Malformed
 
 __all__ = ["Malformed", "parse_request", "parse_response", "parse_trailers", "RequestParts"]
 
@@ -50,10 +50,6 @@ _STATUS = re.compile(rb"[1-5][0-9][0-9]")
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 _SPECIAL = _CONNECTION_SPECIFIC | {b"te", b"content-length", b"host"}
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
-
-
-class Malformed(SidecarError, ValueError):
-    """A header section broke RFC 9113 §8 (answered with RST_STREAM PROTOCOL_ERROR)."""
 
 
 def _check_regular(fields: list[Header]) -> int | None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sidecar._hpack_tables import HUFFMAN_CODES, STATIC_TABLE
-from sidecar.errors import SidecarError
+from sidecar.h2errors import HeaderListTooLarge, HpackError
 
 __all__ = [
     "Decoder",
@@ -53,14 +53,6 @@ _STATIC_LEN = len(STATIC_TABLE)  # 61
 _ENTRY_OVERHEAD = 32  # RFC 7541 §4.1
 _MAX_INT_BYTES = 5  # continuation bytes after a full prefix: up to 2**35, refused above 2**31 - 1
 _INT_LIMIT = 0x7FFFFFFF
-
-
-class HpackError(SidecarError, ValueError):
-    """A header block broke RFC 7541; HTTP/2 answers with COMPRESSION_ERROR."""
-
-
-class HeaderListTooLarge(HpackError):
-    """The decoded header list exceeds the size we allow (name + value + 32 per field)."""
 
 
 # ---- Huffman ----------------------------------------------------------------------------

@@ -54,7 +54,6 @@ import time
 from collections.abc import Callable
 
 from sidecar import h2frames as fr
-from sidecar.errors import SidecarError
 from sidecar.h2events import (
     ConnectionTerminated,
     DataReceived,
@@ -68,9 +67,17 @@ from sidecar.h2events import (
     TrailersReceived,
     WindowUpdated,
 )
-from sidecar.h2frames import ErrorCode, H2ConnectionError, H2StreamError
-from sidecar.h2headers import Malformed, parse_request, parse_response, parse_trailers
-from sidecar.hpack import Decoder, Encoder, HeaderListTooLarge, HpackError
+from sidecar.h2errors import (
+    ErrorCode,
+    H2ConnectionError,
+    H2StateError,
+    H2StreamError,
+    HeaderListTooLarge,
+    HpackError,
+    Malformed,
+)
+from sidecar.h2headers import parse_request, parse_response, parse_trailers
+from sidecar.hpack import Decoder, Encoder
 
 __all__ = ["H2Connection", "H2StateError"]
 
@@ -86,10 +93,6 @@ _U32 = struct.Struct(">L")
 _PREFACE = fr.PREFACE
 _PREFACE_LEN = len(_PREFACE)
 _NO_BODY_STATUS = (204, 304)
-
-
-class H2StateError(SidecarError, RuntimeError):
-    """The application used the connection wrongly (e.g. sent on a stream that is not open)."""
 
 
 class _Budget:
@@ -186,7 +189,7 @@ class H2Connection:
         self._empty = _Budget(config.max_empty_frames_per_window, w, clock)
         self._priority = _Budget(config.max_priority_per_window, w, clock)
         self._window_updates = _Budget(config.max_window_updates_per_window, w, clock)
-        ours = {
+        ours: dict[int, int] = {
             fr.Setting.MAX_CONCURRENT_STREAMS: config.max_concurrent_streams,
             fr.Setting.INITIAL_WINDOW_SIZE: config.initial_window_size,
             fr.Setting.MAX_HEADER_LIST_SIZE: config.max_header_list_size,
@@ -346,6 +349,9 @@ class H2Connection:
                 self._out.append(fr.window_update(0, self._recv_pending))
                 self._recv_window += self._recv_pending
                 self._recv_pending = 0
+        end_stream = flags & 1
+        if not data and not end_stream:
+            self._empty.spend("unknown or empty frames")
         stream = self._streams.get(stream_id)
         if stream is None:
             self._closed_stream(stream_id, "DATA")
@@ -360,16 +366,13 @@ class H2Connection:
         if flow != len(data):  # padding is ours to return
             stream.recv_pending += flow - len(data)
         stream.received += len(data)
-        end_stream = bool(flags & 1)
         if stream.content_length is not None and (
             stream.received > stream.content_length or (end_stream and stream.received != stream.content_length)
         ):
             raise H2StreamError(stream_id, _PROTOCOL, "DATA length differs from content-length")
-        if not data and not end_stream:
-            self._empty.spend("unknown or empty frames")
         if end_stream:
             self._end_remote(stream_id, stream)
-        events.append(DataReceived(stream_id, data, flow, end_stream))
+        events.append(DataReceived(stream_id, data, flow, bool(end_stream)))
 
     def _on_headers(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if stream_id == 0:

@@ -324,3 +324,68 @@ def test_field_checks_agree_with_a_field_by_field_reading_of_the_rfc(fields):
     except Malformed:
         accepted = False
     assert accepted == expected
+
+
+# ---- our client facing a bad server ------------------------------------------------------------
+
+
+def client() -> H2Connection:
+    """Our client with one request (stream 1) sent, the server's SETTINGS received and acknowledged."""
+    conn = H2Connection(client_side=True, clock=Clock())
+    conn.data_to_send()
+    assert conn.receive_data(raw(0x4, 0, 0) + raw(0x4, 0x1, 0)) == []
+    assert conn.start_request(GRPC_REQUEST, end_stream=True) == 1
+    conn.data_to_send()
+    return conn
+
+
+def response(fields) -> bytes:
+    return raw(0x1, 0x4, 1, block(fields))
+
+
+MALFORMED_RESPONSES = [
+    ("no :status", [(b"content-type", b"application/grpc")]),
+    ("two :status", [(b":status", b"200"), (b":status", b"200")]),
+    ("four-digit :status", [(b":status", b"2000")]),
+    ("101 Switching Protocols", [(b":status", b"101")]),
+    ("request pseudo-header", [(b":status", b"200"), (b":path", b"/")]),
+    ("connection-specific field", [(b":status", b"200"), (b"connection", b"close")]),
+    ("upper-case name", [(b":status", b"200"), (b"Grpc-Status", b"0")]),
+    ("informational response with END_STREAM", None),
+]
+
+
+@pytest.mark.parametrize("name,fields", MALFORMED_RESPONSES, ids=[c[0] for c in MALFORMED_RESPONSES])
+def test_malformed_responses_reset_the_stream_and_are_not_reported(name, fields):
+    conn = client()
+    data = raw(0x1, 0x5, 1, block([(b":status", b"100")])) if fields is None else response(fields)
+    events = assert_stream_error(conn, data, 1, E.PROTOCOL_ERROR, announced=True)
+    assert [type(e) for e in events] == [StreamReset]
+
+
+def test_response_body_differing_from_content_length():
+    conn = client()
+    data = response([(b":status", b"200"), (b"content-length", b"4")]) + raw(0x0, 0x1, 1, b"abc")
+    assert_stream_error(conn, data, 1, E.PROTOCOL_ERROR, announced=True)
+
+
+def test_data_before_the_response_headers():
+    assert_stream_error(client(), raw(0x0, 0, 1, b"x"), 1, E.PROTOCOL_ERROR, announced=True)
+
+
+CLIENT_CONNECTION_ERRORS = [
+    ("PUSH_PROMISE (push is disabled)", raw(0x5, 0x4, 1, u32(2) + block([(b":method", b"GET")]))),
+    ("SETTINGS_ENABLE_PUSH of 1 from a server", setting(0x2, 1)),
+    ("HEADERS opening an even stream", raw(0x1, 0x5, 2, block([(b":status", b"200")]))),
+    ("HEADERS on a stream we never opened", raw(0x1, 0x5, 3, block([(b":status", b"200")]))),
+]
+
+
+@pytest.mark.parametrize("name,data", CLIENT_CONNECTION_ERRORS, ids=[c[0] for c in CLIENT_CONNECTION_ERRORS])
+def test_client_connection_errors(name, data):
+    assert_connection_error(client(), data, E.PROTOCOL_ERROR)
+
+
+def test_server_must_start_with_settings():
+    conn = H2Connection(client_side=True)
+    assert_connection_error(conn, raw(0x6, 0, 0, bytes(8)), E.PROTOCOL_ERROR)
