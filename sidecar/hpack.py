@@ -51,6 +51,7 @@ Header = tuple[bytes, bytes]
 _STATIC: tuple[Header, ...] = ((b"", b""), *STATIC_TABLE)  # _STATIC[i] is HPACK index i
 _STATIC_LEN = len(STATIC_TABLE)  # 61
 _ENTRY_OVERHEAD = 32  # RFC 7541 §4.1
+_DEFAULT_TABLE_SIZE = 4096  # SETTINGS_HEADER_TABLE_SIZE's initial value
 _MAX_INT_BYTES = 5  # continuation bytes after a full prefix: up to 2**35, refused above 2**31 - 1
 _INT_LIMIT = 0x7FFFFFFF
 
@@ -213,22 +214,34 @@ _OWN_CACHED_BLOCK_LEN = 512
 class Decoder:
     """Decodes the header blocks of one direction of one connection (RFC 7541).
 
-    ``max_table_size`` is the SETTINGS_HEADER_TABLE_SIZE we advertise: the peer
-    may shrink its table below it (size updates at the start of a block) but
-    never grow it above. ``max_header_list_size`` bounds one decoded list.
+    ``max_table_size`` is the SETTINGS_HEADER_TABLE_SIZE we advertise: the
+    table starts at the protocol default (4096, or less when that is lower) and
+    the peer resizes it with size updates at the start of a block, never above
+    the limit. ``max_header_list_size`` bounds one decoded list.
     ``generation`` counts changes of the dynamic table.
     """
 
-    __slots__ = ("_table", "_size", "_max_size", "_limit", "max_header_list_size", "generation", "_cache")
+    __slots__ = (
+        "_table", "_size", "_max_size", "_limit", "max_header_list_size", "generation", "_cache", "_update_required",
+    )
 
     def __init__(self, max_table_size: int = 4096, max_header_list_size: int = 65536) -> None:
         self._table: list[Header] = []  # newest last: HPACK index 62 is _table[-1]
         self._size = 0
-        self._max_size = max_table_size
+        self._max_size = min(_DEFAULT_TABLE_SIZE, max_table_size)  # the peer grows it with a size update
         self._limit = max_table_size
         self.max_header_list_size = max_header_list_size
         self.generation = 0
         self._cache: dict[bytes, tuple[int, tuple[Header, ...], int]] | None = None
+        self._update_required = False
+
+    def limit_table_size(self, limit: int) -> None:
+        """Our SETTINGS_HEADER_TABLE_SIZE took effect (the peer acknowledged it). If the
+        table may now be larger than that, the next block must start by shrinking it
+        (RFC 7541 §4.2), or it is refused."""
+        self._limit = limit
+        if self._max_size > limit:
+            self._update_required = True
 
     @property
     def table_size(self) -> int:
@@ -237,7 +250,11 @@ class Decoder:
 
     def decode(self, block: bytes) -> list[Header]:
         """The header list of one complete block; raises :class:`HpackError`."""
-        if len(block) <= _CACHED_BLOCK_LEN:
+        if self._update_required:
+            if not block or block[0] & 0xE0 != 0x20:
+                raise HpackError("expected a dynamic table size update at the start of the block")
+            self._update_required = False
+        elif len(block) <= _CACHED_BLOCK_LEN:
             shared = _SHARED_CACHE.get(block)
             if shared is not None and shared[1] <= self.max_header_list_size:
                 return list(shared[0])

@@ -155,14 +155,17 @@ class H2Connection:
         self._highest_peer_id = 0
         self._next_local_id = 1 if client_side else 2
         self._reset_by_us: dict[int, None] = {}  # ordered: oldest first
-        self._buf = b""
+        self._parts: list[bytes] = []  # the start of a frame not yet complete
+        self._parts_len = 0
+        self._need = 0
         self._out: list[bytes] = []
         self._awaiting_preface = not client_side
         self._awaiting_settings = True
         self._closed = False
         self._goaway_sent: int | None = None
         self._goaway_received: int | None = None
-        self._decoder = Decoder(config.header_table_size, config.max_header_list_size)
+        # until the peer acknowledges our SETTINGS it may compress with the default table size
+        self._decoder = Decoder(max(4096, config.header_table_size), config.max_header_list_size)
         self._encoder = Encoder(config.huffman)
         # the peer's settings, as far as we know them
         self._peer_max_frame = fr.MIN_MAX_FRAME_SIZE
@@ -172,6 +175,7 @@ class H2Connection:
         # ours: streams start at the default window until the peer acknowledges our SETTINGS
         self._local_initial_window = fr.DEFAULT_WINDOW
         self._settings_unacked = 1
+        self._pings_unacked = 0
         self._recv_window = config.connection_window_size
         self._recv_pending = 0
         self._max_block = 2 * config.max_header_list_size
@@ -229,6 +233,18 @@ class H2Connection:
             (self._goaway_sent is not None or self._goaway_received is not None) and not self._streams
         )
 
+    @property
+    def available_streams(self) -> int:
+        """Client role: how many more streams may start now (0 when none may)."""
+        if not self.can_start_stream:
+            return 0
+        return min(self._peer_max_streams - self._local_active, (0x7FFFFFFF - self._next_local_id) // 2 + 1)
+
+    def is_open(self, stream_id: int) -> bool:
+        """Whether we may still send on the stream (headers, data or trailers)."""
+        stream = self._streams.get(stream_id)
+        return stream is not None and stream.local_open and not self._closed
+
     def send_window(self, stream_id: int) -> int:
         """How many bytes ``send_data`` would accept on the stream now."""
         stream = self._streams.get(stream_id)
@@ -252,14 +268,23 @@ class H2Connection:
         events: list[Event] = []
         if self._closed:
             return events
-        buf = self._buf + data if self._buf else data
+        if self._parts:  # a partial frame is waiting: join only once the whole of it is here
+            self._parts.append(data)
+            self._parts_len += len(data)
+            if self._parts_len < self._need:
+                return events
+            buf = b"".join(self._parts)
+            self._parts = []
+        else:
+            buf = data
         pos = 0
+        need = 9
         try:
             if self._awaiting_preface:
                 if buf[:_PREFACE_LEN] != _PREFACE[: len(buf)]:
                     raise H2ConnectionError(_PROTOCOL, "invalid connection preface")
                 if len(buf) < _PREFACE_LEN:
-                    self._buf = buf
+                    self._keep(buf, _PREFACE_LEN)
                     return events
                 self._awaiting_preface = False
                 pos = _PREFACE_LEN
@@ -272,6 +297,7 @@ class H2Connection:
                     raise H2ConnectionError(_SIZE, f"frame of {length} bytes exceeds SETTINGS_MAX_FRAME_SIZE")
                 end = pos + 9 + length
                 if end > n:
+                    need = 9 + length
                     break
                 payload = buf[pos + 9 : end]
                 pos = end
@@ -280,10 +306,17 @@ class H2Connection:
                     self._frame(ftype, flags, stream_id, payload, events)
                 except H2StreamError as err:
                     self._stream_error(err, events)
-            self._buf = buf[pos:] if pos < n else b""
+            if pos < n and not self._closed:
+                self._keep(buf[pos:], need)
         except H2ConnectionError as err:
             self._connection_error(err, events)
         return events
+
+    def _keep(self, rest: bytes, need: int) -> None:
+        """Hold the start of a frame (at most one frame's worth) until ``need`` bytes are here."""
+        self._parts = [rest]
+        self._parts_len = len(rest)
+        self._need = need
 
     def _frame(self, ftype: int, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if self._block_stream:
@@ -549,6 +582,9 @@ class H2Connection:
             if self._settings_unacked:
                 self._settings_unacked -= 1
                 self._apply_local_window(self.config.initial_window_size)
+                self._decoder.limit_table_size(self.config.header_table_size)
+            else:
+                self._empty.spend("unknown or empty frames")  # an ACK of nothing we sent
             return
         if len(payload) % 6:
             raise H2ConnectionError(_SIZE, "SETTINGS payload is not a multiple of 6 bytes")
@@ -595,6 +631,10 @@ class H2Connection:
         if len(payload) != 8:
             raise H2ConnectionError(_SIZE, "PING payload is not 8 bytes")
         if flags & 1:
+            if self._pings_unacked:
+                self._pings_unacked -= 1
+            else:
+                self._empty.spend("unknown or empty frames")  # an ACK of nothing we sent
             events.append(PingAcknowledged(payload))
             return
         self._pings.spend("PING frames")
@@ -652,14 +692,11 @@ class H2Connection:
             if stream.announced:
                 events.append(StreamReset(stream_id, err.code, False))
         self._remember_reset(stream_id)
-        try:
-            self._resets.spend("stream resets")
-        except H2ConnectionError as flood:
-            self._connection_error(flood, events)
+        self._resets.spend("stream resets")  # a flood ends the connection (CVE-2019-9514)
 
     def _connection_error(self, err: H2ConnectionError, events: list[Event]) -> None:
         self._closed = True
-        self._buf = b""
+        self._parts = []
         debug = err.reason.encode("ascii", "replace")[:256]
         self._out.append(fr.goaway(self._highest_peer_id, err.code, debug))
         events.append(ConnectionTerminated(err.code, self._highest_peer_id, debug, False))
@@ -787,6 +824,7 @@ class H2Connection:
     def ping(self, opaque: bytes = b"\0" * 8) -> None:
         if len(opaque) != 8:
             raise ValueError("PING data must be 8 bytes")
+        self._pings_unacked += 1
         self._out.append(fr.ping(opaque))
 
     def close(self, code: ErrorCode | int = ErrorCode.NO_ERROR, debug: bytes = b"") -> None:

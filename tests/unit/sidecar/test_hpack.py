@@ -216,3 +216,27 @@ def test_encoder_is_stateless_and_never_indexes_credentials():
     decoder = ref.Decoder()
     assert decoder.decode(first, raw=True) == headers
     assert not decoder.header_table.dynamic_entries
+
+
+def test_table_starts_at_the_default_size_and_grows_only_by_an_update():
+    """A larger limit is an allowance: until the peer's size update, a 5000-byte entry
+    empties the table exactly as it does in the peer's 4096-byte one."""
+    decoder = Decoder(max_table_size=65536)
+    decoder.decode(b"\x40\x01a\x01b")
+    long_value = b"\x7f" + bytes([(5000 - 127) & 0x7F | 0x80, (5000 - 127) >> 7]) + b"v" * 5000
+    decoder.decode(b"\x40\x01c" + long_value)
+    assert decoder.table_size == 0
+    decoder.decode(b"\x3f\xe1\xff\x03" + b"\x40\x01c" + long_value)  # update to 65536, then add
+    assert decoder.table_size == 5000 + 1 + 32
+
+
+def test_lowered_limit_requires_a_size_update_first():
+    decoder = Decoder()
+    decoder.decode(b"\x40\x01a\x01b")
+    decoder.limit_table_size(0)
+    with pytest.raises(HpackError, match="size update"):
+        decoder.decode(b"\x82")
+    decoder = Decoder()
+    decoder.limit_table_size(0)
+    assert decoder.decode(b"\x20\x82") == [(b":method", b"GET")]
+    assert decoder.decode(b"\x82") == [(b":method", b"GET")]

@@ -330,3 +330,31 @@ def test_h2_client_settings_change_resizes_our_send_windows():
     client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000})
     pump(server, client)
     assert server.send_window(sid) == 1000
+
+
+def test_bytes_arriving_one_at_a_time_give_the_same_events():
+    server, client = connected(client_side=False)
+    sid = client.get_next_available_stream_id()
+    client.send_headers(sid, GRPC_REQUEST)
+    client.send_data(sid, b"x" * 16384)
+    client.send_data(sid, b"x" * 3616, end_stream=True)
+    data = client.data_to_send()
+    events = []
+    for i in range(len(data)):
+        events += server.receive_data(data[i : i + 1])
+    assert [type(e) for e in events] == [RequestReceived, DataReceived, DataReceived]
+    assert b"".join(e.data for e in _of(events, DataReceived)) == b"x" * 20000
+
+
+def test_stream_accounting_for_a_multiplexing_client():
+    client, server = connected(client_side=True, peer_settings={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 3})
+    assert client.available_streams == 3
+    sid = client.start_request(GRPC_REQUEST)
+    assert (client.available_streams, client.is_open(sid), client.open_streams) == (2, True, 1)
+    client.send_data(sid, b"", end_stream=True)
+    assert not client.is_open(sid)  # half-closed: we may not send, the response may still come
+    assert client.open_streams == 1
+    server.receive_data(client.data_to_send())
+    server.send_headers(sid, [(b":status", b"200")], end_stream=True)
+    pump(client, server)
+    assert (client.available_streams, client.open_streams) == (3, 0)

@@ -389,3 +389,9 @@ def test_client_connection_errors(name, data):
 def test_server_must_start_with_settings():
     conn = H2Connection(client_side=True)
     assert_connection_error(conn, raw(0x6, 0, 0, bytes(8)), E.PROTOCOL_ERROR)
+
+
+def test_acknowledgements_of_nothing_count_as_useless_frames():
+    conn = server()
+    data = raw(0x6, 0x1, 0, bytes(8)) * 60 + raw(0x4, 0x1, 0) * 60
+    assert_connection_error(conn, data, E.ENHANCE_YOUR_CALM)
