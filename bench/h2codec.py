@@ -78,13 +78,13 @@ def ours_call(client: H2Connection, server: H2Connection, headers, message: byte
     client.send_data(sid, message, end_stream=True)
     for event in server.receive_data(client.data_to_send()):
         if type(event) is DataReceived:
-            server.acknowledge(event.stream_id, len(event.data))
+            server.acknowledge(event.stream_id, event.flow_controlled_length)
     server.send_headers(sid, RESPONSE)
     server.send_data(sid, answer)
     server.send_headers(sid, TRAILERS, end_stream=True)
     for event in client.receive_data(server.data_to_send()):
         if type(event) is DataReceived:
-            client.acknowledge(event.stream_id, len(event.data))
+            client.acknowledge(event.stream_id, event.flow_controlled_length)
     server.receive_data(client.data_to_send())
 
 

@@ -126,9 +126,9 @@ class TrailersReceived:
 
 @dataclass(slots=True)
 class DataReceived:
-    """Body bytes. Call ``acknowledge(stream_id, len(data))`` once they are consumed
-    (forwarded, or buffered by choice): only then does the peer get window back.
-    ``flow_controlled_length`` also counts padding, which is returned by itself."""
+    """Body bytes. Call ``acknowledge(stream_id, flow_controlled_length)`` once they are
+    consumed (forwarded, or buffered by choice): only then does the peer get window back.
+    ``flow_controlled_length`` is what the frame cost the window: ``data`` plus padding."""
 
     stream_id: int
     data: bytes

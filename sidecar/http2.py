@@ -12,7 +12,7 @@ and its security boundary::
             sent = conn.send_data(event.stream_id, body, end_stream=True)  # may be < len(body)
         elif isinstance(event, DataReceived):
             ...                                     # forward it, then:
-            conn.acknowledge(event.stream_id, len(event.data))
+            conn.acknowledge(event.stream_id, event.flow_controlled_length)
         elif isinstance(event, ConnectionTerminated) and not event.remote:
             ...                                     # write data_to_send() (a GOAWAY), close
     transport.write(conn.data_to_send())
@@ -396,8 +396,6 @@ class H2Connection:
         stream.recv_window -= flow
         if stream.recv_window < 0:
             raise H2StreamError(stream_id, _FLOW, "DATA beyond the stream's flow-control window")
-        if flow != len(data):  # padding is ours to return
-            stream.recv_pending += flow - len(data)
         stream.received += len(data)
         if stream.content_length is not None and (
             stream.received > stream.content_length or (end_stream and stream.received != stream.content_length)
@@ -800,7 +798,9 @@ class H2Connection:
         return n
 
     def acknowledge(self, stream_id: int, n: int) -> None:
-        """The application consumed ``n`` bytes of the stream's DATA: let the peer send more."""
+        """The application consumed ``n`` flow-controlled bytes of the stream (the sum of
+        the ``flow_controlled_length`` of its DATA events, padding included): let the peer
+        send that much more. Unknown or closed streams are ignored."""
         stream = self._streams.get(stream_id)
         if stream is None or not stream.remote_open or self._closed:
             return

@@ -45,7 +45,7 @@ def test_unary_grpc_call_h2_client_to_our_server():
     assert not request.end_stream
     [data] = _of(events, DataReceived)
     assert (data.data, data.end_stream) == (b"\0\0\0\0\x03abc", True)
-    server.acknowledge(sid, len(data.data))
+    server.acknowledge(sid, data.flow_controlled_length)
 
     server.send_headers(sid, RESPONSE)
     assert server.send_data(sid, b"\0\0\0\0\x02ok") == 7
@@ -150,7 +150,7 @@ def test_receive_window_returns_only_acknowledged_bytes_and_one_slow_stream_does
         _send(client, fast, b"f" * 65535)
         events, _ = pump(server, client)
         for e in _of(events, DataReceived):
-            server.acknowledge(e.stream_id, len(e.data))
+            server.acknowledge(e.stream_id, e.flow_controlled_length)
         pump(server, client)
     assert client.local_flow_control_window(slow) == 0
     server.acknowledge(slow, 65535)  # now the slow consumer catches up
@@ -158,14 +158,21 @@ def test_receive_window_returns_only_acknowledged_bytes_and_one_slow_stream_does
     assert client.local_flow_control_window(slow) == 65535
 
 
-def test_padding_is_counted_and_returned_by_itself():
-    server, client = connected(client_side=False)
+def test_padding_costs_window_and_comes_back_with_the_acknowledgement():
+    config = H2Config(initial_window_size=65535)
+    server, client = connected(client_side=False, config=config)
     sid = client.get_next_available_stream_id()
     client.send_headers(sid, GRPC_REQUEST)
-    client.send_data(sid, b"x" * 100, pad_length=50)
+    for _ in range(3):
+        client.send_data(sid, b"x" * 16000, pad_length=200)
     events, _ = pump(server, client)
-    [data] = _of(events, DataReceived)
-    assert (data.data, data.flow_controlled_length) == (b"x" * 100, 151)
+    data = _of(events, DataReceived)
+    assert [(d.data, d.flow_controlled_length) for d in data] == [(b"x" * 16000, 16201)] * 3
+    assert client.local_flow_control_window(sid) == 65535 - 3 * 16201
+    for d in data:
+        server.acknowledge(sid, d.flow_controlled_length)
+    pump(server, client)  # (returned in one WINDOW_UPDATE once half the window is due)
+    assert client.local_flow_control_window(sid) == 65535
 
 
 def test_graceful_goaway_completes_in_flight_streams_and_refuses_new_ones():
