@@ -723,6 +723,12 @@ class H2Connection:
         stream.local_open = False
         if not stream.remote_open:
             self._forget(stream_id, stream)
+        elif not self.client_side:
+            # a complete response to an incomplete request (a refusal, an early answer): tell
+            # the client to stop sending (RFC 9113 §8.1) rather than hold the stream open
+            self._forget(stream_id, stream)
+            self._remember_reset(stream_id)
+            self._out.append(fr.rst_stream(stream_id, ErrorCode.NO_ERROR))
 
     # ---- sending ----------------------------------------------------------------------------
 
@@ -757,7 +763,9 @@ class H2Connection:
 
     def send_headers(self, stream_id: int, headers: list[Header], end_stream: bool = False) -> None:
         """Send a response header section (server role; a 1xx one may precede it) or, once
-        headers were sent, a trailer section, which must end the stream."""
+        headers were sent, a trailer section, which must end the stream. A server that
+        ends a stream whose request is still arriving also resets it with NO_ERROR (the
+        client stops sending; its late frames are ignored)."""
         stream = self._sendable(stream_id)
         if stream.headers_sent and not end_stream:
             if not (headers and headers[0][0] == b":status" and headers[0][1][:1] == b"1"):

@@ -365,3 +365,21 @@ def test_stream_accounting_for_a_multiplexing_client():
     server.send_headers(sid, [(b":status", b"200")], end_stream=True)
     pump(client, server)
     assert (client.available_streams, client.open_streams) == (3, 0)
+
+
+def test_a_complete_answer_to_an_incomplete_request_stops_the_upload():
+    """A denial sent while the request body is still coming: RST_STREAM(NO_ERROR) follows the
+    response (RFC 9113 §8.1), the stream no longer counts against the limit, late DATA is ignored."""
+    server, client = connected(client_side=False)
+    sid = client.get_next_available_stream_id()
+    client.send_headers(sid, GRPC_REQUEST)
+    client.send_data(sid, b"first message")
+    pump(server, client)
+    server.send_headers(sid, [(b":status", b"200"), (b"grpc-status", b"7")], end_stream=True)
+    assert server.open_streams == 0
+    client.send_data(sid, b"more")  # crosses the answer
+    assert server.receive_data(client.data_to_send()) == []
+    _, theirs = pump(server, client)
+    assert _of(theirs, h2.events.ResponseReceived)
+    [reset] = _of(theirs, h2.events.StreamReset)
+    assert reset.error_code == h2.errors.ErrorCodes.NO_ERROR
