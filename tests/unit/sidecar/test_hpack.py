@@ -240,3 +240,17 @@ def test_lowered_limit_requires_a_size_update_first():
     decoder.limit_table_size(0)
     assert decoder.decode(b"\x20\x82") == [(b":method", b"GET")]
     assert decoder.decode(b"\x82") == [(b":method", b"GET")]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.binary(max_size=64))
+def test_arbitrary_bytes_decode_or_raise_hpack_error_and_agree_with_hpack(block):
+    try:
+        ours = Decoder().decode(block)
+    except HpackError:
+        return
+    try:
+        theirs = ref.Decoder().decode(block, raw=True)
+    except ref.HPACKError:  # e.g. its own bounds; the lists are compared where both decode
+        return
+    assert ours == theirs

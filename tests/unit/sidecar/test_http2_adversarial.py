@@ -4,6 +4,7 @@ stream never reaches the application as a request."""
 
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
@@ -395,3 +396,37 @@ def test_acknowledgements_of_nothing_count_as_useless_frames():
     conn = server()
     data = raw(0x6, 0x1, 0, bytes(8)) * 60 + raw(0x4, 0x1, 0) * 60
     assert_connection_error(conn, data, E.ENHANCE_YOUR_CALM)
+
+
+# ---- fuzzing: whatever arrives, the codec answers with events and frames, never an exception ----
+
+_FRAME_TYPES = st.sampled_from([0x0, 0x1, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0x9, 0xA, 0x10])
+_PAYLOADS = st.one_of(
+    st.binary(max_size=40),
+    st.just(GOOD),
+    st.builds(lambda fields: block(fields), st.sampled_from([f for _, f in MALFORMED_REQUESTS] + [GRPC_REQUEST])),
+    st.integers(0, 0xFFFFFFFF).map(u32),
+    st.builds(lambda a, b: struct.pack(">HL", a, b), st.integers(0, 10), st.integers(0, 0xFFFFFFFF)),
+)
+_FRAMES = st.builds(raw, _FRAME_TYPES, st.integers(0, 0xFF), st.sampled_from([0, 1, 2, 3, 5, 0x80000001]), _PAYLOADS)
+
+
+@settings(max_examples=int(os.environ.get("H2_FUZZ_EXAMPLES", "500")), deadline=None)
+@given(st.lists(_FRAMES, max_size=12), st.booleans(), st.integers(1, 50))
+def test_any_frame_sequence_is_answered_without_an_exception(sequence, client_role, chunk):
+    conn = client() if client_role else server()
+    data = b"".join(sequence)
+    for i in range(0, len(data), chunk):
+        events = conn.receive_data(data[i : i + chunk])
+        for event in events:
+            if isinstance(event, DataReceived):
+                conn.acknowledge(event.stream_id, event.flow_controlled_length)
+    frames(conn.data_to_send())  # what we wrote parses as frames
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_are_answered_without_an_exception(data):
+    conn = server()
+    conn.receive_data(data)
+    frames(conn.data_to_send())
