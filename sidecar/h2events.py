@@ -66,6 +66,8 @@ class H2Config:
     max_priority_per_window: int = 200
     max_window_updates_per_window: int = 1000
     remembered_resets: int = 1024  # streams we reset whose late frames are ignored
+    settings_timeout: float = 10.0  # seconds for the peer to acknowledge our SETTINGS (check_timeouts)
+    max_send_stall: float = 30.0  # seconds a stream may wait for send window (check_timeouts)
 
     def __post_init__(self) -> None:
         if not 16384 <= self.max_frame_size <= 16777215:

@@ -43,8 +43,10 @@ Limits (see :class:`~sidecar.h2events.H2Config`) bound every buffer and every
 counter: frame size, header block size and frame count, header list size,
 HPACK table, concurrent streams (REFUSED_STREAM beyond), and per-window
 counts of resets, SETTINGS, PINGs, empty frames, PRIORITY and WINDOW_UPDATE
-frames. Not covered here, and left to the I/O shell: timeouts (SETTINGS ack,
-idle connections, zero-window stalls) and the transport's write buffer.
+frames; ``check_timeouts()``, called from the shell's timer, ends a connection
+whose peer never acknowledges our SETTINGS or leaves a stream without send
+window too long. Left to the I/O shell: idle connections, stream deadlines and
+the transport's write buffer (stop reading while it is above its high mark).
 """
 
 from __future__ import annotations
@@ -179,7 +181,9 @@ class H2Connection:
         self._recv_window = config.connection_window_size
         self._recv_pending = 0
         self._max_block = 2 * config.max_header_list_size
-        self._blocked: set[int] = set()
+        self._blocked: dict[int, float] = {}  # stream -> when send_data last found no window
+        self._clock = clock
+        self._settings_sent_at = clock()
         # the header block being assembled from HEADERS + CONTINUATION
         self._block_stream = 0
         self._block_parts: list[bytes] = []
@@ -251,6 +255,22 @@ class H2Connection:
         if stream is None or not stream.local_open:
             return 0
         return max(0, min(stream.send_window, self._send_window))
+
+    def check_timeouts(self) -> list[Event]:
+        """Call now and then (a timer of the I/O shell): ends the connection when our
+        SETTINGS went unacknowledged for ``settings_timeout`` seconds (SETTINGS_TIMEOUT), or
+        a stream has waited for send window for ``max_send_stall`` seconds — a peer that
+        stops reading while we hold its data (CVE-2019-9517) — (ENHANCE_YOUR_CALM)."""
+        events: list[Event] = []
+        if self._closed:
+            return events
+        now = self._clock()
+        config = self.config
+        if self._settings_unacked and now - self._settings_sent_at > config.settings_timeout:
+            self._connection_error(H2ConnectionError(ErrorCode.SETTINGS_TIMEOUT, "SETTINGS not acknowledged"), events)
+        elif self._blocked and now - min(self._blocked.values()) > config.max_send_stall:
+            self._connection_error(H2ConnectionError(_CALM, "peer stopped granting flow-control window"), events)
+        return events
 
     def data_to_send(self) -> bytes:
         """The bytes to write to the transport now (and forget)."""
@@ -556,7 +576,7 @@ class H2Connection:
             raise H2StreamError(stream_id, _FLOW, "stream send window above 2**31-1")
         if stream.blocked and self._send_window > 0 and stream.send_window > 0:
             stream.blocked = False
-            self._blocked.discard(stream_id)
+            self._blocked.pop(stream_id, None)
             events.append(WindowUpdated(stream_id))
 
     def _unblock(self, events: list[Event]) -> None:
@@ -565,10 +585,10 @@ class H2Connection:
         for stream_id in sorted(self._blocked):
             stream = self._streams.get(stream_id)
             if stream is None:
-                self._blocked.discard(stream_id)
+                del self._blocked[stream_id]
             elif stream.send_window > 0:
                 stream.blocked = False
-                self._blocked.discard(stream_id)
+                del self._blocked[stream_id]
                 events.append(WindowUpdated(stream_id))
 
     def _on_settings(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
@@ -712,7 +732,7 @@ class H2Connection:
         else:
             self._peer_active -= 1
         if stream.blocked:
-            self._blocked.discard(stream_id)
+            self._blocked.pop(stream_id, None)
 
     def _end_remote(self, stream_id: int, stream: _Stream) -> None:
         stream.remote_open = False
@@ -790,7 +810,7 @@ class H2Connection:
             data = data[:n]
             if not stream.blocked:
                 stream.blocked = True
-                self._blocked.add(stream_id)
+                self._blocked[stream_id] = self._clock()
             end_stream = False
             if n == 0:
                 return 0

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.h2events import ConnectionTerminated, DataReceived, H2Config, RequestReceived, StreamReset
+from sidecar.h2events import ConnectionTerminated, DataReceived, H2Config, RequestReceived, StreamReset, WindowUpdated
 from sidecar.h2frames import ErrorCode
 from sidecar.h2headers import Malformed, parse_trailers
 from sidecar.http2 import H2Connection
@@ -430,3 +430,45 @@ def test_random_bytes_are_answered_without_an_exception(data):
     conn = server()
     conn.receive_data(data)
     frames(conn.data_to_send())
+
+
+def test_a_peer_that_never_acknowledges_our_settings_times_out():
+    clock = Clock()
+    conn = H2Connection(client_side=False, clock=clock)
+    conn.receive_data(CLIENT_START[:-9])  # preface and SETTINGS, but no ACK of ours
+    clock.now += 10
+    assert conn.check_timeouts() == []
+    clock.now += 0.5
+    [terminated] = conn.check_timeouts()
+    assert terminated.error_code == E.SETTINGS_TIMEOUT
+    assert [f.error_code for f in frames(conn.data_to_send()) if f.type == 0x7] == [E.SETTINGS_TIMEOUT]
+
+
+def test_a_peer_that_stops_granting_window_times_out():
+    """Zero-window stall (CVE-2019-9517): the stream waits while the peer reads nothing."""
+    clock = Clock()
+    conn = server(clock=clock)
+    conn.receive_data(headers(1) + headers(3))
+    conn.send_headers(1, [(b":status", b"200")])
+    assert conn.send_data(1, b"x" * 70000) == 65535
+    clock.now += 20
+    conn.receive_data(raw(0x8, 0, 0, u32(1000)))  # a little connection window, none for the stream
+    conn.send_headers(3, [(b":status", b"200")])
+    conn.send_data(3, b"y" * 1000, end_stream=True)  # stream 3 goes on
+    clock.now += 10
+    assert conn.check_timeouts() == []
+    clock.now += 1
+    [terminated] = conn.check_timeouts()
+    assert terminated.error_code == E.ENHANCE_YOUR_CALM
+
+
+def test_a_stream_that_gets_window_is_no_longer_stalled():
+    clock = Clock()
+    conn = server(clock=clock)
+    conn.receive_data(headers(1))
+    conn.send_headers(1, [(b":status", b"200")])
+    conn.send_data(1, b"x" * 70000)
+    clock.now += 29
+    assert conn.receive_data(raw(0x8, 0, 0, u32(10000)) + raw(0x8, 0, 1, u32(10000))) == [WindowUpdated(1)]
+    clock.now += 29
+    assert conn.check_timeouts() == []
