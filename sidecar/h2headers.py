@@ -49,13 +49,15 @@ _STATUS = re.compile(rb"[1-5][0-9][0-9]")
 
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 _SPECIAL = _CONNECTION_SPECIFIC | {b"te", b"content-length", b"host"}
+_SPECIAL_NAME = re.compile(b"(?:^|\n)(?:" + b"|".join(re.escape(n) for n in sorted(_SPECIAL)) + b")(?:\n|$)")
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
 
 
-def _check_regular(fields: list[Header]) -> int | None:
-    """Check regular fields (names, values, connection-specific, te); return content-length."""
+def _check_regular(fields: list[Header], request: bool = False) -> tuple[int | None, bytes | None]:
+    """Check regular fields (names, values, connection-specific, te); return content-length
+    and, for a request, ``host`` (refused when repeated)."""
     if not fields:
-        return None
+        return None, None
     names = b"\n".join([name for name, _ in fields])
     values = b"\n".join([value for _, value in fields])
     # the separator is refused inside a name or value, so the counts must match too
@@ -64,8 +66,8 @@ def _check_regular(fields: list[Header]) -> int | None:
         or values.count(b"\n") != len(fields) - 1 or names.count(b"\n") != len(fields) - 1
     ):
         _diagnose(fields)
-    content_length = None
-    if not _SPECIAL.isdisjoint(names.split(b"\n")):
+    content_length = host = None
+    if _SPECIAL_NAME.search(names) is not None:
         for name, value in fields:
             if name not in _SPECIAL:
                 continue
@@ -80,7 +82,11 @@ def _check_regular(fields: list[Header]) -> int | None:
                 if _DIGITS.fullmatch(value) is None:
                     raise Malformed("malformed content-length")
                 content_length = int(value)
-    return content_length
+            elif request:  # host
+                if host is not None:
+                    raise Malformed("repeated host")
+                host = value
+    return content_length, host
 
 
 def _diagnose(fields: list[Header]) -> None:
@@ -113,19 +119,32 @@ def _split_pseudo(fields: list[Header]) -> int:
 def parse_request(fields: list[Header]) -> RequestParts:
     """The parts of a request's header section (see the module doc), or :class:`Malformed`."""
     n = _split_pseudo(fields)
-    pseudo: dict[bytes, bytes] = {}
-    for name, value in fields[:n]:
-        if name not in _REQUEST_PSEUDO:
-            raise Malformed(f"pseudo-header {_show(name)} not allowed in a request")
-        if name in pseudo:
-            raise Malformed(f"repeated {name.decode()}")
-        pseudo[name] = value
-    method = pseudo.get(b":method")
-    scheme = pseudo.get(b":scheme")
-    path = pseudo.get(b":path")
-    authority = pseudo.get(b":authority")
+    pseudo = dict(fields[:n])
+    if len(pseudo) != n or not _REQUEST_PSEUDO.issuperset(pseudo):
+        for name in pseudo:
+            if name not in _REQUEST_PSEUDO:
+                raise Malformed(f"pseudo-header {_show(name)} not allowed in a request")
+        raise Malformed("repeated pseudo-header")
     headers = fields[n:]
-    content_length = _check_regular(headers)
+    content_length, host = _check_regular(headers, request=True)
+    key = (pseudo.get(b":method"), pseudo.get(b":scheme"), pseudo.get(b":authority"), pseudo.get(b":path"), host)
+    parts = _PSEUDO_PARTS.get(key)
+    if parts is None:
+        parts = _pseudo_parts(*key)
+        if len(_PSEUDO_PARTS) >= _PSEUDO_PARTS_MAX:
+            _PSEUDO_PARTS.clear()
+        _PSEUDO_PARTS[key] = parts
+    return parts[0], parts[1], parts[2], parts[3], headers, content_length
+
+
+_PSEUDO_PARTS: dict[tuple[bytes | None, ...], tuple[str, str, str | None, str]] = {}  # checked, decoded
+_PSEUDO_PARTS_MAX = 1024
+
+
+def _pseudo_parts(
+    method: bytes | None, scheme: bytes | None, authority: bytes | None, path: bytes | None, host: bytes | None
+) -> tuple[str, str, str | None, str]:
+    """Check a request's pseudo-headers (and ``host``); decode them (refusals are not cached)."""
     if method is None:
         raise Malformed("missing :method")
     if _METHOD.fullmatch(method) is None:
@@ -134,22 +153,19 @@ def parse_request(fields: list[Header]) -> RequestParts:
         raise Malformed("request method must be upper-case")
     if authority is not None and _AUTHORITY.fullmatch(authority) is None:
         raise Malformed("malformed :authority (userinfo or invalid characters)")
-    for name, value in headers:
-        if name == b"host":
-            if authority is None:
-                if _AUTHORITY.fullmatch(value) is None:
-                    raise Malformed("malformed host")
-                authority = value
-            elif value != authority:
-                raise Malformed("host differs from :authority")
-    if sum(1 for name, _ in headers if name == b"host") > 1:
-        raise Malformed("repeated host")
+    if host is not None:
+        if authority is None:
+            if _AUTHORITY.fullmatch(host) is None:
+                raise Malformed("malformed host")
+            authority = host
+        elif host != authority:
+            raise Malformed("host differs from :authority")
     if method == b"CONNECT":
         if scheme is not None or path is not None:
             raise Malformed("CONNECT request with :scheme or :path")
         if authority is None:
             raise Malformed("CONNECT request without :authority")
-        return "CONNECT", "", authority.decode(), "", headers, content_length
+        return "CONNECT", "", authority.decode(), ""
     if scheme is None:
         raise Malformed("missing :scheme")
     if _SCHEME.fullmatch(scheme) is None:
@@ -160,10 +176,7 @@ def parse_request(fields: list[Header]) -> RequestParts:
         raise Malformed("invalid character in :path")
     if path[0] != 0x2F and not (path == b"*" and method == b"OPTIONS"):  # "/"
         raise Malformed(":path must be in origin form")
-    return (
-        method.decode(), scheme.decode(), None if authority is None else authority.decode(), path.decode(),
-        headers, content_length,
-    )
+    return method.decode(), scheme.decode(), None if authority is None else authority.decode(), path.decode()
 
 
 def parse_response(fields: list[Header]) -> tuple[int, list[Header], int | None]:
@@ -180,7 +193,7 @@ def parse_response(fields: list[Header]) -> tuple[int, list[Header], int | None]
     if code == 101:
         raise Malformed("101 (Switching Protocols) is not allowed in HTTP/2")
     headers = fields[1:]
-    return code, headers, _check_regular(headers)
+    return code, headers, _check_regular(headers)[0]
 
 
 def parse_trailers(fields: list[Header]) -> list[Header]:

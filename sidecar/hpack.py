@@ -321,10 +321,25 @@ class Decoder:
                 index = first & 0x0F
                 if index == 0x0F:
                     index, pos = _varint(block, pos, 0x0F)
-                name, pos = self._name(block, pos, index)
-                if index > _STATIC_LEN:
+                if 0 < index <= _STATIC_LEN:
+                    name = static[index][0]
+                elif index == 0:
+                    # inline: a short plain string (the usual new name), else the general reader
+                    length = block[pos] if pos < end else 0x80
+                    if length < 0x7F and pos + 1 + length <= end:
+                        name = block[pos + 1 : pos + 1 + length]
+                        pos += 1 + length
+                    else:
+                        name, pos = _string(block, pos)
+                else:
+                    name = self._dynamic(index)[0]
                     dynamic = True
-                value, pos = _string(block, pos)
+                length = block[pos] if pos < end else 0x80
+                if length < 0x7F and pos + 1 + length <= end:
+                    value = block[pos + 1 : pos + 1 + length]
+                    pos += 1 + length
+                else:
+                    value, pos = _string(block, pos)
                 field = (name, value)
             size += len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
             if size > limit:
@@ -379,7 +394,7 @@ del _i, _field
 NEVER_INDEXED = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"set-cookie"})
 """Names sent as never-indexed literals, so that no intermediary compresses them (RFC 7541 §7.1.3)."""
 
-_FIELD_CACHE: dict[tuple[bool, bytes, bytes], bytes] = {}
+_FIELD_CACHES: tuple[dict[Header, bytes], dict[Header, bytes]] = ({}, {})  # plain, Huffman: field -> bytes
 _FIELD_CACHE_MAX = 4096
 _FIELD_CACHED_LEN = 256
 
@@ -417,17 +432,15 @@ class Encoder:
         self.huffman = huffman
 
     def encode(self, headers: Iterable[Header]) -> bytes:
-        cache = _FIELD_CACHE
-        huffman = self.huffman
-        parts = []
-        for name, value in headers:
-            key = (huffman, name, value)
-            encoded = cache.get(key)
-            if encoded is None:
-                encoded = _encode_field(name, value, huffman)
-                if len(name) + len(value) <= _FIELD_CACHED_LEN:
-                    if len(cache) >= _FIELD_CACHE_MAX:
-                        cache.clear()
-                    cache[key] = encoded
-            parts.append(encoded)
-        return b"".join(parts)
+        get = _FIELD_CACHES[self.huffman].get
+        return b"".join([get(field) or self._encode(field) for field in headers])
+
+    def _encode(self, field: Header) -> bytes:
+        name, value = field
+        encoded = _encode_field(name, value, self.huffman)
+        if len(name) + len(value) <= _FIELD_CACHED_LEN:
+            cache = _FIELD_CACHES[self.huffman]
+            if len(cache) >= _FIELD_CACHE_MAX:
+                cache.clear()
+            cache[field] = encoded
+        return encoded
