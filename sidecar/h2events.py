@@ -78,6 +78,15 @@ class H2Config:
             raise ValueError("initial_window_size must be within 1..2**31-1")
         if self.max_concurrent_streams < 1 or self.max_header_block_frames < 1:
             raise ValueError("max_concurrent_streams and max_header_block_frames must be positive")
+        if not 0 <= self.header_table_size <= 0x7FFFFFFF or self.max_header_list_size < 1:
+            raise ValueError("header_table_size must be within 0..2**31-1, max_header_list_size positive")
+        limits = (
+            self.max_resets_per_window, self.max_settings_per_window, self.max_pings_per_window,
+            self.max_empty_frames_per_window, self.max_priority_per_window, self.max_window_updates_per_window,
+            self.remembered_resets,
+        )
+        if min(limits) < 1 or self.flood_window <= 0 or self.settings_timeout <= 0 or self.max_send_stall <= 0:
+            raise ValueError("flood limits, remembered_resets and timeouts must be positive")
 
 
 @dataclass(slots=True)
