@@ -1,81 +1,159 @@
-"""Reading access logs for the flow page, once or following them as they grow (``serve``)."""
+"""Reading access logs for the flow page, once (``html``) or following them as they grow
+(``serve``), and the loopback server.
+
+A log is read by complete lines. A line over the record size limit
+(:data:`policy_dsl.record.MAX_LINE`) is refused by the record reader from its first bytes and
+the rest of it skipped without being held; a last line without its newline is read as it is
+at the end of a one-time read (a truncated record says so), and waits for its newline when
+following. A file that shrank or was replaced (rotation) is read again from its start.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import os
 import sys
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from policy_dsl.record import MAX_LINE
 from trustmesh.flows.model import Flows
 from trustmesh.flows.page import build_page
 
-__all__ = ["LogFollower", "serve"]
+__all__ = ["LogFollower", "LogReadError", "check_loopback", "serve"]
 
-_CHUNK = 1 << 20
+
+class LogReadError(OSError):
+    """A log that cannot be opened or read."""
+
+
+@dataclass
+class _Position:
+    inode: int | None = None
+    offset: int = 0
+    line: int = 0
+    skipping: bool = False  # inside a line over the limit, already reported
 
 
 class LogFollower:
-    """Reads complete lines appended to each log since the last :meth:`read` (``-``: stdin, once)."""
+    """Feeds each log's complete lines, from where the last :meth:`read` stopped, to ``flows``.
 
-    def __init__(self, paths: list[str]) -> None:
-        self.paths = paths
-        self.flows = Flows()
-        self._offsets = {path: 0 for path in paths}
-        self._lines = {path: 0 for path in paths}
+    ``on_error`` gets each bad line's ``file:line: why`` (the CLI prints it on stderr).
+    ``-`` is standard input, read once.
+    """
+
+    def __init__(self, paths: list[str], flows: Flows, on_error: Callable[[str], None] = lambda error: None) -> None:
+        self.paths, self.flows, self.on_error = list(paths), flows, on_error
+        self._positions = {path: _Position() for path in self.paths}
         self._stdin_done = False
 
-    def read(self) -> None:
+    def read(self, *, final: bool = False) -> list[LogReadError]:
+        """Read what was appended. ``final``: nothing more will come, so a last line without its
+        newline is read too. Returns the logs that could not be read (the others were)."""
+        unreadable = []
         for path in self.paths:
             if path == "-":
                 if not self._stdin_done:
-                    for number, line in enumerate(sys.stdin.buffer, 1):
-                        self.flows.add_line(line, "<stdin>", number)
                     self._stdin_done = True
+                    self._read(sys.stdin.buffer, "<stdin>", _Position(), final=True)
                 continue
-            self._read_file(path)
+            try:
+                with open(path, "rb") as handle:
+                    stat = os.fstat(handle.fileno())
+                    position = self._positions[path]
+                    if stat.st_ino != position.inode or stat.st_size < position.offset:  # new, rotated, truncated
+                        position = self._positions[path] = _Position(inode=stat.st_ino)
+                    handle.seek(position.offset)
+                    self._read(handle, path, position, final=final)
+            except OSError as err:
+                unreadable.append(LogReadError(f"{path}: cannot read log: {err.strerror or err}"))
+        return unreadable
 
-    def _read_file(self, path: str) -> None:
-        try:
-            with open(path, "rb") as handle:
-                if Path(path).stat().st_size < self._offsets[path]:  # rotated or truncated: start over
-                    self._offsets[path] = self._lines[path] = 0
-                handle.seek(self._offsets[path])
-                while True:
-                    line = handle.readline(_CHUNK)
-                    if not line.endswith(b"\n"):
-                        break  # a line still being written (or over the limit) waits for the next read
-                    self._offsets[path] += len(line)
-                    self._lines[path] += 1
-                    self.flows.add_line(line, path, self._lines[path])
-        except OSError as err:
-            if f"{path}: {err.strerror}" not in self.flows.errors:
-                self.flows.errors.append(f"{path}: {err.strerror or err}")
+    def _read(self, handle, name: str, position: _Position, *, final: bool) -> None:
+        while True:
+            line = handle.readline(MAX_LINE + 1)
+            if not line:
+                return
+            complete = line.endswith(b"\n")
+            if position.skipping:  # the tail of a line over the limit
+                position.offset += len(line)
+                position.skipping = not complete
+                continue
+            if not complete and len(line) <= MAX_LINE and not final:
+                return  # still being written: wait for its newline
+            position.offset += len(line)
+            position.line += 1
+            position.skipping = not complete and len(line) > MAX_LINE
+            error = self.flows.add_line(line, name, position.line)
+            if error is not None:
+                self.on_error(error)
 
 
-async def serve(paths: list[str], host: str, port: int) -> None:
-    """Serve ``/`` (the page, polling) and ``/data.json`` until interrupted."""
+def check_loopback(host: str) -> None:
+    """ValueError unless ``host`` is a loopback address (the page shows what the logs hold)."""
+    if host == "localhost":
+        return
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"--host {host!r}: give a loopback address such as 127.0.0.1 or ::1") from None
+    if not address.is_loopback:
+        raise ValueError(f"--host {host}: not a loopback address; the flow map serves only on loopback "
+                         "(127.0.0.0/8, ::1): it shows what the access logs hold")
+
+
+_POLL_SECONDS = 2
+
+
+async def serve(follower: LogFollower, host: str, port: int, *, ready: Callable[[str], None] = print) -> None:
+    """Serve ``/`` (the page, polling) and ``/data.json`` (the follower's flows, read again on
+    each request) on loopback until cancelled. Requests naming another Host are refused, so a
+    web page whose name was rebound to 127.0.0.1 cannot read the logs."""
     from aiohttp import web
 
-    follower = LogFollower(paths)
+    check_loopback(host)
+    lock = asyncio.Lock()
+    allowed_hosts: set[str] = set()
+    reported: set[str] = set()
+
+    async def refresh() -> dict:
+        async with lock:
+            for error in await asyncio.to_thread(follower.read):
+                if str(error) not in reported:  # say once that a log is missing, not every poll
+                    reported.add(str(error))
+                    follower.on_error(str(error))
+            return follower.flows.data()
+
+    @web.middleware
+    async def guard(request: web.Request, handler):
+        if request.host not in allowed_hosts:
+            raise web.HTTPMisdirectedRequest(text="unexpected Host\n")
+        response = await handler(request)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     async def page(request: web.Request) -> web.Response:
-        follower.read()
-        return web.Response(text=build_page(follower.flows.data(), live=True), content_type="text/html")
+        html = build_page(await refresh(), poll_seconds=_POLL_SECONDS)
+        return web.Response(text=html, content_type="text/html",
+                            headers={"Content-Security-Policy": "frame-ancestors 'none'"})
 
     async def data(request: web.Request) -> web.Response:
-        follower.read()
-        return web.json_response(follower.flows.data())
+        return web.json_response(await refresh())
 
-    app = web.Application()
+    app = web.Application(middlewares=[guard])
     app.router.add_get("/", page)
     app.router.add_get("/data.json", data)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = runner.addresses[0]
-    print(f"serving the flow map on http://{bound[0]}:{bound[1]}/ (Ctrl-C stops)", flush=True)
     try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        allowed_hosts.update({f"{shown}:{bound_port}", f"localhost:{bound_port}"})
+        ready(f"serving the flow map on http://{shown}:{bound_port}/ (Ctrl-C stops)")
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()

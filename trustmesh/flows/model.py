@@ -1,99 +1,208 @@
 """Access-log records → the flow page's data (pure: lines in, a JSON-able dict out).
 
-Each inbound record a policy decided becomes one compact request: who called (a workload
-named by its ``app`` attribute, else its SPIFFE ID, with its namespace), whom, what, the
-decision, the deciding rule, the explanation of a denial and any audit or would-deny match.
-The page groups and filters them in the browser.
+Lines are read by :func:`policy_dsl.record.read_record`, the reader ``policy replay`` and
+``policy suggest`` use. Each inbound record a policy decided counts on one edge: from the
+calling workload to the called one, each named by its ``app`` attribute (else its ``sa``, else
+its SPIFFE ID) within its namespace. Memory stays bounded however long the logs run: an edge
+keeps its counts per minute, verdict and deciding rule (the most recent :data:`MINUTES` minutes
+apart, older ones folded together), and only its last ``keep`` requests in full.
 
     >>> flows = Flows()
     >>> flows.add_line('{"v":1,"time":"2026-12-05T10:00:00Z","direction":"inbound","decision":"deny",'
     ...     '"method":"GET","path":"/x","status":403,"rule":null,"attrs":{"source.id":'
     ...     '"spiffe://d.example/ns/shop/app/web","destination.id":"spiffe://d.example/ns/shop/app/db"}}', "a.log", 1)
-    >>> request = flows.data()["requests"][0]
-    >>> (request["src"], request["srcNs"], request["dst"], request["verdict"])
-    ('web', 'shop', 'db', 'deny')
+    >>> edge = flows.data()["edges"][0]
+    >>> (edge["key"], edge["counts"], edge["recent"][0]["verdict"])
+    ('shop/web -> shop/db', [['2026-12-05T10:00', 'deny', '(default)', 1]], 'deny')
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
+from datetime import datetime, timezone
 from typing import Any
 
-from policy_dsl.identity import path_attributes
+from policy_dsl.identity import identity_attributes
 from policy_dsl.record import RecordError, read_record
 
-__all__ = ["Flows", "MAX_REQUESTS"]
+__all__ = ["KEEP", "MAX_EDGES", "MINUTES", "Flows"]
 
-MAX_REQUESTS = 20_000  # the most recent requests the page holds
-_MAX_ERRORS = 50
-
-
-def _workload(spiffe_id: Any, jwt_sub: Any) -> tuple[str, str, str]:
-    """(node name, namespace, full ID) of a caller or callee."""
-    if not isinstance(spiffe_id, str):
-        if isinstance(jwt_sub, str):
-            spiffe_id = jwt_sub
-        else:
-            return "unauthenticated", "(outside the mesh)", ""
-    rest = spiffe_id.removeprefix("spiffe://")
-    domain, _, path = rest.partition("/")
-    attrs = path_attributes("/" + path if path else "")
-    name = attrs.get("app") or attrs.get("sa") or spiffe_id
-    return name, attrs.get("ns") or domain, spiffe_id
+KEEP = 100  # requests kept in full per edge, the most recent
+MAX_EDGES = 10_000  # edges beyond this are counted as dropped, not kept
+MINUTES = 1440  # per-minute counts kept per edge (a day of traffic); older minutes fold together
+MAX_ERRORS = 50  # bad lines named on the page (every one goes to stderr)
+_VERDICTS = ("allow", "deny", "would-deny")
+_OUTSIDE = ("(outside the mesh)", "unauthenticated", "")
 
 
-def _explanation(record: dict[str, Any]) -> str:
-    explain = record.get("explain") or {}
+def _text(record: dict[str, Any], key: str) -> str | None:
+    value = record.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise RecordError(f"'{key}' must be a string, not {type(value).__name__}")
+
+
+def _get(tree: Any, *keys: str) -> Any:
+    for key in keys:
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
+def _workload(attrs: dict[str, Any] | None, side: str, jwt_sub: Any) -> tuple[str, str, str]:
+    """(namespace, node name, full ID) of the caller or the callee of a record."""
+    spiffe_id = _get(attrs, side, "id")
+    if isinstance(spiffe_id, str):
+        path_attrs = _get(attrs, side, "attrs")
+    elif isinstance(jwt_sub, str) and jwt_sub:  # admitted by a JWT-SVID: its subject, a SPIFFE ID
+        try:
+            spiffe_id, path_attrs = jwt_sub, identity_attributes(jwt_sub)["attrs"]
+        except ValueError:
+            return "(jwt)", jwt_sub, jwt_sub
+    else:
+        return _OUTSIDE
+    path_attrs = path_attrs if isinstance(path_attrs, dict) else {}
+    namespace = path_attrs.get("ns") or spiffe_id.removeprefix("spiffe://").partition("/")[0]
+    return str(namespace), str(path_attrs.get("app") or path_attrs.get("sa") or spiffe_id), spiffe_id
+
+
+def _explanation(explain: Any) -> str:
+    """One line saying why: the deciding deny rule, or each candidate allow rule's first
+    condition that was not true with the values compared and what was missing."""
+    if not explain:
+        return ""
+    if not isinstance(explain, dict):
+        raise RecordError("'explain' must be an object")
     if explain.get("rule"):
-        return f"deny rule {explain['rule']}"
+        values = explain.get("values") if isinstance(explain.get("values"), dict) else {}
+        shown = ", ".join(f"{k} = {v!r}" for k, v in values.items())
+        return f"deny rule {explain['rule']}" + (f" ({shown})" if shown else "")
     parts = []
-    for candidate in explain.get("candidates") or ():
-        values = ", ".join(f"{k} = {v!r}" for k, v in (candidate.get("values") or {}).items())
-        missing = ", ".join(f"{k} missing" for k in candidate.get("missing") or ())
-        detail = "; ".join(x for x in (values, missing) if x)
+    candidates = explain.get("candidates") or []
+    if not isinstance(candidates, list):
+        raise RecordError("'explain.candidates' must be a list")
+    for candidate in candidates:
+        if not isinstance(candidate, dict):
+            raise RecordError("'explain.candidates' must hold objects")
+        values = candidate.get("values") if isinstance(candidate.get("values"), dict) else {}
+        missing = candidate.get("missing") if isinstance(candidate.get("missing"), list) else []
+        detail = "; ".join(x for x in (", ".join(f"{k} = {v!r}" for k, v in values.items()),
+                                      ", ".join(f"{m} missing" for m in missing)) if x)
         parts.append(f"{candidate.get('rule')}: {candidate.get('condition')} is {candidate.get('result')}"
                      + (f" ({detail})" if detail else ""))
-    if explain and not parts:
-        parts.append("no policy protects this destination" if not explain.get("policies") else explain.get("reason", ""))
+    if not parts:
+        parts.append("no allow rule to try: no policy protects this destination" if not explain.get("policies")
+                     else str(explain.get("reason", "")))
     return "; ".join(parts)
+
+
+def _audit(audit: Any) -> list[dict[str, Any]]:
+    if audit is None:
+        return []
+    if not isinstance(audit, list) or not all(isinstance(a, dict) for a in audit):
+        raise RecordError("'audit' must be a list of objects")
+    return audit
+
+
+class _Edge:
+    __slots__ = ("src", "dst", "minutes", "older", "recent", "total")
+
+    def __init__(self, src: tuple[str, str, str], dst: tuple[str, str, str], keep: int) -> None:
+        self.src, self.dst = src, dst
+        self.minutes: dict[str, Counter] = {}  # "YYYY-MM-DDTHH:MM" -> Counter[(verdict, rule)]
+        self.older: Counter = Counter()  # folded minutes, and records with no usable time
+        self.recent: deque[dict[str, Any]] = deque(maxlen=keep)
+        self.total = 0
+
+    def count(self, minute: str | None, verdict: str, rule: str) -> None:
+        self.total += 1
+        if minute is None:
+            self.older[verdict, rule] += 1
+            return
+        bucket = self.minutes.get(minute)
+        if bucket is None:
+            if len(self.minutes) >= MINUTES:
+                oldest = min(self.minutes)
+                if minute < oldest:
+                    self.older[verdict, rule] += 1
+                    return
+                self.older.update(self.minutes.pop(oldest))
+            bucket = self.minutes[minute] = Counter()
+        bucket[verdict, rule] += 1
+
+    def to_json(self) -> dict[str, Any]:
+        counts = [[minute, verdict, rule, n] for minute in sorted(self.minutes)
+                  for (verdict, rule), n in self.minutes[minute].items()]
+        counts += [[None, verdict, rule, n] for (verdict, rule), n in self.older.items()]
+        (src_ns, src, src_id), (dst_ns, dst, dst_id) = self.src, self.dst
+        return {"key": f"{src_ns}/{src} -> {dst_ns}/{dst}",
+                "src": {"ns": src_ns, "name": src, "id": src_id}, "dst": {"ns": dst_ns, "name": dst, "id": dst_id},
+                "counts": counts, "recent": list(self.recent), "total": self.total}
 
 
 class Flows:
     """Collects requests from access-log lines; :meth:`data` is what the page shows."""
 
-    def __init__(self) -> None:
-        self._requests: deque[dict[str, Any]] = deque(maxlen=MAX_REQUESTS)
-        self.errors: list[str] = []
+    def __init__(self, *, keep: int = KEEP, max_edges: int = MAX_EDGES) -> None:
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self.keep, self.max_edges = keep, max_edges
+        self._edges: dict[tuple, _Edge] = {}
+        self.errors: list[str] = []  # the first MAX_ERRORS bad lines, "file:line: why"
         self.bad_lines = 0
+        self.dropped = 0  # requests on edges over max_edges
+        self.newest: str | None = None
 
-    def add_line(self, line: str | bytes, file: str, number: int) -> None:
+    def add_line(self, line: str | bytes, file: str, number: int) -> str | None:
+        """Count one log line; for a line that is not a usable record, the error
+        (``file:line: why``) is returned and noted, and the line skipped."""
         if not line.strip():
-            return
+            return None
         try:
-            record = read_record(line)
+            self.add(read_record(line))
         except RecordError as err:
+            error = f"{file}:{number}: {err}"
             self.bad_lines += 1
-            if len(self.errors) < _MAX_ERRORS:
-                self.errors.append(f"{file}:{number}: {err}")
-            return
-        if record.get("direction") != "inbound" or record.get("decision") not in ("allow", "deny"):
-            return
-        attrs = record.get("attrs") or {}
-        src, src_ns, src_id = _workload(attrs.get("source.id"), attrs.get("request.jwt.sub"))
-        dst, dst_ns, dst_id = _workload(attrs.get("destination.id"), None)
-        audit = record.get("audit") or []
-        would_deny = any(isinstance(a, dict) and a.get("would") == "deny" for a in audit)
-        rule = record.get("rule")
-        self._requests.append({
-            "time": record.get("time"), "src": src, "srcNs": src_ns, "srcId": src_id,
-            "dst": dst, "dstNs": dst_ns, "dstId": dst_id,
-            "method": record.get("method") or record.get("protocol") or "", "path": record.get("path") or "",
-            "status": record.get("status"),
-            "verdict": "would-deny" if record["decision"] == "allow" and would_deny else record["decision"],
-            "rule": f"{record.get('policy')}/{rule}" if rule and record.get("policy") else (rule or "(default)"),
-            "why": _explanation(record),
-            "audit": [f"{a.get('policy')}/{a.get('rule')}: {a.get('would')}" for a in audit if isinstance(a, dict)],
+            if len(self.errors) < MAX_ERRORS:
+                self.errors.append(error)
+            return error
+        return None
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Count one record (as :func:`read_record` returns it); RecordError for wrong types."""
+        decision = record.get("decision")
+        if record.get("direction") != "inbound" or decision not in ("allow", "deny"):
+            return  # outbound records, errors: no policy decision to show
+        time, policy, rule = _text(record, "time"), _text(record, "policy"), _text(record, "rule")
+        audit, why = _audit(record.get("audit")), _explanation(record.get("explain"))
+        attrs = record.get("_attrs")
+        src = _workload(attrs, "source", _get(attrs, "request", "jwt", "sub"))
+        dst = _workload(attrs, "destination", None)
+        would_deny = decision == "allow" and any(a.get("would") == "deny" for a in audit)
+        verdict = "would-deny" if would_deny else decision
+        rule_name = f"{policy}/{rule}" if rule and policy else (rule or "(default)")
+        edge = self._edges.get((src, dst))
+        if edge is None:
+            if len(self._edges) >= self.max_edges:
+                self.dropped += 1
+                return
+            edge = self._edges[src, dst] = _Edge(src, dst, self.keep)
+        moment = _get(attrs, "context", "time")  # the record's time, parsed and checked by read_record
+        minute = None
+        if isinstance(moment, datetime):
+            instant = moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            minute = instant[:16]
+            if self.newest is None or instant > self.newest:
+                self.newest = instant
+        edge.count(minute, verdict, rule_name)
+        status = record.get("status")
+        method, path = _text(record, "method") or _text(record, "protocol") or "", _text(record, "path") or ""
+        edge.recent.append({
+            "time": time, "minute": minute, "method": method, "path": path, "status": status if isinstance(status, int) else None,
+            "verdict": verdict, "rule": rule_name, "why": why,
+            "audit": [f"{a.get('policy')}/{a.get('rule')}: would {a.get('would')}" for a in audit],
         })
 
     def data(self) -> dict[str, Any]:
-        return {"requests": list(self._requests), "errors": self.errors, "badLines": self.bad_lines}
+        return {"v": 1, "keep": self.keep, "newest": self.newest, "verdicts": list(_VERDICTS),
+                "edges": [edge.to_json() for edge in self._edges.values()],
+                "errors": self.errors, "badLines": self.bad_lines, "dropped": self.dropped}
