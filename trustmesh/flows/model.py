@@ -4,8 +4,9 @@ Lines are read by :func:`policy_dsl.record.read_record`, the reader ``policy rep
 ``policy suggest`` use. Each inbound record a policy decided counts on one edge: from the
 calling workload to the called one, each named by its ``app`` attribute (else its ``sa``, else
 its SPIFFE ID) within its namespace. Memory stays bounded however long the logs run: an edge
-keeps its counts per minute, verdict and deciding rule (the most recent :data:`MINUTES` minutes
-apart, older ones folded together), and only its last ``keep`` requests in full.
+counts its requests by verdict and deciding rule per minute for the last hour before the newest
+record, per hour for the last day, and in one sum before that; and it keeps only its last
+``keep`` requests in full.
 
     >>> flows = Flows()
     >>> flows.add_line('{"v":1,"time":"2026-12-05T10:00:00Z","direction":"inbound","decision":"deny",'
@@ -19,17 +20,19 @@ apart, older ones folded together), and only its last ``keep`` requests in full.
 from __future__ import annotations
 
 from collections import Counter, deque
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from policy_dsl.identity import identity_attributes
 from policy_dsl.record import RecordError, read_record
 
-__all__ = ["KEEP", "MAX_EDGES", "MINUTES", "Flows"]
+__all__ = ["KEEP", "MAX_EDGES", "MAX_SHOWN", "Flows"]
 
 KEEP = 100  # requests kept in full per edge, the most recent
 MAX_EDGES = 10_000  # edges beyond this are counted as dropped, not kept
-MINUTES = 1440  # per-minute counts kept per edge (a day of traffic); older minutes fold together
+MAX_SHOWN = 50_000  # requests in full in the page, over all edges (each edge shows its share)
+_BY_MINUTE = timedelta(minutes=60)  # counted minute by minute, before the newest record
+_BY_HOUR = timedelta(hours=24)  # counted hour by hour; before that, one sum
 MAX_ERRORS = 50  # bad lines named on the page (every one goes to stderr)
 _VERDICTS = ("allow", "deny", "would-deny")
 _OUTSIDE = ("(outside the mesh)", "unauthenticated", "")
@@ -103,40 +106,66 @@ def _audit(audit: Any) -> list[dict[str, Any]]:
     return audit
 
 
-class _Edge:
-    __slots__ = ("src", "dst", "minutes", "older", "recent", "total")
+class _Floors:
+    """The oldest minute ("YYYY-MM-DDTHH:MM") and hour ("YYYY-MM-DDTHH") still counted apart."""
 
-    def __init__(self, src: tuple[str, str, str], dst: tuple[str, str, str], keep: int) -> None:
+    __slots__ = ("minute", "hour")
+
+    def __init__(self, newest: datetime | None = None) -> None:
+        self.minute = (newest - _BY_MINUTE).strftime("%Y-%m-%dT%H:%M") if newest else ""
+        self.hour = (newest - _BY_HOUR).strftime("%Y-%m-%dT%H") if newest else ""
+
+    def bucket(self, minute: str | None) -> str | None:
+        """Where a request of ``minute`` counts: its minute, its hour, or None (the one sum)."""
+        if minute is None:
+            return None
+        if minute >= self.minute:
+            return minute
+        return minute[:13] if minute[:13] >= self.hour else None
+
+
+class _Edge:
+    __slots__ = ("src", "dst", "buckets", "older", "recent", "total", "floors")
+
+    def __init__(self, src: tuple[str, str, str], dst: tuple[str, str, str], keep: int, floors: _Floors) -> None:
         self.src, self.dst = src, dst
-        self.minutes: dict[str, Counter] = {}  # "YYYY-MM-DDTHH:MM" -> Counter[(verdict, rule)]
-        self.older: Counter = Counter()  # folded minutes, and records with no usable time
+        self.buckets: dict[str, Counter] = {}  # minute or hour -> Counter[(verdict, rule)]
+        self.older: Counter = Counter()  # before the last day, and records with no time
         self.recent: deque[dict[str, Any]] = deque(maxlen=keep)
         self.total = 0
+        self.floors = floors
 
-    def count(self, minute: str | None, verdict: str, rule: str) -> None:
-        self.total += 1
-        if minute is None:
-            self.older[verdict, rule] += 1
+    def fold(self, floors: _Floors) -> None:
+        """Move the counts of minutes and hours that fell behind ``floors`` into coarser ones."""
+        if floors is self.floors:
             return
-        bucket = self.minutes.get(minute)
-        if bucket is None:
-            if len(self.minutes) >= MINUTES:
-                oldest = min(self.minutes)
-                if minute < oldest:
-                    self.older[verdict, rule] += 1
-                    return
-                self.older.update(self.minutes.pop(oldest))
-            bucket = self.minutes[minute] = Counter()
-        bucket[verdict, rule] += 1
+        self.floors = floors
+        for key in [k for k in self.buckets if k < (floors.minute if len(k) == 16 else floors.hour)]:
+            counter = self.buckets.pop(key)
+            coarser = floors.bucket(key) if len(key) == 16 else None
+            if coarser is None:
+                self.older.update(counter)
+            else:
+                self.buckets.setdefault(coarser, Counter()).update(counter)
 
-    def to_json(self) -> dict[str, Any]:
-        counts = [[minute, verdict, rule, n] for minute in sorted(self.minutes)
-                  for (verdict, rule), n in self.minutes[minute].items()]
+    def count(self, minute: str | None, verdict: str, rule: str, floors: _Floors) -> None:
+        self.fold(floors)
+        self.total += 1
+        bucket = floors.bucket(minute)
+        counter = self.older if bucket is None else self.buckets.get(bucket)
+        if counter is None:
+            counter = self.buckets[bucket] = Counter()
+        counter[verdict, rule] += 1
+
+    def to_json(self, shown: int) -> dict[str, Any]:
+        counts = [[bucket, verdict, rule, n] for bucket in sorted(self.buckets)
+                  for (verdict, rule), n in self.buckets[bucket].items()]
         counts += [[None, verdict, rule, n] for (verdict, rule), n in self.older.items()]
         (src_ns, src, src_id), (dst_ns, dst, dst_id) = self.src, self.dst
+        recent = list(self.recent)
         return {"key": f"{src_ns}/{src} -> {dst_ns}/{dst}",
                 "src": {"ns": src_ns, "name": src, "id": src_id}, "dst": {"ns": dst_ns, "name": dst, "id": dst_id},
-                "counts": counts, "recent": list(self.recent), "total": self.total}
+                "counts": counts, "recent": recent[-shown:], "kept": len(recent), "total": self.total}
 
 
 class Flows:
@@ -151,6 +180,7 @@ class Flows:
         self.bad_lines = 0
         self.dropped = 0  # requests on edges over max_edges
         self.newest: str | None = None
+        self._floors = _Floors()
 
     def add_line(self, line: str | bytes, file: str, number: int) -> str | None:
         """Count one log line; for a line that is not a usable record, the error
@@ -185,15 +215,17 @@ class Flows:
             if len(self._edges) >= self.max_edges:
                 self.dropped += 1
                 return
-            edge = self._edges[src, dst] = _Edge(src, dst, self.keep)
+            edge = self._edges[src, dst] = _Edge(src, dst, self.keep, self._floors)
         moment = _get(attrs, "context", "time")  # the record's time, parsed and checked by read_record
         minute = None
         if isinstance(moment, datetime):
             instant = moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             minute = instant[:16]
             if self.newest is None or instant > self.newest:
+                if self.newest is None or instant[:16] != self.newest[:16]:
+                    self._floors = _Floors(moment.astimezone(timezone.utc))
                 self.newest = instant
-        edge.count(minute, verdict, rule_name)
+        edge.count(minute, verdict, rule_name, self._floors)
         status = record.get("status")
         method, path = _text(record, "method") or _text(record, "protocol") or "", _text(record, "path") or ""
         edge.recent.append({
@@ -203,6 +235,11 @@ class Flows:
         })
 
     def data(self) -> dict[str, Any]:
+        """Counts of every edge, and each edge's most recent requests: all it keeps, or its share
+        of :data:`MAX_SHOWN` when there are many edges."""
+        shown = max(1, min(self.keep, MAX_SHOWN // max(1, len(self._edges))))
+        for edge in self._edges.values():
+            edge.fold(self._floors)
         return {"v": 1, "keep": self.keep, "newest": self.newest, "verdicts": list(_VERDICTS),
-                "edges": [edge.to_json() for edge in self._edges.values()],
+                "edges": [edge.to_json(shown) for edge in self._edges.values()],
                 "errors": self.errors, "badLines": self.bad_lines, "dropped": self.dropped}

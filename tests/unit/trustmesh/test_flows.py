@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -87,21 +88,44 @@ def test_a_bad_line_is_named_by_file_and_line_and_the_rest_is_read(line, why):
     assert [r["path"] for r in _edges(flows)["shop/web -> shop/db"]["recent"]] == ["/x", "/after"]
 
 
-def test_memory_is_bounded_per_edge_and_counts_still_cover_everything(monkeypatch):
-    monkeypatch.setattr(model, "MINUTES", 3)
+def test_memory_is_bounded_per_edge_and_counts_still_cover_everything():
     flows = Flows(keep=4, max_edges=2)
-    for minute in range(10):
-        flows.add_line(_line(time=f"2026-12-05T10:{minute:02}:30Z", path=f"/{minute}"), "a", minute + 1)
-    flows.add_line(_line(time=None), "a", 11)  # no time: counted for "all time" only
-    flows.add_line(_line(time="2026-12-05T11:09:30+01:00", path="/y"), "a", 12)  # another zone: 10:09 UTC
+    # two days of traffic, one request every 10 minutes, then one without a time
+    start = datetime(2026, 12, 3, 0, 0, 30, tzinfo=timezone.utc)
+    times = [start + timedelta(minutes=10 * i) for i in range(2 * 24 * 6)]
+    for number, moment in enumerate(times, 1):
+        flows.add_line(_line(time=moment.strftime("%Y-%m-%dT%H:%M:%SZ"), path=f"/{number}"), "a", number)
+    flows.add_line(_line(time=None, path="/untimed"), "a", len(times) + 1)
     edge = _edges(flows)["shop/web -> shop/db"]
-    assert [r["path"] for r in edge["recent"]] == ["/8", "/9", "/x", "/y"]
-    assert edge["total"] == 12 and sum(c[3] for c in edge["counts"]) == 12
-    assert [c[0] for c in edge["counts"]] == ["2026-12-05T10:07", "2026-12-05T10:08", "2026-12-05T10:09", None]
-    assert flows.data()["newest"] == "2026-12-05T10:09:30Z"
-    flows.add_line(_line(attrs={"source.id": DB, "destination.id": WEB}), "a", 13)
-    flows.add_line(_line(attrs={"source.id": WEB, "destination.id": WEB}), "a", 14)  # a third edge: over max_edges
+    assert [r["path"] for r in edge["recent"]] == ["/286", "/287", "/288", "/untimed"] and edge["kept"] == 4
+    assert edge["total"] == len(times) + 1 and sum(c[3] for c in edge["counts"]) == edge["total"]
+    assert flows.data()["newest"] == "2026-12-04T23:50:30Z"
+    buckets = [c[0] for c in edge["counts"]]
+    minutes = [b for b in buckets if b and len(b) == 16]
+    hours = [b for b in buckets if b and len(b) == 13]
+    assert minutes == [f"2026-12-04T22:{m}0" for m in range(5, 6)] + [f"2026-12-04T23:{m}0" for m in range(6)]  # the last hour
+    assert hours == ["2026-12-03T23"] + [f"2026-12-04T{h:02}" for h in range(23)]  # the last day, hour by hour
+    assert buckets[-1] is None and edge["counts"][-1][3] == 23 * 6 + 1  # before 2026-12-03T23, and the untimed one
+    # a late record of an old minute counts in the hour, or in the sum
+    flows.add_line(_line(time="2026-12-04T12:03:00Z"), "b", 1)
+    flows.add_line(_line(time="2026-12-01T00:00:00+05:00"), "b", 2)
+    counts = {c[0]: c[3] for c in _edges(flows)["shop/web -> shop/db"]["counts"]}
+    assert counts["2026-12-04T12"] == 7 and counts[None] == 23 * 6 + 2
+
+    flows.add_line(_line(attrs={"source.id": DB, "destination.id": WEB}), "a", 1000)
+    flows.add_line(_line(attrs={"source.id": WEB, "destination.id": WEB}), "a", 1001)  # a third edge: over max_edges
     assert len(flows.data()["edges"]) == 2 and flows.data()["dropped"] == 1
+
+
+def test_the_page_shows_each_edge_its_share_when_there_are_many(monkeypatch):
+    monkeypatch.setattr(model, "MAX_SHOWN", 30)
+    flows = Flows(keep=20)
+    for caller in range(3):
+        for number in range(20):
+            flows.add_line(_line(attrs={"source.id": f"spiffe://d.example/ns/shop/app/c{caller}", "destination.id": DB},
+                                 path=f"/{number}"), "a", number)
+    edges = flows.data()["edges"]
+    assert [(len(e["recent"]), e["kept"], e["total"], e["recent"][-1]["path"]) for e in edges] == [(10, 20, 20, "/19")] * 3
 
 
 def test_the_page_is_self_contained_and_log_content_stays_data():
