@@ -78,6 +78,17 @@ def _hostile_record() -> str:
     return json.dumps(record) + "\n"
 
 
+def _would_deny_record() -> str:
+    """An allowed request that the dry-run policy protecting reports would have denied."""
+    record = {
+        "v": 1, "time": "2000-01-01T00:00:00Z", "direction": "inbound", "decision": "allow", "status": 200,
+        "method": "GET", "path": "/v1/report", "policy": None, "rule": None,
+        "audit": [{"policy": "reports-next", "rule": "(default)", "would": "deny"}],
+        "attrs": {"source.id": "spiffe://demo.example/ns/demo/app/web", "destination.id": "spiffe://demo.example/ns/demo/app/reports"},
+    }
+    return json.dumps(record) + "\n"
+
+
 def _wait(browser, condition, what: str):
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -113,7 +124,7 @@ def test_the_page_shows_workloads_flows_filters_and_why_offline_and_keeps_log_co
     from selenium.webdriver.common.by import By
 
     hostile = tmp_path / "hostile-access.jsonl"
-    hostile.write_text(_hostile_record())
+    hostile.write_text(_hostile_record() + _would_deny_record())
     page = tmp_path / "flows.html"
     built = subprocess.run([*TRUSTMESH, "flows", "html", *map(str, demo_logs), str(hostile), "-o", str(page)],
                            capture_output=True, text=True, timeout=120)
@@ -134,11 +145,12 @@ def test_the_page_shows_workloads_flows_filters_and_why_offline_and_keeps_log_co
     assert edges[("(outside the mesh)/unauthenticated -> demo/reports", "deny")] == 2
     stroke = {e.get_attribute("data-verdict"): e.value_of_css_property("stroke")
               for e in browser.find_elements(By.CSS_SELECTOR, "path.edge")}
-    assert stroke == {"allow": "rgb(22, 163, 74)", "deny": "rgb(220, 38, 38)"}  # green and red
+    assert edges[("demo/web -> demo/reports", "would-deny")] == 1
+    assert stroke == {"allow": "rgb(22, 163, 74)", "deny": "rgb(220, 38, 38)", "would-deny": "rgb(217, 119, 6)"}
     summary = browser.find_element(By.ID, "summary").text
-    assert summary.startswith("11 requests (4 allowed, 7 denied, 0 would deny), 7 workloads"), summary
+    assert summary.startswith("12 requests (4 allowed, 7 denied, 1 would deny), 7 workloads"), summary
 
-    # filters: verdict, then the time window (the hostile record is years older than the demo's)
+    # filters: verdict, then the time window (the two added records are years older than the demo's)
     _select(browser, "f-verdict", "allow")
     allowed = _edges(browser)
     assert {v for _, v in allowed} == {"allow"} and ("demo/analytics -> demo/reports", "allow") in allowed
@@ -174,6 +186,8 @@ def test_the_page_shows_workloads_flows_filters_and_why_offline_and_keeps_log_co
     assert len(browser.find_elements(By.TAG_NAME, "script")) == 3  # config, data, code
     assert browser.find_elements(By.TAG_NAME, "img") == [] and browser.find_elements(By.CSS_SELECTOR, "svg svg") == []
     assert [t.text for t in browser.find_elements(By.CSS_SELECTOR, "g.node text") if "img" in t.text] == [HOSTILE_APP]
+    detail = _click(browser, '[data-edge-label="demo/web -> demo/reports"][data-verdict="would-deny"]', "would deny")
+    assert "reports-next/(default): would deny" in detail  # the audit match, beside the verdict
     problems = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert problems == [], problems  # no script error, and no request the CSP had to block
 
