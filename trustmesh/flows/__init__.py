@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     html.add_argument("-o", "--output", required=True, metavar="FILE")
     html.set_defaults(func=_html)
     serve = sub.add_parser("serve", parents=[keep], help="serve the flow map on loopback and follow the logs as they grow")
-    serve.add_argument("logs", nargs="+", metavar="LOG", help="access-log files (read again as they grow)")
+    serve.add_argument("logs", nargs="+", metavar="LOG", help="access-log files (read again as they grow); - reads standard input as lines come")
     serve.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8089, help="port (default 8089; 0 picks a free one)")
     serve.set_defaults(func=_serve)
@@ -62,6 +62,8 @@ def _follower(args: argparse.Namespace, printer: _ErrorPrinter):
 
     if args.keep < 1:
         raise UsageError("--keep must be at least 1")
+    if args.logs.count("-") > 1:
+        raise UsageError("standard input (-) can be read only once")
     return LogFollower(args.logs, Flows(keep=args.keep), on_error=printer)
 
 
@@ -94,8 +96,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     from trustmesh.flows.follow import check_loopback, serve
 
-    if "-" in args.logs:
-        raise UsageError("flows serve follows files; to read standard input once, use flows html")
     try:
         check_loopback(args.host)
     except ValueError as err:

@@ -14,6 +14,7 @@ import asyncio
 import ipaddress
 import os
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,13 +41,20 @@ class LogFollower:
     """Feeds each log's complete lines, from where the last :meth:`read` stopped, to ``flows``.
 
     ``on_error`` gets each bad line's ``file:line: why`` (the CLI prints it on stderr).
-    ``-`` is standard input, read once.
+    ``-`` is standard input: read to its end by a final read, else by a thread of its own as
+    lines come (``kubectl logs -f ... | trustmesh flows serve -``).
     """
 
     def __init__(self, paths: list[str], flows: Flows, on_error: Callable[[str], None] = lambda error: None) -> None:
         self.paths, self.flows, self.on_error = list(paths), flows, on_error
         self._positions = {path: _Position() for path in self.paths}
-        self._stdin_done = False
+        self._stdin_started = False
+        self._lock = threading.Lock()  # the stdin thread and the readers of data() share flows
+
+    def data(self) -> dict:
+        """:meth:`Flows.data`, consistent while standard input is being read."""
+        with self._lock:
+            return self.flows.data()
 
     def read(self, *, final: bool = False) -> list[LogReadError]:
         """Read what was appended. ``final``: nothing more will come, so a last line without its
@@ -54,9 +62,13 @@ class LogFollower:
         unreadable = []
         for path in self.paths:
             if path == "-":
-                if not self._stdin_done:
-                    self._stdin_done = True
-                    self._read(sys.stdin.buffer, "<stdin>", _Position(), final=True)
+                if not self._stdin_started:
+                    self._stdin_started = True
+                    if final:
+                        self._read(sys.stdin.buffer, "<stdin>", _Position(), final=True)
+                    else:
+                        threading.Thread(target=self._read, args=(sys.stdin.buffer, "<stdin>", _Position()),
+                                         kwargs={"final": True}, name="flows-stdin", daemon=True).start()
                 continue
             try:
                 with open(path, "rb") as handle:
@@ -85,7 +97,8 @@ class LogFollower:
             position.offset += len(line)
             position.line += 1
             position.skipping = not complete and len(line) > MAX_LINE
-            error = self.flows.add_line(line, name, position.line)
+            with self._lock:
+                error = self.flows.add_line(line, name, position.line)
             if error is not None:
                 self.on_error(error)
 
@@ -123,7 +136,7 @@ async def serve(follower: LogFollower, host: str, port: int, *, ready: Callable[
                 if str(error) not in reported:  # say once that a log is missing, not every poll
                     reported.add(str(error))
                     follower.on_error(str(error))
-            return follower.flows.data()
+            return follower.data()
 
     @web.middleware
     async def guard(request: web.Request, handler):
@@ -145,6 +158,7 @@ async def serve(follower: LogFollower, host: str, port: int, *, ready: Callable[
     app = web.Application(middlewares=[guard])
     app.router.add_get("/", page)
     app.router.add_get("/data.json", data)
+    await refresh()  # read what the logs hold (and start on standard input) before listening
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:

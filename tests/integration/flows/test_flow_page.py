@@ -227,3 +227,29 @@ def test_serve_follows_a_growing_log_in_the_browser(demo_logs, browser, tmp_path
         server.terminate()
         server.wait(timeout=WAIT)
     assert f"{log}:{len(inbound) + 1}: not JSON" in server.stderr.read()  # bad lines also go to stderr
+
+
+def test_serve_reads_standard_input_as_lines_come(demo_logs, browser):
+    """``kubectl logs -f POD -c trustmesh-sidecar | trustmesh flows serve -``"""
+    from selenium.webdriver.common.by import By
+
+    lines = next(p for p in demo_logs if p.name == "sidecar-reports-access.jsonl").read_text().splitlines(keepends=True)
+    inbound = [line for line in lines if '"direction":"inbound"' in line]
+    server = subprocess.Popen([*TRUSTMESH, "flows", "serve", "-", "--port", "0"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        server.stdin.write(inbound[0])
+        server.stdin.flush()
+        first = server.stdout.readline()
+        assert first.startswith("serving the flow map on http://127.0.0.1:"), first + server.stderr.read()
+        browser.get(first.split(" on ", 1)[1].split(" ", 1)[0])
+        _wait(browser, lambda b: b.find_element(By.ID, "summary").text.startswith("1 requests"), "the first request")
+        server.stdin.writelines(inbound[1:])
+        server.stdin.flush()
+        want = f"{len(inbound)} requests"
+        _wait(browser, lambda b: b.find_element(By.ID, "summary").text.startswith(want), want + " from standard input")
+        server.stdin.close()  # the end of input: the server keeps serving what it read
+        assert browser.find_element(By.ID, "summary").text.startswith(want)
+    finally:
+        server.terminate()
+        server.wait(timeout=WAIT)
