@@ -13,15 +13,14 @@ import sys
 
 from sdk.errors import UsageError
 
-__all__ = ["register"]
+__all__ = ["KEEP", "register"]
 
+KEEP = 100  # requests kept in full per flow, the most recent (--keep)
 _SHOWN_ERRORS = 100  # bad lines printed one by one on stderr; the rest are counted
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``trustmesh flows``."""
-    from trustmesh.flows.model import KEEP
-
     flows = subparsers.add_parser("flows", help="a map of who talks to whom, from sidecar access logs",
                                   description=__doc__.split("\n\n")[1].replace("\n", " "))
     sub = flows.add_subparsers(dest="flows_command", metavar="SUBCOMMAND")

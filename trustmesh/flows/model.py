@@ -25,10 +25,10 @@ from typing import Any
 
 from policy_dsl.identity import identity_attributes
 from policy_dsl.record import RecordError, read_record
+from trustmesh.flows import KEEP
 
-__all__ = ["KEEP", "MAX_EDGES", "MAX_SHOWN", "Flows"]
+__all__ = ["MAX_EDGES", "MAX_SHOWN", "Flows"]
 
-KEEP = 100  # requests kept in full per edge, the most recent
 MAX_EDGES = 10_000  # edges beyond this are counted as dropped, not kept
 MAX_SHOWN = 50_000  # requests in full in the page, over all edges (each edge shows its share)
 _BY_MINUTE = timedelta(minutes=60)  # counted minute by minute, before the newest record
