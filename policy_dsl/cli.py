@@ -228,7 +228,7 @@ def _log_lines(paths: list[str]):
     """(file, line number, line) for every line of the logs; a line over the record size limit
     is yielded as its first bytes, which the reader refuses by size, and the rest is skipped."""
     from policy_dsl.errors import PolicyError
-    from policy_dsl.record import MAX_LINE
+    from policy_dsl.loglines import LinePosition, read_lines
 
     for path in paths:
         try:
@@ -237,17 +237,7 @@ def _log_lines(paths: list[str]):
             raise PolicyError(f"{path}: cannot read log: {err.strerror or err}") from err
         name = "<stdin>" if path == "-" else path
         try:
-            number = 0
-            while True:
-                line = handle.readline(MAX_LINE + 1)
-                if not line:
-                    break
-                number += 1
-                if len(line) > MAX_LINE and not line.endswith(b"\n"):
-                    while True:  # skip the rest of the huge line without holding it
-                        rest = handle.readline(1 << 16)
-                        if not rest or rest.endswith(b"\n"):
-                            break
+            for number, line in read_lines(handle, LinePosition()):
                 yield name, number, line
         finally:
             if handle is not sys.stdin.buffer:

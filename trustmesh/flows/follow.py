@@ -1,11 +1,11 @@
 """Reading access logs for the flow page, once (``html``) or following them as they grow
 (``serve``), and the loopback server.
 
-A log is read by complete lines. A line over the record size limit
-(:data:`policy_dsl.record.MAX_LINE`) is refused by the record reader from its first bytes and
-the rest of it skipped without being held; a last line without its newline is read as it is
-at the end of a one-time read (a truncated record says so), and waits for its newline when
-following. A file that shrank or was replaced (rotation) is read again from its start.
+A log is read by complete lines (:func:`policy_dsl.loglines.read_lines`, which ``policy replay``
+uses too: a line over the record size limit is named and the rest of it skipped without being
+held); a last line without its newline is read as it is at the end of a one-time read (a
+truncated record says so), and waits for its newline when following. A file that shrank or was
+replaced (rotation) is read again from its start.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from policy_dsl.record import MAX_LINE
+from policy_dsl.loglines import LinePosition, read_lines
 from trustmesh.flows.model import Flows
 from trustmesh.flows.page import build_page
 
@@ -30,11 +30,8 @@ class LogReadError(OSError):
 
 
 @dataclass
-class _Position:
-    inode: int | None = None
-    offset: int = 0
-    line: int = 0
-    skipping: bool = False  # inside a line over the limit, already reported
+class _Position(LinePosition):
+    inode: int | None = None  # of the file read: another one (rotation) is read from its start
 
 
 class LogFollower:
@@ -82,23 +79,10 @@ class LogFollower:
                 unreadable.append(LogReadError(f"{path}: cannot read log: {err.strerror or err}"))
         return unreadable
 
-    def _read(self, handle, name: str, position: _Position, *, final: bool) -> None:
-        while True:
-            line = handle.readline(MAX_LINE + 1)
-            if not line:
-                return
-            complete = line.endswith(b"\n")
-            if position.skipping:  # the tail of a line over the limit
-                position.offset += len(line)
-                position.skipping = not complete
-                continue
-            if not complete and len(line) <= MAX_LINE and not final:
-                return  # still being written: wait for its newline
-            position.offset += len(line)
-            position.line += 1
-            position.skipping = not complete and len(line) > MAX_LINE
+    def _read(self, handle, name: str, position: LinePosition, *, final: bool) -> None:
+        for number, line in read_lines(handle, position, final=final):
             with self._lock:
-                error = self.flows.add_line(line, name, position.line)
+                error = self.flows.add_line(line, name, number)
             if error is not None:
                 self.on_error(error)
 
