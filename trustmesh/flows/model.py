@@ -202,8 +202,11 @@ class Flows:
         decision = record.get("decision")
         if record.get("direction") != "inbound" or decision not in ("allow", "deny"):
             return  # outbound records, errors: no policy decision to show
+        # every check first: a bad record counts nowhere
         time, policy, rule = _text(record, "time"), _text(record, "policy"), _text(record, "rule")
+        method, path = _text(record, "method") or _text(record, "protocol") or "", _text(record, "path") or ""
         audit, why = _audit(record.get("audit")), _explanation(record.get("explain"))
+        status = record.get("status")
         attrs = record.get("_attrs")
         src = _workload(attrs, "source", _get(attrs, "request", "jwt", "sub"))
         dst = _workload(attrs, "destination", None)
@@ -226,8 +229,6 @@ class Flows:
                     self._floors = _Floors(moment.astimezone(timezone.utc))
                 self.newest = instant
         edge.count(minute, verdict, rule_name, self._floors)
-        status = record.get("status")
-        method, path = _text(record, "method") or _text(record, "protocol") or "", _text(record, "path") or ""
         edge.recent.append({
             "time": time, "minute": minute, "method": method, "path": path, "status": status if isinstance(status, int) else None,
             "verdict": verdict, "rule": rule_name, "why": why,

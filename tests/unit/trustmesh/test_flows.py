@@ -86,6 +86,7 @@ def test_a_bad_line_is_named_by_file_and_line_and_the_rest_is_read(line, why):
     assert error is not None and error.startswith("a.log:2: ") and why in error, error
     assert flows.data()["errors"] == [error] and flows.data()["badLines"] == 1
     assert [r["path"] for r in _edges(flows)["shop/web -> shop/db"]["recent"]] == ["/x", "/after"]
+    assert _edges(flows)["shop/web -> shop/db"]["total"] == 2  # the bad line counts nowhere
 
 
 def test_memory_is_bounded_per_edge_and_counts_still_cover_everything():
