@@ -176,10 +176,11 @@ def checkout(rev: str, directory: Path) -> Path:
 
 
 def start_chain(
-    work: Path, pki: Pki, app_port: int, tag: str = "", root: Path = ROOT, protocol: str = "http"
+    work: Path, pki: Pki, app_port: int, tag: str = "", root: Path = ROOT, protocol: str = "http", rules: int = 10
 ) -> tuple[int, list[subprocess.Popen]]:
     """Sidecar B (STRICT, policy) in front of the app and sidecar A (explicit upstream to B); returns A's port.
 
+    Sidecar B enforces :func:`bench_policy` with ``rules`` rules.
     ``protocol="tcp"``: the app port is opaque TCP on both hops (identity-only policy at connect,
     then byte splicing over the same mutual TLS): the transport's floor, without HTTP or per-request policy.
     """
@@ -187,7 +188,9 @@ def start_chain(
     b_crt, b_key = pki.svid(f"sc-b{tag}", "/ns/bench/sa/server")
     common = {"trust_domain": TD, "access_log": "off", "admin": {"port": 0, "health_port": 0, "health_address": "127.0.0.1"}}
     inbound = {"port": 0, "address": "127.0.0.1", "app_port": app_port}
-    policy = work / "policy.policy"
+    policy = work / f"policy-{rules}.policy"
+    if not policy.exists():
+        policy.write_text(bench_policy(rules))
     if protocol == "tcp":
         inbound["ports"] = {app_port: "tcp"}
         policy = work / "policy-tcp.policy"
@@ -211,10 +214,17 @@ def start_chain(
     return sa_port, [a_proc, b_proc]
 
 
-def wrk(port: int, connections: int, seconds: float) -> dict:
+MIX_SCRIPT = ROOT / "bench" / "mix.lua"
+
+
+def wrk(port: int, connections: int, seconds: float, mix_rules: int = 0) -> dict:
+    """One wrk run: the repeated ``GET /orders/1`` (``mix_rules`` 0) or the distinct-request mix
+    (``bench/mix.lua``) over a :func:`bench_policy` of ``mix_rules`` rules."""
+    script = ["-s", str(MIX_SCRIPT)] if mix_rules else []
+    url = f"http://127.0.0.1:{port}/" if mix_rules else f"http://127.0.0.1:{port}/orders/1"
     out = subprocess.run(
         ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "--timeout", "5s",
-         f"http://127.0.0.1:{port}/orders/1"],
+         *script, url, *([str(mix_rules - _FIXED_RULES)] if mix_rules else [])],
         capture_output=True, text=True, timeout=seconds + 30,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -247,6 +257,47 @@ policy "bench" protects destination.attrs.sa == "server" {
 }
 """
 
+# The rules of bench_policy() that are not one per service prefix.
+_FIXED_RULES = 3
+
+
+def bench_policy(rules: int) -> str:
+    """The benchmark policy with ``rules`` rules (at least 3): the repeated request's rule
+    (``GET /orders/...``), a JSON-body rule (``POST /orders`` with ``amount`` under 1,000), a
+    header deny rule (``x-debug: on``) and one allow rule per service prefix ``/svc<i>/``
+    (namespace-wide, by method and prefix) — what the distinct-request mix walks over."""
+    if rules < _FIXED_RULES:
+        raise ValueError(f"the benchmark policy has at least {_FIXED_RULES} rules")
+    client = f"spiffe://{TD}/ns/bench/sa/client"
+    services = "".join(
+        f'  allow "svc-{i}" {{ source.attrs.ns == "bench" and request.method in ["GET", "HEAD"] '
+        f'and request.path startswith "/svc{i}/" }}\n'
+        for i in range(rules - _FIXED_RULES)
+    )
+    return f"""
+policy "bench" protects destination.attrs.sa == "server" {{
+  allow "client-reads-orders" {{
+    source.id == "{client}" and request.method == "GET" and request.path startswith "/orders/"
+  }}
+  allow "client-creates-small-orders" {{
+    source.id == "{client}" and request.method == "POST" and request.path == "/orders"
+    and request.json.amount < 1000
+  }}
+  deny "no-debug" {{ has request.headers.x-debug and request.headers.x-debug == "on" }}
+{services}}}
+"""
+
+
+def mix_request(n: int, services: int) -> bytes:
+    """Request ``n`` (from 1) of the distinct-request mix, as ``bench/mix.lua`` sends it."""
+    fields = (b"Host: 127.0.0.1:8080\r\nUser-Agent: bench-mix/1\r\nAccept: application/json\r\n"
+              b"X-Request-Id: req-%012d\r\nTraceparent: 00-%032x-%016x-01\r\n" % (n, n, n * 7919))
+    if n % 20 == 0:
+        body = b'{"amount":%d,"currency":"EUR","item":"sku-%d"}' % (n % 1000, n)
+        return (b"POST /orders?idempotency=%d HTTP/1.1\r\n%bContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%b" % (n, fields, len(body), body))
+    return b"GET /svc%d/items/%d?page=%d&n=%d HTTP/1.1\r\n%b\r\n" % (n % services, n % 997, n % 7, n, fields)
+
 
 TCP_POLICY = """
 policy "bench-tcp" protects destination.attrs.sa == "server" {
@@ -260,23 +311,27 @@ _HOT_RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 22 Nov 
 _HOT_REQUEST = b"GET /orders/1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 
 
-def python_only(root: Path, requests: int = 20000) -> dict[str, float]:
+def python_only(root: Path, requests: int = 20000, mix_rules: int = 0, profile: Path | None = None) -> dict[str, float]:
     """CPU microseconds per request of the sidecar's own Python work, without sockets or TLS.
 
     Runs :func:`_measure_python` in a fresh interpreter on the code under ``root``
     (pinned to the load CPU): one ``HttpDownstream`` per direction with the real
     router (inbound: the benchmark policy through ``PolicyAuthorizer``), fed the
-    benchmark's request and the app's response through stand-in transports.
-    Best of 5 rounds of ``requests``.
+    benchmark's requests and the app's response through stand-in transports.
+    ``mix_rules`` 0: the repeated request under the one-rule policy; else the
+    distinct-request mix (:func:`mix_request`, a fresh request every time) under
+    :func:`bench_policy` with that many rules. Best of 5 rounds of ``requests``;
+    ``profile``: also write a cProfile of one more round there (``<profile>.<direction>``).
     """
     out = subprocess.run(
-        ["taskset", "-c", LOAD_CPU, PYTHON, __file__, "--measure-python-in", str(root), "--requests", str(requests)],
-        capture_output=True, text=True, check=True, timeout=300, cwd=str(root),
+        ["taskset", "-c", LOAD_CPU, PYTHON, __file__, "--measure-python-in", str(root), "--requests", str(requests),
+         "--mix-rules", str(mix_rules), *(["--profile", str(profile)] if profile else [])],
+        capture_output=True, text=True, check=True, timeout=600, cwd=str(root),
     ).stdout
     return json.loads(out.splitlines()[-1])
 
 
-def _measure_python(root: Path, requests: int) -> dict[str, float]:
+def _measure_python(root: Path, requests: int, mix_rules: int = 0, profile: Path | None = None) -> dict[str, float]:
     sys.path.insert(0, str(root))
     import asyncio
     import gc
@@ -293,9 +348,12 @@ def _measure_python(root: Path, requests: int) -> dict[str, float]:
 
     class Transport:
         written = 0
+        answered = 0  # responses the sidecar wrote itself (denials, errors)
 
         def write(self, data: bytes) -> None:
             self.written += 1
+            if data.startswith(b"HTTP/1.1 ") and b"content-type: text/plain; charset=utf-8" in data:
+                self.answered += 1
 
         def is_closing(self) -> bool:
             return False
@@ -323,7 +381,7 @@ def _measure_python(root: Path, requests: int) -> dict[str, float]:
     async def measure(direction: str) -> float:
         store = PolicyStore()
         with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "policy.policy").write_text(POLICY)
+            (Path(tmp) / "policy.policy").write_text(bench_policy(mix_rules) if mix_rules else POLICY)
             store.load_files([Path(tmp) / "policy.policy"])
 
         async def no_opener(pool: Pool, key: object) -> UpstreamConnection:
@@ -350,15 +408,33 @@ def _measure_python(root: Path, requests: int) -> dict[str, float]:
         down.connection_made(transport)  # type: ignore[arg-type]
         gc.collect()
         gc.freeze()
-        best = float("inf")
-        for _ in range(5):
-            start = time.process_time()
-            for _ in range(requests):
-                down.data_received(_HOT_REQUEST)
+        gc.set_threshold(20000, 50, 100)  # as `trustmesh sidecar run` sets it
+        services = mix_rules - _FIXED_RULES
+
+        def batch(round_: int) -> list[bytes]:
+            if not mix_rules:
+                return [_HOT_REQUEST] * requests
+            return [mix_request(round_ * requests + i, services) for i in range(1, requests + 1)]
+
+        def run(heads: list[bytes]) -> None:
+            for head in heads:
+                down.data_received(head)
                 upstream.data_received(_HOT_RESPONSE)
+
+        best = float("inf")
+        for round_ in range(5):
+            heads = batch(round_)
+            start = time.process_time()
+            run(heads)
             best = min(best, (time.process_time() - start) / requests * 1e6)
-        if transport.written < requests * 5:
-            raise RuntimeError(f"{direction}: only {transport.written} responses written")
+        if transport.written < requests * 5 or transport.answered:
+            raise RuntimeError(f"{direction}: {transport.written} responses written, {transport.answered} by the sidecar")
+        if profile is not None:
+            import cProfile
+
+            heads = batch(5)
+            cProfile.runctx("run(heads)", globals(), {"run": run, "heads": heads},
+                            filename=f"{profile}.{direction}")
         return best
 
     import uvloop
@@ -377,11 +453,16 @@ def main() -> int:
     parser.add_argument("--python-only", action="store_true", help="measure the hot path's Python cost alone")
     parser.add_argument("--tcp-floor", action="store_true",
                         help="also run the trustmesh chain with the port in tcp mode (same mTLS, no HTTP, no per-request policy)")
+    parser.add_argument("--rules", type=int, nargs="+", default=[10, 1000], metavar="N",
+                        help="policy sizes for the distinct-request mix (default: 10 1000)")
+    parser.add_argument("--profile", type=Path, metavar="PREFIX",
+                        help="--python-only: also write cProfile output (PREFIX.<tree>.<workload>.<direction>)")
     parser.add_argument("--requests", type=int, default=20000, help=argparse.SUPPRESS)
     parser.add_argument("--measure-python-in", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--mix-rules", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_python_in:
-        print(json.dumps(_measure_python(args.measure_python_in, min(args.requests, 100000))))
+        print(json.dumps(_measure_python(args.measure_python_in, min(args.requests, 100000), args.mix_rules, args.profile)))
         return 0
     if args.python_only:
         trees = {"current": ROOT}
@@ -389,9 +470,13 @@ def main() -> int:
             if args.baseline:
                 trees = {args.baseline: checkout(args.baseline, Path(tmp) / "baseline"), **trees}
             for name, root in trees.items():
-                cost = python_only(root)
-                print(f"{name:10} Python CPU per request, no sockets: inbound (policy) {cost['inbound']:.1f} us, "
-                      f"outbound {cost['outbound']:.1f} us", flush=True)
+                for workload, rules in (("repeated", 0), *((f"mix/{n} rules", n) for n in args.rules)):
+                    profile = None
+                    if args.profile:
+                        profile = Path(f"{args.profile}.{name}.{'repeated' if not rules else f'mix{rules}'}").resolve()
+                    cost = python_only(root, args.requests, rules, profile)
+                    print(f"{name:10} {workload:15} Python CPU per request, no sockets: inbound (policy) "
+                          f"{cost['inbound']:.1f} us, outbound {cost['outbound']:.1f} us", flush=True)
         return 0
     if args.seconds > 60 or args.rounds > 10:
         parser.error("runs are bounded: --seconds <= 60, --rounds <= 10")
@@ -406,19 +491,23 @@ def main() -> int:
         procs.append(start_nginx(work, "app", f'listen 127.0.0.1:{app_port}; location / {{ return 200 "{BODY}"; }}'))
         wait_port(app_port)
 
-        # -- trustmesh chain (and the same chain from the baseline revision)
-        (work / "policy.policy").write_text(POLICY)
-        sa_port, (a_proc, b_proc) = start_chain(work, pki, app_port)
-        procs += [a_proc, b_proc]
-        chains = {"trustmesh": (sa_port, [a_proc.pid, b_proc.pid])}
-        if args.baseline:
-            base_port, base_procs = start_chain(work, pki, app_port, "-base", checkout(args.baseline, work / "baseline"))
-            procs += base_procs
-            chains = {f"trustmesh@{args.baseline}": (base_port, [p.pid for p in base_procs]), **chains}
+        # -- trustmesh chains, one per policy size (and the same chains from the baseline revision)
+        rule_counts = sorted(set(args.rules))
+        baseline = checkout(args.baseline, work / "baseline") if args.baseline else None
+        chains: dict[int, dict[str, tuple[int, list[int]]]] = {}
+        for rules in rule_counts:
+            chains[rules] = {}
+            if baseline is not None:
+                port, started = start_chain(work, pki, app_port, f"-base-{rules}", baseline, rules=rules)
+                procs += started
+                chains[rules][f"trustmesh@{args.baseline}"] = (port, [p.pid for p in started])
+            port, started = start_chain(work, pki, app_port, f"-{rules}", rules=rules)
+            procs += started
+            chains[rules]["trustmesh"] = (port, [p.pid for p in started])
         if args.tcp_floor:
             tcp_port, tcp_procs = start_chain(work, pki, app_port, "-tcp", protocol="tcp")
             procs += tcp_procs
-            chains["trustmesh-tcp"] = (tcp_port, [p.pid for p in tcp_procs])
+            chains[rule_counts[0]]["trustmesh-tcp"] = (tcp_port, [p.pid for p in tcp_procs])
 
         # -- nginx chain (same CA, same key type; nginx B verifies the client chain, nginx A the server's)
         na_crt, na_key = pki.svid("ng-a", "/ns/bench/sa/client")
@@ -442,33 +531,44 @@ def main() -> int:
       proxy_ssl_trusted_certificate {work}/bundle-chain.pem; proxy_ssl_verify on; proxy_ssl_verify_depth 3;
       proxy_ssl_name server.bench.mesh; proxy_ssl_session_reuse on; proxy_ssl_protocols TLSv1.2 TLSv1.3;
     }}""", f"upstream nb {{ server 127.0.0.1:{nb_port}; keepalive 128; keepalive_requests 1000000; }}"))
-        for port in (*(port for port, _ in chains.values()), na_port, nb_port):
+        every_chain = {f"{name}/{rules}": chain for rules, named in chains.items() for name, chain in named.items()}
+        for port in (*(port for port, _ in every_chain.values()), na_port, nb_port):
             wait_port(port)
         nginx_pids = nginx_worker_pids(procs[-2]) + nginx_worker_pids(procs[-1])
-        topologies = {"direct": (app_port, []), **chains, "nginx": (na_port, nginx_pids)}
+        direct, nginx = {"direct": (app_port, [])}, {"nginx": (na_port, nginx_pids)}
+        # the workloads: the repeated request (on the smallest policy), then the mix at each policy size
+        workloads = {"repeated": (0, {**direct, **chains[rule_counts[0]], **nginx})}
+        for rules in rule_counts:
+            workloads[f"mix, {rules} rules"] = (rules, {**direct, **{n: c for n, c in chains[rules].items() if n != "trustmesh-tcp"}, **nginx})
         # warm up every path (handshakes, pools) before measuring
-        for port, _ in topologies.values():
+        for port, _ in (*direct.values(), *every_chain.values(), *nginx.values()):
             wrk(port, 4, 1)
-        results: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in args.connections} for name in topologies}
+        results: dict[str, dict[str, dict[int, list[dict]]]] = {
+            workload: {name: {c: [] for c in args.connections} for name in topologies}
+            for workload, (_, topologies) in workloads.items()
+        }
         for rnd in range(args.rounds):
-            for conns in args.connections:
-                for name, (port, pids) in topologies.items():
-                    cpu0 = [cpu_seconds([p]) for p in pids]
-                    res = wrk(port, conns, args.seconds)
-                    if pids:
-                        used = [cpu_seconds([p]) - c for p, c in zip(pids, cpu0)]
-                        res["cpu_us_per_req_per_hop"] = sum(used) / res["requests"] / 2 * 1e6
-                        if name.startswith("trustmesh"):
-                            res["cpu_us_per_req_a"] = used[0] / res["requests"] * 1e6
-                            res["cpu_us_per_req_b"] = used[1] / res["requests"] * 1e6
-                    results[name][conns].append(res)
-                    print(f"round {rnd + 1} c={conns:3} {name:17} {res['rps']:9.0f} req/s  p50 {res['p50_ms']:.2f} ms  "
-                          f"p99 {res['p99_ms']:.2f} ms" + (f"  cpu/req/hop {res['cpu_us_per_req_per_hop']:.1f} us" if pids else "")
-                          + (f"  non-2xx {res['non2xx']}" if res["non2xx"] else "") + (f"  socket errors: {res['socket_errors']}" if res["socket_errors"] else ""), flush=True)
+            for workload, (mix_rules, topologies) in workloads.items():
+                for conns in args.connections:
+                    for name, (port, pids) in topologies.items():
+                        cpu0 = [cpu_seconds([p]) for p in pids]
+                        res = wrk(port, conns, args.seconds, mix_rules)
+                        if pids:
+                            used = [cpu_seconds([p]) - c for p, c in zip(pids, cpu0)]
+                            res["cpu_us_per_req_per_hop"] = sum(used) / res["requests"] / 2 * 1e6
+                            if name.startswith("trustmesh"):
+                                res["cpu_us_per_req_a"] = used[0] / res["requests"] * 1e6
+                                res["cpu_us_per_req_b"] = used[1] / res["requests"] * 1e6
+                        results[workload][name][conns].append(res)
+                        print(f"round {rnd + 1} {workload:16} c={conns:3} {name:17} {res['rps']:9.0f} req/s  "
+                              f"p50 {res['p50_ms']:.2f} ms  p99 {res['p99_ms']:.2f} ms"
+                              + (f"  cpu/req/hop {res['cpu_us_per_req_per_hop']:.1f} us" if pids else "")
+                              + (f"  non-2xx {res['non2xx']}" if res["non2xx"] else "")
+                              + (f"  socket errors: {res['socket_errors']}" if res["socket_errors"] else ""), flush=True)
         rss = {}
-        for name, (_, (a_pid, b_pid)) in chains.items():
-            rss[f"{name} sidecar A"] = rss_mb(a_pid)
-            rss[f"{name} sidecar B"] = rss_mb(b_pid)
+        for name, (_, (a_pid, b_pid)) in every_chain.items():
+            rss[f"{name} rules sidecar A"] = rss_mb(a_pid)
+            rss[f"{name} rules sidecar B"] = rss_mb(b_pid)
         rss |= {
             "nginx A (master+worker)": sum(rss_mb(p) for p in nginx_worker_pids(procs[-1])),
             "nginx B (master+worker)": sum(rss_mb(p) for p in nginx_worker_pids(procs[-2])),
@@ -493,31 +593,39 @@ def main() -> int:
 def report(results: dict, rss: dict, args: argparse.Namespace) -> None:
     med = lambda rows, key: statistics.median(r[key] for r in rows)  # noqa: E731
     print()
-    print(f"medians of {args.rounds} rounds x {args.seconds:g} s, 1 KiB responses, proxies pinned to one core")
-    print("| connections | topology | req/s | p50 ms | p99 ms | CPU us/req/hop | vs direct | vs nginx |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for conns in args.connections:
-        direct = med(results["direct"][conns], "rps")
-        nginx = med(results["nginx"][conns], "rps")
-        for name in results:
-            rows = results[name][conns]
-            rps = med(rows, "rps")
-            cpu = f"{med(rows, 'cpu_us_per_req_per_hop'):.1f}" if name != "direct" else "-"
-            print(f"| {conns} | {name} | {rps:,.0f} | {med(rows, 'p50_ms'):.2f} | {med(rows, 'p99_ms'):.2f} | {cpu} | "
-                  f"{rps / direct:.2f}x | {rps / nginx:.2f}x |")
+    print(f"medians of {args.rounds} rounds x {args.seconds:g} s, 1 KiB responses, proxies pinned to one core; "
+          "'vs nginx (rounds)' is the median of the per-round ratios")
+    print("| workload | connections | topology | req/s | p50 ms | p99 ms | CPU us/req/hop | CPU vs nginx | vs direct | vs nginx | vs nginx (rounds) |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for workload, cells in results.items():
+        for conns in args.connections:
+            direct = med(cells["direct"][conns], "rps")
+            nginx_rows = cells["nginx"][conns]
+            nginx = med(nginx_rows, "rps")
+            nginx_cpu = med(nginx_rows, "cpu_us_per_req_per_hop")
+            for name, by_conns in cells.items():
+                rows = by_conns[conns]
+                rps = med(rows, "rps")
+                cpu = med(rows, "cpu_us_per_req_per_hop") if name != "direct" else None
+                per_round = statistics.median(r["rps"] / n["rps"] for r, n in zip(rows, nginx_rows))
+                print(f"| {workload} | {conns} | {name} | {rps:,.0f} | {med(rows, 'p50_ms'):.2f} | {med(rows, 'p99_ms'):.2f} | "
+                      + (f"{cpu:.1f} | {cpu / nginx_cpu:.2f}x" if cpu is not None else "- | -")
+                      + f" | {rps / direct:.2f}x | {rps / nginx:.2f}x | {per_round:.2f}x |")
     print()
     for name, value in rss.items():
         print(f"RSS {name}: {value:.1f} MB")
-    for conns in args.connections:
-        for name in (n for n in results if n.startswith("trustmesh")):
-            rows = results[name][conns]
-            print(f"{name} CPU per request at {conns} connections: sidecar A (outbound) "
-                  f"{med(rows, 'cpu_us_per_req_a'):.1f} us, sidecar B (inbound, policy) {med(rows, 'cpu_us_per_req_b'):.1f} us")
+    for workload, cells in results.items():
+        for conns in args.connections:
+            for name in (n for n in cells if n.startswith("trustmesh")):
+                rows = cells[name][conns]
+                print(f"{workload}: {name} CPU per request at {conns} connections: sidecar A (outbound) "
+                      f"{med(rows, 'cpu_us_per_req_a'):.1f} us, sidecar B (inbound, policy) {med(rows, 'cpu_us_per_req_b'):.1f} us")
     c16 = 16 if 16 in args.connections else args.connections[0]
-    for name in (n for n in results if n.startswith("trustmesh")):
-        added = med(results[name][c16], "p99_ms") - med(results["direct"][c16], "p99_ms")
-        print(f"{name}: added p99 over direct at {c16} connections: {added:.2f} ms")
-    errors = sum(r["non2xx"] for rows in results.values() for cell in rows.values() for r in cell)
+    for workload, cells in results.items():
+        for name in (n for n in cells if n.startswith("trustmesh")):
+            added = med(cells[name][c16], "p99_ms") - med(cells["direct"][c16], "p99_ms")
+            print(f"{workload}: {name}: added p99 over direct at {c16} connections: {added:.2f} ms")
+    errors = sum(r["non2xx"] for cells in results.values() for rows in cells.values() for cell in rows.values() for r in cell)
     print(f"non-2xx responses across all runs: {errors}")
 
 
