@@ -51,8 +51,25 @@ class NormalizedTarget(NamedTuple):
         return f"{self.path}?{self.query}" if self.query else self.path
 
 
+# A target normalisation leaves as it is: a path of unreserved and sub-delim characters, ':'
+# and '@' (no '%', '\\', ';', '?' or '#'), then at most a query of printable ASCII without '#'.
+# With no '//' and no '/.' in the path (a dot segment, or a name starting with '.'), there is
+# nothing to decode, merge or resolve.
+_PLAIN_TARGET = re.compile(r"(/[A-Za-z0-9\-._~!$&'()*+,=:@/]*)(?:\?([\x21\x22\x24-\x7e]*))?")
+
+
 def normalize_path(raw_target: str) -> NormalizedTarget:
     """Normalise an origin-form request target; raise PathError if it is unsafe."""
+    plain = _PLAIN_TARGET.fullmatch(raw_target) if type(raw_target) is str else None
+    if plain is not None:
+        path = plain.group(1)
+        if "//" not in path and "/." not in path:
+            return NormalizedTarget(path, plain.group(2) or "")
+    return _normalize(raw_target)
+
+
+def _normalize(raw_target: str) -> NormalizedTarget:
+    """:func:`normalize_path` for any target, character by character."""
     if not isinstance(raw_target, str):
         raise PathError(f"request target must be a str, not {type(raw_target).__name__}")
     if not raw_target:
@@ -130,12 +147,11 @@ def parse_query(query: str) -> dict[str, str]:
     A repeated name is ambiguous (the policy could see one value and the
     application another), so it is an error rather than a guess.
     """
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, errors="strict", max_num_fields=_MAX_QUERY_FIELDS)
-    except UnicodeDecodeError:
-        raise PathError("query string is not valid UTF-8 after percent-decoding") from None
-    except ValueError as err:
-        raise PathError(f"query string rejected: {err}") from None
+    if "%" not in query and "+" not in query and query.count("&") < _MAX_QUERY_FIELDS:
+        # nothing to decode: what parse_qsl would return, without its per-field calls
+        pairs = [field.partition("=")[::2] for field in query.split("&") if field]
+    else:
+        pairs = _decoded_pairs(query)
     out: dict[str, str] = {}
     for name, value in pairs:
         if name in out:
@@ -232,3 +248,12 @@ def _canonical_name(value: str, name: str) -> str:
 
 def _refuse(value: str, problem: str) -> HostError:
     return HostError(f"Host {value[:64]!r}: {problem}")
+
+
+def _decoded_pairs(query: str) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(query, keep_blank_values=True, errors="strict", max_num_fields=_MAX_QUERY_FIELDS)
+    except UnicodeDecodeError:
+        raise PathError("query string is not valid UTF-8 after percent-decoding") from None
+    except ValueError as err:
+        raise PathError(f"query string rejected: {err}") from None

@@ -100,3 +100,60 @@ def test_normalisation_is_idempotent_or_refuses(raw):
     assert twice.path == once.path
     assert once.path.startswith("/")
     assert "/../" not in once.path + "/" and "//" not in once.path and "/./" not in once.path + "/"
+
+
+# -- the fast paths give what the general ones give (issue 16) ------------------------------
+
+_TARGET_PIECES = [*"/.?#&=+;%\\:@!$'()*,~-_aZ09", "%2e", "%41", "%2F", "//", "/.", "..", "\x7f", " ", "é"]
+_TARGETS = st.lists(st.sampled_from(_TARGET_PIECES), max_size=30).map("".join)
+
+
+def _outcome(fn, arg):
+    try:
+        return fn(arg)
+    except PathError as err:
+        return ("refused", str(err))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(_TARGETS.map(lambda s: "/" + s), _TARGETS, st.text(max_size=40)))
+def test_plain_targets_normalise_as_the_general_path_does(raw):
+    from policy_dsl.paths import _normalize
+
+    assert _outcome(normalize_path, raw) == _outcome(_normalize, raw)
+
+
+@pytest.mark.parametrize("raw", ["/orders/1", "/svc3/items/9?page=2&n=9", "/a/", "/", "/a:b@c!$&'()*+,=~-_.x?q=/../"])
+def test_plain_targets_are_unchanged(raw):
+    path, _, query = raw.partition("?")
+    assert normalize_path(raw) == NormalizedTarget(path, query)
+
+
+_QUERY_PIECES = [*"&=+%;a1 ", "%20", "%ff", "%41", "&&", "=="]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(st.lists(st.sampled_from(_QUERY_PIECES), max_size=20).map("".join), st.text(max_size=30)))
+def test_parse_query_agrees_with_parse_qsl(query):
+    """parse_qsl (the standard library) is the reference; a repeated name is refused."""
+    from urllib.parse import parse_qsl
+
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, errors="strict", max_num_fields=256)
+    except (UnicodeDecodeError, ValueError):
+        with pytest.raises(PathError):
+            parse_query(query)
+        return
+    if len({name for name, _ in pairs}) != len(pairs):
+        with pytest.raises(PathError, match="appears more than once"):
+            parse_query(query)
+    else:
+        assert parse_query(query) == dict(pairs)
+
+
+def test_parse_query_field_limit_is_the_same_on_both_paths():
+    assert len(parse_query("&".join(f"f{i}=1" for i in range(256)))) == 256
+    with pytest.raises(PathError, match="Max number of fields"):
+        parse_query("&".join(f"f{i}=1" for i in range(257)))
+    with pytest.raises(PathError, match="Max number of fields"):
+        parse_query("&".join(f"f{i}=%41" for i in range(257)))
