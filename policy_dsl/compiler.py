@@ -12,6 +12,7 @@ three-valued closure (``tri``) is also built, for traces.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +32,11 @@ Tri = Callable[[Mapping], "bool | None"]
 
 
 # -- attribute access --------------------------------------------------------------
+@functools.lru_cache(maxsize=4096)
 def getter(path: tuple[str, ...]) -> Callable[[Mapping], Any]:
-    """Read ``path`` from the nested attribute dict; MISSING if absent or null."""
+    """Read ``path`` from the nested attribute dict; MISSING if absent or null.
+
+    A getter is a pure function of ``path``: one is shared by every rule that reads it."""
     if len(path) == 2:
         k1, k2 = path
 
@@ -287,6 +291,27 @@ class CompiledRule:
     policy_dry_run: bool = False  # the whole policy is dry-run (enforce off)
 
 
+@functools.lru_cache(maxsize=4096)
+def _dotted(path: tuple[str, ...]) -> str:
+    return ".".join(path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_reads(reads: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
+    return reads  # one tuple for the rules that read the same paths
+
+
+def _ALWAYS(a: Mapping) -> bool:
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _compile_selector(selector: ast.Expr, definitely: bool) -> tuple[Pred, Tri]:
+    """A policy's selector, compiled once for all its rules (closures are pure functions of
+    the AST, which compares by value)."""
+    return compile_pred(selector, definitely), compile_tri(selector)
+
+
 def compile_rule(policy: ast.Policy, rule: ast.Rule, filename: str, order: int) -> CompiledRule:
     """Compile one rule of ``policy`` (defined in ``filename``)."""
     dry_run = rule.dry_run or (policy.dry_run and rule.effect != "audit")
@@ -295,14 +320,27 @@ def compile_rule(policy: ast.Policy, rule: ast.Rule, filename: str, order: int) 
     condition = compile_pred(rule.condition, definitely)
     if policy.selector is None:
         check = condition
-        selector_tri: Tri = lambda a: True
+        selector_tri: Tri = _ALWAYS
     else:
-        selector = compile_pred(policy.selector, definitely)
+        selector, selector_tri = _compile_selector(policy.selector, definitely)
         check = lambda a: selector(a) and condition(a)
-        selector_tri = compile_tri(policy.selector)
-    reads = tuple(dict.fromkeys(attributes_of(policy.selector) + attributes_of(rule.condition)))
-    attributes = tuple((".".join(path), getter(path)) for path in reads)
+    reads = _shared_reads(tuple(dict.fromkeys(attributes_of(policy.selector) + attributes_of(rule.condition))))
+    attributes = tuple((_dotted(path), getter(path)) for path in reads)
     return CompiledRule(
-        ref, order, rule.effect, dry_run, check, selector_tri, compile_tri(rule.condition),
+        ref, order, rule.effect, dry_run, check, selector_tri, _traced_later(rule.condition),
         attributes, rule.condition, reads, policy.dry_run,
     )
+
+
+def _traced_later(expr: ast.Expr) -> Tri:
+    """:func:`compile_tri` of ``expr``, compiled on the first call: only traced evaluations
+    use the three-valued closures, and a large policy need not hold them for every rule."""
+    compiled: Tri | None = None
+
+    def tri(a: Mapping) -> bool | None:
+        nonlocal compiled
+        if compiled is None:
+            compiled = compile_tri(expr)
+        return compiled(a)
+
+    return tri

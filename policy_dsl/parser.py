@@ -10,6 +10,7 @@ source line, a caret and what was expected.
 
 from __future__ import annotations
 
+import sys
 import threading
 from functools import lru_cache
 from importlib import resources
@@ -180,7 +181,7 @@ class _Builder(Transformer):
                 path.append(token.value)
             elif token.type == "STRING":
                 path.append(self._string(token))
-        return ast.Attribute(tuple(path), first.line, first.column)
+        return ast.Attribute(_shared(tuple(path)), first.line, first.column)
 
     def list(self, children):
         bracket, *items = children
@@ -298,3 +299,10 @@ def parse(text: str, filename: str = "<string>") -> ast.PolicyFile:
         if isinstance(inner, PolicySyntaxError):
             raise inner from None
         raise PolicySyntaxError(Diagnostic(filename, 1, 1, f"cannot parse: {err}")) from None
+
+
+@lru_cache(maxsize=4096)
+def _shared(path: tuple[str, ...]) -> tuple[str, ...]:
+    """One tuple (and strings) for every equal attribute path: a large policy names the same
+    few paths in every rule."""
+    return tuple(sys.intern(str(segment)) for segment in path)

@@ -137,3 +137,29 @@ def test_evaluation_never_raises(text, attrs):
     decision = policy_set.evaluate(attrs)
     assert decision.effect in ("ALLOW", "DENY") and decision.allowed is (decision.effect == "ALLOW")
     assert policy_set.evaluate(attrs, trace=True).effect == decision.effect
+
+
+def _only(attrs, reads):
+    """``attrs`` holding only the values at the paths in ``reads`` (each copied whole)."""
+    kept: dict = {}
+    for path in reads:
+        value = attrs
+        for key in path:
+            if not isinstance(value, dict) or key not in value:
+                break
+            value = value[key]
+        else:
+            node = kept
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = value
+    return kept
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policies(), st.lists(requests(), min_size=1, max_size=6))
+def test_attributes_outside_reads_never_change_a_decision(text, attrs_list):
+    """issue 16: the sidecar builds only the attributes in PolicySet.reads."""
+    policy_set = load_policy(text)
+    for attrs in attrs_list:
+        assert _summary(policy_set.evaluate(_only(attrs, policy_set.reads))) == _summary(policy_set.evaluate(attrs)), text
