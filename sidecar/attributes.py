@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -38,6 +38,7 @@ __all__ = [
     "source_attributes",
     "destination_attributes",
     "request_attributes",
+    "header_selection",
     "bearer_token",
     "json_body",
 ]
@@ -76,6 +77,7 @@ class PolicyAuthorizer:
     def __init__(self, store: Any) -> None:
         self.store = store
         self._verdicts: dict[int, tuple[Any, Verdict]] = {}  # id(decision) -> (decision, its verdict)
+        self._headers_read: tuple[Any, frozenset[bytes] | None] = (None, None)
 
     def __call__(self, attrs: dict[str, Any]) -> Verdict:
         return self.evaluate(attrs)[0]
@@ -84,6 +86,13 @@ class PolicyAuthorizer:
     def policy(self) -> Any:
         """The policy set in force now (None: none loaded)."""
         return self.store.current
+
+    def headers_read(self, policy: Any) -> frozenset[bytes] | None:
+        """The request header names ``policy`` (a set of this store's) can read; None: any."""
+        known = self._headers_read
+        if known[0] is not policy:
+            known = self._headers_read = (policy, header_selection(getattr(policy, "reads", None)))
+        return known[1]
 
     def evaluate(self, attrs: Mapping[str, Any]) -> tuple[Verdict, Any]:
         """(the verdict, the policy set that reached it — None when none did, e.g. on an error).
@@ -249,17 +258,38 @@ def _host(value: str) -> tuple[str, int]:
         raise HttpError(400, str(err)) from None
 
 
+def header_selection(reads: Iterable[tuple[str, ...]] | None) -> frozenset[bytes] | None:
+    """The header names (lower-case bytes) that ``request.headers`` must carry for a policy
+    that reads the attribute paths ``reads`` (``PolicySet.reads``); None: every header (also
+    when ``reads`` is None, not known). A header the policy does not name never changes its
+    decision, so the others need not be decoded into the attributes."""
+    if reads is None:
+        return None
+    names = set()
+    for path in reads:
+        if path[0] != "request" or (len(path) > 1 and path[1] != "headers"):
+            continue
+        if len(path) < 3:  # `has request` or `has request.headers`: the whole map
+            return None
+        try:
+            names.add(path[2].encode("latin-1"))
+        except UnicodeEncodeError:  # no header name is spelled so: it is never present
+            continue
+    return frozenset(names)
+
+
 def request_attributes(
     head: RequestHead,
     path: str,
     query: Any,
     body: bytes | None = None,
     jwt: Mapping[str, Any] | None = None,
+    header_names: frozenset[bytes] | None = None,
 ) -> dict[str, Any]:
     """``request``: method, the normalised path, host and port (``policy_dsl.canonical_host``), query,
-    headers (lower-case names, repeated headers joined with ``", "``), and, when available,
-    ``json`` and ``jwt``."""
-    fields = head.headers
+    headers (lower-case names, repeated headers joined with ``", "``; only those in
+    ``header_names`` unless it is None), and, when available, ``json`` and ``jwt``."""
+    fields = head.headers if header_names is None else [field for field in head.headers if field[0] in header_names]
     headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in fields}
     if len(headers) != len(fields):  # a repeated name: join its values in order
         headers = {}
@@ -267,7 +297,7 @@ def request_attributes(
             key = name.decode("latin-1")
             text = value.decode("latin-1")
             headers[key] = headers[key] + ", " + text if key in headers else text
-    host, port = _host(headers.get("host", ""))
+    host, port = _host((head.get(b"host") or b"").decode("latin-1"))  # whether or not the policy reads headers
     req: dict[str, Any] = {
         "method": head.method,
         "path": path,

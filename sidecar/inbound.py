@@ -126,6 +126,10 @@ class InboundRouter:
         self.clock = clock
         self.loop_time: Callable[[], float] | None = None
         self._derived: dict[Any, tuple[str, dict[str, Any], bytes, dict[str, Any] | None]] = {}
+        # _derive builds the request headers the policy in force can read: kept derivations
+        # are dropped when that policy changes (see _derived_for)
+        self._derived_under: Any = None
+        self._header_names: frozenset[bytes] | None = None
 
     # -- HTTP
 
@@ -153,6 +157,9 @@ class InboundRouter:
             clock = self.clock
             if conn.peer_expires <= (time.time() if clock is _utcnow else clock().timestamp()):
                 raise PeerVerificationError(f"the peer's SVID expired during the connection ({per_conn[1]})")
+            authorizer = self.authorizer
+            if (authorizer.store.current if isinstance(authorizer, PolicyAuthorizer) else None) is not self._derived_under:
+                self._derived_for(authorizer)
             memo_key = (head.key, per_conn[5]) if head.key is not None and body is None else None
             derived = self._derived.get(memo_key) if memo_key is not None else None
             if derived is None:
@@ -203,6 +210,16 @@ class InboundRouter:
         conn.decision = None if policy is None or context.time_read else (policy, per_conn, derived, verdict, authorizer)
         return verdict  # type: ignore[no-any-return]
 
+    def _derived_for(self, authorizer: Authorizer) -> None:
+        """Derive for the policy ``authorizer`` holds now: only the request headers it can read
+        (every header for an authorizer that is not a :class:`PolicyAuthorizer`)."""
+        self._derived.clear()
+        if isinstance(authorizer, PolicyAuthorizer):
+            self._derived_under = policy = authorizer.store.current
+            self._header_names = authorizer.headers_read(policy)
+        else:
+            self._derived_under = self._header_names = None
+
     def _derive(
         self, head: RequestHead, body: bytes | None, fields: dict[str, Any], add: list[tuple[bytes, bytes]], memo_key: Any
     ) -> tuple[str, dict[str, Any], bytes, dict[str, Any] | None]:
@@ -218,7 +235,7 @@ class InboundRouter:
         fields["path"] = path
         jwt = self._jwt(head, fields) if head.get(b"authorization") is not None else None
         head = without_identity_headers(head)  # see sidecar.identity_headers: neither policy nor app reads them
-        request = request_attributes(head, path, query_fields, body, jwt)
+        request = request_attributes(head, path, query_fields, body, jwt, self._header_names)
         target = path + "?" + query if query else path
         if jwt is not None:  # a verified JWT-SVID: tell the app whose it was
             add = [*add, (JWT_SUB_HEADER, jwt["sub"].encode())]
