@@ -156,6 +156,7 @@ class Listener:
         self.accepting = False
         # Wall-clock time (POSIX seconds) that peer SVID expiry is judged by; tests move it.
         self.wall_clock: Callable[[], float] = time.time
+        self._limits_logged: set[str] = set()  # limits whose refusals were logged since the last accept
 
     @property
     def port(self) -> int:
@@ -176,19 +177,19 @@ class Listener:
             except OSError as err:
                 log.warning("%s: accept failed: %s", self.name, err)
                 return
-            if len(self.connections) + self.pending.total >= self.limits.max_connections:
-                self.on_reject(self.name, "max-connections")
-                conn.close()
+            held = len(self.connections) + self.pending.total
+            if held >= self.limits.max_connections:
+                self._at_limit(conn, "max-connections", f"{held} connections open, limits.max_connections is {self.limits.max_connections}")
                 continue
             pending = self.pending.of(addr[0])
             if self.tls != "off" and pending >= self.max_pending_per_source:
-                self.on_reject(self.name, "max-pending-per-source")
-                conn.close()
+                self._at_limit(conn, "max-pending-per-source", f"{addr[0]} has {pending} connections not yet verified or read")
                 continue
             if self.max_per_source is not None and self.connections.from_source(addr[0]) + pending >= self.max_per_source:
-                self.on_reject(self.name, "max-connections-per-source")
-                conn.close()
+                self._at_limit(conn, "max-connections-per-source",
+                               f"{addr[0]} holds {self.max_per_source} connections, limits.max_connections_per_source")
                 continue
+            self._limits_logged.clear()
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
@@ -202,6 +203,15 @@ class Listener:
                 self._peek(conn, info)
             else:
                 self._hand_over(conn, info, self.tls == "require")
+
+    def _at_limit(self, conn: socket.socket, reason: str, detail: str) -> None:
+        """Refuse ``conn`` (closed before any byte) for a connection limit; the first refusal for
+        each limit since a connection was last accepted is logged, the others only counted."""
+        self.on_reject(self.name, reason)
+        conn.close()
+        if reason not in self._limits_logged:
+            self._limits_logged.add(reason)
+            log.warning("%s: refusing new connections (%s): %s", self.name, reason, detail)
 
     def _peek(self, conn: socket.socket, info: ConnInfo) -> None:
         assert self.loop is not None
