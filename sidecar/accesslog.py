@@ -19,6 +19,10 @@ from policy_dsl.record import VERSION, Recorder
 __all__ = ["AccessLog", "open_access_log"]
 
 
+# json.dumps with arguments builds an encoder per call; one made once encodes the same way
+_ENCODE = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
 class AccessLog:
     """Writes one JSON object per line to ``stream`` (None: discard). ``omit`` names attributes
     (or prefixes of them, as policy spells them) whose values are never written."""
@@ -28,6 +32,8 @@ class AccessLog:
         self.omit = tuple(omit)
         self._recorder: tuple[Any, Recorder | None] = (None, None)
         self._texts: dict[tuple[int, ...], tuple[tuple[Any, ...], str]] = {}
+        self._second = -1  # the whole second self._stamp spells
+        self._stamp = ""
 
     def write(self, tail: str = "", **fields: Any) -> None:
         """One record: ``v``, ``time`` and ``duration_ms`` (when given) first, then ``fields``
@@ -35,11 +41,14 @@ class AccessLog:
         (JSON members already serialised, see :meth:`attributes`)."""
         if self.stream is None:
             return
-        head: dict[str, Any] = {"v": VERSION, "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"}
+        now = int(time.time())
+        if now != self._second:  # the record's time has a resolution of one second: format it once per second
+            self._second, self._stamp = now, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        head: dict[str, Any] = {"v": VERSION, "time": self._stamp}
         if "duration_ms" in fields:
             head["duration_ms"] = fields.pop("duration_ms")
         head.update(fields)
-        line = json.dumps(head, separators=(",", ":"), default=str)
+        line = _ENCODE(head)
         self.stream.write(line[:-1] + "," + tail + "}\n" if tail else line + "\n")
 
     def attributes(self, policy: Any, attrs: Mapping[str, Any]) -> str:
@@ -58,7 +67,7 @@ class AccessLog:
         known = self._texts.get(key)
         if known is not None and all(a is b for a, b in zip(known[0], sections)):
             return known[1]
-        text = json.dumps(kept[1].record(attrs), separators=(",", ":"), default=str)[1:-1]
+        text = _ENCODE(kept[1].record(attrs))[1:-1]
         if len(self._texts) >= _TEXTS_KEPT:
             self._texts.clear()
         self._texts[key] = (sections, text)  # the sections are kept alive, so their ids stay theirs

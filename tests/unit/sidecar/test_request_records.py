@@ -32,8 +32,12 @@ def _records(sidecar, log: io.StringIO) -> list[dict]:
     sidecar.access_log.flush()
     records = [json.loads(line) for line in log.getvalue().splitlines()]
     for record in records:
+        assert record.pop("v") == 1
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", record.pop("time"))
         assert isinstance(record.pop("duration_ms"), (int, float))
+        # the attribute values the evaluation could read: their format is docs/access-log.md's
+        for name in ("attrs", "absent", "withheld"):
+            assert isinstance(record.pop(name, {}), (dict, list))
     return records
 
 
@@ -103,3 +107,14 @@ async def test_a_denied_and_a_refused_request_are_recorded_as_such(mesh, pki, ap
     }
     assert _samples(b, "trustmesh_sidecar_authz_decisions_total") == {(("decision", "deny"), ("rule", "(default)")): 1.0}
     assert app.seen == []
+
+
+def test_the_record_time_is_the_utc_second_of_the_write(monkeypatch):
+    import sidecar.accesslog as accesslog
+
+    log = AccessLog(io.StringIO())
+    for now in (1_767_225_599.2, 1_767_225_599.9, 1_767_225_600.0, 1_767_225_661.5):
+        monkeypatch.setattr(accesslog.time, "time", lambda now=now: now)
+        log.write(direction="inbound", status=200)
+    stamps = [json.loads(line)["time"] for line in log.stream.getvalue().splitlines()]
+    assert stamps == ["2025-12-31T23:59:59Z", "2025-12-31T23:59:59Z", "2026-01-01T00:00:00Z", "2026-01-01T00:01:01Z"]
