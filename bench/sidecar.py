@@ -166,6 +166,18 @@ def start_sidecar(directory: Path, name: str, config: dict, root: Path = ROOT) -
     return proc, json.loads(line)["ports"]
 
 
+def stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM every process still running, then wait (15 s each, then SIGKILL)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def checkout(rev: str, directory: Path) -> Path:
     """The Python packages of git revision ``rev`` in ``directory`` (``git archive``; the work tree is untouched)."""
     directory.mkdir()
@@ -175,18 +187,14 @@ def checkout(rev: str, directory: Path) -> Path:
     return directory
 
 
-def start_chain(
+def start_inbound(
     work: Path, pki: Pki, app_port: int, tag: str = "", root: Path = ROOT, protocol: str = "http", rules: int = 10
-) -> tuple[int, list[subprocess.Popen]]:
-    """Sidecar B (STRICT, policy) in front of the app and sidecar A (explicit upstream to B); returns A's port.
+) -> tuple[subprocess.Popen, int]:
+    """Sidecar B (STRICT, :func:`bench_policy` with ``rules`` rules) in front of the app: (process, inbound port).
 
-    Sidecar B enforces :func:`bench_policy` with ``rules`` rules.
-    ``protocol="tcp"``: the app port is opaque TCP on both hops (identity-only policy at connect,
-    then byte splicing over the same mutual TLS): the transport's floor, without HTTP or per-request policy.
+    ``protocol="tcp"``: the app port is opaque TCP (identity-only policy at connect, then byte splicing).
     """
-    a_crt, a_key = pki.svid(f"sc-a{tag}", "/ns/bench/sa/client")
     b_crt, b_key = pki.svid(f"sc-b{tag}", "/ns/bench/sa/server")
-    common = {"trust_domain": TD, "access_log": "off", "admin": {"port": 0, "health_port": 0, "health_address": "127.0.0.1"}}
     inbound = {"port": 0, "address": "127.0.0.1", "app_port": app_port}
     policy = work / f"policy-{rules}.policy"
     if not policy.exists():
@@ -196,22 +204,59 @@ def start_chain(
         policy = work / "policy-tcp.policy"
         policy.write_text(TCP_POLICY)
     b_proc, b_ports = start_sidecar(work, f"sc-b{tag}", {
-        **common,
+        **_COMMON,
         "identity": {"cert_file": b_crt, "key_file": b_key, "bundle_file": str(work / "bundle.pem")},
         "inbound": inbound,
         "outbound": {"transparent": False},
         "policy": {"file": str(policy)},
     }, root)
+    return b_proc, b_ports["inbound"]
+
+
+_COMMON = {"trust_domain": TD, "access_log": "off", "admin": {"port": 0, "health_port": 0, "health_address": "127.0.0.1"}}
+
+
+def start_chain(
+    work: Path, pki: Pki, app_port: int, tag: str = "", root: Path = ROOT, protocol: str = "http", rules: int = 10
+) -> tuple[int, list[subprocess.Popen]]:
+    """Sidecar B (:func:`start_inbound`) and sidecar A (explicit upstream to B); returns A's port.
+
+    ``protocol="tcp"``: the app port is opaque TCP on both hops (identity-only policy at connect,
+    then byte splicing over the same mutual TLS): the transport's floor, without HTTP or per-request policy.
+    """
+    b_proc, b_port = start_inbound(work, pki, app_port, tag, root, protocol, rules)
+    a_crt, a_key = pki.svid(f"sc-a{tag}", "/ns/bench/sa/client")
     sa_port = free_port()
     a_proc, _ = start_sidecar(work, f"sc-a{tag}", {
-        **common,
+        **_COMMON,
         "identity": {"cert_file": a_crt, "key_file": a_key, "bundle_file": str(work / "bundle.pem")},
         "inbound": {"port": 0, "address": "127.0.0.1", "app_port": 1},
         "outbound": {"transparent": False, "upstreams": [
-            {"listen": sa_port, "address": f"127.0.0.1:{b_ports['inbound']}",
+            {"listen": sa_port, "address": f"127.0.0.1:{b_port}",
              "spiffe_id": "spiffe://example.org/ns/bench/sa/server", "protocol": protocol}]},
     }, root)
     return sa_port, [a_proc, b_proc]
+
+
+_NGINX_TLS = "ssl_protocols TLSv1.2 TLSv1.3; ssl_ecdh_curve X25519:prime256v1;"
+
+
+def start_nginx_b(work: Path, pki: Pki, app_port: int) -> tuple[subprocess.Popen, int]:
+    """nginx B: mutual TLS (verifies the client chain, as sidecar B does) in front of the app; (process, port)."""
+    nb_crt, nb_key = pki.svid("ng-b", "/ns/bench/sa/server", dns="server.bench.mesh")
+    nb_port = free_port()
+    for d in ("nb-body", "nb-proxy"):
+        (work / d).mkdir(exist_ok=True)
+    proc = start_nginx(work, "nb", f"""
+    listen 127.0.0.1:{nb_port} ssl;
+    {_NGINX_TLS}
+    ssl_certificate {nb_crt}; ssl_certificate_key {nb_key};
+    ssl_client_certificate {work}/bundle-chain.pem; ssl_verify_client on; ssl_verify_depth 3;
+    location / {{
+      proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-Client-Cert $ssl_client_s_dn;
+    }}""", f"upstream app {{ server 127.0.0.1:{app_port}; keepalive 128; keepalive_requests 1000000; }}")
+    return proc, nb_port
 
 
 MIX_SCRIPT = ROOT / "bench" / "mix.lua"
@@ -511,18 +556,9 @@ def main() -> int:
 
         # -- nginx chain (same CA, same key type; nginx B verifies the client chain, nginx A the server's)
         na_crt, na_key = pki.svid("ng-a", "/ns/bench/sa/client")
-        nb_crt, nb_key = pki.svid("ng-b", "/ns/bench/sa/server", dns="server.bench.mesh")
-        nb_port, na_port = free_port(), free_port()
-        tls = "ssl_protocols TLSv1.2 TLSv1.3; ssl_ecdh_curve X25519:prime256v1;"
-        procs.append(start_nginx(work, "nb", f"""
-    listen 127.0.0.1:{nb_port} ssl;
-    {tls}
-    ssl_certificate {nb_crt}; ssl_certificate_key {nb_key};
-    ssl_client_certificate {work}/bundle-chain.pem; ssl_verify_client on; ssl_verify_depth 3;
-    location / {{
-      proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-Client-Cert $ssl_client_s_dn;
-    }}""", f"upstream app {{ server 127.0.0.1:{app_port}; keepalive 128; keepalive_requests 1000000; }}"))
+        nb_proc, nb_port = start_nginx_b(work, pki, app_port)
+        procs.append(nb_proc)
+        na_port = free_port()
         procs.append(start_nginx(work, "na", f"""
     listen 127.0.0.1:{na_port};
     location / {{
@@ -577,14 +613,7 @@ def main() -> int:
         if args.json:
             args.json.write_text(json.dumps({"results": results, "rss_mb": rss}, indent=2))
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -1,0 +1,172 @@
+"""Sidecar at scale, side by side with nginx: memory per idle mTLS connection, new full handshakes
+per CPU-second, and the time and memory a large policy takes to load.
+
+Run: ``flock /tmp/bench.lock .venv/bin/python bench/sidecar_lean.py [--connections 2000] [--seconds 5] [--rounds 3]``
+
+* **idle** — sidecar B (inbound, STRICT, the benchmark policy) and nginx B (``ssl_verify_client
+  on``), both pinned to CPU 0, each receive ``--connections`` mutual-TLS connections from one
+  client (TLS 1.3, ECDSA P-256 SVIDs of one test CA, a full handshake each) that then stay idle;
+  bytes per connection = RSS growth (nginx: master + worker) / connections, after a settle.
+* **handshakes** — ``openssl s_time -new`` (one client on CPU 1, a client certificate, no
+  resumption) against each server for ``--seconds``; CPU per handshake is the server's
+  utime+stime from ``/proc`` over the handshakes made; rounds interleaved, medians reported.
+* **policy** — a sidecar started with :func:`bench_policy` of ``--rules`` rules: seconds from
+  start to ready (``{"event": "ready"}``) and RSS against a 10-rule sidecar.
+
+Targets (issue 16): <= 30 KB per idle connection; handshakes >= 0.9x nginx per core;
+10,000 rules ready in <= 2 s with <= 30 MB extra RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import resource
+import shutil
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+def _bench_sidecar():  # bench/sidecar.py: its name would shadow the sidecar package on sys.path
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_sidecar", Path(__file__).resolve().parent / "sidecar.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["bench_sidecar"] = module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+_b = _bench_sidecar()
+BODY, LOAD_CPU, Pki, cpu_seconds, free_port = _b.BODY, _b.LOAD_CPU, _b.Pki, _b.cpu_seconds, _b.free_port
+nginx_worker_pids, rss_mb, start_inbound, start_nginx, start_nginx_b, stop, wait_port = (
+    _b.nginx_worker_pids, _b.rss_mb, _b.start_inbound, _b.start_nginx, _b.start_nginx_b, _b.stop, _b.wait_port)
+
+
+async def _hold(port: int, ctx: ssl.SSLContext, count: int) -> list[asyncio.StreamWriter]:
+    """``count`` idle mutual-TLS connections to ``port`` (handshakes 32 at a time)."""
+    writers: list[asyncio.StreamWriter] = []
+    for start in range(0, count, 32):
+        opened = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+                                        for _ in range(min(32, count - start))))
+        writers += [w for _, w in opened]
+    return writers
+
+
+def idle_bytes(port: int, pids: list[int], ctx: ssl.SSLContext, count: int) -> float:
+    """KB of server RSS per idle mutual-TLS connection."""
+
+    async def run() -> float:
+        before = sum(rss_mb(p) for p in pids)
+        writers = await _hold(port, ctx, count)
+        await asyncio.sleep(2.0)  # the server verifies each peer after its handshake
+        after = sum(rss_mb(p) for p in pids)
+        for w in writers:
+            w.close()
+        await asyncio.sleep(0.5)
+        return (after - before) * 1024 / count
+
+    return asyncio.run(run())
+
+
+def handshakes(port: int, pids: list[int], cert: str, key: str, ca: str, seconds: int) -> dict:
+    cpu0 = cpu_seconds(pids)
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CPU, "openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new",
+         "-cert", cert, "-key", key, "-CAfile", ca, "-time", str(seconds)],
+        capture_output=True, text=True, timeout=seconds + 60,
+    ).stdout
+    used = cpu_seconds(pids) - cpu0
+    count = int(re.search(r"(\d+) connections in [\d.]+s", out).group(1))  # type: ignore[union-attr]
+    return {"handshakes": count, "per_s": count / seconds, "cpu_ms": used / count * 1e3 if count else float("nan")}
+
+
+def ready_seconds(work: Path, pki: Pki, app_port: int, rules: int) -> tuple[float, float, float, subprocess.Popen]:
+    """(seconds from start to ready, CPU seconds to ready, RSS MB when ready, process) of a
+    sidecar with ``rules`` rules."""
+    start = time.monotonic()
+    proc, _ = start_inbound(work, pki, app_port, f"-rules-{rules}", rules=rules)
+    for line in proc.stdout:  # type: ignore[union-attr]
+        if json.loads(line).get("event") == "ready":
+            return time.monotonic() - start, cpu_seconds([proc.pid]), rss_mb(proc.pid), proc
+    raise RuntimeError(f"the sidecar with {rules} rules never became ready")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=2000)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rules", type=int, default=10000)
+    parser.add_argument("--policy-only", action="store_true", help="only the policy load")
+    args = parser.parse_args()
+    if args.connections > 10000 or args.seconds > 60 or args.rounds > 10 or args.rules > 20000:
+        parser.error("runs are bounded: --connections <= 10000, --seconds <= 60, --rounds <= 10, --rules <= 20000")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4 * args.connections + 1024), hard))
+
+    work = Path(tempfile.mkdtemp(prefix="trustmesh-lean-"))
+    for d in ("app-body", "app-proxy"):
+        (work / d).mkdir()
+    pki = Pki(work)
+    procs: list[subprocess.Popen] = []
+    try:
+        app_port = free_port()
+        procs.append(start_nginx(work, "app", f'listen 127.0.0.1:{app_port}; location / {{ return 200 "{BODY}"; }}'))
+        wait_port(app_port)
+        sc_proc, sc_port = start_inbound(work, pki, app_port)
+        procs.append(sc_proc)
+        ng_proc, ng_port = start_nginx_b(work, pki, app_port)
+        procs.append(ng_proc)
+        wait_port(ng_port)
+        servers = {"trustmesh": (sc_port, [sc_proc.pid]), "nginx": (ng_port, nginx_worker_pids(ng_proc))}
+        cert, key = pki.svid("client", "/ns/bench/sa/client")
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(work / "bundle-chain.pem"))
+        ctx.check_hostname = False
+        ctx.load_cert_chain(cert, key)
+
+        results: dict[str, dict[str, list[float]]] = {name: {"idle_kb": [], "cpu_ms": [], "per_s": []} for name in servers}
+        for rnd in range(0 if args.policy_only else args.rounds):
+            for name, (port, pids) in servers.items():
+                kb = idle_bytes(port, pids, ctx, args.connections)
+                hs = handshakes(port, pids, cert, key, str(work / "bundle-chain.pem"), args.seconds)
+                results[name]["idle_kb"].append(kb)
+                results[name]["cpu_ms"].append(hs["cpu_ms"])
+                results[name]["per_s"].append(hs["per_s"])
+                print(f"round {rnd + 1} {name:9} idle {kb:5.1f} KB/connection  handshakes {hs['per_s']:6.0f}/s "
+                      f"{hs['cpu_ms']:.2f} ms CPU each", flush=True)
+        ready_small, cpu_small, rss_small, small = ready_seconds(work, pki, app_port, 10)
+        procs.append(small)
+        ready_big, cpu_big, rss_big, big = ready_seconds(work, pki, app_port, args.rules)
+        procs.append(big)
+
+        print(f"policy: {args.rules} rules ready in {ready_big:.2f} s, {cpu_big:.2f} s CPU (10 rules: {ready_small:.2f} s, "
+              f"{cpu_small:.2f} s CPU); RSS {rss_big:.1f} MB vs {rss_small:.1f} MB (+{rss_big - rss_small:.1f} MB)")
+        if args.policy_only:
+            return 0
+        med = {name: {k: statistics.median(v) for k, v in cells.items()} for name, cells in results.items()}
+        tm, ng = med["trustmesh"], med["nginx"]
+        print()
+        print(f"medians of {args.rounds} rounds; {args.connections} idle connections; handshakes for {args.seconds} s")
+        print("| | trustmesh | nginx | ratio |")
+        print("| --- | ---: | ---: | ---: |")
+        print(f"| KB per idle mTLS connection | {tm['idle_kb']:.1f} | {ng['idle_kb']:.1f} | {tm['idle_kb'] / ng['idle_kb']:.2f}x |")
+        print(f"| CPU ms per new full handshake (server) | {tm['cpu_ms']:.2f} | {ng['cpu_ms']:.2f} | {tm['cpu_ms'] / ng['cpu_ms']:.2f}x |")
+        print(f"| handshakes per CPU-second (server) | {1e3 / tm['cpu_ms']:,.0f} | {1e3 / ng['cpu_ms']:,.0f} | "
+              f"{ng['cpu_ms'] / tm['cpu_ms']:.2f}x |")
+        print(f"| handshakes/s (one openssl client) | {tm['per_s']:,.0f} | {ng['per_s']:,.0f} | {tm['per_s'] / ng['per_s']:.2f}x |")
+
+    finally:
+        stop(procs)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
