@@ -7,7 +7,7 @@ Commands (exit 0 success, 1 failure, 2 usage error; one line on stderr)::
     trustmesh ca issue --dir DIR --spiffe-id ID [--ttl 1h] [--dns NAME]... --out PREFIX
     trustmesh ca issue --dir DIR --spiffe-id ID --jwt --audience AUD [--ttl 5m]
     trustmesh ca bundle --dir DIR [--format jwks|pem]
-    trustmesh ca rotate prepare|activate|taint --dir DIR
+    trustmesh ca rotate prepare|activate|taint --dir DIR [--force (taint only)]
 
 If ``TRUSTMESH_CA_PASSPHRASE`` is set, the CA's keys are encrypted with it
 (and it unlocks them, and an encrypted ``--upstream-key``).
@@ -26,6 +26,12 @@ from sdk.errors import SpiffeIdError, UsageError
 __all__ = ["register", "parse_duration"]
 
 PASSPHRASE_ENV = "TRUSTMESH_CA_PASSPHRASE"
+_DIR_HELP = "the CA directory (keys and state, as written by `ca init`)"
+_ROTATE_STEPS = {
+    "prepare": "create the next authority in the standby slot; it joins the bundle but does not sign yet",
+    "activate": "make the prepared authority the signer; the old one retires and stays in the bundle",
+    "taint": "remove the retired authority from the bundle; what it signed stops validating",
+}
 _DURATION = re.compile(r"(\d+)(d|h|m|s)")
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
@@ -52,17 +58,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.required = True
 
     init = sub.add_parser("init", help="create a CA directory (self-signed root or upstream intermediate)")
-    init.add_argument("--trust-domain", required=True, metavar="TD")
-    init.add_argument("--dir", required=True)
-    init.add_argument("--key-type", default="ec-p256", choices=["ec-p256", "rsa-2048", "rsa-3072"])
+    init.add_argument("--trust-domain", required=True, metavar="TD",
+                      help="the trust domain the CA signs for, e.g. example.org (lower case, no scheme)")
+    init.add_argument("--dir", required=True, help=_DIR_HELP + "; created, and must not already hold a CA")
+    init.add_argument("--key-type", default="ec-p256", choices=["ec-p256", "rsa-2048", "rsa-3072"],
+                      help="the CA's key algorithm (default ec-p256)")
     init.add_argument("--ttl", default="8760h", help="CA lifetime (default 8760h)")
     init.add_argument("--upstream-cert", metavar="F", help="upstream CA certificate, then its chain to the root")
     init.add_argument("--upstream-key", metavar="F", help="the upstream CA's private key (PEM)")
     init.set_defaults(func=_init)
 
     issue = sub.add_parser("issue", help="issue an X509-SVID (files) or a JWT-SVID (stdout)")
-    issue.add_argument("--dir", required=True)
-    issue.add_argument("--spiffe-id", required=True, metavar="ID")
+    issue.add_argument("--dir", required=True, help=_DIR_HELP)
+    issue.add_argument("--spiffe-id", required=True, metavar="ID",
+                       help="the SVID's SPIFFE ID, in the CA's trust domain (spiffe://TD/path)")
     issue.add_argument("--ttl", help="lifetime (default 1h, or 5m with --jwt); capped by the CA")
     issue.add_argument("--dns", action="append", default=[], metavar="NAME", help="DNS SAN (repeatable)")
     issue.add_argument("--out", metavar="PREFIX", help="write PREFIX.crt, PREFIX.key, PREFIX.bundle.pem")
@@ -78,15 +87,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bundle (federates_with[].bundle_file) of a federation relationship with this one.",
     )
     source = bundle.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dir")
+    source.add_argument("--dir", help=_DIR_HELP)
     source.add_argument("--ops", metavar="URL", help="a running service's operations address, e.g. http://127.0.0.1:15014")
-    bundle.add_argument("--format", default="jwks", choices=["spiffe", "jwks", "pem"])
+    bundle.add_argument("--format", default="jwks", choices=["spiffe", "jwks", "pem"],
+                        help="spiffe or jwks: the SPIFFE bundle (X.509 and JWT authorities); pem: X.509 authorities only")
     bundle.set_defaults(func=_bundle)
 
-    rotate = sub.add_parser("rotate", help="rotate the CA: prepare, activate, taint")
-    rotate.add_argument("step", choices=["prepare", "activate", "taint"])
-    rotate.add_argument("--dir", required=True)
-    rotate.set_defaults(func=_rotate)
+    rotate = sub.add_parser("rotate", help="rotate the CA: prepare, activate, taint",
+                            description="Rotate the CA in three steps: prepare a new authority (it joins "
+                            "the bundle), activate it (it signs from now on; the old one is retired but "
+                            "still trusted), taint the retired one (it leaves the bundle).")
+    steps = rotate.add_subparsers(dest="step", metavar="STEP", parser_class=type(ca))
+    steps.required = True
+    for step, text in _ROTATE_STEPS.items():
+        parser = steps.add_parser(step, help=text, description=text[0].upper() + text[1:] + ".")
+        parser.add_argument("--dir", required=True, help=_DIR_HELP)
+        if step == "taint":
+            parser.add_argument("--force", action="store_true",
+                                help="taint even while SVIDs signed by the retired authority may still be "
+                                "valid (they stop validating at once): for a compromised key")
+        parser.set_defaults(func=_rotate)
 
     from ca.service import cli as service_cli
 
@@ -157,22 +177,25 @@ def _issue(args: argparse.Namespace) -> int:
         if args.out or args.dns:
             raise UsageError("--out and --dns apply to X509-SVIDs, not to --jwt")
         ttl = parse_duration(args.ttl or "5m")
-        ca = _directory(args.dir).load()
-        print(ca.mint_jwt_svid(spiffe_id, args.audience, ttl, now=_now()))
+        ca, now = _directory(args.dir).load(), _now()
+        token, expiry = ca.mint_jwt_svid_with_expiry(spiffe_id, args.audience, ttl, now=now)
+        print(token)
+        _note_capped(args.ttl or "5m", ttl, expiry, now, ca.config.jwt_svid_max_ttl)
         return 0
     if args.audience:
         raise UsageError("--audience applies to --jwt only")
     if not args.out:
         raise UsageError("--out PREFIX is required for an X509-SVID")
     ttl = parse_duration(args.ttl or "1h")
-    ca = _directory(args.dir).load()
+    ca, now = _directory(args.dir).load(), _now()
     key = generate_key()
-    chain = ca.issue_x509_svid(key.public_key(), spiffe_id, ttl, now=_now(), dns_names=args.dns)
+    chain = ca.issue_x509_svid(key.public_key(), spiffe_id, ttl, now=now, dns_names=args.dns)
     _write(f"{args.out}.key", private_key_to_pem(key), 0o600)
     _write(f"{args.out}.crt", chain_pem(chain), 0o644)
     _write(f"{args.out}.bundle.pem", ca.bundle().to_pem(), 0o644)
     print(f"{spiffe_id} valid until {chain[0].not_valid_after_utc.isoformat()}: "
           f"wrote {args.out}.crt, {args.out}.key, {args.out}.bundle.pem")
+    _note_capped(args.ttl or "1h", ttl, chain[0].not_valid_after_utc, now, ca.config.x509_svid_max_ttl)
     return 0
 
 
@@ -205,8 +228,49 @@ def _bundle(args: argparse.Namespace) -> int:
 def _rotate(args: argparse.Namespace) -> int:
     now = _now()
     with _directory(args.dir).update() as ca:
+        if args.step == "taint":
+            _check_taint(ca, now, force=args.force)
         authority = getattr(ca, args.step)(now)
         sequence = ca.sequence
     verb = {"prepare": "prepared", "activate": "activated", "taint": "tainted (removed from the bundle)"}
     print(f"{verb[args.step]} authority {authority.id}; bundle sequence {sequence}")
     return 0
+
+
+def _check_taint(ca, now: datetime, *, force: bool) -> None:  # type: ignore[no-untyped-def]
+    """Refuse (or, with ``force``, warn) while SVIDs signed by the retired authority may be valid.
+
+    An SVID signed just before activation lives at most the CA's longest SVID
+    lifetime after it, and never past the authority's own expiry.
+    """
+    from ca.errors import RotationError
+
+    retired = ca.slots.retired
+    if retired is None:
+        return  # Slots.taint says there is nothing to taint
+    until = retired.removable_at(ca.config.grace)
+    if now >= until:
+        return
+    why = (f"SVIDs signed by retired authority {retired.id} may be valid until {until.isoformat(timespec='seconds')} "
+           f"(retired at {retired.retired_at.isoformat(timespec='seconds') if retired.retired_at else '?'}, longest SVID "
+           f"lifetime {_hours(ca.config.grace)}); tainting it now makes them fail to validate at once")
+    if not force:
+        raise RotationError(f"{why}: wait until then, or pass --force if its key is compromised")
+    print(f"trustmesh: warning: {why}", file=sys.stderr)
+
+
+def _hours(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+
+
+def _note_capped(flag_ttl: str, requested: timedelta, until: datetime, now: datetime, maximum: timedelta) -> None:
+    """Say so when the CA issued a shorter lifetime than ``--ttl`` asked for."""
+    granted = until - now
+    if granted >= requested - timedelta(seconds=1):  # the CA's expiry is whole seconds
+        return
+    why = f"this CA's maximum is {_hours(maximum)}" if requested > maximum else "the CA itself expires then"
+    print(f"trustmesh: note: --ttl {flag_ttl} was capped: valid until {until.isoformat(timespec='seconds')} ({why})",
+          file=sys.stderr)

@@ -15,6 +15,9 @@ import sys
 __all__ = ["register"]
 
 
+_FILES_HELP = "policy files (.policy); their policies are read together"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``trustmesh policy`` and its subcommands."""
     policy = subparsers.add_parser(
@@ -25,14 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.required = True
 
     check = sub.add_parser("check", help="parse and check policy files; print errors and warnings")
-    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("files", nargs="+", metavar="FILE", help=_FILES_HELP)
     check.add_argument("--strict", action="store_true", help="treat warnings as errors (exit 1, verdict FAIL)")
     check.add_argument("--together", action="store_true",
                        help="also check the files as one policy set, as a sidecar loads them")
     check.set_defaults(func=_check)
 
     evaluate = sub.add_parser("eval", help="evaluate one request's attributes against policy files")
-    evaluate.add_argument("files", nargs="+", metavar="FILE")
+    evaluate.add_argument("files", nargs="+", metavar="FILE", help=_FILES_HELP)
     evaluate.add_argument("--request", required=True, metavar="REQ",
                           help="JSON object of attributes (same shape as a case's 'request'): "
                                "a file, inline JSON ('{...}') or - for stdin")
@@ -41,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(func=_eval)
 
     test = sub.add_parser("test", help="run request/decision cases against policy files (for CI)")
-    test.add_argument("files", nargs="+", metavar="FILE")
+    test.add_argument("files", nargs="+", metavar="FILE", help=_FILES_HELP)
     test.add_argument("--cases", action="append", metavar="CASES.yaml",
                       help="case file (YAML or JSON); may be repeated; default: X.cases.yaml beside each X.policy")
     test.add_argument("-q", "--quiet", action="store_true", help="print failures only")
@@ -66,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     suggest.set_defaults(func=_suggest)
 
     fmt = sub.add_parser("fmt", help="print policy files in canonical layout (comments kept)")
-    fmt.add_argument("files", nargs="+", metavar="FILE")
+    fmt.add_argument("files", nargs="+", metavar="FILE", help=_FILES_HELP)
     mode = fmt.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="exit 1 if any file is not formatted")
     mode.add_argument("--write", action="store_true", help="rewrite the files in place")

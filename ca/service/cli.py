@@ -36,7 +36,8 @@ def register(ca_subparsers: argparse._SubParsersAction) -> None:
         description="Add a join token to FILE (the service's authentication.join_tokens_file; "
         "it sees new tokens without a restart) and print the token once. The file keeps only its hash.",
     )
-    join.add_argument("--tokens-file", required=True, metavar="FILE")
+    join.add_argument("--tokens-file", required=True, metavar="FILE",
+                      help="the join tokens file (created if missing; it keeps only hashes)")
     join.add_argument("--spiffe-id", required=True, help="the ID the token's user will receive")
     join.add_argument("--ttl", type=int, default=3600, help="seconds the token stays usable (default 3600)")
     join.set_defaults(func=_join_token)

@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     jwt = sub.add_parser("fetch-jwt", help="print a JWT-SVID for the audience(s)")
     common(jwt)
-    jwt.add_argument("--audience", action="append", required=True, metavar="AUD")
+    jwt.add_argument("--audience", action="append", required=True, metavar="AUD",
+                     help="the audience the token is for (repeatable)")
     jwt.set_defaults(func=_fetch_jwt)
 
     bundles = sub.add_parser("fetch-bundles", help="print every trust domain's bundle")
@@ -56,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     validate = sub.add_parser("validate-jwt", help="have the Workload API validate a JWT-SVID")
     common(validate)
-    validate.add_argument("--audience", required=True, metavar="AUD")
+    validate.add_argument("--audience", required=True, metavar="AUD", help="the audience the token must be for")
     validate.add_argument("token", metavar="TOKEN", help="the token, or '-' for stdin")
     validate.set_defaults(func=_validate_jwt)
 

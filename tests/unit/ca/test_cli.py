@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,14 @@ def test_rotate_prepare_activate_taint(ca_dir, tmp_path):
     old = X509Svid.load(tmp_path / "old.crt", tmp_path / "old.key")
     bundle = Bundle.parse_jwks(ok("ca", "bundle", "--dir", ca_dir), TD)
     assert verify_chain(old.cert_chain, bundle) == SpiffeId.parse(WEB)  # still trusted while retired
-    assert "bundle sequence 3" in ok("ca", "rotate", "taint", "--dir", ca_dir)
+    # Right after activation, SVIDs signed by the retired authority may still be valid for
+    # the CA's longest SVID lifetime: taint refuses, and changes nothing, unless forced.
+    refused = trustmesh("ca", "rotate", "taint", "--dir", ca_dir)
+    assert refused.returncode == 1 and "may be valid until" in refused.stderr and "--force" in refused.stderr
+    assert ok("ca", "bundle", "--dir", ca_dir, "--format", "pem").count("BEGIN CERTIFICATE") == 2
+    forced = trustmesh("ca", "rotate", "taint", "--dir", ca_dir, "--force")
+    assert forced.returncode == 0 and "bundle sequence 3" in forced.stdout
+    assert "warning: SVIDs signed by retired authority" in forced.stderr
     assert ok("ca", "bundle", "--dir", ca_dir, "--format", "pem").count("BEGIN CERTIFICATE") == 1
 
 
@@ -188,3 +196,30 @@ def test_concurrent_rotations_are_serialised_by_the_directory_lock(ca_dir):
     assert all("already prepared" in err for code, err in results if code == 1)
     doc = json.loads((Path(ca_dir) / "ca.json").read_text())
     assert doc["sequence"] == 2 and len(doc["authorities"]) == 2
+
+
+def test_taint_needs_no_force_once_the_retired_authoritys_svids_have_expired(ca_dir):
+    ok("ca", "rotate", "prepare", "--dir", ca_dir)
+    ok("ca", "rotate", "activate", "--dir", ca_dir)
+    # Retired two days ago: longer ago than the longest SVID lifetime (24 h), as a user
+    # running taint the day after next would find it.
+    state_file = Path(ca_dir) / "ca.json"
+    state = json.loads(state_file.read_text())
+    retired = next(a for a in state["authorities"] if a["state"] == "retired")
+    retired["retired_at"] = "2000-01-01T00:00:00+00:00"
+    state_file.write_text(json.dumps(state))
+    result = trustmesh("ca", "rotate", "taint", "--dir", ca_dir)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "tainted (removed from the bundle)" in result.stdout
+
+
+def test_issue_says_when_the_ca_capped_the_requested_ttl(shared_ca, tmp_path):
+    capped = trustmesh("ca", "issue", "--dir", shared_ca, "--spiffe-id", WEB, "--ttl", "48h", "--out", str(tmp_path / "w"))
+    assert capped.returncode == 0, capped.stderr
+    assert "note: --ttl 48h was capped" in capped.stderr and "this CA's maximum is 24h" in capped.stderr
+    svid = X509Svid.load(tmp_path / "w.crt", tmp_path / "w.key")
+    assert svid.leaf.not_valid_after_utc - svid.leaf.not_valid_before_utc <= timedelta(hours=24)
+    jwt = trustmesh("ca", "issue", "--dir", shared_ca, "--spiffe-id", WEB, "--jwt", "--audience", "a", "--ttl", "2h")
+    assert jwt.returncode == 0 and "note: --ttl 2h was capped" in jwt.stderr and "maximum is 1h" in jwt.stderr
+    within = trustmesh("ca", "issue", "--dir", shared_ca, "--spiffe-id", WEB, "--ttl", "2h", "--out", str(tmp_path / "v"))
+    assert within.returncode == 0 and within.stderr == ""
