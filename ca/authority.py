@@ -43,6 +43,7 @@ from ca.errors import IssuanceError, KeyFormatError
 from ca.keys import PrivateKey, check_signing_key, signature_hash
 from sdk.bundle import Bundle
 from sdk.errors import TrustmeshError
+from sdk.pem import mismatch
 from sdk.spiffeid import SpiffeId, TrustDomain
 from sdk.x509svid import validate_leaf, verify_chain
 
@@ -161,7 +162,8 @@ def parse_certificates(data: bytes, *, source: str) -> tuple[x509.Certificate, .
         else:
             found = (x509.load_der_x509_certificate(data),)
     except ValueError as err:
-        raise KeyFormatError(f"{source}: not a PEM or DER certificate ({err})") from err
+        what = mismatch(data, expected="certificates (PEM, or one DER)", label="CERTIFICATE", der_allowed=True)
+        raise KeyFormatError(f"{source}: {what}") from err
     for cert in found:
         try:
             cert.extensions  # noqa: B018 - decoded lazily; decode now so an unreadable one fails here

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ca.errors import CaStoreError, KeyFormatError
+from sdk.pem import PRIVATE_KEY_LABELS, mismatch
 
 __all__ = [
     "PrivateKey",
@@ -138,7 +139,8 @@ def private_key_from_pem(
     except (ValueError, UnsupportedAlgorithm) as err:
         if passphrase and b"ENCRYPTED" in data:
             raise KeyFormatError(f"{source}: wrong passphrase or corrupt encrypted key") from err
-        raise KeyFormatError(f"{source}: not a PEM private key ({err})") from err
+        what = mismatch(data, expected="a PEM private key", label=PRIVATE_KEY_LABELS)
+        raise KeyFormatError(f"{source}: {what}") from err
     try:
         check_signing_key(key)  # reject unsupported algorithms and sizes
     except KeyFormatError as err:

@@ -14,6 +14,7 @@ import os
 from cryptography import x509
 
 from injector.errors import TrustBundleError
+from sdk.pem import mismatch
 
 __all__ = ["TrustBundleFile", "check_bundle_pem"]
 
@@ -23,7 +24,8 @@ def check_bundle_pem(pem: bytes, source: str) -> str:
     try:
         certs = x509.load_pem_x509_certificates(pem)
     except ValueError as err:
-        raise TrustBundleError(f"trust bundle {source} is not PEM certificates: {err}") from err
+        what = mismatch(pem, expected="PEM CA certificates", label="CERTIFICATE")
+        raise TrustBundleError(f"trust bundle {source}: {what}") from err
     for cert in certs:
         try:
             is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca

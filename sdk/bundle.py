@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from sdk.errors import BundleError, BundleTrustDomainError, SpiffeIdError
+from sdk.pem import mismatch
 from sdk.spiffeid import SpiffeId, TrustDomain
 
 __all__ = ["Bundle", "BundleSet", "BundleSource", "PublicKey", "named_trust_domain"]
@@ -216,12 +217,13 @@ class Bundle:
             return _named_by_authorities(cls.parse_pem, data)
         if isinstance(data, str):
             data = data.encode("ascii", "replace")
+        expected = "PEM CA certificates"
         if b"-----BEGIN CERTIFICATE-----" not in data:
-            raise BundleError(f"bundle for {trust_domain} has no PEM certificate")
+            raise BundleError(f"bundle for {trust_domain}: {mismatch(data, expected=expected, label='CERTIFICATE')}")
         try:
             certs = x509.load_pem_x509_certificates(data)
         except ValueError as err:
-            raise BundleError(f"bundle for {trust_domain} has a malformed PEM certificate: {err}") from err
+            raise BundleError(f"bundle for {trust_domain}: {mismatch(data, expected=expected, label='CERTIFICATE')}") from err
         unique = tuple(dict.fromkeys(certs))
         if len(unique) != len(certs):
             raise BundleError(f"bundle for {trust_domain} has a duplicate certificate")

@@ -75,7 +75,7 @@ def _svid_inspect(args: argparse.Namespace) -> int:
     from sdk.x509svid import parse_certificates, validate_leaf, verify_chain
 
     chosen_td = _trust_domain(args.trust_domain) if args.trust_domain else None
-    chain = parse_certificates(_read(args.file, "certificate file"))
+    chain = parse_certificates(_read(args.file, "certificate file"), source=args.file)
     now = datetime.now(timezone.utc)
     leaf = chain[0]
     out = sys.stdout
@@ -208,7 +208,7 @@ def _load_bundle(path: str, td: TrustDomain | None) -> Bundle:
     token's ``sub``) is the claim under test, so it cannot choose its judge.
     """
     from sdk.bundle import Bundle
-    from sdk.errors import BundleTrustDomainError
+    from sdk.errors import BundleError, BundleTrustDomainError
 
     data = _read(path, "bundle")
     parse = Bundle.parse_jwks if data.lstrip().startswith(b"{") else Bundle.parse_pem
@@ -216,3 +216,5 @@ def _load_bundle(path: str, td: TrustDomain | None) -> Bundle:
         return parse(data, td)
     except BundleTrustDomainError as err:
         raise UsageError(f"bundle {path}: {err}; give its trust domain with --trust-domain") from err
+    except BundleError as err:
+        raise BundleError(f"--bundle {path}: {err}") from err

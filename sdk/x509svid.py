@@ -41,6 +41,7 @@ from sdk._clock import aware_now
 from sdk._name_constraints import constraints_of
 from sdk.bundle import BundleSource
 from sdk.errors import BundleError, SpiffeIdError, X509SvidError
+from sdk.pem import PRIVATE_KEY_LABELS, mismatch
 from sdk.spiffeid import SpiffeId
 
 __all__ = [
@@ -90,15 +91,18 @@ class X509Svid:
         return self.leaf.not_valid_after_utc
 
     @classmethod
-    def parse(cls, certs: bytes, key: bytes) -> X509Svid:
+    def parse(cls, certs: bytes, key: bytes, *, cert_source: str = "the certificate input",
+              key_source: str = "the private key input") -> X509Svid:
         """Read a chain (leaf first) and the leaf's private key, each PEM or DER.
+
+        ``cert_source`` and ``key_source`` name the inputs in errors (the files, for :meth:`load`).
 
         The leaf must pass :func:`validate_leaf`, the other certificates must be
         CAs with ``keyCertSign``, and the key must belong to the leaf. The chain
         is not checked against any bundle here: that is :func:`verify_chain`.
         """
-        chain = parse_certificates(certs)
-        private_key = _load_private_key(key)
+        chain = parse_certificates(certs, source=cert_source)
+        private_key = _load_private_key(key, source=key_source)
         spiffe_id = validate_leaf(chain[0])
         for cert in chain[1:]:
             _check_signing_cert(cert, "intermediate")
@@ -109,7 +113,7 @@ class X509Svid:
     @classmethod
     def load(cls, cert_path: str | PathLike[str], key_path: str | PathLike[str]) -> X509Svid:
         """:meth:`parse` the files at ``cert_path`` and ``key_path``."""
-        return cls.parse(_read(cert_path), _read(key_path))
+        return cls.parse(_read(cert_path), _read(key_path), cert_source=str(cert_path), key_source=str(key_path))
 
     def cert_chain_pem(self) -> bytes:
         """The chain as concatenated PEM, leaf first."""
@@ -391,17 +395,23 @@ def _read(path: str | PathLike[str]) -> bytes:
     return data
 
 
-def parse_certificates(data: bytes) -> list[x509.Certificate]:
-    """Read one or more certificates, PEM or concatenated DER; raise X509SvidError if none."""
+def parse_certificates(data: bytes, *, source: str = "the input") -> list[x509.Certificate]:
+    """Read one or more certificates, PEM or concatenated DER; raise X509SvidError if none.
+
+    ``source`` names the data in errors, which say what it holds instead (a key, JSON ...).
+    """
     if not data:
-        raise X509SvidError("no certificates: the input is empty")
+        raise X509SvidError(f"no certificates: {source} is empty")
     try:
         if b"-----BEGIN" in data:
             certs = x509.load_pem_x509_certificates(data)
         else:
             certs = [x509.load_der_x509_certificate(der) for der in _split_der(data)]
     except ValueError as err:
-        raise X509SvidError(f"cannot parse certificates: {err}") from err
+        if b"-----BEGIN" not in data and data[:1] == b"\x30":  # DER that broke further in
+            raise X509SvidError(f"{source}: cannot parse certificates: {err}") from err
+        what = mismatch(data, expected="certificates (PEM or DER)", label="CERTIFICATE", der_allowed=True)
+        raise X509SvidError(f"{source}: {what}") from err
     if not certs:
         raise X509SvidError("no certificates found")
     return certs
@@ -432,7 +442,7 @@ def _split_der(data: bytes) -> list[bytes]:
     return parts
 
 
-def _load_private_key(data: bytes) -> PrivateKey:
+def _load_private_key(data: bytes, *, source: str) -> PrivateKey:
     if not data:
         raise X509SvidError("no private key: the input is empty")
     try:
@@ -443,7 +453,10 @@ def _load_private_key(data: bytes) -> PrivateKey:
     except TypeError as err:  # encrypted, and no password given
         raise X509SvidError(f"cannot load private key: {err}") from err
     except (ValueError, UnsupportedAlgorithm) as err:
-        raise X509SvidError(f"cannot parse private key: {err}") from err
+        if b"-----BEGIN" not in data:
+            raise X509SvidError(f"cannot parse private key: {err}") from err
+        what = mismatch(data, expected="a private key", label=PRIVATE_KEY_LABELS)
+        raise X509SvidError(f"{source}: {what}") from err
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
         raise X509SvidError(f"unsupported private key type {type(key).__name__}")
     return key

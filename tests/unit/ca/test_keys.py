@@ -53,8 +53,8 @@ def test_passphrase_encrypts_and_is_required():
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        (b"", "not a PEM private key"),
-        (b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "not a PEM private key"),
+        (b"", "empty; expected a PEM private key"),
+        (b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", 'a malformed PEM "PRIVATE KEY" block'),
         (private_key_to_pem(new_key("rsa-1024")), "unsupported RSA key size 1024"),
         (private_key_to_pem(new_key("ed25519")), "only ECDSA or RSA"),
     ],
@@ -115,7 +115,7 @@ def test_file_store_names_the_missing_or_corrupt_file(tmp_path):
         store.load("root")
     (tmp_path / "root.key").write_bytes(b"junk")
     (tmp_path / "root.key").chmod(0o600)
-    with pytest.raises(KeyFormatError, match=r"root.key: not a PEM private key"):
+    with pytest.raises(KeyFormatError, match=r"root.key: not PEM \(no -----BEGIN line\); expected a PEM private key"):
         store.load("root")
 
 

@@ -139,7 +139,7 @@ def _edit_state(directory, change):
         (lambda d: _remove(d, "keys", "-jwt.key"), r"-jwt\.key: key file is missing"),
         (lambda d: _chmod(d, "-x509.key", 0o640), r"-x509\.key: key file is accessible by group or others"),
         (lambda d: _swap_key(d), r"\.pem: the private key does not match the certificate"),
-        (lambda d: _garble(d, "certs", ".pem"), r"\.pem: not a PEM or DER certificate"),
+        (lambda d: _garble(d, "certs", ".pem"), r'\.pem: a malformed PEM "CERTIFICATE" block'),
     ],
     ids=["no-state", "bad-json", "not-object", "missing-field", "wrong-type", "format", "trust-domain",
          "key-type", "ttl", "no-active", "path-id", "bad-time", "missing-cert", "missing-key",

@@ -263,7 +263,7 @@ def _bad_upstream(fault):
         ("signed-by-another-root", "is not signed by"),
         ("upstream-pathlen-0", "pathLenConstraint 0, which forbids"),
         ("root-pathlen-0", "pathLenConstraint 0, which forbids"),
-        ("garbage", "not a PEM or DER certificate"),
+        ("garbage", "a malformed PEM \"CERTIFICATE\" block"),
     ],
 )
 def test_unusable_upstream_material_is_refused(now, fault, reason):
