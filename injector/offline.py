@@ -51,7 +51,15 @@ def inject_documents(text: str, config: InjectorConfig, *, trust_bundle: str | N
 
 
 class _Dumper(yaml.SafeDumper):
-    """Safe YAML out, with multi-line strings (the sidecar config, a PEM bundle) as ``|`` blocks."""
+    """Safe YAML out, with multi-line strings (the sidecar config, a PEM bundle) as ``|`` blocks.
+
+    A value shared by two places (the same volume mount in two containers) is
+    written out in full at each, never as an ``&id001`` anchor and ``*id001``
+    alias: plain manifests, as ``kubectl`` users read and diff them.
+    """
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:

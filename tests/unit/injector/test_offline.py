@@ -65,6 +65,17 @@ def test_output_is_stable_when_injected_again():
     assert inject_documents(once, InjectorConfig()) == once
 
 
+def test_output_is_plain_yaml_without_anchors_or_aliases():
+    # The sample frontend shares objects between containers once injected (the same
+    # mount, the same env): PyYAML's default writes those as &id001 / *id001.
+    text = (Path(__file__).resolve().parents[3] / "manifests/sample/frontend.yaml").read_text()
+    out = inject_documents(text, InjectorConfig())
+    events = list(yaml.parse(out))
+    assert [e for e in events if getattr(e, "anchor", None)] == []
+    assert not any(isinstance(e, yaml.AliasEvent) for e in events)
+    assert "initContainers" in next(d for d in yaml.safe_load_all(out) if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+
+
 def test_a_list_of_objects_is_injected_item_by_item():
     text = yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": WORKLOADS[:2] + PASSTHROUGH[:1]})
     out = yaml.safe_load(inject_documents(text, InjectorConfig()))
