@@ -25,6 +25,7 @@ __all__ = [
     "SIDECAR_CONFIG_ANNOTATION",
     "TRUST_BUNDLE_ANNOTATION",
     "PodOverrides",
+    "opt_out",
     "parse_overrides",
     "parse_ports",
     "parse_cidrs",
@@ -114,6 +115,28 @@ def parse_overrides(annotations: Mapping[str, object] | None) -> PodOverrides:
         native_sidecar=None if native is None else native == "native",
         rewrite_probes=_BOOLEANS.get(rewrite, True) if rewrite is not None else True,
     )
+
+
+def opt_out(metadata: Mapping[str, object]) -> str | None:
+    """How the pod opts out of injection, or ``None``: ``trustmesh.io/inject: "false"`` as a label or annotation.
+
+    The label also keeps the API server from calling the webhook at all. The
+    annotation is what Linkerd (``linkerd.io/inject``) and older Istio
+    (``sidecar.istio.io/inject``) users write, and it is honoured the same way
+    once the webhook sees the pod. Its values are ``"true"`` and ``"false"``
+    only; anything else (``disabled``) is refused, so that a pod is never
+    injected against what its author meant.
+    """
+    labels = metadata.get("labels") or {}
+    annotations = metadata.get("annotations") or {}
+    if isinstance(labels, Mapping) and labels.get(INJECT_LABEL) == "false":
+        return f"the label {INJECT_LABEL}=false"
+    value = annotations.get(INJECT_LABEL) if isinstance(annotations, Mapping) else None
+    if value is None or value == "true":
+        return None
+    if value == "false":
+        return f'the annotation {INJECT_LABEL}: "false"'
+    raise AnnotationError(INJECT_LABEL, f"{value!r} is not 'true' or 'false' (\"false\" opts the pod out)")
 
 
 def check_mode(where: str, value: str | None) -> str | None:

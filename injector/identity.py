@@ -20,7 +20,7 @@ from sdk.errors import SpiffeIdError, TemplateError
 from sdk.spiffeid import SpiffeId, TrustDomain
 from sdk.template import IdentityTemplate
 
-from injector.annotations import INJECT_LABEL, parse_overrides
+from injector.annotations import INJECT_LABEL, opt_out, parse_overrides
 from injector.config import InjectorConfig
 from injector.containers import INIT_NAME, PROXY_NAME, init_container, sidecar_container
 from injector.errors import InjectorConfigError, PodRefusedError
@@ -87,9 +87,9 @@ def check_injected(pod: Mapping[str, Any], namespace: str, config: InjectorConfi
         _require_refused(namespace, "a hostNetwork pod cannot be injected and would run outside the mesh "
                                     "(a cluster admin may exempt the namespace in the injector's config, "
                                     "require_injection.host_network_namespaces)")
-    labels = metadata.get("labels") or {}
-    if labels.get(INJECT_LABEL) == "false":
-        _require_refused(namespace, f"the pod opts out with the label {INJECT_LABEL}=false, which this namespace forbids")
+    opted_out = opt_out(metadata)
+    if opted_out:
+        _require_refused(namespace, f"the pod opts out with {opted_out}, which this namespace forbids")
     inits, containers = list(spec.get("initContainers") or ()), list(spec.get("containers") or ())
     if not any(c.get("name") == PROXY_NAME for c in inits + containers):
         _require_refused(namespace, "the trustmesh sidecar was not injected")

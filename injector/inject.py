@@ -8,7 +8,7 @@ mutating webhook returns; ``trustmesh inject`` uses the new pod directly.
 Who is injected is decided first by the webhook configuration's selectors
 (namespace label ``trustmesh.io/inject=enabled|required`` or pod label
 ``trustmesh.io/inject=true``); here, a pod is skipped if it opts out with the
-label ``trustmesh.io/inject=false`` or uses ``hostNetwork``. Injection is
+label or annotation ``trustmesh.io/inject: "false"`` or uses ``hostNetwork``. Injection is
 idempotent: each piece (init container, sidecar, mounts, env, probes) is
 added only if it is not there, judged from the pod's containers themselves,
 never from an annotation a client could set; trustmesh's volumes and its
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from injector.annotations import (
-    INJECT_LABEL,
     SIDECAR_CONFIG_ANNOTATION,
     TRUST_BUNDLE_ANNOTATION,
     PodOverrides,
+    opt_out,
     parse_overrides,
 )
 from injector.app_security import check_app_security
@@ -88,7 +88,6 @@ def inject_pod(pod: Mapping[str, Any], config: InjectorConfig, *, trust_bundle: 
     check_pod_shape(pod)
     spec = pod["spec"]
     metadata = pod.get("metadata") or {}
-    labels = metadata.get("labels") or {}
     if spec.get("hostNetwork") is True:
         if any(c.get("name") == INIT_NAME for c in spec.get("initContainers") or ()):
             # Set after an earlier injection (another webhook, then reinvocation):
@@ -96,8 +95,9 @@ def inject_pod(pod: Mapping[str, Any], config: InjectorConfig, *, trust_bundle: 
             raise PodRefusedError(
                 f"a hostNetwork pod must not carry {INIT_NAME!r}: its redirect would apply to the node's network")
         return Injection(dict(pod), False, "hostNetwork pods are never injected")
-    if labels.get(INJECT_LABEL) == "false":
-        return Injection(dict(pod), False, f"the pod opts out with {INJECT_LABEL}=false")
+    opted_out = opt_out(metadata)
+    if opted_out:
+        return Injection(dict(pod), False, f"the pod opts out with {opted_out}")
     overrides = parse_overrides(metadata.get("annotations"))
     _refuse_proxy_identity(spec, config)
     if config.strict_app_security:

@@ -142,6 +142,20 @@ def test_pod_label_false_opts_out(config):
     assert pod_patch(pod, result) == []
 
 
+def test_pod_annotation_false_opts_out_as_linkerd_and_istio_users_expect(config):
+    pod = make_pod(annotations={"trustmesh.io/inject": "false"})
+    result = inject_pod(pod, config)
+    assert not result.injected
+    assert result.reason == 'the pod opts out with the annotation trustmesh.io/inject: "false"'
+    assert pod_patch(pod, result) == []
+    # "true" changes nothing (the namespace or the label selects the pod); other values are refused.
+    assert inject_pod(make_pod(annotations={"trustmesh.io/inject": "true"}), config).injected
+    for value in ("disabled", "False", "no"):
+        with pytest.raises(AnnotationError, match="is not 'true' or 'false'") as caught:
+            inject_pod(make_pod(annotations={"trustmesh.io/inject": value}), config)
+        assert caught.value.annotation == "trustmesh.io/inject"
+
+
 def test_host_network_pods_are_never_injected(config):
     pod = make_pod(labels={"trustmesh.io/inject": "true"}, hostNetwork=True)
     result = inject_pod(pod, config)

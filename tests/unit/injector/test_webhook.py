@@ -55,6 +55,7 @@ def test_reinvocation_on_the_patched_pod_returns_no_patch(hooks):
 
 def test_opted_out_and_host_network_pods_are_admitted_unchanged_with_a_warning(hooks):
     for pod, why in ((make_pod(labels={"trustmesh.io/inject": "false"}), "opts out"),
+                     (make_pod(annotations={"trustmesh.io/inject": "false"}), 'annotation trustmesh.io/inject: "false"'),
                      (make_pod(hostNetwork=True), "hostNetwork")):
         review = admission_review(pod)
         response = response_of(hooks.inject(body(review)), review["request"]["uid"])
@@ -182,6 +183,10 @@ def test_require_injection_refuses_an_opted_out_pod_and_admits_an_injected_one(h
     response = response_of(hooks.require_injection(body(review)), review["request"]["uid"])
     assert response["allowed"] is False
     assert "trustmesh.io/inject=false" in response["status"]["message"]
+    by_annotation = admission_review(make_pod(annotations={"trustmesh.io/inject": "false"}))
+    response = response_of(hooks.require_injection(body(by_annotation)), by_annotation["request"]["uid"])
+    assert response["allowed"] is False
+    assert 'opts out with the annotation trustmesh.io/inject: "false", which this namespace forbids' in response["status"]["message"]
 
     pod = make_pod()
     patch = json.loads(base64.b64decode(hooks.inject(body(admission_review(pod))).body["response"]["patch"]))
