@@ -3,9 +3,10 @@
 Cleanup is one ``finally``: every child process is stopped (SIGTERM, then
 SIGKILL), network namespaces are removed (netns mode) and the work directory
 (CA keys, tokens, configs, sockets) is deleted — on success, on failure and
-on Ctrl-C or SIGTERM alike. The log directory is kept only when something
-went wrong (a process failed, a call had an unexpected outcome), and its
-path is printed — or always, when ``--log-dir`` names it.
+on Ctrl-C or SIGTERM alike. The log directory is kept when something went
+wrong (a process failed, a call had an unexpected outcome), with
+``--keep-running`` (which printed its path) and always when ``--log-dir``
+names it; its path is printed at the end.
 """
 
 from __future__ import annotations
@@ -69,10 +70,10 @@ async def _run(options: DemoOptions, out: TextIO) -> int:
     started = time.monotonic()
     try:
         result = await _demo(options, out, sup, workdir, socket_dir, cleanups, started)
-        keep_logs = result != 0
+        keep_logs = result != 0 or options.keep_running
         return result
     except asyncio.CancelledError:
-        keep_logs = False  # the user stopped it; nothing failed
+        keep_logs = options.keep_running  # its path was printed for the user to read; else nothing failed
         print("\ninterrupted; stopping everything", file=out, flush=True)
         raise
     finally:
@@ -178,6 +179,8 @@ async def _demo(
     print(format_table(rows), file=out, flush=True)
     print(f"\nlegend: ALLOW = the app answered; DENY = the callee's sidecar answered 403 (policy);\n"
           f"        REFUSED = no answer from the app (no mTLS, or the caller's sidecar would not send).\n"
+          f"        Row 8: web's route to billing was deliberately set to expect config's SPIFFE ID;\n"
+          f"        web's sidecar checks the server's ID and sends nothing to the wrong server.\n"
           f"        The policy is trustmesh/demo/demo.policy; total time {time.monotonic() - started:.1f} s.", file=out, flush=True)
     failed = any(not row.ok for row in rows)
     if options.keep_running:

@@ -150,7 +150,7 @@ SCRIPT: tuple[Call, ...] = (
          upstream="config"),
     Call("web", "mtls", "config", "GET", "/v1/fetch/../admin/keys", "deny", "paths are normalised before policy",
          upstream="config"),
-    Call("web", "mtls", "billing", "GET", "/v1/invoices/2026-11", "refused", "the client checks the server's ID",
+    Call("web", "mtls", "billing", "GET", "/v1/invoices/2026-11", "refused", "client checks server ID (route wrong on purpose)",
          upstream="billing-pinned-to-config"),
     Call(OUTSIDER, "plain", "config", "POST", "/v1/fetch", "refused", "plaintext refused (STRICT mTLS)",
          body=_own_config("config")),

@@ -68,6 +68,7 @@ def test_demo_runs_to_completion_and_shows_allowed_and_denied_calls_with_reasons
     assert re.search(r"GET /v1/fetch/\.\./admin/keys\s+DENY\s+rule no-admin-api", rows[7])
     # The client side checks the server's SPIFFE ID before sending anything.
     assert re.search(r"REFUSED\s+caller's sidecar: server is '…/app/billing', expected '…/app/config'", rows[8])
+    assert "route wrong on purpose" in rows[8] and "deliberately set to expect config's SPIFFE ID" in result.stdout
     # Plaintext to a STRICT sidecar never reaches the app: the sidecar counted a failed handshake.
     assert re.search(r"outsider \(plain\) -> config\s+.*REFUSED\s+callee's sidecar closed it: handshake rejected", rows[9])
     # A JWT-SVID fetched from the Workload API admits the caller outside the mesh; a token for
@@ -139,7 +140,11 @@ def test_keep_running_prints_curl_lines_that_work_and_ctrl_c_cleans_up(tmp_path)
     assert proc.returncode == 130, out + err
     assert "interrupted; stopping everything" in out
     assert _leftover_processes(tmp_path) == []
-    assert list(tmp_path.iterdir()) == []
+    # The logs whose path --keep-running printed are kept for the user to read, and only they.
+    log_dir = re.search(r"Each process's output is in (\S+)\.", text).group(1)
+    assert f"logs of every process: {log_dir}" in err
+    assert [str(p) for p in tmp_path.iterdir()] == [log_dir]
+    assert any(p.name.startswith("sidecar-") for p in Path(log_dir).iterdir())
 
 
 def test_ctrl_c_during_start_up_stops_what_was_started(tmp_path):
@@ -309,4 +314,5 @@ def test_netns_keep_running_then_sigterm_removes_the_namespaces(shared_tmp):
     assert proc.returncode == 143, err
     assert prefix not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert _leftover_processes(shared_tmp) == []
-    assert list(shared_tmp.iterdir()) == []
+    # Only the logs --keep-running pointed at are left.
+    assert [p.name[:len("trustmesh-demo-logs-")] for p in shared_tmp.iterdir()] == ["trustmesh-demo-logs-"]
