@@ -16,6 +16,7 @@ import argparse
 import sys
 
 from sdk.errors import UsageError
+from sdk.optional import require_kubernetes
 
 __all__ = ["register"]
 
@@ -93,6 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _ca_bundle_patcher(settings):  # type: ignore[no-untyped-def]
     def patch() -> list[str]:
+        require_kubernetes("patching caBundle into the webhook configurations (server.ca_bundle.patch)")
         import kubernetes.client
         import kubernetes.config
 

@@ -6,7 +6,7 @@ bad values are refused with the key's dotted name::
 
     trust_domain: example.org
     identity_template: ns/{namespace}/sa/{service_account}
-    image: ghcr.io/trustmesh/trustmesh:0.1.0
+    image: ghcr.io/trustmesh/trustmesh-sidecar:0.1.0
     sidecar: {native: true, log_level: info,
               resources: {requests: {cpu: 50m, memory: 64Mi}, limits: {memory: 256Mi}}}
     interception: {mode: iptables, ipv6: capture, exclude_outbound_cidrs: [169.254.169.254/32]}
@@ -98,7 +98,7 @@ class InjectorConfig:
     trust_domain: str = "cluster.local"
     cluster: str = ""
     identity_template: str = "ns/{namespace}/sa/{service_account}"
-    image: str = "ghcr.io/trustmesh/trustmesh:0.1.0"
+    image: str = "ghcr.io/trustmesh/trustmesh-sidecar:0.1.0"
     image_pull_policy: str = "IfNotPresent"
     ca_address: str = "trustmesh-ca.trustmesh-system.svc:15012"
     bundle_configmap: str = "trustmesh-bundle"

@@ -15,6 +15,7 @@ __all__ = [
     "BundleError",
     "BundleTrustDomainError",
     "JwtSvidError",
+    "MissingDependencyError",
     "SpiffeIdError",
     "TemplateError",
     "TrustmeshError",
@@ -25,6 +26,10 @@ __all__ = [
 
 class TrustmeshError(Exception):
     """Root of every error trustmesh raises on purpose."""
+
+
+class MissingDependencyError(TrustmeshError, ImportError):
+    """An optional dependency this feature needs is not installed (e.g. the Kubernetes client)."""
 
 
 class UsageError(TrustmeshError, ValueError):

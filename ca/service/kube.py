@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ca.service.errors import ConfigError, UpstreamUnavailableError
+from sdk.optional import require_kubernetes
 
 __all__ = ["KubeApi", "api_client_for"]
 
@@ -36,6 +37,7 @@ def api_client_for(host: str = "", *, token_file: str = "", ca_file: str = ""):
     as a projected or rotated token does. Unreadable files raise
     :class:`~ca.service.errors.ConfigError` naming the key.
     """
+    require_kubernetes("the CA's Kubernetes authentication")
     import kubernetes.client
     import kubernetes.config
 
@@ -113,6 +115,7 @@ class KubeApi:
     """The few API calls the CA makes, each bounded by ``timeout`` seconds."""
 
     def __init__(self, api_client: Any, *, timeout: float = 3.0) -> None:
+        require_kubernetes("the CA's Kubernetes authentication")
         import kubernetes.client
 
         self._client = api_client
