@@ -218,6 +218,17 @@ class NetLab:
         ns.run(["ip", "link", "set", "lo", "up"])
         return ns
 
+    def adopt(self, name: str, pid: int) -> Namespace:
+        """Name the network namespace of process ``pid`` (e.g. a container's) ``<prefix>-<name>``.
+
+        Only the name is the lab's: closing the lab removes the name, not the
+        namespace, which lives as long as its owner (the container runtime).
+        """
+        ns = Namespace(self, f"{self.prefix}-{name}")
+        subprocess.run(["ip", "netns", "attach", ns.name, str(pid)], check=True, capture_output=True)
+        self._namespaces.append(ns)
+        return ns
+
     def link(self, a: Namespace, b: Namespace, a_addrs: Sequence[str], b_addrs: Sequence[str]) -> tuple[str, str]:
         """A veth pair between ``a`` and ``b`` with the given CIDR addresses; returns the two names.
 
