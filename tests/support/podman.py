@@ -117,8 +117,7 @@ def for_podman(pod: dict[str, Any], files: Path, *, token: str, pod_ip: str) -> 
                 account_token = source["serviceAccountToken"]
                 path = directory / account_token["path"]
                 path.write_text(token)
-                os.chown(path, 1337, 1337)
-                path.chmod(0o400)
+                path.chmod(0o644)  # the kubelet's defaultMode for a projected volume (pod uids differ)
             volume["hostPath"] = {"path": str(directory), "type": "Directory"}
             changes.append(f"volume {name}: projected ServiceAccount token -> hostPath holding the CA's static token")
     if spec.get("restartPolicy", "Always") == "Always":
