@@ -58,7 +58,7 @@ def register(ca_subparsers: argparse._SubParsersAction) -> None:
         ("refresh", "fetch the trust domain's bundle now", _federation_refresh),
     ):
         cmd = fed.add_parser(name, help=helptext)
-        cmd.add_argument("trust_domain", metavar="TD")
+        cmd.add_argument("trust_domain", metavar="TD", help="the federated trust domain, e.g. partner.example")
         cmd.set_defaults(func=func)
 
 
