@@ -12,7 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 
 
-@pytest.mark.skipif(not (ROOT / ".venv" / ".trustmesh-installed").exists(), reason="needs the set-up .venv")
+STAMP = ROOT / ".venv" / ".trustmesh-installed"
+
+
+@pytest.mark.skipif(not STAMP.exists() or STAMP.stat().st_mtime < (ROOT / "pyproject.toml").stat().st_mtime,
+                    reason="needs a .venv set up for this pyproject.toml (run scripts/setup)")
 def test_setup_names_each_step_and_prints_the_activation_line():
     result = subprocess.run([str(ROOT / "scripts" / "setup")], capture_output=True, text=True, timeout=300,
                             env={k: v for k, v in os.environ.items() if k != "TRUSTMESH_VENV"})
