@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Exit 1 when a request the log shows allowed would now be denied (or, with --strict, when "
                     "any record is undetermined or any line is bad).",
     )
-    replay.add_argument("policy", metavar="NEW.policy")
+    replay.add_argument("policy", metavar="NEW.policy", help="the policy file to replay the records against")
     replay.add_argument("logs", nargs="+", metavar="LOG", help="access-log files; - reads standard input")
     replay.add_argument("--also", action="append", default=[], metavar="FILE",
                         help="another policy file loaded with NEW.policy as one set; may be repeated")

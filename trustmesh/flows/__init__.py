@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help=f"requests kept in full per flow, the most recent (default {KEEP}); counts cover all")
     html = sub.add_parser("html", parents=[keep], help="write the flow map as one self-contained HTML page")
     html.add_argument("logs", nargs="+", metavar="LOG", help="access-log files; - reads standard input")
-    html.add_argument("-o", "--output", required=True, metavar="FILE")
+    html.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
     html.set_defaults(func=_html)
     serve = sub.add_parser("serve", parents=[keep], help="serve the flow map on loopback and follow the logs as they grow")
     serve.add_argument("logs", nargs="+", metavar="LOG", help="access-log files (read again as they grow); - reads standard input as lines come")
