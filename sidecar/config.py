@@ -35,6 +35,9 @@ optional; the values shown are the defaults where there is one)::
         - {listen: 18080, address: "127.0.0.1:25006", spiffe_id: "spiffe://...", protocol: http}
     admin: {port: 15000, health_port: 15021, health_address: 0.0.0.0}   # 0: any free port
     policy: {file: /etc/trustmesh/policy/policy.policy}
+    grpc:                             # gRPC request messages as policy attributes
+      descriptors: [api.binpb]        # FileDescriptorSets (protoc --include_imports --descriptor_set_out)
+      max_message: 1048576            # largest request message decoded for policy (bytes)
     workload_api: {socket: /run/trustmesh/sockets/agent.sock}
     federation: {partner.org: /etc/trustmesh/federation/partner.org.json}  # SPIFFE bundle or PEM
     access_log: stdout                # stdout, off, or a file path
@@ -60,6 +63,7 @@ __all__ = [
     "StaticIdentityConfig",
     "Upstream",
     "Limits",
+    "GrpcConfig",
     "load_config",
     "parse_config",
     "LOG_LEVELS",
@@ -113,6 +117,14 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class GrpcConfig:
+    """Where the descriptors of the app's gRPC services are, and how large a message policy may read."""
+
+    descriptors: tuple[Path, ...] = ()
+    max_message: int = 1 << 20
+
+
+@dataclass(frozen=True)
 class SidecarConfig:
     trust_domain: str
     ca: CaConfig | None = None
@@ -131,6 +143,7 @@ class SidecarConfig:
     health_port: int = 15021
     health_address: str = "0.0.0.0"
     policy_file: Path | None = None
+    grpc: GrpcConfig = field(default_factory=GrpcConfig)
     workload_api_socket: Path | None = None
     federation: Mapping[str, Path] = field(default_factory=dict)  # trust domain -> bundle file
     access_log: str = "stdout"
@@ -253,6 +266,14 @@ def parse_config(data: Any, base: Path = Path(".")) -> SidecarConfig:
         s.done()
     if (s := top.section("policy")) is not None:
         kw["policy_file"] = s.path("file", required=True)
+        s.done()
+    if (s := top.section("grpc")) is not None:
+        descriptors = s.data.get("descriptors")
+        if isinstance(descriptors, str):
+            files = [s.path("descriptors")]
+        else:
+            files = [s.base / name for name in s.str_list("descriptors")]
+        kw["grpc"] = GrpcConfig(tuple(files), s.int("max_message", default=GrpcConfig.max_message, lo=1))
         s.done()
     if (s := top.section("workload_api")) is not None:
         kw["workload_api_socket"] = s.path("socket", required=True)
