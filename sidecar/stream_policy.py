@@ -97,13 +97,51 @@ Event = ForwardHead | ForwardData | Refuse
 
 
 class StreamPolicy:
-    """Decides HTTP/2 streams with an :class:`InboundRouter`'s identity, policy and helpers."""
+    """Decides HTTP/2 streams with an :class:`InboundRouter`'s identity, policy and helpers;
+    allowed streams go to the app through ``app_pool`` (an HTTP/2 connection pool)."""
 
-    def __init__(self, router: InboundRouter, schema: GrpcSchema | None = None, max_message: int = 1 << 20) -> None:
+    direction = "inbound"
+
+    def __init__(
+        self, router: InboundRouter, schema: GrpcSchema | None = None, max_message: int = 1 << 20, app_pool: Any = None,
+    ) -> None:
         self.router = router
         self.schema = schema
         self.max_message = max_message
+        self.app_pool = app_pool
         self._warned: set[tuple[str, str]] = set()
+
+    def upstream(self, conn: Any) -> tuple[Any, Any]:
+        """The pool and key of the app's HTTP/2 connections for this stream."""
+        return self.app_pool, (self.router.app_host, conn.target_port)
+
+    def done(self, conn: Any, stream: Stream, status: int, grpc_status: str | None, started: float) -> None:
+        """Metrics and the access log line of one finished stream."""
+        router = self.router
+        fields = stream.log
+        duration = (router.loop_time() - started) if router.loop_time else 0.0
+        decision = fields.get("decision", "error")
+        router.metrics.request(self.direction, decision, status, duration)
+        if router.access_log.stream is None:
+            return
+        grpc = {k: fields[k] for k in ("grpc_service", "grpc_method") if k in fields}
+        if grpc_status is not None:
+            grpc["grpc_status"] = grpc_status
+        router.access_log.write(
+            direction=self.direction,
+            protocol=fields.get("protocol", "h2"),
+            source=fields.get("source"),
+            destination=f"{router.app_host}:{conn.target_port}",
+            method=fields.get("method"),
+            path=fields.get("path", stream.head.path),
+            status=status,
+            **grpc,
+            decision=decision,
+            rule=fields.get("rule"),
+            duration_ms=round(duration * 1000, 3),
+            **({"error": fields["error"]} if "error" in fields else {}),
+            **{k: fields[k] for k in ("jwt_sub", "jwt_error") if k in fields},
+        )
 
     def message_fields(self) -> frozenset[tuple[str, ...]]:
         """The request-message fields the policy in force reads (empty: decide on the head)."""
