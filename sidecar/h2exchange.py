@@ -151,6 +151,7 @@ class H2Downstream(asyncio.Protocol):
         self.deadline = math.inf
         self.closing = False
         self.draining = False
+        self._dirty: set[H2Upstream] = set()  # upstream connections written to while handling a read
 
     # -- transport events
 
@@ -184,6 +185,10 @@ class H2Downstream(asyncio.Protocol):
                     self._close()
                     return
         self.flush()
+        if self._dirty:
+            for up in self._dirty:
+                up.flush()
+            self._dirty.clear()
         if self.pairs:
             self.deadline = math.inf
         else:
@@ -246,6 +251,7 @@ class H2Downstream(asyncio.Protocol):
             if kind is ForwardData:
                 if pair.up is not None and pair.up_id:
                     pair.up.send(pair.up_id, event.data, event.end_stream)
+                    self._dirty.add(pair.up)
                 elif pair.early is not None:
                     pair.early.append(event)
             elif kind is ForwardHead:

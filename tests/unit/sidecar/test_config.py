@@ -34,7 +34,7 @@ def test_full_file(tmp_path):
     cfg = load_config(path)
     assert cfg.mode == "PERMISSIVE"
     assert cfg.ca.bundle_file == tmp_path / "ca.pem"
-    assert cfg.app_port == 8080 and cfg.protocol_for(5432) == "tcp" and cfg.protocol_for(1) == "http"
+    assert cfg.app_port == 8080 and cfg.protocol_for(5432) == "tcp" and cfg.protocol_for(1) == "auto" and cfg.protocol_for(8080) == "auto"
     assert cfg.accepted_trust_domains == ("example.org", "other.org")
     assert cfg.destinations[("10.0.0.7", 80)] == "spiffe://example.org/ns/b/sa/b"
     assert cfg.upstreams[1].host == "::1" and cfg.upstreams[1].protocol == "tcp"
