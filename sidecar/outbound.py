@@ -105,6 +105,7 @@ class OutboundRouter:
             fields["grpc_status"] = grpc_status
         content_type = next((v for n, v in stream.head.headers if n == b"content-type"), b"")
         fields["protocol"] = "grpc" if content_type.startswith(b"application/grpc") else "h2"
+        self.metrics.stream(self.direction, fields["protocol"], "", "", grpc_status or "")
         self.done(conn, None, status, fields, started)
 
     def done(self, conn: ConnInfo, head: RequestHead | None, status: int, fields: dict[str, Any], started: float) -> None:

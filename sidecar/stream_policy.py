@@ -122,6 +122,12 @@ class StreamPolicy:
         duration = (router.loop_time() - started) if router.loop_time else 0.0
         decision = fields.get("decision", "error")
         router.metrics.request(self.direction, decision, status, duration)
+        known = stream.call is not None and self.schema is not None and self.schema.describes(stream.call)
+        router.metrics.stream(
+            self.direction, fields.get("protocol", "h2"),
+            stream.call.service if known else "", stream.call.method if known else "",  # type: ignore[union-attr]
+            grpc_status or "",
+        )
         if router.access_log.stream is None:
             return
         grpc = {k: fields[k] for k in ("grpc_service", "grpc_method") if k in fields}

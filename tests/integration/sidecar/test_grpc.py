@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import subprocess
 
+import aiohttp
 import grpc
 import pytest
 
@@ -47,6 +49,7 @@ class ConfigService(pbg.DynamicResourceServiceServicer):
         self.messages: list[tuple[str, str, str]] = []  # (method, appname, resource_id)
         self.metadata: list[dict[str, str]] = []
         self.cancelled = asyncio.Event()
+        self.slow_started = asyncio.Event()
 
     def _seen(self, context, method: str, request) -> None:
         self.messages.append((method, request.appname, request.resource_id if hasattr(request, "resource_id") else ""))
@@ -55,8 +58,9 @@ class ConfigService(pbg.DynamicResourceServiceServicer):
         self.metadata.append({k: v for k, v in context.invocation_metadata()})
         self._seen(context, "FetchResource", request)
         if request.appname == "slow":
+            self.slow_started.set()
             try:
-                await asyncio.sleep(30)
+                await asyncio.sleep(float(request.resource_id or 30))
             except asyncio.CancelledError:
                 self.cancelled.set()
                 raise
@@ -156,6 +160,12 @@ async def test_own_appname_allowed_other_denied_with_permission_denied(mesh):
     ]
     assert {l["grpc_service"] for l in lines} == {"trustmesh.demo.v1.DynamicResourceService"}
     assert {l["source"] for l in lines} == {CLIENT}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{mesh['b'].ports['admin']}/metrics") as response:
+            metrics = await response.text()
+    series = 'trustmesh_sidecar_h2_streams_total{direction="inbound",grpc_method="FetchResource",' \
+        'grpc_service="trustmesh.demo.v1.DynamicResourceService",grpc_status="%s",protocol="grpc"}'
+    assert series % "0" + " 2.0" in metrics and series % "7" + " 1.0" in metrics
 
 
 async def test_caller_sent_identity_metadata_is_replaced(mesh):
@@ -233,6 +243,19 @@ async def test_deadline_crosses_the_proxy_and_cancels_the_app_call(mesh):
     await asyncio.wait_for(service.cancelled.wait(), 20)  # the reset reached the app's handler
 
 
+async def test_sigterm_drains_with_goaway_and_in_flight_calls_complete(mesh):
+    stub, service = mesh["stub"], mesh["service"]
+    in_flight = asyncio.ensure_future(stub.FetchResource(pb.FetchResourceRequest(appname="slow", resource_id="2"), timeout=30))
+    await asyncio.wait_for(service.slow_started.wait(), 20)
+    mesh["b"].proc.send_signal(signal.SIGTERM)
+    reply = await in_flight  # B sent GOAWAY and let the stream finish
+    assert reply.appname == "slow"
+    assert await asyncio.wait_for(mesh["b"].proc.wait(), 20) == 0
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await stub.FetchResource(pb.FetchResourceRequest(appname="billing"), timeout=10)
+    assert gone.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
 async def test_many_concurrent_calls_on_one_connection(mesh):
     stub = mesh["stub"]
     calls = [stub.FetchResource(pb.FetchResourceRequest(appname="billing", resource_id=str(i)), timeout=60) for i in range(300)]
@@ -243,13 +266,14 @@ async def test_many_concurrent_calls_on_one_connection(mesh):
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-async def test_curl_prior_knowledge_plain_h2_and_http1_on_the_same_port(mesh):
+async def test_curl_prior_knowledge_plain_h2_http1_and_upgrade_on_the_same_port(mesh):
     port = mesh["a"].ports["upstream-0"]
-    for flags, version in ((["--http2-prior-knowledge"], "2"), (["--http1.1"], "1.1")):
+    # no rule allows plain HTTP here: B answers 403, over the version the client spoke;
+    # an Upgrade to h2c is refused by A itself (never a tunnel, never a silent downgrade)
+    for flags, expected in ((["--http2-prior-knowledge"], "403 2"), (["--http1.1"], "403 1.1"), (["--http2"], "400 1.1")):
         done = await asyncio.to_thread(
             subprocess.run,
             ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{http_version}", *flags, f"http://127.0.0.1:{port}/status"],
             capture_output=True, text=True, timeout=30,
         )
-        # no rule allows plain HTTP here: B answers 403, over the version the client spoke
-        assert done.stdout == f"403 {version}", done.stderr
+        assert done.stdout == expected, (flags, done.stderr)
