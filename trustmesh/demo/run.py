@@ -176,7 +176,8 @@ async def _demo(
         await perform.close()
     _check_alive(sup, "during the scripted calls")
     print(format_table(rows), file=out, flush=True)
-    print(f"\nlegend: ALLOW = the app answered; DENY = the callee's sidecar answered 403 (policy);\n"
+    print(f"\nlegend: ALLOW = the app answered; DENY = the callee's sidecar answered 403 (policy),\n"
+          f"        or PERMISSION_DENIED to a gRPC call;\n"
           f"        REFUSED = no answer from the app (no mTLS, or the caller's sidecar would not send).\n"
           f"        The policy is trustmesh/demo/demo.policy; total time {time.monotonic() - started:.1f} s.", file=out, flush=True)
     failed = any(not row.ok for row in rows)
