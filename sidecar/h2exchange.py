@@ -32,8 +32,8 @@ from sidecar.h2events import (
     ConnectionTerminated, DataReceived, H2Config, RequestReceived, ResponseReceived, StreamReset, TrailersReceived,
     WindowUpdated,
 )
-from sidecar.h2frames import ErrorCode
-from sidecar.http2 import H2Connection, H2StateError
+from sidecar.h2errors import ErrorCode, H2StateError
+from sidecar.http2 import H2Connection
 from sidecar.stream_policy import ForwardData, ForwardHead, Refuse, StreamHead
 
 __all__ = ["H2Downstream", "H2Upstream", "H2UpstreamPool", "StreamHandler", "PassThrough"]
@@ -42,6 +42,7 @@ log = logging.getLogger("trustmesh.sidecar")
 
 Header = tuple[bytes, bytes]
 _ACK_BELOW = 1 << 16  # acknowledge received DATA while less than this waits for the other side
+_TICK = 1.0  # seconds between the codec's timeout checks (unacknowledged SETTINGS, send-window stalls)
 
 
 class StreamHandler(Protocol):
@@ -152,6 +153,7 @@ class H2Downstream(asyncio.Protocol):
         self.closing = False
         self.draining = False
         self._dirty: set[H2Upstream] = set()  # upstream connections written to while handling a read
+        self.active = 0.0  # loop time of the last stream activity (the idle timeout counts from it)
 
     # -- transport events
 
@@ -162,7 +164,8 @@ class H2Downstream(asyncio.Protocol):
             transport.close()
             return
         self.listener.connections.add(self)
-        self.deadline = self.loop.time() + self.limits.idle_timeout
+        self.active = self.loop.time()
+        self.deadline = self.active + _TICK
         self.flush()
 
     def data_received(self, data: bytes) -> None:
@@ -189,10 +192,7 @@ class H2Downstream(asyncio.Protocol):
             for up in self._dirty:
                 up.flush()
             self._dirty.clear()
-        if self.pairs:
-            self.deadline = math.inf
-        else:
-            self.deadline = self.loop.time() + self.limits.idle_timeout
+        self.active = self.loop.time()
         if self.conn.closed:
             self._close()
 
@@ -405,9 +405,20 @@ class H2Downstream(asyncio.Protocol):
     # -- listener calls
 
     def on_deadline(self) -> None:
-        self.conn.close(ErrorCode.NO_ERROR)
-        self.flush()
-        self._close()
+        """The listener's sweeper, once a tick: the codec's timeouts, then the idle timeout."""
+        now = self.loop.time()
+        for event in self.conn.check_timeouts():
+            if type(event) is ConnectionTerminated:
+                log.info("h2 connection from %s ended: %s", self.info.peer_ip, event.debug[:100])
+                self.flush()
+                self._close()
+                return
+        if not self.pairs and now - self.active > self.limits.idle_timeout:
+            self.conn.close(ErrorCode.NO_ERROR)
+            self.flush()
+            self._close()
+            return
+        self.deadline = now + _TICK
 
     def on_peer_expired(self) -> None:
         self.drain()
@@ -601,10 +612,14 @@ class H2UpstreamPool:
                 del self.conns[conn.key]
 
     def sweep(self, now: float) -> None:
+        """Close connections idle too long; end those the codec's timeouts condemn."""
         for conns in list(self.conns.values()):
             for conn in list(conns):
                 if not conn.streams and now - conn.idle_since > self.idle_timeout:
                     conn.close()
+                elif any(type(e) is ConnectionTerminated for e in conn.conn.check_timeouts()):
+                    conn.flush()
+                    conn._lose("upstream connection timed out (SETTINGS or flow-control window)")
 
     def close(self) -> None:
         for conns in list(self.conns.values()):
