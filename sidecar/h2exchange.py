@@ -11,9 +11,9 @@ one is opened only when the peer's concurrency limit is reached.
 
 Flow control is end to end: DATA received on one side is acknowledged (its window
 returned to the sender) only once the other side's connection took it within its own
-windows, so a slow reader slows its own stream's writer and nothing else, and what a
-stream holds in memory is bounded by its receive window plus one gRPC message under
-inspection. A stream reset on one side resets its twin on the other (cancellation and
+windows, and not while that side's transport has asked us to stop writing, so a slow
+reader slows its own stream's writer and nothing else, and what a stream holds in
+memory is bounded by its receive window plus one gRPC message under inspection. A stream reset on one side resets its twin on the other (cancellation and
 deadlines cross the proxy); the other streams go on.
 """
 
@@ -154,6 +154,7 @@ class H2Downstream(asyncio.Protocol):
         self.draining = False
         self._dirty: set[H2Upstream] = set()  # upstream connections written to while handling a read
         self.active = 0.0  # loop time of the last stream activity (the idle timeout counts from it)
+        self.write_paused = False  # the transport's write buffer is full: acknowledge nothing more to upstreams
 
     # -- transport events
 
@@ -199,6 +200,15 @@ class H2Downstream(asyncio.Protocol):
     def eof_received(self) -> bool:
         return False
 
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for pair in list(self.pairs.values()):
+            if pair.up is not None:
+                pair.up.ack_up(pair)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.listener.connections.discard(self)
@@ -237,7 +247,7 @@ class H2Downstream(asyncio.Protocol):
 
     def _ack_down(self, pair: _Pair) -> None:
         """Return the window of what the upstream side took (or what waits is small)."""
-        if not pair.unacked_down or pair.closed:
+        if not pair.unacked_down or pair.closed or (pair.up is not None and pair.up.write_paused):
             return
         waiting = pair.up.outbox.queued(pair.up_id) if pair.up is not None else sum(
             len(e.data) for e in pair.early or () if type(e) is ForwardData)
@@ -454,6 +464,7 @@ class H2Upstream(asyncio.Protocol):
         self.streams: dict[int, _Pair] = {}
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self.write_paused = False  # the transport's write buffer is full: acknowledge nothing more downstream
         self.idle_since = 0.0
         self.expires = math.inf
         self.peer_id: Any = None
@@ -491,7 +502,7 @@ class H2Upstream(asyncio.Protocol):
 
     def ack_up(self, pair: _Pair) -> None:
         """Return the window of response DATA the downstream connection took."""
-        if pair.unacked_up and pair.down.outbox.queued(pair.down_id) < _ACK_BELOW:
+        if pair.unacked_up and not pair.down.write_paused and pair.down.outbox.queued(pair.down_id) < _ACK_BELOW:
             self.conn.acknowledge(pair.up_id, pair.unacked_up)
             pair.unacked_up = 0
             self.flush()
@@ -545,6 +556,15 @@ class H2Upstream(asyncio.Protocol):
         if pair is not None:
             pair.down._ack_down(pair)
             touched.add(pair.down)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for pair in list(self.streams.values()):
+            pair.down._ack_down(pair)
+            pair.down.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lose(f"upstream closed{': ' + str(exc) if exc else ''}")

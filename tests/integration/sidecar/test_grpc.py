@@ -187,6 +187,18 @@ async def test_server_streaming_with_responses_over_the_flow_control_windows(mes
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+async def test_a_stream_nobody_reads_does_not_stall_the_others(mesh):
+    stub = mesh["stub"]
+    stalled = stub.ListResources(pb.ListResourcesRequest(appname="billing", prefix=str(3_000_000)), timeout=60)
+    first = await stalled.read()  # the call is under way; its other 9 MB wait on flow control
+    assert len(first.content) == 3_000_000
+    for i in range(5):  # meanwhile other calls on the same connections go through
+        reply = await stub.FetchResource(pb.FetchResourceRequest(appname="billing", resource_id=str(i)), timeout=10)
+        assert reply.resource_id == str(i)
+    rest = [r async for r in stalled]
+    assert [len(r.content) for r in rest] == [3_000_000] * 3
+
+
 async def test_large_request_message_is_inspected_and_forwarded(mesh):
     stub, service = mesh["stub"], mesh["service"]
     big_id = "k" * 900_000  # under grpc.max_message (1 MiB), over every window
