@@ -195,8 +195,10 @@ async def test_a_stream_nobody_reads_does_not_stall_the_others(mesh):
     for i in range(5):  # meanwhile other calls on the same connections go through
         reply = await stub.FetchResource(pb.FetchResourceRequest(appname="billing", resource_id=str(i)), timeout=10)
         assert reply.resource_id == str(i)
-    rest = [r async for r in stalled]
+    rest = [await stalled.read() for _ in range(3)]
     assert [len(r.content) for r in rest] == [3_000_000] * 3
+    assert await stalled.read() is grpc.aio.EOF
+    assert await stalled.code() == grpc.StatusCode.OK
 
 
 async def test_large_request_message_is_inspected_and_forwarded(mesh):
