@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Protocol
@@ -266,13 +267,18 @@ class H2Downstream(asyncio.Protocol):
                     pair.early.append(event)
             elif kind is ForwardHead:
                 pair.early = [event]
-                self.loop.create_task(self._connect(pair))
+                pool, key = self.handler.upstream(self.info)
+                up = pool.ready(key)
+                if up is not None:  # the common case: a multiplexed connection is open, no task needed
+                    self._attach(pair, up)
+                    self._dirty.add(up)
+                else:
+                    self.loop.create_task(self._connect(pair, pool, key))
             elif kind is Refuse:
                 self._refuse(pair, event)
                 return
 
-    async def _connect(self, pair: _Pair) -> None:
-        pool, key = self.handler.upstream(self.info)
+    async def _connect(self, pair: _Pair, pool: H2UpstreamPool, key: Hashable) -> None:
         try:
             up = await pool.get(key)
         except Exception as err:  # noqa: BLE001 - any failure to reach the upstream answers this stream
@@ -283,21 +289,24 @@ class H2Downstream(asyncio.Protocol):
             return
         if pair.closed:
             return
+        self._attach(pair, up)
+        up.flush()
+        self.flush()
+
+    def _attach(self, pair: _Pair, up: H2Upstream) -> None:
+        """Start the stream's twin on ``up`` and send what arrived meanwhile (the caller flushes)."""
         early, pair.early = pair.early or [], None
         head = early[0]
         try:
             pair.up_id = up.start(pair, head.headers, head.end_stream)
-        except Exception as err:  # noqa: BLE001 - the connection went away meanwhile
+        except H2StateError as err:  # the connection stopped taking streams meanwhile
             _log(pair).setdefault("error", f"upstream: {err}")
             self._unavailable(pair)
-            self.flush()
             return
         pair.up = up
         for event in early[1:]:
             up.send(pair.up_id, event.data, event.end_stream)
-        up.flush()
         self._ack_down(pair)
-        self.flush()
 
     def _refuse(self, pair: _Pair, refusal: Refuse) -> None:
         if pair.up is not None and pair.up_id:
@@ -598,12 +607,17 @@ class H2UpstreamPool:
         self.conns: dict[Hashable, list[H2Upstream]] = {}
         self._opening: dict[Hashable, asyncio.Future[H2Upstream]] = {}
 
-    async def get(self, key: Hashable) -> H2Upstream:
-        import time
-
+    def ready(self, key: Hashable) -> H2Upstream | None:
+        """An open connection for ``key`` that may start a stream now, if there is one."""
         for conn in self.conns.get(key, ()):
             if conn.usable and conn.expires > time.time():
                 return conn
+        return None
+
+    async def get(self, key: Hashable) -> H2Upstream:
+        conn = self.ready(key)
+        if conn is not None:
+            return conn
         opening = self._opening.get(key)
         if opening is not None:
             conn = await asyncio.shield(opening)
