@@ -45,6 +45,7 @@ __all__ = ["StreamPolicy", "Stream", "StreamHead", "ForwardHead", "ForwardData",
 log = logging.getLogger("trustmesh.sidecar")
 
 Header = tuple[bytes, bytes]
+_DERIVED_KEPT = 256
 _DENIED_TEXT = "permission denied"  # generic: the rule name stays in the access log
 
 
@@ -110,6 +111,9 @@ class StreamPolicy:
         self.max_message = max_message
         self.app_pool = app_pool
         self._warned: set[tuple[str, str]] = set()
+        # what a head derives to (see Stream._derive), kept for equal heads on connections with
+        # the same x-forwarded-client-cert; bounded, refusals and JWT-SVID verdicts never kept
+        self._derived: dict[Any, tuple[Any, ...]] = {}
 
     def upstream(self, conn: Any) -> tuple[Any, Any]:
         """The pool and key of the app's HTTP/2 connections for this stream."""
@@ -263,12 +267,32 @@ class Stream:
             raise IdentityUnavailableError("the sidecar's SVID is missing or expired")
         if conn.peer_expires <= router.clock().timestamp():
             raise PeerVerificationError(f"the peer's SVID expired during the connection ({per_conn[1]})")
-        grpc = head.method == "POST" and is_grpc_content_type(_header(head.headers, b"content-type"))
-        if grpc:
-            self.call = parse_call_path(head.path)
-            self.log.update(protocol="grpc", grpc_service=self.call.service, grpc_method=self.call.method)
-        path, query, query_fields = router.normalize(head.path)
+        memo = self.policy._derived
+        key = (per_conn[5], head.method, head.path, head.authority, tuple(head.headers))
+        derived = memo.get(key)
+        if derived is None:
+            derived = self._derive(per_conn)
+            if derived[4] is None:  # no JWT-SVID (its verdict depends on time and bundles): keep it
+                if len(memo) >= _DERIVED_KEPT:
+                    memo.clear()
+                memo[key] = derived
+        call, path, request, app, _ = derived
+        self.call = call
+        if call is not None:
+            self.log.update(protocol="grpc", grpc_service=call.service, grpc_method=call.method)
         self.log["path"] = path
+        self._request = dict(request)  # this stream's own: _decide sets request.grpc per message
+        self._attrs = {"source": per_conn[2], "destination": per_conn[3], "request": self._request}
+        self._app_head = app
+
+    def _derive(self, per_conn: tuple[Any, ...]) -> tuple[Any, ...]:
+        """(gRPC call, normalised path, request attributes, the app's header list, verified JWT) of
+        this head; all but the JWT's verdict are functions of the head and the connection's XFCC."""
+        router = self.policy.router
+        head = self.head
+        grpc = head.method == "POST" and is_grpc_content_type(_header(head.headers, b"content-type"))
+        call = parse_call_path(head.path) if grpc else None
+        path, query, query_fields = router.normalize(head.path)
         # the request as HTTP/1.1 would show it (:authority is its Host), for the same helpers
         fields = [(b"host", head.authority.encode("latin-1"))] if head.authority else []
         fields += [(n, v) for n, v in head.headers if n != b"host"]
@@ -277,10 +301,8 @@ class Stream:
         like_h1 = _without_identity_headers(like_h1)
         jwt = router._jwt(like_h1, self.log) if like_h1.get(b"authorization") is not None else None
         request = request_attributes(like_h1, path, query_fields, None, jwt, protocol="grpc" if grpc else "h2")
-        if self.call is not None:
-            request["grpc"] = {"service": self.call.service, "method": self.call.method}
-        self._request = request
-        self._attrs = {"source": per_conn[2], "destination": per_conn[3], "request": request}
+        if call is not None:
+            request["grpc"] = {"service": call.service, "method": call.method}
         target = path + "?" + query if query else path
         app = [(b":method", head.method.encode()), (b":scheme", b"http"),
                (b":authority", head.authority.encode("latin-1")), (b":path", target.encode())]
@@ -288,7 +310,7 @@ class Stream:
         app += per_conn[4]
         if jwt is not None:
             app.append((JWT_SUB_HEADER, jwt["sub"].encode()))
-        self._app_head = app
+        return call, path, request, app, jwt
 
     def _decide(self, message: dict[str, Any] | None) -> Verdict:
         router = self.policy.router

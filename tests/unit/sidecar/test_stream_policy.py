@@ -187,3 +187,26 @@ def test_attributes_match_http1s(monkeypatch):
     assert request["query"] == {"q": "1"} and request["protocol"] == "h2"
     assert "x-trustmesh-source" not in request["headers"]
     assert seen[0]["source"]["id"] == BILLING and seen[0]["context"]["protocol"] == "http"
+
+
+def test_equal_heads_share_derived_attributes_but_never_another_connections_identity():
+    policy = _policy()
+    other = ConnInfo("10.0.0.2", 4001, peer_id=SpiffeId.parse("spiffe://demo.example/app/payments"), tls=True, target_port=50051)
+    first, _ = policy.open(_conn(), _call("FetchResource"), False)
+    again, _ = policy.open(_conn(), _call("FetchResource"), False)
+    theirs, _ = policy.open(other, _call("FetchResource"), False)
+    assert first._app_head is again._app_head  # derived once for an equal head
+    assert first._request is not again._request  # each stream decides on its own copy
+    xfcc = lambda s: [v for n, v in s._app_head if n == b"x-forwarded-client-cert"]  # noqa: E731
+    assert xfcc(theirs) == [f"By={OWN};URI=spiffe://demo.example/app/payments".encode()]
+    assert isinstance(first.feed(_msg("billing"), True)[0], ForwardHead)
+    assert theirs.feed(_msg("billing"), True)[0].grpc_status == 7  # payments may not read billing's
+    assert theirs.feed(_msg("billing"), True) == []
+
+
+def test_refusals_are_never_kept():
+    policy = _policy()
+    head = lambda: _call("FetchResource", (b"x_trustmesh_source", b"x"))  # noqa: E731
+    for _ in range(2):
+        stream, (refusal,) = policy.open(_conn(), head(), False)
+        assert "underscores" in stream.log["error"]
