@@ -35,6 +35,7 @@ from sidecar.h2events import (
 )
 from sidecar.h2errors import ErrorCode, H2StateError
 from sidecar.http2 import H2Connection
+from sidecar.identity_headers import strip_identity_headers
 from sidecar.stream_policy import ForwardData, ForwardHead, Refuse, StreamHead
 
 __all__ = ["H2Downstream", "H2Upstream", "H2UpstreamPool", "StreamHandler", "PassThrough"]
@@ -662,8 +663,8 @@ class H2UpstreamPool:
 
 
 class PassThrough:
-    """Outbound streams: forwarded as they are, except identity headers only the remote
-    sidecar may set; logged like the HTTP/1.1 outbound requests."""
+    """Outbound streams: forwarded as they are, except identity headers (``x-forwarded-client-cert``,
+    ``x-trustmesh-*``), which only the remote sidecar sets; logged like the HTTP/1.1 outbound requests."""
 
     direction = "outbound"
 
@@ -675,7 +676,7 @@ class PassThrough:
         stream = _Passing(head)
         headers = [(b":method", head.method.encode()), (b":scheme", head.scheme.encode()),
                    (b":authority", head.authority.encode("latin-1")), (b":path", head.path.encode("latin-1"))]
-        headers += [(n, v) for n, v in head.headers if n != b"x-forwarded-client-cert"]
+        headers += strip_identity_headers(head.headers)  # the remote sidecar sets them, never the app
         return stream, [ForwardHead(headers, end_stream)]
 
     def upstream(self, conn: ConnInfo) -> tuple[H2UpstreamPool, Hashable]:

@@ -36,9 +36,8 @@ from sidecar.grpc_wire import (
     INTERNAL, PERMISSION_DENIED, UNAVAILABLE, GrpcCall, MessageReader, is_grpc_content_type, parse_call_path,
 )
 from sidecar.http1 import RequestHead
-from sidecar.inbound import (
-    IDENTITY_HEADERS, JWT_SUB_HEADER, InboundRouter, _refuse_identity_lookalikes, _without_identity_headers, answer_for,
-)
+from sidecar.identity_headers import JWT_SUB_HEADER, refuse_identity_lookalikes, strip_identity_headers
+from sidecar.inbound import InboundRouter, answer_for
 
 __all__ = ["StreamPolicy", "Stream", "StreamHead", "ForwardHead", "ForwardData", "Refuse"]
 
@@ -294,11 +293,11 @@ class Stream:
         call = parse_call_path(head.path) if grpc else None
         path, query, query_fields = router.normalize(head.path)
         # the request as HTTP/1.1 would show it (:authority is its Host), for the same helpers
+        refuse_identity_lookalikes(head.headers)
+        headers = strip_identity_headers(head.headers)
         fields = [(b"host", head.authority.encode("latin-1"))] if head.authority else []
-        fields += [(n, v) for n, v in head.headers if n != b"host"]
+        fields += [(n, v) for n, v in headers if n != b"host"]
         like_h1 = RequestHead(head.method, head.path, "2", fields, None, False, True)
-        _refuse_identity_lookalikes(like_h1)
-        like_h1 = _without_identity_headers(like_h1)
         jwt = router._jwt(like_h1, self.log) if like_h1.get(b"authorization") is not None else None
         request = request_attributes(like_h1, path, query_fields, None, jwt, protocol="grpc" if grpc else "h2")
         if call is not None:
@@ -306,7 +305,7 @@ class Stream:
         target = path + "?" + query if query else path
         app = [(b":method", head.method.encode()), (b":scheme", b"http"),
                (b":authority", head.authority.encode("latin-1")), (b":path", target.encode())]
-        app += [(n, v) for n, v in head.headers if n not in IDENTITY_HEADERS]
+        app += headers
         app += per_conn[4]
         if jwt is not None:
             app.append((JWT_SUB_HEADER, jwt["sub"].encode()))
