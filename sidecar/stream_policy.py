@@ -37,7 +37,7 @@ from sidecar.grpc_wire import (
 )
 from sidecar.http1 import RequestHead
 from sidecar.identity_headers import JWT_SUB_HEADER, refuse_identity_lookalikes, strip_identity_headers
-from sidecar.inbound import InboundRouter, answer_for
+from sidecar.inbound import _HTTP, InboundRouter, _note_verdict, _verdict_log_fields, answer_for
 
 __all__ = ["StreamPolicy", "Stream", "StreamHead", "ForwardHead", "ForwardData", "Refuse"]
 
@@ -150,6 +150,9 @@ class StreamPolicy:
             duration_ms=round(duration * 1000, 3),
             **({"error": fields["error"]} if "error" in fields else {}),
             **{k: fields[k] for k in ("jwt_sub", "jwt_error") if k in fields},
+            **_verdict_log_fields(fields),
+            tail=router.access_log.attributes(getattr(router.authorizer, "policy", None), fields["attrs"])
+            if "attrs" in fields else "",
         )
 
     def message_fields(self) -> frozenset[tuple[str, ...]]:
@@ -330,14 +333,16 @@ class Stream:
         self.allowed = verdict.allowed
         self.log["decision"] = "allow" if verdict.allowed else "deny"
         self.log["rule"] = verdict.rule
+        _note_verdict(verdict, self.log, router.metrics)
+        if router.access_log.stream is not None:  # what the evaluation read, for the record (and replay)
+            self.log["attrs"] = {**self._attrs, "request": dict(request), "context": _HTTP}
         return verdict
 
     def _deny(self, verdict: Verdict) -> Refuse:
         self.done = True
         if self.call is not None:
             return Refuse(200, _DENIED_TEXT, PERMISSION_DENIED, reset_app=self.forwarded)
-        text = f"denied by rule {verdict.rule}" if verdict.rule else "denied by default"
-        return Refuse(403, text, reset_app=self.forwarded)
+        return Refuse(403, "forbidden", reset_app=self.forwarded)  # the rule and why: the log only
 
     def _refusal(self, err: Exception) -> Refuse:
         """A failure before or while deciding: the same mapping as HTTP/1.1, in gRPC terms for a call."""

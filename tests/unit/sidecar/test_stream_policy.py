@@ -164,7 +164,7 @@ def test_plain_h2_requests_get_http_answers():
     assert isinstance(head, ForwardHead) and head.end_stream and stream.log["rule"] == "status-page"
     assert dict(head.headers)[b":path"] == b"/status"  # the app gets the path the policy saw
     stream, (refusal,) = policy.open(_conn(), StreamHead("GET", "https", "config", "/admin", []), True)
-    assert refusal == Refuse(403, "denied by default") and refusal.body() == b"denied by default\n"
+    assert refusal == Refuse(403, "forbidden") and refusal.body() == b"forbidden\n"  # the rule: the log only
     assert (b":status", b"403") in refusal.response_headers()
     stream, (bad,) = policy.open(_conn(), StreamHead("GET", "https", "config", "/%00", []), True)
     assert bad.status == 400 and bad.grpc_status is None
