@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 __all__ = [
     "BOOL",
     "DYNAMIC",
+    "ENUMS",
+    "GRPC_MESSAGE",
     "NUMBER",
     "OBJECT",
     "STRING",
@@ -63,12 +65,22 @@ _SCHEMA: dict = {
         "headers": _Map(STRING, lower_case_keys=True),
         "json": DYNAMIC,
         "jwt": {"sub": STRING, "claims": DYNAMIC},
+        "protocol": STRING,
+        # a gRPC call: its service (full protobuf name), method, and request message fields
+        "grpc": {"service": STRING, "method": STRING, "message": DYNAMIC},
     },
     "context": {"protocol": STRING, "time": TIME},
 }
 
 # Values some attributes can take; comparing with anything else never matches.
-ENUMS = {("context", "protocol"): ("http", "tcp")}
+ENUMS = {
+    ("context", "protocol"): ("http", "tcp"),
+    ("request", "protocol"): ("http/1.1", "h2", "grpc"),
+}
+
+# Where a gRPC request message's fields are read: the sidecar decodes them only with the
+# service's descriptors (its config's grpc.descriptors).
+GRPC_MESSAGE = ("request", "grpc", "message")
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from policy_dsl import ast
 from policy_dsl.attributes import (
-    BOOL, DYNAMIC, ENUMS, NUMBER, OBJECT, STRING, TIME, parse_network, parse_timestamp, resolve,
+    BOOL, DYNAMIC, ENUMS, GRPC_MESSAGE, NUMBER, OBJECT, STRING, TIME, parse_network, parse_timestamp, resolve,
 )
 from policy_dsl.compiler import attributes_of
 from policy_dsl.errors import Diagnostic, PolicyCheckError
@@ -227,6 +227,16 @@ class _Checker:
         if attr.path == ("request", "host") and isinstance(literal.value, str) and not _is_canonical_host(literal.value):
             self._at(literal, f"{_HOSTS_NOTE}: {literal.value!r} never matches", "warning")
 
+    def message_fields(self, rule: ast.Rule) -> None:
+        """Warn that a rule reading gRPC message fields depends on the sidecar's descriptors."""
+        fields = [".".join(p) for p in attributes_of(rule.condition) if p[: len(GRPC_MESSAGE)] == GRPC_MESSAGE]
+        if fields:
+            self._at(
+                rule, f'rule "{rule.name}" reads {", ".join(fields)}: the sidecar decodes gRPC messages only with '
+                "the service's descriptors (grpc.descriptors in its config); without them this rule fails closed",
+                "warning",
+            )
+
     # -- dead rules --------------------------------------------------------------
     def never_matches(self, rule: ast.Rule, parts: tuple) -> None:
         equal: dict[tuple, object] = {}
@@ -331,6 +341,7 @@ def check(files: list[ast.PolicyFile] | tuple[ast.PolicyFile, ...]) -> CheckedPo
                 checker.never_matches(rule, parts)
                 if rule.effect == "allow":
                     checker.open_door(rule, parts)
+                checker.message_fields(rule)
                 coverage = frozenset(conjuncts(policy.selector) + parts)
                 if rule.effect != "audit":
                     shadow_candidates.append((file, policy, rule, coverage))

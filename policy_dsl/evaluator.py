@@ -70,6 +70,7 @@ class PolicySet:
             r.ref.policy: r.selector_tri for r in self._rules if r.effect == "allow" and not r.policy_dry_run
         }.values()) if self._dry_policies else ()
         self._enforce_off: dict[tuple[int, str], tuple[Decision, Decision]] = {}
+        self._reads_under: dict[tuple[str, ...], frozenset[tuple[str, ...]]] = {}
         self._defaults = {
             False: _outcome([], default_allows=False, default=default),
             True: _outcome([], default_allows=True, default=default),
@@ -84,6 +85,16 @@ class PolicySet:
     def rules(self) -> tuple[RuleRef, ...]:
         """Every rule, in source order."""
         return tuple(r.ref for r in self._rules)
+
+    def reads_under(self, prefix: tuple[str, ...]) -> frozenset[tuple[str, ...]]:
+        """The rest of every attribute path under ``prefix`` that an evaluation can read:
+        ``reads_under(("request", "grpc", "message"))`` names the message fields a caller must
+        decode, and nothing else (``()`` when a rule reads ``prefix`` itself)."""
+        known = self._reads_under.get(prefix)
+        if known is None:
+            size = len(prefix)
+            known = self._reads_under[prefix] = frozenset(path[size:] for path in self.reads if path[:size] == prefix)
+        return known
 
     def __repr__(self) -> str:
         return f"<PolicySet {len(self.policies)} policies, {len(self._rules)} rules, default {self.default}>"

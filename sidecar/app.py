@@ -21,14 +21,18 @@ from sidecar.admin import AdminServer, redacted
 from sidecar.attributes import Authorizer
 from sidecar.config import SidecarConfig
 from sidecar.connect import mtls_opener, open_mtls, open_plain, plain_opener
+from sidecar.detect import Detect
 from sidecar.exchange import ConnInfo, HttpDownstream
 from sidecar.errors import ListenError
+from sidecar.grpc_schema import GrpcSchema
+from sidecar.h2exchange import H2Downstream, H2Upstream, H2UpstreamPool, PassThrough
 from sidecar.inbound import InboundRouter, refuse_own_port
 from sidecar.listener import Listener, bind
 from sidecar.metrics import Metrics
 from sidecar.outbound import OutboundRouter, explicit_classifier, transparent_classifier
 from sidecar.pool import Pool
 from sidecar.splice import TcpDownstream, UpstreamPipe
+from sidecar.stream_policy import StreamPolicy
 from sidecar.tls import verify_peer
 
 __all__ = ["Sidecar"]
@@ -65,6 +69,8 @@ class Sidecar:
         self.shutting_down = False
         self._federation_stamps: dict[str, tuple[int, int, int]] = {}
         self._flusher: asyncio.Task[None] | None = None
+        # the descriptors of the app's gRPC services (a bad file is a config error at start)
+        self.grpc_schema = GrpcSchema.load(*config.grpc.descriptors) if config.grpc.descriptors else None
 
     # -- lifecycle
 
@@ -109,6 +115,16 @@ class Sidecar:
         )
         self.outbound = OutboundRouter(self.identity, self.mtls_pool, metrics=self.metrics, access_log=self.access_log)
         self.inbound.loop_time = self.outbound.loop_time = loop.time
+        # HTTP/2: one multiplexed connection per app port and per remote sidecar
+        self.app_h2_pool = H2UpstreamPool(plain_opener(limits.connect_timeout, H2Upstream), idle_timeout=limits.idle_timeout)
+        self.mtls_h2_pool = H2UpstreamPool(
+            mtls_opener(self.identity, lambda: cfg.accepted_trust_domains, limits.handshake_timeout, H2Upstream, h2=True),
+            idle_timeout=limits.idle_timeout,
+        )
+        self.inbound_streams = StreamPolicy(self.inbound, self.grpc_schema, cfg.grpc.max_message, app_pool=self.app_h2_pool)
+        self.outbound_streams = PassThrough(
+            lambda conn: (self.mtls_h2_pool, self.outbound.upstream_key(conn)), self.outbound.stream_done
+        )
 
         self._listen(
             "inbound",
@@ -181,13 +197,14 @@ class Sidecar:
 
     def _inbound_factory(self, info: ConnInfo, listener: Listener, protocol: str | None) -> Any:
         limits = self.config.limits
-        if self.config.protocol_for(info.target_port) == "tcp":
+        proto = self.config.protocol_for(info.target_port)
+        if proto == "tcp":
 
             async def connect(info: ConnInfo, pipe: UpstreamPipe) -> None:
                 await open_plain("127.0.0.1", info.target_port, lambda: pipe, limits.connect_timeout)
 
             return TcpDownstream(info, listener, limits, self.inbound.authorize_tcp, connect)
-        return HttpDownstream(self.inbound, info, limits, listener)
+        return self._http(proto, info, listener, self.inbound, self.inbound_streams)
 
     def _outbound_factory(self, info: ConnInfo, listener: Listener, protocol: str | None) -> Any:
         limits = self.config.limits
@@ -211,7 +228,20 @@ class Sidecar:
                 return ok
 
             return TcpDownstream(info, listener, limits, authorize, connect)
-        return HttpDownstream(self.outbound, info, limits, listener)
+        return self._http(proto, info, listener, self.outbound, self.outbound_streams)
+
+    def _http(self, proto: str, info: ConnInfo, listener: Listener, router: Any, streams: Any) -> Any:
+        """The exchange for an HTTP port: HTTP/1.1, HTTP/2, or (``auto``) whichever the connection speaks."""
+        limits = self.config.limits
+        if proto == "http1":
+            return HttpDownstream(router, info, limits, listener)
+        if proto == "http2":
+            return H2Downstream(streams, info, limits, listener)
+        return Detect(
+            info, listener, limits,
+            lambda: HttpDownstream(router, info, limits, listener),
+            lambda: H2Downstream(streams, info, limits, listener),
+        )
 
     async def _housekeeping(self) -> None:
         loop = asyncio.get_running_loop()
@@ -220,6 +250,8 @@ class Sidecar:
             now = loop.time()
             self.app_pool.sweep(now)
             self.mtls_pool.sweep(now)
+            self.app_h2_pool.sweep(now)
+            self.mtls_h2_pool.sweep(now)
             self.access_log.flush()
             self.refresh_gauges()
             if self.config.federation:
@@ -235,6 +267,8 @@ class Sidecar:
             await asyncio.gather(self._flusher, return_exceptions=True)
         self.app_pool.close()
         self.mtls_pool.close()
+        self.app_h2_pool.close()
+        self.mtls_h2_pool.close()
         await self.admin.stop()
         self.access_log.flush()
 

@@ -4,7 +4,7 @@ The attribute document is the nested dict ``policy_dsl`` evaluates::
 
     {"source": {"id", "trust_domain", "path", "attrs", "authenticated", "ip"},
      "destination": {"id", "attrs", "port"},
-     "request": {"method", "path", "host", "port", "query", "headers", "json", "jwt"},
+     "request": {"method", "path", "host", "port", "query", "headers", "protocol", "json", "jwt", "grpc"},
      "context": {"protocol", "time"}}
 
 Keys that are not known are left out (a missing attribute, which policy
@@ -285,10 +285,12 @@ def request_attributes(
     body: bytes | None = None,
     jwt: Mapping[str, Any] | None = None,
     header_names: frozenset[bytes] | None = None,
+    protocol: str = "http/1.1",
 ) -> dict[str, Any]:
     """``request``: method, the normalised path, host and port (``policy_dsl.canonical_host``), query,
     headers (lower-case names, repeated headers joined with ``", "``; only those in
-    ``header_names`` unless it is None), and, when available, ``json`` and ``jwt``."""
+    ``header_names`` unless it is None), the protocol (``http/1.1``, ``h2`` or ``grpc``) and,
+    when available, ``json`` and ``jwt``."""
     fields = head.headers if header_names is None else [field for field in head.headers if field[0] in header_names]
     headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in fields}
     if len(headers) != len(fields):  # a repeated name: join its values in order
@@ -305,6 +307,7 @@ def request_attributes(
         "port": port,
         "query": _query_dict(query),
         "headers": headers,
+        "protocol": protocol,
     }
     ok, value = json_body(head, body)
     if ok:

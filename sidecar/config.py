@@ -25,16 +25,19 @@ optional; the values shown are the defaults where there is one)::
       port: 15006
       address: 0.0.0.0
       app_port: 8080                  # omit for transparent mode (original destination)
-      ports: {8080: http, 5432: tcp}  # protocol per app port (default http)
+      ports: {8080: auto, 5432: tcp}  # protocol per app port: auto (default), http1, http2, grpc, tcp
     outbound:
       port: 15001                     # transparent capture port (0: any free port)
       transparent: true               # default: true unless inbound.app_port is set
       trust_domains: [example.org]    # server SVIDs accepted (default: own trust domain)
       destinations: {"10.0.0.7:8080": "spiffe://example.org/ns/b/sa/b"}
       upstreams:                      # explicit mode: local port -> remote sidecar
-        - {listen: 18080, address: "127.0.0.1:25006", spiffe_id: "spiffe://...", protocol: http}
+        - {listen: 18080, address: "127.0.0.1:25006", spiffe_id: "spiffe://...", protocol: auto}
     admin: {port: 15000, health_port: 15021, health_address: 0.0.0.0}   # 0: any free port
     policy: {file: /etc/trustmesh/policy/policy.policy}
+    grpc:                             # gRPC request messages as policy attributes
+      descriptors: [api.binpb]        # FileDescriptorSets (protoc --include_imports --descriptor_set_out)
+      max_message: 1048576            # largest request message decoded for policy (bytes)
     workload_api: {socket: /run/trustmesh/sockets/agent.sock}
     federation: {partner.org: /etc/trustmesh/federation/partner.org.json}  # SPIFFE bundle or PEM
     access_log: stdout                # stdout, off, or a file path
@@ -60,12 +63,16 @@ __all__ = [
     "StaticIdentityConfig",
     "Upstream",
     "Limits",
+    "GrpcConfig",
     "load_config",
     "parse_config",
     "LOG_LEVELS",
 ]
 
-PROTOCOLS = ("http", "tcp")
+# auto: HTTP/1.1 or HTTP/2, detected per connection (ALPN on mTLS, the preface in plaintext);
+# http is the same as auto; http1/http2 (grpc: http2) fix the version; tcp: opaque bytes.
+PROTOCOLS = ("auto", "http", "http1", "http2", "grpc", "tcp")
+_PROTOCOL_MEANS = {"auto": "auto", "http": "auto", "http1": "http1", "http2": "http2", "grpc": "http2", "tcp": "tcp"}
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error")
 
 
@@ -95,7 +102,7 @@ class Upstream:
     host: str
     port: int
     spiffe_id: str | None = None
-    protocol: str = "http"
+    protocol: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,14 @@ class Limits:
     connect_timeout: float = 1.0
     handshake_timeout: float = 10.0
     drain_grace: float = 10.0
+
+
+@dataclass(frozen=True)
+class GrpcConfig:
+    """Where the descriptors of the app's gRPC services are, and how large a message policy may read."""
+
+    descriptors: tuple[Path, ...] = ()
+    max_message: int = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -131,6 +146,7 @@ class SidecarConfig:
     health_port: int = 15021
     health_address: str = "0.0.0.0"
     policy_file: Path | None = None
+    grpc: GrpcConfig = field(default_factory=GrpcConfig)
     workload_api_socket: Path | None = None
     federation: Mapping[str, Path] = field(default_factory=dict)  # trust domain -> bundle file
     access_log: str = "stdout"
@@ -145,7 +161,8 @@ class SidecarConfig:
         return self.app_port is None
 
     def protocol_for(self, app_port: int) -> str:
-        return self.ports.get(app_port, "http")
+        """``auto``, ``http1``, ``http2`` or ``tcp`` (``http`` reads as ``auto``, ``grpc`` as ``http2``)."""
+        return _PROTOCOL_MEANS.get(self.ports.get(app_port, "auto"), "auto")
 
     @property
     def accepted_trust_domains(self) -> tuple[str, ...]:
@@ -231,7 +248,7 @@ def parse_config(data: Any, base: Path = Path(".")) -> SidecarConfig:
             u = _Section(item, f"outbound.upstreams[{i}]", base)
             host, port = _hostport(u.str("address", required=True), f"{u.where}.address")
             sid = u.str("spiffe_id")
-            proto = u.str("protocol", default="http")
+            proto = u.str("protocol", default="auto")
             if proto not in PROTOCOLS:
                 raise ConfigError(f"{u.where}.protocol", f"must be one of {', '.join(PROTOCOLS)}")
             ups.append(
@@ -240,7 +257,7 @@ def parse_config(data: Any, base: Path = Path(".")) -> SidecarConfig:
                     host,
                     port,
                     _spiffe_id(sid, f"{u.where}.spiffe_id") if sid else None,
-                    proto,
+                    _PROTOCOL_MEANS[proto],
                 )
             )
             u.done()
@@ -253,6 +270,14 @@ def parse_config(data: Any, base: Path = Path(".")) -> SidecarConfig:
         s.done()
     if (s := top.section("policy")) is not None:
         kw["policy_file"] = s.path("file", required=True)
+        s.done()
+    if (s := top.section("grpc")) is not None:
+        descriptors = s.data.get("descriptors")
+        if isinstance(descriptors, str):
+            files = [s.path("descriptors")]
+        else:
+            files = [s.base / name for name in s.str_list("descriptors")]
+        kw["grpc"] = GrpcConfig(tuple(files), s.int("max_message", default=GrpcConfig.max_message, lo=1))
         s.done()
     if (s := top.section("workload_api")) is not None:
         kw["workload_api_socket"] = s.path("socket", required=True)

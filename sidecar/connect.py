@@ -49,9 +49,13 @@ async def open_mtls(
     accepted: Iterable[str],
     expected: str | None,
     timeout: float,
+    h2: bool = False,
 ) -> tuple[asyncio.Transport, asyncio.Protocol, Any]:
-    """Connect, handshake and verify the server; returns (transport, protocol, server ID)."""
-    ctx = identity.client_context()
+    """Connect, handshake and verify the server; returns (transport, protocol, server ID).
+
+    ``h2``: ask for HTTP/2 by ALPN, and refuse a server that does not agree to it.
+    """
+    ctx = identity.client_context_h2() if h2 else identity.client_context()
     if ctx is None:
         raise UpstreamError("no valid SVID to present: refusing to connect")
     loop = asyncio.get_running_loop()
@@ -61,37 +65,45 @@ async def open_mtls(
         )
     except (OSError, asyncio.TimeoutError) as err:
         raise UpstreamError(f"cannot connect to {host}:{port} over mTLS: {err or 'timed out'}") from err
+    ssl_object = transport.get_extra_info("ssl_object")
     try:
-        peer = check_server(transport.get_extra_info("ssl_object"), identity, accepted, expected)
+        peer = check_server(ssl_object, identity, accepted, expected)
     except PeerVerificationError as err:
         transport.close()
         raise UpstreamError(f"{host}:{port}: {err}") from err
+    if h2 and ssl_object.selected_alpn_protocol() != "h2":
+        transport.close()
+        raise UpstreamError(f"{host}:{port}: the remote sidecar did not agree to HTTP/2 (ALPN h2)")
     return transport, proto, peer  # type: ignore[return-value]
 
 
-def plain_opener(timeout: float) -> Callable[[Pool, Hashable], Any]:
-    """Pool opener for keys ``(host, port)``."""
+def plain_opener(timeout: float, make: Callable[[Any, Hashable], Any] = UpstreamConnection) -> Callable[[Any, Hashable], Any]:
+    """Pool opener for keys ``(host, port)``; ``make(pool, key)`` builds the connection's protocol
+    (an HTTP/1.1 :class:`UpstreamConnection`, or an HTTP/2 one with prior knowledge)."""
 
-    async def opener(pool: Pool, key: Hashable) -> UpstreamConnection:
+    async def opener(pool: Any, key: Hashable) -> Any:
         host, port = key  # type: ignore[misc]
-        _, conn = await open_plain(host, port, lambda: UpstreamConnection(pool, key), timeout)
-        return conn  # type: ignore[return-value]
+        _, conn = await open_plain(host, port, lambda: make(pool, key), timeout)
+        return conn
 
     return opener
 
 
-def mtls_opener(identity: Any, accepted: Callable[[], Iterable[str]], timeout: float) -> Callable[[Pool, Hashable], Any]:
-    """Pool opener for keys ``(host, port, expected SPIFFE ID or None, ...)``."""
+def mtls_opener(
+    identity: Any, accepted: Callable[[], Iterable[str]], timeout: float,
+    make: Callable[[Any, Hashable], Any] = UpstreamConnection, h2: bool = False,
+) -> Callable[[Any, Hashable], Any]:
+    """Pool opener for keys ``(host, port, expected SPIFFE ID or None, ...)``; ``h2``: ALPN h2 required."""
 
-    async def opener(pool: Pool, key: Hashable) -> UpstreamConnection:
+    async def opener(pool: Any, key: Hashable) -> Any:
         host, port, expected = key[:3]  # type: ignore[index]
         transport, conn, peer = await open_mtls(
-            host, port, lambda: UpstreamConnection(pool, key), identity, accepted(), expected, timeout
+            host, port, lambda: make(pool, key), identity, accepted(), expected, timeout, h2=h2
         )
         conn.peer_id = peer  # type: ignore[attr-defined]
         # not reused once the server's SVID has expired (the pool checks)
         server_cert = transport.get_extra_info("ssl_object").getpeercert()
         conn.expires = ssl.cert_time_to_seconds(server_cert["notAfter"])  # type: ignore[attr-defined]
-        return conn  # type: ignore[return-value]
+        return conn
 
     return opener

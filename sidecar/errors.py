@@ -10,6 +10,7 @@ __all__ = [
     "SidecarError",
     "ConfigError",
     "HttpError",
+    "GrpcError",
     "UpstreamError",
     "PeerVerificationError",
     "IdentityUnavailableError",
@@ -37,6 +38,16 @@ class HttpError(SidecarError, ValueError):
         super().__init__(f"{status}: {reason}")
         self.status = status
         self.reason = reason
+
+
+class GrpcError(SidecarError, ValueError):
+    """A gRPC call broke the rules the sidecar enforces (its path, message framing or
+    encoding); answered with ``grpc-status: code`` (13, INTERNAL, unless said otherwise)."""
+
+    def __init__(self, reason: str, code: int = 13) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
 
 
 class UpstreamError(SidecarError, OSError):

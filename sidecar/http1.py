@@ -623,7 +623,9 @@ def serialize_head(
 ) -> bytes:
     """The head to send upstream: ``target`` replaces the request target; headers named in
     ``drop``, hop-by-hop headers and those listed in ``Connection`` are removed (chunked
-    framing is re-added when the body is chunked); ``add`` is appended."""
+    framing is re-added when the body is chunked); ``add`` is appended. A request asking to
+    ``Upgrade`` to ``h2c`` is refused (``HttpError(400)``): HTTP/2 in plaintext is spoken with
+    prior knowledge only."""
     if head.raw_fields is not None and _fast_droppable(drop):  # nothing to remove: keep the lines
         extra = b"".join([b"\r\n%b: %b" % pair for pair in add])
         return b"%b %b HTTP/1.1%b%b\r\n\r\n" % (head.method.encode(), target.encode(), head.raw_fields, extra)
@@ -633,6 +635,9 @@ def serialize_head(
     parts = [b"%b %b HTTP/1.1\r\n" % (head.method.encode(), target.encode())]
     for name, value in head.headers:
         if name in drop or name in HOP_BY_HOP or name in named:
+            if name == b"upgrade" and b"h2c" in value.lower():
+                # never a tunnel, and not a silent downgrade either: say what works instead
+                raise HttpError(400, "Upgrade: h2c is not supported; speak HTTP/2 with prior knowledge")
             continue
         parts.append(b"%b: %b\r\n" % (name, value))
     if head.chunked:

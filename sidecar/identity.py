@@ -76,6 +76,7 @@ class IdentityState:
         self.generation = 0  # counts changes (SVID, bundles); others read it (per request), never set it
         self._event = asyncio.Event()
         self._contexts: tuple[int, ssl.SSLContext, ssl.SSLContext] | None = None
+        self._h2_context: tuple[int, ssl.SSLContext] | None = None
         self._from_ca: frozenset[TrustDomain] = frozenset()  # federated trust domains the CA handed out
         self.on_change: list[Callable[[], None]] = []
 
@@ -126,6 +127,20 @@ class IdentityState:
 
     def client_context(self) -> ssl.SSLContext | None:
         return self._current_contexts()[1]
+
+    def client_context_h2(self) -> ssl.SSLContext | None:
+        """The client context that asks the server, by ALPN, for HTTP/2 (built on first use:
+        a sidecar whose apps never speak HTTP/2 outbound never holds one)."""
+        if not self.valid():
+            return None
+        cached = self._h2_context
+        if cached is None or cached[0] != self.generation:
+            svid = self._svid
+            assert svid is not None
+            cadata = authorities_pem(self._bundles.bundles())
+            context = make_client_context(svid.cert_chain_pem(), svid.private_key_pem(), cadata, alpn=("h2",))
+            cached = self._h2_context = (self.generation, context)
+        return cached[1]
 
     def _current_contexts(self) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
         if not self.valid():

@@ -40,6 +40,12 @@ class Metrics:
         self.policy_reload_failures = Counter(
             "trustmesh_sidecar_policy_reload_failures", "Policy reloads refused (last good kept)", registry=r
         )
+        self.streams = Counter(
+            "trustmesh_sidecar_h2_streams",
+            "HTTP/2 streams by protocol (h2, grpc); gRPC service and method only when the descriptors name them",
+            ["direction", "protocol", "grpc_service", "grpc_method", "grpc_status"],
+            registry=r,
+        )
         self.rejected = Counter(
             "trustmesh_sidecar_connections_rejected",
             "Connections closed before any request (limits, handshake, peer verification)",
@@ -66,6 +72,9 @@ class Metrics:
         counts = self._audit
         for key in matches:
             counts[key] = counts.get(key, 0) + 1
+
+    def stream(self, direction: str, protocol: str, service: str, method: str, grpc_status: str) -> None:
+        self.streams.labels(direction, protocol, service, method, grpc_status).inc()
 
     def tcp_connection(self, direction: str, decision: str) -> None:
         self.tcp.labels(direction, decision).inc()

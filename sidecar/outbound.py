@@ -87,12 +87,26 @@ class OutboundRouter:
                 if len(self._heads) >= _HEADS_KEPT:
                     self._heads.clear()
                 self._heads[head.key] = new_head
-        # the identity's generation in the key: after a renewal no pooled connection presents the old SVID
+        return Forward(new_head, self.pool, self.upstream_key(conn), 503, fields)
+
+    def upstream_key(self, conn: ConnInfo) -> tuple[Any, ...]:
+        """The pool key of the connection's destination (with the identity's generation: after a
+        renewal no pooled connection presents the old SVID)."""
         generation = self.identity.generation
         key = conn.cache
         if key is None or key[3] != generation:
             key = conn.cache = (conn.target_host, conn.target_port, conn.expected_id, generation)
-        return Forward(new_head, self.pool, key, 503, fields)
+        return key  # type: ignore[no-any-return]
+
+    def stream_done(self, conn: ConnInfo, stream: Any, status: int, grpc_status: str | None, started: float) -> None:
+        """Metrics and the access log line of one HTTP/2 stream sent on to a remote sidecar."""
+        fields = stream.log
+        if grpc_status is not None:
+            fields["grpc_status"] = grpc_status
+        content_type = next((v for n, v in stream.head.headers if n == b"content-type"), b"")
+        fields["protocol"] = "grpc" if content_type.startswith(b"application/grpc") else "h2"
+        self.metrics.stream(self.direction, fields["protocol"], "", "", grpc_status or "")
+        self.done(conn, None, status, fields, started)
 
     def done(self, conn: ConnInfo, head: RequestHead | None, status: int, fields: dict[str, Any], started: float) -> None:
         duration = (self.loop_time() - started) if self.loop_time else 0.0
@@ -105,9 +119,10 @@ class OutboundRouter:
             source=str(self.identity.spiffe_id),
             destination=f"{conn.target_host}:{conn.target_port}",
             expected_id=conn.expected_id,
-            method=head.method if head else None,
+            method=head.method if head else fields.get("method"),
             path=fields.get("path"),
             status=status,
+            **{k: fields[k] for k in ("protocol", "grpc_status") if k in fields},
             decision=decision,
             rule=None,
             duration_ms=round(duration * 1000, 3),

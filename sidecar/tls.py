@@ -93,21 +93,28 @@ def _load_key_and_chain(ctx: ssl.SSLContext, chain_pem: bytes, key_pem: bytes) -
 
 
 def make_server_context(chain_pem: bytes, key_pem: bytes, cadata: bytes) -> ssl.SSLContext:
-    """Server side of mutual TLS: presents the SVID, requires a client certificate."""
+    """Server side of mutual TLS: presents the SVID, requires a client certificate.
+
+    ALPN offers ``h2`` and ``http/1.1``; a client that asks for neither speaks HTTP/1.1.
+    """
     ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, chain_pem, key_pem, cadata)
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
     return ctx
 
 
-def make_client_context(chain_pem: bytes, key_pem: bytes, cadata: bytes) -> ssl.SSLContext:
+def make_client_context(chain_pem: bytes, key_pem: bytes, cadata: bytes, alpn: Sequence[str] = ()) -> ssl.SSLContext:
     """Client side of mutual TLS: presents the SVID, requires the server's.
 
     SVIDs carry no DNS names, so hostname checking is off; the server's
-    SPIFFE ID is checked by :func:`verify_peer` instead.
+    SPIFFE ID is checked by :func:`verify_peer` instead. ``alpn``: the protocols to
+    ask for (none: HTTP/1.1 or opaque TCP, as every sidecar understands).
     """
     ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, chain_pem, key_pem, cadata)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
     return ctx
 
 

@@ -1,9 +1,10 @@
 """`trustmesh demo`: the whole mission on one machine, with one command.
 
-Starts a CA, five workloads (a small HTTP app and its own sidecar each) and
+Starts a CA, six workloads (a small HTTP or gRPC app and its own sidecar each) and
 a policy, makes a scripted set of calls — mutual TLS between the mesh
 workloads, an attribute-to-attribute ABAC rule, a denied path, a plaintext
-caller, a JWT-SVID caller from outside the mesh — and prints a table of
+caller, a JWT-SVID caller from outside the mesh, the ABAC rule again on
+real gRPC calls — and prints a table of
 call → decision → reason. Exit 0 when every call went as the script
 expects, 1 otherwise. See docs/demo.md.
 """
@@ -19,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` command."""
     parser = subparsers.add_parser(
         "demo",
-        help="run a CA, five workloads with sidecars and a policy; show allowed and denied calls",
+        help="run a CA, six workloads with sidecars and a policy; show allowed and denied calls",
         description=__doc__.split("\n\n")[1].replace("\n", " "),
     )
     parser.add_argument(

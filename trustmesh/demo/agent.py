@@ -6,8 +6,9 @@ workload's namespace itself, so it starts one of these there with
 
     {"host": "10.99.0.12", "port": 8080, "method": "GET", "path": "/", "body": null, "headers": {}}
 
-and reads one JSON answer per line on stdout: ``{"status", "body", "error"}``
-(see :func:`trustmesh.demo.calls.http_request`). It starts by printing
+and reads one JSON answer per line on stdout: ``{"status", "body", "error", "grpc_status"}``
+(see :func:`trustmesh.demo.calls.http_request`). A request with ``"grpc": {...}`` instead
+of a method is a gRPC ``FetchResource`` with that message (:func:`~trustmesh.demo.calls.grpc_fetch`). It starts by printing
 ``{"event": "ready"}`` and exits when stdin closes.
 """
 
@@ -17,7 +18,7 @@ import asyncio
 import json
 import sys
 
-from trustmesh.demo.calls import http_request
+from trustmesh.demo.calls import grpc_fetch, http_request
 
 __all__ = ["main"]
 
@@ -31,16 +32,20 @@ async def _serve() -> None:
         try:
             ask = json.loads(line)
             body = ask.get("body")
-            response = await http_request(
-                str(ask["host"]),
-                int(ask["port"]),
-                str(ask["method"]),
-                str(ask["path"]),
-                body=body.encode() if isinstance(body, str) else None,
-                headers=dict(ask.get("headers") or {}),
-                timeout=float(ask.get("timeout", 5.0)),
-            )
-            answer = {"status": response.status, "body": response.body.decode("utf-8", "replace"), "error": response.error}
+            if isinstance(ask.get("grpc"), dict):
+                response = await grpc_fetch(str(ask["host"]), int(ask["port"]), dict(ask["grpc"]), float(ask.get("timeout", 5.0)))
+            else:
+                response = await http_request(
+                    str(ask["host"]),
+                    int(ask["port"]),
+                    str(ask["method"]),
+                    str(ask["path"]),
+                    body=body.encode() if isinstance(body, str) else None,
+                    headers=dict(ask.get("headers") or {}),
+                    timeout=float(ask.get("timeout", 5.0)),
+                )
+            answer = {"status": response.status, "body": response.body.decode("utf-8", "replace"),
+                      "error": response.error, "grpc_status": response.grpc_status}
         except (ValueError, KeyError, TypeError) as err:
             answer = {"status": 0, "body": "", "error": f"bad request to the agent: {err}"}
         print(json.dumps(answer), flush=True)

@@ -1,4 +1,4 @@
-"""The demo's small HTTP apps (aiohttp). They know nothing about trustmesh.
+"""The demo's small HTTP apps (aiohttp), and one gRPC app. They know nothing about trustmesh.
 
 Each app listens on plain HTTP behind its sidecar and trusts what the sidecar
 lets through; the caller's identity, when there is one, arrives in the
@@ -10,7 +10,10 @@ of the Workload API at that address. Run one with::
     python -m trustmesh.demo.apps config --host 127.0.0.1 --port 0
 
 It prints ``{"event": "listening", "port": N}`` on stdout once it accepts
-connections, and exits on SIGTERM or SIGINT.
+connections, and exits on SIGTERM or SIGINT. The ``resources`` app is a grpcio
+server of ``trustmesh.demo.v1.DynamicResourceService`` (plaintext HTTP/2 behind
+its sidecar); it answers ``FetchResource`` for any appname it is asked, and says
+in the resource's ``caller`` label who the sidecar said was calling.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["make_app", "APPS", "main"]
+__all__ = ["make_app", "APPS", "GRPC_APPS", "main"]
 
 # What the configuration service holds, per app. The sidecar's policy decides
 # which caller may read which entry; the app itself does no checking.
@@ -43,12 +46,7 @@ def _caller(request: web.Request) -> str | None:
 
     if CALLER in request:
         return str(request[CALLER])
-    xfcc = request.headers.get("x-forwarded-client-cert", "")
-    for part in xfcc.split(";"):
-        key, _, value = part.partition("=")
-        if key.strip().lower() == "uri":
-            return value.strip()
-    return None
+    return _xfcc_uri(request.headers.get("x-forwarded-client-cert", ""))
 
 
 def _reply(request: web.Request, app: str, **payload: object) -> web.Response:
@@ -128,9 +126,62 @@ APPS = {
     "reports": _reports_routes,
     "analytics": _no_routes,
 }
+GRPC_APPS = frozenset({"resources"})
+
+
+# What the resources service holds, per app (the sidecar's policy decides who may read which).
+_RESOURCES = {"web": b"theme=dark", "billing": b"currency=EUR", "reports": b"retention_days=30"}
+
+
+async def _serve_grpc(host: str, port: int) -> None:
+    import grpc
+
+    from sdk.proto.trustmesh.demo.v1 import resource_pb2, resource_pb2_grpc
+
+    class Resources(resource_pb2_grpc.DynamicResourceServiceServicer):
+        async def FetchResource(self, request, context):  # noqa: N802 - the generated name
+            metadata = {key: value for key, value in context.invocation_metadata()}
+            caller = _xfcc_uri(str(metadata.get("x-forwarded-client-cert", "")))
+            content = _RESOURCES.get(request.appname)
+            if content is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no resources of {request.appname!r}")
+            return resource_pb2.Resource(
+                appname=request.appname, resource_id=request.resource_id, content=content,
+                labels={"caller": caller or ""},
+            )
+
+    server = grpc.aio.server()
+    resource_pb2_grpc.add_DynamicResourceServiceServicer_to_server(Resources(), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    try:
+        await _listening_until_stopped("resources", bound)
+    finally:
+        await server.stop(1)
+
+
+async def _listening_until_stopped(name: str, port: int) -> None:
+    """Say where the app listens (the runner waits for this line), then wait for SIGTERM or SIGINT."""
+    print(json.dumps({"event": "listening", "app": name, "port": port}), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def _xfcc_uri(xfcc: str) -> str | None:
+    for part in xfcc.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip().lower() == "uri":
+            return value.strip()
+    return None
 
 
 async def _serve(name: str, host: str, port: int, workload_api: str | None, audience: str | None) -> None:
+    if name in GRPC_APPS:
+        await _serve_grpc(host, port)
+        return
     validator = None
     if workload_api is not None:  # needs the sidecar's Workload API up: waits for its JWT bundles
         from sdk.workloadapi import JwtSource
@@ -140,14 +191,8 @@ async def _serve(name: str, host: str, port: int, workload_api: str | None, audi
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound = runner.addresses[0][1]
-    print(json.dumps({"event": "listening", "app": name, "port": bound}), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await _listening_until_stopped(name, runner.addresses[0][1])
     finally:
         await runner.cleanup()
         if validator is not None:
@@ -156,7 +201,7 @@ async def _serve(name: str, host: str, port: int, workload_api: str | None, audi
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trustmesh.demo.apps", description=__doc__.splitlines()[0])
-    parser.add_argument("app", choices=sorted(APPS))
+    parser.add_argument("app", choices=sorted({*APPS, *GRPC_APPS}))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--workload-api", metavar="ADDR", help="check JWT-SVIDs with the bundles from this Workload API")

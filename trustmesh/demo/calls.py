@@ -10,6 +10,10 @@ answer is classified:
   ``forbidden``; the demo reads the rule and why from the callee's access log);
 * no HTTP answer (connection refused, reset or closed), or an error status
   from the caller's own sidecar → ``refused``.
+
+gRPC calls (:func:`grpc_fetch`, a real grpcio client) are classified by their
+status: OK → ``allow``, PERMISSION_DENIED → ``deny``, UNAVAILABLE or no answer
+→ ``refused``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import asyncio
 import json
 from dataclasses import dataclass
 
-__all__ = ["Response", "Outcome", "http_request", "classify", "NO_RESPONSE"]
+__all__ = ["Response", "Outcome", "http_request", "grpc_fetch", "classify", "NO_RESPONSE"]
 
 NO_RESPONSE = 0  # Response.status when nothing came back
 _MAX_RESPONSE = 1 << 20
@@ -31,6 +35,7 @@ class Response:
     status: int
     body: bytes = b""
     error: str = ""
+    grpc_status: int | None = None  # a gRPC call's status code (None: not a gRPC call)
 
     def json(self) -> dict | None:
         try:
@@ -71,6 +76,25 @@ async def http_request(
         return Response(NO_RESPONSE, error=_closed(err))
     except OSError as err:
         return Response(NO_RESPONSE, error=err.strerror or str(err))
+
+
+async def grpc_fetch(host: str, port: int, message: dict[str, str], timeout: float = 5.0) -> Response:
+    """``DynamicResourceService.FetchResource(message)`` with grpcio over plaintext HTTP/2 (what an
+    app does towards its sidecar); the reply's ``caller`` label comes back as the JSON body."""
+    import grpc
+
+    from sdk.proto.trustmesh.demo.v1 import resource_pb2, resource_pb2_grpc
+
+    async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
+        stub = resource_pb2_grpc.DynamicResourceServiceStub(channel)
+        try:
+            reply = await stub.FetchResource(resource_pb2.FetchResourceRequest(**message), timeout=timeout)
+        except grpc.aio.AioRpcError as err:
+            code = err.code()
+            status = 0 if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) else 200
+            return Response(status, (err.details() or "").encode(), f"{code.name}: {err.details()}", code.value[0])
+    body = json.dumps({"caller": reply.labels.get("caller") or None, "appname": reply.appname}).encode()
+    return Response(200, body, "", 0)
 
 
 def _closed(err: BaseException) -> str:
@@ -117,6 +141,9 @@ def classify(response: Response, *, through_own_sidecar: bool) -> Outcome:
     ``through_own_sidecar``, else from the callee."""
     if response.status == NO_RESPONSE:
         return Outcome("refused", response.error, NO_RESPONSE)
+    if response.grpc_status is not None and response.grpc_status != 0:
+        decision = "deny" if response.grpc_status == 7 else "refused"
+        return Outcome(decision, response.error, response.status)
     text = response.body.decode("utf-8", "replace").strip()
     if response.status == 403:
         return Outcome("deny", f"403 {text[:80]} (no access-log line found)", 403)

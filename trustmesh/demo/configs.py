@@ -6,11 +6,15 @@ sidecar run``; the tests check them against those commands' own loaders.
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 from trustmesh.demo.topology import TRUST_DOMAIN, Workload
 
-__all__ = ["ca_service_config", "explicit_sidecar_config", "transparent_sidecar_config"]
+__all__ = ["DESCRIPTORS", "ca_service_config", "explicit_sidecar_config", "transparent_sidecar_config"]
+
+# The resources service's FileDescriptorSet, written beside the policy file.
+DESCRIPTORS = "demo-resources.binpb"
 
 
 def ca_service_config(
@@ -57,6 +61,8 @@ def _common(workload: Workload, ca_address: str, ca_bundle_file: str, token: str
     }
     if socket_path is not None:
         doc["workload_api"] = {"socket": socket_path}
+    if workload.grpc:
+        doc["grpc"] = {"descriptors": [str(PurePath(policy_file).with_name(DESCRIPTORS))]}
     return doc
 
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 
-from trustmesh.demo.calls import Response, http_request
+from trustmesh.demo.calls import Response, grpc_fetch, http_request
 from trustmesh.demo.errors import DemoError
-from trustmesh.demo.configs import ca_service_config, explicit_sidecar_config
+from trustmesh.demo.configs import DESCRIPTORS, ca_service_config, explicit_sidecar_config
 from trustmesh.demo.procs import Supervisor, json_event
 from trustmesh.demo.topology import TRUST_DOMAIN, WORKLOADS, Call, Workload, socket_path, spiffe_id
 
@@ -67,8 +67,8 @@ class Mesh:
 
     def target(self, call: Call) -> tuple[str, int]:
         """Where the caller's app sends ``call``: its sidecar's outbound port for the upstream
-        (mTLS), else the callee sidecar's inbound port (plain HTTP)."""
-        if call.via == "mtls":
+        (mTLS, gRPC), else the callee sidecar's inbound port (plain HTTP)."""
+        if call.via in ("mtls", "grpc"):
             assert call.upstream is not None
             return self.outbound[(call.caller, call.upstream)]
         return self.inbound[call.callee]
@@ -76,6 +76,10 @@ class Mesh:
     async def send(self, caller: str, host: str, port: int, method: str, path: str, **kw: Any) -> Response:
         """One HTTP request as ``caller``'s app makes it (on loopback: from this process)."""
         return await http_request(host, port, method, path, **kw)
+
+    async def grpc(self, caller: str, host: str, port: int, message: dict[str, str]) -> Response:
+        """One gRPC ``FetchResource`` as ``caller``'s app makes it (on loopback: from this process)."""
+        return await grpc_fetch(host, port, message)
 
     async def admin_get(self, workload: str, path: str) -> Response:
         """GET on a sidecar's loopback-only admin port."""
@@ -121,9 +125,12 @@ def python() -> str:
 
 
 def write_policy(workdir: Path) -> Path:
-    """Copy the demo policy next to the configs; every sidecar loads this file."""
+    """Copy the demo policy next to the configs; every sidecar loads this file. Beside it goes
+    the resources service's FileDescriptorSet, which that workload's sidecar decodes messages with."""
     path = workdir / "demo.policy"
     path.write_text(resources.files("trustmesh.demo").joinpath("demo.policy").read_text())
+    descriptors = resources.files("sdk.proto.trustmesh.demo.v1").joinpath("resource.binpb").read_bytes()
+    path.with_name(DESCRIPTORS).write_bytes(descriptors)
     return path
 
 

@@ -64,7 +64,7 @@ class NetnsMesh(Mesh):
     def target(self, call: Call) -> tuple[str, int]:
         """The callee's plain address; the caller's redirect (if any) does the rest."""
         port = APP_PORT
-        if call.via == "mtls" and call.upstream is not None:
+        if call.via in ("mtls", "grpc") and call.upstream is not None:
             callee, expected = _BY_NAME[call.caller].upstreams[call.upstream]
             port = APP_PORT if callee == expected else PINNED_PORT
         return self.ips[call.callee], port
@@ -77,6 +77,12 @@ class NetnsMesh(Mesh):
             "headers": kw.get("headers") or {}, "timeout": kw.get("timeout", 5.0),
         })
         return Response(int(answer["status"]), str(answer["body"]).encode(), str(answer["error"]))
+
+    async def grpc(self, caller: str, host: str, port: int, message: dict[str, str]) -> Response:
+        answer = await self.agents[caller].ask({"host": host, "port": port, "grpc": message, "timeout": 5.0})
+        grpc_status = answer.get("grpc_status")
+        return Response(int(answer["status"]), str(answer["body"]).encode(), str(answer["error"]),
+                        None if grpc_status is None else int(grpc_status))
 
     async def admin_get(self, workload: str, path: str) -> Response:
         return await self.send(workload, "127.0.0.1", 15000, "GET", path, timeout=2.0)

@@ -177,7 +177,8 @@ async def _demo(
         await perform.close()
     _check_alive(sup, "during the scripted calls")
     print(format_table(rows), file=out, flush=True)
-    print(f"\nlegend: ALLOW = the app answered; DENY = the callee's sidecar answered 403 (policy);\n"
+    print(f"\nlegend: ALLOW = the app answered; DENY = the callee's sidecar answered 403 (policy),\n"
+          f"        or PERMISSION_DENIED to a gRPC call;\n"
           f"        REFUSED = no answer from the app (no mTLS, or the caller's sidecar would not send).\n"
           f"        Row 8: web's route to billing was deliberately set to expect config's SPIFFE ID;\n"
           f"        web's sidecar checks the server's ID and sends nothing to the wrong server.\n"

@@ -56,8 +56,11 @@ class Performer:
             assert call.audience is not None
             headers["Authorization"] = "Bearer " + await self._jwt(call.caller, call.audience)
         host, port = mesh.target(call)
-        response = await mesh.send(call.caller, host, port, call.method, call.path, body=call.body_bytes, headers=headers)
-        outcome = classify(response, through_own_sidecar=call.via == "mtls")
+        if call.via == "grpc":
+            response = await mesh.grpc(call.caller, host, port, dict(call.body or {}))
+        else:
+            response = await mesh.send(call.caller, host, port, call.method, call.path, body=call.body_bytes, headers=headers)
+        outcome = classify(response, through_own_sidecar=call.via in ("mtls", "grpc"))
         if call.via == "plain" and outcome.decision == "refused":
             outcome = await _explain_rejection(outcome, before, mesh, call.callee)
         return outcome
@@ -135,7 +138,17 @@ async def _with_rules(rows: list[Row], access_logs: dict[str, Path], log_wait: f
         if row.outcome.decision == "allow":
             reason = f"rule {entry['rule']}" if entry and entry.get("rule") else "(no access-log line found)"
             seen = f"; app saw {o.caller_seen}" if o.caller_seen else "; app saw no caller ID"
-            row = Row(row.number, row.call, Outcome("allow", f"{reason}{seen} ({o.status})", o.status, o.caller_seen))
+            status = "grpc-status 0" if row.call.via == "grpc" else str(o.status)
+            row = Row(row.number, row.call, Outcome("allow", f"{reason}{seen} ({status})", o.status, o.caller_seen))
+        elif row.call.via == "grpc" and row.outcome.decision == "deny":
+            # the caller only hears a generic PERMISSION_DENIED; the callee's sidecar logged why
+            if entry is None:
+                reason = "(no access-log line found)"
+            elif entry.get("rule") or entry.get("explain"):
+                reason = deny_reason(entry)
+            else:
+                reason = "default deny: no rule allows it"
+            row = Row(row.number, row.call, Outcome("deny", f"{reason} (grpc-status 7 PERMISSION_DENIED)", o.status))
         elif row.outcome.decision == "deny" and entry is not None:
             row = Row(row.number, row.call, Outcome("deny", deny_reason(entry), o.status))
         elif entry is not None and entry.get("error"):
@@ -147,7 +160,7 @@ async def _with_rules(rows: list[Row], access_logs: dict[str, Path], log_wait: f
 
 def _log_key(row: Row) -> tuple[str, str] | None:
     """Whose access log explains this row, and which direction: None when none does."""
-    if row.outcome.decision == "allow" or row.outcome.decision == "deny" and row.outcome.status == 403:
+    if row.outcome.decision == "allow" or row.outcome.decision == "deny" and (row.outcome.status == 403 or row.call.via == "grpc"):
         return row.call.callee, "inbound"
     if row.outcome.decision == "refused" and row.call.via == "mtls" and row.outcome.status:
         return row.call.caller, "outbound"
@@ -171,7 +184,8 @@ def _match_entries(rows: list[Row], access_logs: dict[str, Path]) -> dict[int, d
         for index, entry in enumerate(entries):
             if (*key, index) in used:
                 continue
-            if entry.get("method") == row.call.method and entry.get("path") == path and entry.get("status") == row.outcome.status:
+            if entry.get("method") == row.call.method and entry.get("path") == path and entry.get("status") == row.outcome.status \
+                    and (row.call.via != "grpc" or entry.get("grpc_status") == ("0" if row.outcome.decision == "allow" else "7")):
                 used.add((*key, index))
                 found[row.number] = entry
                 break

@@ -3,10 +3,11 @@
 Pure data and pure functions (no I/O): the runner modules start what is
 described here and check the outcomes against :data:`SCRIPT`.
 
-Workloads, each an HTTP app with its own sidecar::
+Workloads, each an HTTP app (one a gRPC server) with its own sidecar::
 
     web ──mTLS──► billing            (web reads invoices)
      │  └─mTLS──► config ◄──mTLS── billing   (each app fetches its own config)
+     └─gRPC/mTLS──► resources ◄──gRPC/mTLS── billing   (FetchResource, own appname only)
     analytics ──plain HTTP + JWT-SVID──► reports   (a job outside the mesh)
     outsider  ──plain HTTP──► config, reports      (no identity at all)
 
@@ -34,10 +35,13 @@ __all__ = [
     "OUTSIDER",
     "spiffe_id",
     "socket_path",
+    "FETCH_RESOURCE",
 ]
 
 TRUST_DOMAIN = "demo.example"
 OUTSIDER = "outsider"  # a caller with no sidecar and no credential
+# The gRPC method of the resources workload (sdk/proto/trustmesh/demo/v1/resource.proto).
+FETCH_RESOURCE = "/trustmesh.demo.v1.DynamicResourceService/FetchResource"
 
 
 def socket_path(socket_dir: Path, app: str) -> Path:
@@ -65,6 +69,7 @@ class Workload:
     upstreams: dict[str, tuple[str, str]] = field(default_factory=dict)
     workload_api: bool = False  # the sidecar serves the SPIFFE Workload API to the app
     app_checks_jwt: bool = False  # the app verifies JWT-SVIDs itself too (sdk middleware)
+    grpc: bool = False  # the app is a gRPC server; its sidecar decodes its request messages for policy
 
     @property
     def spiffe_id(self) -> str:
@@ -73,13 +78,15 @@ class Workload:
 
 WORKLOADS: tuple[Workload, ...] = (
     Workload("config"),
+    Workload("resources", grpc=True),
     Workload("reports", mode="PERMISSIVE", workload_api=True, app_checks_jwt=True),
     Workload("analytics", workload_api=True),
-    Workload("billing", upstreams={"config": ("config", "config")}),
+    Workload("billing", upstreams={"config": ("config", "config"), "resources": ("resources", "resources")}),
     Workload(
         "web",
         upstreams={
             "config": ("config", "config"),
+            "resources": ("resources", "resources"),
             "billing": ("billing", "billing"),
             # Dials billing but insists on config's identity: the client-side check refuses it.
             "billing-pinned-to-config": ("billing", "config"),
@@ -93,7 +100,8 @@ class Call:
     """One scripted request and the outcome the demo expects.
 
     ``via``: ``mtls`` (the caller's app sends to its sidecar's outbound port
-    ``upstream``), ``plain`` (plain HTTP straight to the callee's sidecar) or
+    ``upstream``), ``grpc`` (the same, as a grpcio client calling ``FetchResource``
+    with ``body`` as the request message), ``plain`` (plain HTTP straight to the callee's sidecar) or
     ``jwt`` (plain HTTP with ``Authorization: Bearer`` and a JWT-SVID for
     ``audience``'s ID, fetched from the caller's Workload API).
     ``expect``: ``allow``, ``deny`` (the callee's sidecar answered 403) or
@@ -118,6 +126,9 @@ class Call:
 
     @property
     def request_text(self) -> str:
+        if self.via == "grpc":
+            fields = ", ".join(f"{k}={v}" for k, v in (self.body or {}).items())
+            return f"{self.path.rsplit('/', 1)[-1]}({fields})"
         text = f"{self.method} {self.path}"
         if self.body is not None:
             text += " " + json.dumps(self.body, separators=(",", ":"))
@@ -125,7 +136,7 @@ class Call:
 
     @property
     def caller_text(self) -> str:
-        kind = {"mtls": "mTLS", "plain": "plain", "jwt": "JWT"}[self.via]
+        kind = {"mtls": "mTLS", "grpc": "gRPC", "plain": "plain", "jwt": "JWT"}[self.via]
         if self.via == "jwt" and self.audience != self.callee:
             kind = f"JWT for {self.audience}"
         return f"{self.caller} ({kind})"
@@ -159,4 +170,10 @@ SCRIPT: tuple[Call, ...] = (
     Call("analytics", "jwt", "reports", "GET", "/reports/daily", "deny", "a token for another audience",
          audience="config"),
     Call(OUTSIDER, "plain", "reports", "GET", "/reports/daily", "deny", "no credential, no access"),
+    Call("web", "grpc", "resources", "POST", FETCH_RESOURCE, "allow", "gRPC ABAC: its own appname",
+         body={"appname": "web"}, upstream="resources"),
+    Call("billing", "grpc", "resources", "POST", FETCH_RESOURCE, "allow", "gRPC ABAC: its own appname",
+         body={"appname": "billing"}, upstream="resources"),
+    Call("web", "grpc", "resources", "POST", FETCH_RESOURCE, "deny", "gRPC ABAC: not another app's",
+         body={"appname": "billing"}, upstream="resources"),
 )

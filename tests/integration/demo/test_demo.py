@@ -53,7 +53,7 @@ def test_demo_runs_to_completion_and_shows_allowed_and_denied_calls_with_reasons
     result = subprocess.run(DEMO, capture_output=True, text=True, timeout=60, env=_env(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     rows = _rows(result.stdout)
-    assert len(rows) == 12, result.stdout
+    assert len(rows) == 15, result.stdout
     # ABAC, attribute against attribute: each app gets its own config and nothing else.
     assert re.search(r'web \(mTLS\) -> config\s+POST /v1/fetch \{"appname":"web"\}\s+ALLOW\s+rule fetch-own-config', rows[1])
     assert "app saw …/app/web (200)" in rows[1]  # the app got the caller's ID from the sidecar
@@ -77,7 +77,15 @@ def test_demo_runs_to_completion_and_shows_allowed_and_denied_calls_with_reasons
     assert "app saw …/app/analytics (200)" in rows[10]  # verified again by the app's sdk middleware
     assert re.search(r"analytics \(JWT for config\) -> reports\s+GET /reports/daily\s+DENY", rows[11])
     assert re.search(r"outsider \(plain\) -> reports\s+GET /reports/daily\s+DENY", rows[12])
-    assert "all 12 calls went as expected: 4 allowed, 8 denied or refused" in result.stdout
+    # The same ABAC rule on a real gRPC call: the sidecar reads the protobuf request message.
+    assert re.search(r"web \(gRPC\) -> resources\s+FetchResource\(appname=web\)\s+ALLOW\s+rule fetch-own-resource", rows[13])
+    assert "app saw …/app/web (grpc-status 0)" in rows[13]
+    assert re.search(r"billing \(gRPC\) -> resources\s+FetchResource\(appname=billing\)\s+ALLOW", rows[14])
+    # the caller hears a generic PERMISSION_DENIED; the table explains it from the callee sidecar's record
+    assert re.search(r"web \(gRPC\) -> resources\s+FetchResource\(appname=billing\)\s+DENY\s+default deny; fetch-own-resource: "
+                     r"request\.grpc\.message\.appname == source\.attrs\.app is false "
+                     r'\(request\.grpc\.message\.appname "billing", source\.attrs\.app "web"\) \(grpc-status 7 PERMISSION_DENIED\)', rows[15])
+    assert "all 15 calls went as expected: 6 allowed, 9 denied or refused" in result.stdout
     # Everything it started is gone: processes, work directory, logs (kept only on failure).
     assert _leftover_processes(tmp_path) == []
     assert list(tmp_path.iterdir()) == []
@@ -91,7 +99,7 @@ def test_log_dir_keeps_every_sidecars_access_log_and_they_replay_without_change(
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"trustmesh policy replay NEW.policy {logs}/sidecar-*-access.jsonl" in result.stdout
     access = sorted(logs.glob("sidecar-*-access.jsonl"))
-    assert [p.name for p in access] == [f"sidecar-{app}-access.jsonl" for app in ("analytics", "billing", "config", "reports", "web")]
+    assert [p.name for p in access] == [f"sidecar-{app}-access.jsonl" for app in ("analytics", "billing", "config", "reports", "resources", "web")]
     policy = Path(__file__).resolve().parents[3] / "trustmesh" / "demo" / "demo.policy"
     replay = subprocess.run([sys.executable, "-m", "trustmesh", "policy", "replay", str(policy), *map(str, access)],
                             capture_output=True, text=True, timeout=60)
@@ -266,7 +274,9 @@ def test_netns_isolation_runs_the_same_script_through_transparent_redirect(share
     assert re.search(r"outsider \(plain\) -> config\s+.*REFUSED\s+callee's sidecar closed it: handshake rejected", rows[9])
     assert re.search(r"analytics \(JWT\) -> reports\s+GET /reports/daily\s+ALLOW\s+rule analytics-reads-reports", rows[10])
     assert "app saw …/app/analytics (200)" in rows[10]
-    assert "all 12 calls went as expected" in out
+    assert re.search(r"web \(gRPC\) -> resources\s+FetchResource\(appname=web\)\s+ALLOW\s+rule fetch-own-resource", rows[13])
+    assert re.search(r"web \(gRPC\) -> resources\s+FetchResource\(appname=billing\)\s+DENY", rows[15])
+    assert "all 15 calls went as expected" in out
     # Namespaces (and with them the veths and iptables rules), processes and files are gone.
     assert f"tmdemo{proc.pid}-" not in namespaces
     assert stale not in namespaces

@@ -21,13 +21,13 @@ def test_demo_with_federation_admits_the_named_foreign_service_and_denies_its_ne
     result = subprocess.run([*DEMO, "--federation"], capture_output=True, text=True, timeout=90, env=_env(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     rows = _rows(result.stdout)
-    assert len(rows) == 14, result.stdout
+    assert len(rows) == 17, result.stdout
     assert re.search(
         r"partner-auditor \(mTLS\) -> billing\s+GET /v1/invoices/2026-11\s+ALLOW\s+rule partner-auditor-reads-invoices; "
-        r"app saw spiffe://partner\.example/ns/audit/app/auditor \(200\)", rows[13])
-    assert re.search(r"partner-web \(mTLS\) -> billing\s+GET /v1/invoices/2026-11\s+DENY\s+default deny", rows[14])
+        r"app saw spiffe://partner\.example/ns/audit/app/auditor \(200\)", rows[16])
+    assert re.search(r"partner-web \(mTLS\) -> billing\s+GET /v1/invoices/2026-11\s+DENY\s+default deny", rows[17])
     assert re.search(r"web \(mTLS\) -> billing\s+GET /v1/invoices/2026-11\s+ALLOW\s+rule web-reads-invoices", rows[4])
-    assert "all 14 calls went as expected: 5 allowed, 9 denied or refused" in result.stdout
+    assert "all 17 calls went as expected: 7 allowed, 10 denied or refused" in result.stdout
     assert _leftover_processes(tmp_path) == []
     assert list(tmp_path.iterdir()) == []
 

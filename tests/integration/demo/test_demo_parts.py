@@ -26,6 +26,7 @@ def test_sidecar_configs_are_accepted_by_the_sidecar_loader(workload, tmp_path):
     assert explicit.mode == workload.mode and explicit.app_port == 8080 and not explicit.transparent_outbound
     assert [u.spiffe_id for u in explicit.upstreams] == [spiffe_id(exp) for _, exp in workload.upstreams.values()]
     assert (explicit.workload_api_socket is not None) == workload.workload_api
+    assert explicit.grpc.descriptors == ((tmp_path / "demo-resources.binpb",) if workload.grpc else ())
 
     dests = {"10.99.0.12:8080": spiffe_id("billing"), "10.99.0.12:8081": spiffe_id("config")}
     transparent = parse_config(transparent_sidecar_config(workload, destinations=dests, **common), tmp_path)
@@ -48,7 +49,9 @@ def test_the_policy_checks_clean_and_decides_the_abac_cases_as_the_script_expect
     from policy_dsl import load_files
 
     policy = load_files([POLICY])
-    assert not policy.warnings
+    # the one warning: the gRPC rule reads a message field, which needs the sidecar's descriptors
+    # (the resources sidecar has them: grpc.descriptors in its config)
+    assert [w.message.split('"')[1] for w in policy.warnings] == ["fetch-own-resource"]
 
     def ask(caller: str, appname: str) -> bool:
         source = {"id": spiffe_id(caller), "trust_domain": "demo.example", "attrs": {"ns": "demo", "app": caller},
@@ -96,5 +99,5 @@ def test_the_table_flags_an_unexpected_outcome():
 def test_the_script_covers_the_mission():
     kinds = {(c.via, c.expect) for c in SCRIPT}
     assert {("mtls", "allow"), ("mtls", "deny"), ("mtls", "refused"), ("plain", "refused"), ("plain", "deny"),
-            ("jwt", "allow"), ("jwt", "deny")} <= kinds
+            ("jwt", "allow"), ("jwt", "deny"), ("grpc", "allow"), ("grpc", "deny")} <= kinds
     assert {c.callee for c in SCRIPT if c.via == "mtls"} >= {"config", "billing"}

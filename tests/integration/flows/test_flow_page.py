@@ -130,10 +130,10 @@ def test_the_page_shows_workloads_flows_filters_and_why_offline_and_keeps_log_co
                            capture_output=True, text=True, timeout=120)
     assert built.returncode == 0 and built.stderr == "", built.stderr
     browser.get(page.as_uri())
-    _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "g.node")) >= 7, "the workloads")
+    _wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "g.node")) >= 8, "the workloads")
 
     nodes = {e.get_attribute("data-node") for e in browser.find_elements(By.CSS_SELECTOR, "g.node")}
-    assert nodes == {"demo/web", "demo/billing", "demo/config", "demo/reports", "demo/analytics",
+    assert nodes == {"demo/web", "demo/billing", "demo/config", "demo/reports", "demo/analytics", "demo/resources",
                      "(outside the mesh)/unauthenticated", f"demo/{HOSTILE_APP}"}
     namespaces = {e.get_attribute("data-namespace") for e in browser.find_elements(By.CSS_SELECTOR, "g.ns")}
     assert namespaces == {"demo", "(outside the mesh)"}
@@ -141,6 +141,9 @@ def test_the_page_shows_workloads_flows_filters_and_why_offline_and_keeps_log_co
     assert edges[("demo/web -> demo/config", "allow")] == 1  # the app's own config
     assert edges[("demo/web -> demo/config", "deny")] == 3  # another app's config, twice the admin API
     assert edges[("demo/web -> demo/billing", "allow")] == 1
+    assert edges[("demo/web -> demo/resources", "allow")] == 1  # gRPC FetchResource for its own appname
+    assert edges[("demo/web -> demo/resources", "deny")] == 1  # and for another app's
+    assert edges[("demo/billing -> demo/resources", "allow")] == 1
     assert edges[("demo/analytics -> demo/reports", "allow")] == 1  # by JWT-SVID
     assert edges[("(outside the mesh)/unauthenticated -> demo/reports", "deny")] == 2
     stroke = {e.get_attribute("data-verdict"): e.value_of_css_property("stroke")
@@ -148,7 +151,7 @@ def test_the_page_shows_workloads_flows_filters_and_why_offline_and_keeps_log_co
     assert edges[("demo/web -> demo/reports", "would-deny")] == 1
     assert stroke == {"allow": "rgb(22, 163, 74)", "deny": "rgb(220, 38, 38)", "would-deny": "rgb(217, 119, 6)"}
     summary = browser.find_element(By.ID, "summary").text
-    assert summary.startswith("12 requests (4 allowed, 7 denied, 1 would deny), 7 workloads"), summary
+    assert summary.startswith("15 requests (6 allowed, 8 denied, 1 would deny), 8 workloads"), summary
 
     # filters: verdict, then the time window (the two added records are years older than the demo's)
     _select(browser, "f-verdict", "allow")
@@ -158,7 +161,7 @@ def test_the_page_shows_workloads_flows_filters_and_why_offline_and_keeps_log_co
     _select(browser, "f-verdict", "")
     _select(browser, "f-time", "5")
     assert not any(HOSTILE_APP in key for key, _ in _edges(browser))
-    assert browser.find_element(By.ID, "summary").text.startswith("10 requests (4 allowed, 6 denied")
+    assert browser.find_element(By.ID, "summary").text.startswith("13 requests (6 allowed, 7 denied")
     _select(browser, "f-time", "")
     _select(browser, "f-rule", "config/no-admin-api")
     assert _edges(browser) == {("demo/web -> demo/config", "deny"): 2}

@@ -1,5 +1,7 @@
 """The config loader accepts a full file and names the field of every mistake."""
 
+from pathlib import Path
+
 import pytest
 
 from sidecar.config import load_config, parse_config
@@ -32,7 +34,7 @@ def test_full_file(tmp_path):
     cfg = load_config(path)
     assert cfg.mode == "PERMISSIVE"
     assert cfg.ca.bundle_file == tmp_path / "ca.pem"
-    assert cfg.app_port == 8080 and cfg.protocol_for(5432) == "tcp" and cfg.protocol_for(1) == "http"
+    assert cfg.app_port == 8080 and cfg.protocol_for(5432) == "tcp" and cfg.protocol_for(1) == "auto" and cfg.protocol_for(8080) == "auto"
     assert cfg.accepted_trust_domains == ("example.org", "other.org")
     assert cfg.destinations[("10.0.0.7", 80)] == "spiffe://example.org/ns/b/sa/b"
     assert cfg.upstreams[1].host == "::1" and cfg.upstreams[1].protocol == "tcp"
@@ -63,6 +65,10 @@ BASE = {"trust_domain": "example.org", "identity": {"cert_file": "c", "key_file"
         ({"limits": {"max_headers": 0}}, "limits.max_headers"),
         ({"limits": {"idle_timeout": "soon"}}, "limits.idle_timeout"),
         ({"limits": {"max_connections_per_source": 0}}, "limits.max_connections_per_source"),
+        ({"grpc": {"descriptors": [""]}}, "grpc.descriptors[0]"),
+        ({"grpc": {"descriptors": 5}}, "grpc.descriptors"),
+        ({"grpc": {"max_message": 0}}, "grpc.max_message"),
+        ({"grpc": {"descriptor": "x"}}, "grpc.descriptor"),
         ({"extra": 1}, "extra"),
     ],
 )
@@ -102,3 +108,12 @@ def test_access_log_omit_names_attributes_as_policy_spells_them():
         parse_config({**base, "access_log_omit": ["source.ip", "source.nope"]})
     with pytest.raises(ConfigError, match=r'access_log_omit\[0\]: header names are lower-case'):
         parse_config({**base, "access_log_omit": ["request.headers.Authorization"]})
+
+
+def test_grpc_descriptors_one_file_or_several(tmp_path):
+    one = parse_config({**BASE, "grpc": {"descriptors": "api.binpb"}}, tmp_path)
+    assert one.grpc.descriptors == (tmp_path / "api.binpb",) and one.grpc.max_message == 1 << 20
+    several = parse_config({**BASE, "grpc": {"descriptors": ["a.binpb", "/abs/b.binpb"], "max_message": 4096}}, tmp_path)
+    assert several.grpc.descriptors == (tmp_path / "a.binpb", Path("/abs/b.binpb"))
+    assert several.grpc.max_message == 4096
+    assert parse_config(BASE).grpc.descriptors == ()

@@ -211,3 +211,23 @@ def test_a_refused_head_stays_refused_when_repeated():
     for _ in range(2):
         with pytest.raises(HttpError, match="whitespace before the colon"):
             parse_request_head(b"GET /a HTTP/1.1\r\nHost : h", 100)
+
+
+@pytest.mark.parametrize("upgrade", [b"h2c", b"H2C", b"websocket, h2c"])
+def test_an_h2c_upgrade_is_refused_not_tunnelled_nor_dropped(upgrade):
+    from sidecar.http1 import parse_request_head, serialize_head
+
+    head = parse_request_head(
+        b"GET / HTTP/1.1\r\nhost: a\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: " + upgrade
+        + b"\r\nhttp2-settings: AAMAAABkAAQCAAAAAAIAAAAA", 100,
+    )
+    with pytest.raises(HttpError) as refused:
+        serialize_head(head, "/", frozenset(), [])
+    assert refused.value.status == 400 and "prior knowledge" in refused.value.reason
+
+
+def test_other_upgrades_are_dropped_as_hop_by_hop():
+    from sidecar.http1 import parse_request_head, serialize_head
+
+    head = parse_request_head(b"GET / HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: websocket", 100)
+    assert b"upgrade" not in serialize_head(head, "/", frozenset(), []).lower()
