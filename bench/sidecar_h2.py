@@ -56,6 +56,9 @@ CPU pinning and statistics follow ``bench/sidecar.py``: both hops of every chain
 CPU 0, the generator and the app on CPU 1; each (path, streams) cell runs
 ``--rounds`` times, interleaved; medians. CPU per call per hop is utime+stime of the
 proxy processes (``/proc``) divided by calls and by 2; RSS per proxy after the run.
+"core used" is the share of CPU 0 the two hops used during the phase, "idle" the share of
+CPU 0 nobody used: on a shared machine a chain with idle 0 and a small share was starved
+by other processes, one with idle left over was waiting on itself.
 
 Targets (issue 15): trustmesh >= 0.5x the nginx chain's calls/s (stretch 0.8x);
 <= 100 us CPU per call per hop with the message-field rule.
@@ -82,6 +85,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.sidecar import (  # noqa: E402
     LOAD_CPU,
+    PROXY_CPU,
     PYTHON,
     TD,
     Pki,
@@ -532,6 +536,16 @@ def start_nginx_chain(work: Path, pki: Pki, app_port: int) -> tuple[int, list[su
     return na_port, [na, nb]
 
 
+def core_times(cpu: str) -> tuple[int, int]:
+    """(idle, total) clock ticks of one CPU so far (``/proc/stat``; idle includes iowait)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == f"cpu{cpu}":
+            ticks = [int(v) for v in fields[1:8]]
+            return ticks[3] + ticks[4], sum(ticks)
+    raise RuntimeError(f"no cpu{cpu} in /proc/stat")
+
+
 def grpc_counts(admin_port: int) -> dict[str, float]:
     """Sidecar B's inbound gRPC streams by ``grpc_status`` (its metrics endpoint)."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -619,7 +633,10 @@ def main() -> int:
                 for name, (port, pids) in paths.items():
                     cpu0 = [cpu_seconds([p]) for p in pids]
                     before = grpc_counts(admin[name]) if name in admin else {}
+                    core0, wall0 = core_times(PROXY_CPU), time.monotonic()
                     res = load(port, streams, args.seconds, messages, seed=rnd * 100 + streams)
+                    core1, wall = core_times(PROXY_CPU), time.monotonic() - wall0
+                    res["proxy_core_idle"] = (core1[0] - core0[0]) / max(1, core1[1] - core0[1])
                     calls = res["calls"]
                     if name in admin:
                         after = grpc_counts(admin[name])
@@ -631,12 +648,14 @@ def main() -> int:
                     if pids:
                         used = [cpu_seconds([p]) - c for p, c in zip(pids, cpu0)]
                         res["cpu_us_per_call_per_hop"] = sum(used) / calls / 2 * 1e6
+                        res["proxy_core_share"] = sum(used) / wall  # of the proxies' core, both hops
                         if name.startswith("trustmesh"):
                             res["cpu_us_per_call_a"] = used[0] / calls * 1e6
                             res["cpu_us_per_call_b"] = used[1] / calls * 1e6
                     results[name][streams].append(res)
                     print(f"round {rnd + 1} streams={streams:3} {name:17} {res['rps']:8.0f} calls/s  p50 {res['p50_ms']:.2f} ms  "
-                          f"p99 {res['p99_ms']:.2f} ms" + (f"  cpu/call/hop {res['cpu_us_per_call_per_hop']:.1f} us" if pids else "") + f"  client {res['client_us']:.0f} us"
+                          f"p99 {res['p99_ms']:.2f} ms" + (f"  cpu/call/hop {res['cpu_us_per_call_per_hop']:.1f} us  core share {res['proxy_core_share']:.2f}" if pids else "")
+                          + f"  core idle {res['proxy_core_idle']:.2f}  client {res['client_us']:.0f} us"
                           + ("" if res["ok"] else f"  FAILED {res['status']} {res['bad']}"), flush=True)
         rss = {}
         for name, (_, pids) in paths.items():
@@ -668,17 +687,18 @@ def report(results: dict, rss: dict, args: argparse.Namespace) -> None:
     print()
     print(f"medians of {args.rounds} rounds x {args.seconds:g} s, gRPC unary mix, 1 KiB request and response, "
           "proxies pinned to one core")
-    print("| streams | path | calls/s | p50 ms | p99 ms | CPU µs/call/hop | vs direct | vs nginx | vs tcp mode |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| streams | path | calls/s | p50 ms | p99 ms | CPU µs/call/hop | core used | idle | vs direct | vs nginx | vs tcp mode |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for streams in args.streams:
         ref = {n: med(results[n][streams], "rps") for n in ("direct", "nginx", "trustmesh-tcp") if n in results}
         for name in results:
             rows = results[name][streams]
             rps = med(rows, "rps")
             cpu = f"{med(rows, 'cpu_us_per_call_per_hop'):.1f}" if name != "direct" else "-"
+            share = f"{med(rows, 'proxy_core_share'):.2f}" if name != "direct" else "-"
             ratio = lambda n: f"{rps / ref[n]:.2f}x" if n in ref else "-"  # noqa: E731
             failed = "" if all(r["ok"] for r in rows) else " **FAILED**"
-            print(f"| {streams} | {name}{failed} | {rps:,.0f} | {med(rows, 'p50_ms'):.2f} | {med(rows, 'p99_ms'):.2f} | {cpu} | "
+            print(f"| {streams} | {name}{failed} | {rps:,.0f} | {med(rows, 'p50_ms'):.2f} | {med(rows, 'p99_ms'):.2f} | {cpu} | {share} | {med(rows, 'proxy_core_idle'):.2f} | "
                   f"{ratio('direct')} | {ratio('nginx')} | {ratio('trustmesh-tcp')} |")
     print()
     for name, value in rss.items():
