@@ -249,6 +249,34 @@ class _Encoder:
         return b"\x40" + _hstr(n) + _hstr(v)
 
 
+class CallHeaders:
+    """The header blocks of one connection's calls, in the order they are sent (HPACK state is per connection)."""
+
+    def __init__(self, connection: str, seed: int) -> None:
+        self.enc = _Encoder()
+        self.tag = f"{connection}-{seed:x}"
+        self.serial = 0
+        self.seen: set[str] = set()
+        self.prefix: dict[str, bytes] = {}
+
+    def block(self, method: str) -> bytes:
+        self.serial += 1
+        rid = f"{self.tag}-{self.serial:010d}"
+        prefix = self.prefix.get(method)
+        if prefix is not None:
+            return prefix + _hstr(rid.encode())
+        e = self.enc
+        head = (b"\x83\x86" + e.constant(":path", f"/{SERVICE}/{method}") + e.constant(":authority", "config.bench.mesh")
+                + e.constant("content-type", "application/grpc") + e.constant("te", "trailers")
+                + e.constant("user-agent", "grpc-python/1.85 bench") + e.constant("grpc-timeout", "9S"))
+        rid_field = e.varying("x-request-id", rid)
+        if self.seen == set(METHODS) and len(rid) < 127:
+            # the table no longer changes: the same bytes for every later call of this method
+            self.prefix[method] = head + rid_field[: len(rid_field) - len(rid) - 1]
+        self.seen.add(method)
+        return head + rid_field
+
+
 def generate(spec: dict) -> dict:
     """Keep ``spec["streams"]`` gRPC calls in flight against ``spec["port"]`` for ``spec["seconds"]``; then drain."""
     import asyncio
@@ -258,7 +286,6 @@ def generate(spec: dict) -> dict:
 
     pool = pickle.loads(Path(spec["messages"]).read_bytes())
     methods = list(pool)
-    paths = {m: f"/{SERVICE}/{m}" for m in methods}
     rng = random.Random(spec.get("seed", 1))
     order = [(m, rng.randrange(len(pool[m]))) for m in (rng.choice(methods) for _ in range(4096))]
     per_conn = max(1, spec["streams"] // spec["connections"])
@@ -277,17 +304,14 @@ def generate(spec: dict) -> dict:
     class Conn(asyncio.Protocol):
         def __init__(self, index: int, done: asyncio.Future) -> None:
             self.index, self.done = index, done
-            self.enc = _Encoder()
+            self.headers = CallHeaders(f"{index:x}", spec["seed"])
             self.next_sid = 1
             self.started: dict[int, float] = {}
-            self.seen: dict[int, bool] = {}
             self.buf = b""
             self.window = 65535
             self.pending: list[tuple[str, int]] = []
-            self.prefix: dict[str, bytes] = {}
             self.received = 0
             self.cursor = index * 1021
-            self.serial = 0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             self.transport = transport
@@ -297,23 +321,6 @@ def generate(spec: dict) -> dict:
             for _ in range(per_conn):
                 out.append(self.call())
             transport.write(b"".join(out))
-
-        def block(self, method: str) -> bytes:
-            self.serial += 1
-            rid = f"{self.index:x}-{self.serial:010d}-{spec['seed']:x}"
-            prefix = self.prefix.get(method)
-            if prefix is not None:
-                return prefix + _hstr(rid.encode())
-            e = self.enc
-            head = (b"\x83\x86" + e.constant(":path", paths[method]) + e.constant(":authority", "config.bench.mesh")
-                    + e.constant("content-type", "application/grpc") + e.constant("te", "trailers")
-                    + e.constant("user-agent", "grpc-python/1.85 bench") + e.constant("grpc-timeout", "9S"))
-            rid_field = e.varying("x-request-id", rid)
-            if len(self.seen) == len(methods) and method in self.seen:
-                # the table no longer changes: the same bytes for every later call of this method
-                self.prefix[method] = head + rid_field[: len(rid_field) - len(rid) - 1]
-            self.seen[method] = True
-            return head + rid_field
 
         def call(self) -> bytes:
             method, i = order[self.cursor % len(order)]
@@ -330,7 +337,7 @@ def generate(spec: dict) -> dict:
             self.next_sid += 2
             self.started[sid] = clock()
             sidb = sid.to_bytes(4, "big")
-            block = self.block(method)
+            block = self.headers.block(method)
             return (len(block).to_bytes(3, "big") + b"\x01\x04" + sidb + block
                     + len(data).to_bytes(3, "big") + b"\x00\x01" + sidb + data)
 
