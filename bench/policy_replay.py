@@ -6,9 +6,15 @@ replays it under a candidate policy that changes some decisions, reading the lin
 as the CLI does. The mix: 40 callers, 10 destinations, paths with numeric and UUID segments,
 a third of the requests with a JSON body, about 25 % denied. Each round replays the whole log;
 the report gives the median records/s over the rounds and, in the same rounds, the rate of
-``json.loads`` alone on the same lines (the floor set by parsing).
+``json.loads`` alone on the same lines (what parsing alone costs with the stdlib) and of the
+msgspec decoder the reader uses.
 
-    flock /tmp/bench.lock .venv/bin/python bench/policy_replay.py [--records 200000] [--rounds 5]
+``--baseline REF`` (a git ref, e.g. ``main``) also replays the same log with the
+``policy_dsl`` of that commit, in the same rounds: each round runs the baseline, this tree and
+the parse-only loops one after another, each replay in a fresh process, so that load on the
+machine falls on both alike; the ratio of the medians is the speed-up.
+
+    flock /tmp/bench.lock .venv/bin/python bench/policy_replay.py [--records 200000] [--rounds 5] [--baseline main]
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +32,8 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# --root DIR (with --measure): the policy_dsl under DIR, a baseline's, is the one measured
+sys.path.insert(0, sys.argv[sys.argv.index("--root") + 1] if "--root" in sys.argv else str(ROOT))
 
 from policy_dsl import load_policy  # noqa: E402
 from policy_dsl.identity import identity_attributes  # noqa: E402
@@ -91,43 +99,95 @@ def replay_rate(path: str, policy) -> tuple[float, Replay]:
     return replay.records / (time.perf_counter() - started), replay
 
 
-def parse_rate(path: str) -> float:
+def parse_rate(path: str, loads=json.loads) -> float:
     started = time.perf_counter()
     count = 0
     with open(path, "rb") as handle:
         for line in handle:
-            json.loads(line)
+            loads(line)
             count += 1
     return count / (time.perf_counter() - started)
+
+
+def measure_in_process(root: Path, log: str) -> tuple[float, dict]:
+    """Records/s of the replay of ``log`` by the ``policy_dsl`` under ``root``, in a fresh
+    Python process (two versions of one package cannot share a process)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--measure", log, "--root", str(root)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    found = json.loads(out)
+    return found["rate"], found["summary"]
+
+
+def baseline_tree(ref: str, into: str) -> Path:
+    """The files of ``ref`` (its ``policy_dsl`` package) unpacked under ``into``."""
+    root = Path(into) / "baseline"
+    root.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "policy_dsl"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+    return root
+
+
+def measure_main(log: str) -> None:
+    """``--measure LOG``: replay ``LOG`` once with the policy_dsl first on sys.path; print JSON."""
+    rate, replay = replay_rate(log, load_policy(policy_text(True), "candidate.policy"))
+    summary = {k: v for k, v in replay.to_json().items() if k not in ("changes", "errors")}
+    print(json.dumps({"rate": rate, "summary": summary}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--baseline", metavar="REF", help="also replay with the policy_dsl of this git ref, interleaved")
     args = parser.parse_args()
-    candidate = load_policy(policy_text(True), "candidate.policy")
+    import msgspec
+
+    fast = msgspec.json.Decoder().decode
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "access.log")
         make_log(path, args.records)
         size = os.path.getsize(path)
         with open(path, "rb") as handle:
             distinct = len({line[line.index(b',"direction"'):] for line in handle})
-        rates, floors = [], []
+        base = baseline_tree(args.baseline, tmp) if args.baseline else None
+        rates, floors, fast_floors, base_rates = [], [], [], []
         for _ in range(args.rounds):
-            rate, replay = replay_rate(path, candidate)
+            if base is not None:
+                rate, base_summary = measure_in_process(base, path)
+                base_rates.append(rate)
+            rate, summary = measure_in_process(ROOT, path)
             rates.append(rate)
             floors.append(parse_rate(path))
-    summary = replay.to_json()
+            fast_floors.append(parse_rate(path, fast))
+    if base is not None and base_summary != summary:
+        sys.exit(f"the baseline and this tree disagree: {base_summary} != {summary}")
     print(f"log: {args.records} records, {size / args.records:.0f} bytes/record, "
           f"{distinct / args.records:.0%} distinct apart from time and duration; candidate: "
           f"{summary['allow_to_deny']} allow->deny, {summary['deny_to_allow']} deny->allow, "
-          f"{summary['undetermined']} undetermined, {len(summary['changes'])} groups")
+          f"{summary['undetermined']} undetermined")
     print(f"replay: median {statistics.median(rates):,.0f} records/s over {args.rounds} rounds "
           f"(min {min(rates):,.0f}, max {max(rates):,.0f})")
+    if base_rates:
+        print(f"baseline {args.baseline}, same rounds: median {statistics.median(base_rates):,.0f} records/s "
+              f"(min {min(base_rates):,.0f}, max {max(base_rates):,.0f}); "
+              f"speed-up {statistics.median(rates) / statistics.median(base_rates):.2f}x")
     print(f"json.loads alone, same rounds: median {statistics.median(floors):,.0f} lines/s; "
-          f"replay/parse ratio {statistics.median(rates) / statistics.median(floors):.2f}")
+          f"replay/json.loads ratio {statistics.median(rates) / statistics.median(floors):.2f}")
+    print(f"msgspec decode alone, same rounds: median {statistics.median(fast_floors):,.0f} lines/s")
 
 
 if __name__ == "__main__":
-    main()
+    if "--measure" in sys.argv:
+        where = argparse.ArgumentParser()
+        where.add_argument("--measure", required=True)
+        where.add_argument("--root", required=True)
+        known = where.parse_args()
+        import policy_dsl
+
+        if not Path(policy_dsl.__file__).resolve().is_relative_to(Path(known.root).resolve()):
+            sys.exit(f"--root {known.root}: imported {policy_dsl.__file__} instead")
+        measure_main(known.measure)
+    else:
+        main()

@@ -41,6 +41,8 @@ __all__ = [
     "attribute_text",
     "known",
     "parse_attribute_text",
+    "nested_attributes",
+    "read_flat",
     "read_record",
 ]
 
@@ -169,6 +171,13 @@ def _identity(spiffe_id: str) -> dict[str, Any]:
     return found
 
 
+def _checked_identity(text: str, spiffe_id: str) -> dict[str, Any]:
+    try:
+        return _identity(spiffe_id)
+    except ValueError as err:
+        raise RecordError(f"{text}: {err}") from None
+
+
 _MOMENTS: dict[str, datetime] = {}
 
 
@@ -188,20 +197,27 @@ def _moment(text: str) -> datetime:
 
 
 _PLANS: dict[tuple[str, ...], tuple] = {}
+_NO_NAMES: list[str] = []
 
 
 def _plan(keys: tuple[str, ...]) -> tuple:
-    """How to nest a flat map with these keys: (first, second or None, rest) per key, once."""
+    """How to nest a flat map with these keys, once: ((text, first, second or None, rest) per
+    key, whether one key lies inside another or names a whole section that nesting extends,
+    such that only building the document tells whether it holds together)."""
     plan = _PLANS.get(keys)
     if plan is None:
-        steps = []
+        steps, paths = [], set()
         for text in keys:
             try:
                 path = parse_attribute_text(text)
             except ValueError as err:
                 raise RecordError(str(err)) from None
             steps.append((text, path[0], path[1] if len(path) > 1 else None, path[2:]))
-        plan = tuple(steps)
+            paths.add(path)
+        entangled = any(path[:end] in paths for path in paths for end in range(1, len(path))) or any(
+            len(path) == 1 and path[0] in ("source", "destination", "context") for path in paths
+        )
+        plan = (tuple(steps), entangled)
         if len(_PLANS) >= 4096:
             _PLANS.clear()
         _PLANS[keys] = plan
@@ -211,7 +227,7 @@ def _plan(keys: tuple[str, ...]) -> tuple:
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
     """The evaluator's nested attribute document from a record's flat ``attrs``."""
     nested: dict[str, Any] = {}
-    for text, first, second, rest in _plan(tuple(flat)):
+    for text, first, second, rest in _plan(tuple(flat))[0]:
         value = flat[text]
         if second is None:
             nested[first] = value
@@ -220,6 +236,8 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
         if node is None:
             node = nested[first] = {}
         for key in (second, *rest[:-1]) if rest else ():
+            if not isinstance(node, dict):
+                break
             node = node.setdefault(key, {})
         if not isinstance(node, dict):
             raise RecordError(f"attribute {text!r} lies inside another recorded value")
@@ -227,16 +245,44 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def read_record(line: str | bytes) -> dict[str, Any]:
-    """One log line as a record dict with ``attrs`` rebuilt into the evaluator's nested shape
-    (under the key ``"_attrs"``; None for a record no policy decided, such as an outbound
-    one); RecordError says what is wrong with any other line."""
+_FAST: list = []  # [decode, its error class], once a log is read
+
+
+def _fast_decoder() -> Any:
+    """msgspec's JSON decoder, imported only by readers of logs (the sidecar writes them with
+    the stdlib); None without msgspec (a dependency: the stdlib alone reads the same, slower)."""
+    try:
+        import msgspec
+    except ImportError:  # pragma: no cover
+        _FAST[:] = [None, ()]
+    else:
+        _FAST[:] = [msgspec.json.Decoder().decode, msgspec.MsgspecError]
+    return _FAST[0]
+
+
+def _decode(line: str | bytes) -> Any:
+    """The JSON value of one line. msgspec (when installed) parses it; a line msgspec refuses
+    is parsed again by the stdlib, so the lines accepted and the values read are exactly the
+    stdlib's (``NaN``, lone surrogates and a BOM, which only the stdlib takes, included)."""
     if len(line) > MAX_LINE:
         raise RecordError(f"line of {len(line)} bytes is over the {MAX_LINE}-byte limit; not read")
+    fast = _FAST[0] if _FAST else _fast_decoder()
+    if fast is not None:
+        try:
+            return fast(line)
+        except (_FAST[1], RecursionError):
+            pass  # the stdlib's verdict (and message) decides
     try:
-        record = json.loads(line)
+        return json.loads(line)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise RecordError(f"not JSON ({err or 'nested too deeply'}); a truncated line?") from None
+
+
+def read_flat(line: str | bytes) -> dict[str, Any]:
+    """One log line as a record dict, checked as :func:`read_record` checks it (the same
+    errors for the same lines), without building the nested attribute document; pass the
+    result to :func:`nested_attributes` for that. Cheaper when only some records need it."""
+    record = _decode(line)
     if not isinstance(record, dict):
         raise RecordError("not a JSON object")
     version = record.get("v")
@@ -246,29 +292,57 @@ def read_record(line: str | bytes) -> dict[str, Any]:
         raise RecordError(f"record version {version!r}; this trustmesh reads version {VERSION}")
     flat = record.get("attrs")
     if flat is None and record.get("decision") not in ("allow", "deny"):
-        record["_attrs"] = None  # no policy decision (outbound, errors): nothing to replay
-        return record
+        return record  # no policy decision (outbound, errors): nothing to replay
     if not isinstance(flat, dict):
         raise RecordError("no 'attrs' object: the record holds no attribute values")
     for key in ("absent", "withheld"):
-        if not isinstance(record.get(key, []), list):
+        if not isinstance(record.get(key, _NO_NAMES), list):
             raise RecordError(f"'{key}' must be a list of attribute names")
+    plan = _PLANS.get(tuple(flat)) or _plan(tuple(flat))
+    if plan[1]:  # one name inside another: only building the document tells
+        nested_attributes(record)
+    for text in ("source.id", "destination.id"):
+        spiffe_id = flat.get(text)
+        if spiffe_id.__class__ is str and spiffe_id not in _IDENTITIES:
+            _checked_identity(text, spiffe_id)
+    time = record.get("time")
+    if time.__class__ is str and time not in _MOMENTS:
+        _moment(time)
+    return record
+
+
+def nested_attributes(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The evaluator's nested attribute document of a record from :func:`read_flat` (None for
+    a record no policy decided)."""
+    flat = record.get("attrs")
+    if flat is None:
+        return None
     nested = _nest(flat)
     for side in ("source", "destination"):
         section = nested.get(side)
+        if not isinstance(section, (dict, type(None))):
+            raise RecordError(f"attribute {side!r} is not an object: it cannot hold {side}.id")
         if section is not None and isinstance(section.get("id"), str):
-            try:
-                identity = _identity(section["id"])
-            except ValueError as err:
-                raise RecordError(f"{side}.id: {err}") from None
+            identity = _checked_identity(f"{side}.id", section["id"])
             section.setdefault("attrs", identity["attrs"])
             if side == "source":
                 section.setdefault("trust_domain", identity["trust_domain"])
                 section.setdefault("path", identity["path"])
     time = record.get("time")
     if isinstance(time, str):
-        nested.setdefault("context", {})["time"] = _moment(time)
-    record["_attrs"] = nested
+        context = nested.setdefault("context", {})
+        if not isinstance(context, dict):
+            raise RecordError("attribute 'context' is not an object: it cannot hold context.time")
+        context["time"] = _moment(time)
+    return nested
+
+
+def read_record(line: str | bytes) -> dict[str, Any]:
+    """One log line as a record dict with ``attrs`` rebuilt into the evaluator's nested shape
+    (under the key ``"_attrs"``; None for a record no policy decided, such as an outbound
+    one); RecordError says what is wrong with any other line."""
+    record = read_flat(line)
+    record["_attrs"] = nested_attributes(record)
     return record
 
 

@@ -21,15 +21,18 @@ reported with ``file:line`` and skipped. Pure: the caller hands in lines.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from operator import itemgetter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from policy_dsl import ast
 from policy_dsl.checker import conjuncts
 from policy_dsl.compiler import attributes_of, compile_pred, compile_tri, getter
 from policy_dsl.evaluator import PolicySet
 from policy_dsl.flows import path_pattern
-from policy_dsl.record import RecordError, attribute_text, known, read_record
+from policy_dsl.record import RecordError, attribute_text, known, nested_attributes, parse_attribute_text, read_flat
 
 __all__ = ["Change", "Replay", "LineError"]
 
@@ -42,8 +45,10 @@ _SEEN_KEPT = 1 << 17
 _HEAD = b'{"v":1,"time":"'
 _TIME_END = len(_HEAD) + 20  # "2026-12-05T10:00:00Z"
 _DURATION = b'","duration_ms":'
-_DEST_ID = getter(("destination", "id"))
-_DEST_PORT = getter(("destination", "port"))
+_PROJECTIONS_KEPT = 1 << 16
+_AFTER_DURATION = _TIME_END + len(_DURATION)
+_SKIPPED, _UNCHANGED = "skipped", "unchanged"  # outcomes of a line, besides its Change
+_IDENTITY = {"source": "source.id", "destination": "destination.id"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +86,7 @@ class _Needs:
     """For one destination: the rules that could apply and, per rule, its top-level
     conditions with the paths each reads (to tell whether an unknown path matters)."""
 
-    __slots__ = ("paths", "rules", "policy_set", "_untold")
+    __slots__ = ("paths", "rules", "policy_set", "_untold", "_projectors", "outcomes", "reads_time", "_path_tests")
 
     def __init__(self, policy_set: PolicySet, rules, attrs: Mapping) -> None:
         self.rules = []
@@ -96,12 +101,58 @@ class _Needs:
             paths[("source", "authenticated")] = None
         self.paths = tuple((path, getter(path)) for path in paths)
         self._untold: dict[tuple, tuple] = {}
+        self._projectors: dict[tuple, tuple] = {}
+        self.outcomes: dict[tuple, Any] = {}  # projection -> (kind or None, decision, unknown)
+        self.reads_time = ("context", "time") in paths
+        self._path_tests = _path_tests(rule.condition for rule, _ in self.rules)
         # the same decisions for this destination, from only the rules that can apply here, and
         # without testing again a selector already known to hold here
         self.policy_set = PolicySet(
             [_at_destination(rule, attrs) for rule, _ in self.rules], default=policy_set.default,
             policies=policy_set.policies, files=policy_set.files,
         )
+
+    def projection(self, shape: tuple, flat: Mapping) -> tuple:
+        """The recorded values that can reach a decision here (see :meth:`projector`), with a
+        string ``request.path`` replaced by what the rules can tell of it (:func:`_path_tests`)."""
+        found = self._projectors.get(shape)
+        if found is None:
+            found = self.projector(shape)
+        values, path_tested = found
+        if not path_tested:
+            return values(flat)
+        path = flat["request.path"]
+        if type(path) is str:
+            document = {"request": {"path": path}}
+            try:
+                path = (_PATH_TESTED, *[test(document) for test in self._path_tests])
+            except Exception:  # noqa: BLE001, S110 - the evaluator denies on it: the raw path is the key
+                pass
+        return values(flat), path
+
+    def projector(self, shape: tuple) -> tuple:
+        """For records of ``shape`` (which names they record): (a function picking the values
+        whose names spell a path the rules here read, a prefix of one or a part of one, or the
+        ID for the attributes that follow from it; whether ``request.path`` is projected apart
+        as its test results)."""
+        wanted = set()
+        for path, _get in self.paths:
+            wanted.add(_IDENTITY[path[0]] if path[:2] in _FROM_ID else attribute_text(path))
+        names = []
+        for text in shape[0]:
+            recorded = parse_attribute_text(text)
+            if text in wanted or any(
+                path[: len(recorded)] == recorded or recorded[: len(path)] == path for path, _get in self.paths
+            ):
+                names.append(text)
+        path_tested = self._path_tests is not None and "request.path" in names
+        if path_tested:
+            names.remove("request.path")
+        found = (_picker(names), path_tested)
+        if len(self._projectors) >= 1024:
+            self._projectors.clear()
+        self._projectors[shape] = found
+        return found
 
     def unknown(self, attrs: Mapping, record: Mapping) -> tuple[str, ...]:
         """Spellings of the attributes the decision needs but the record does not tell."""
@@ -130,6 +181,35 @@ class _Needs:
         return tuple(needed)
 
 
+_FROM_ID = {("source", "trust_domain"), ("source", "path"), ("source", "attrs"), ("destination", "attrs")}
+_REQUEST_PATH = ("request", "path")
+_PATH_TESTED = object()  # marks a projected path as its test results, never equal to a value
+
+
+def _path_tests(conditions) -> tuple | None:
+    """The three-valued closures of the distinct tests that ``conditions`` apply to
+    ``request.path``, when every test reading it reads nothing else (a comparison with a
+    constant, ``has``): then, for a string path, the decisions depend on the path only through
+    their results, and paths with equal results (``/v1/orders/17`` and ``/v1/orders/18``
+    under ``matches "/v1/orders/*"``) are decided once. None when a test also reads another
+    attribute (``request.path == request.headers.x``), or when no rule reads the path."""
+    leaves: dict = {}
+    stack = list(conditions)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.And, ast.Or)):
+            stack.extend(node.operands)
+        elif isinstance(node, ast.Not):
+            stack.append(node.operand)
+        else:
+            reads = attributes_of(node)
+            if _REQUEST_PATH in reads:
+                if reads != (_REQUEST_PATH,):
+                    return None
+                leaves.setdefault(node, None)
+    return tuple(compile_tri(leaf) for leaf in leaves) or None
+
+
 def _at_destination(rule, attrs: Mapping):
     """``rule`` for requests to the destination of ``attrs``: its condition alone decides
     where its selector is true (a selector reads only ``destination.*``)."""
@@ -138,20 +218,31 @@ def _at_destination(rule, attrs: Mapping):
     return replace(rule, check=compile_pred(rule.condition, rule.effect != "deny"))
 
 
+def _picker(names: list[str]):
+    """A function from a flat record to the values of ``names`` (a tuple, whatever their count)."""
+    if not names:
+        return lambda flat: ()
+    if len(names) == 1:
+        (name,) = names
+        return lambda flat: (flat[name],)
+    return itemgetter(*names)
+
+
 class Replay:
     """Accumulates the replay of many records under ``policy_set``."""
 
     def __init__(self, policy_set: PolicySet) -> None:
         self.policy_set = policy_set
         self._rules = policy_set._rules
-        self._needs: dict[tuple, _Needs] = {}
+        self._needs: dict[Any, _Needs] = {}
+        self._destinations: dict[tuple, tuple[str, ...]] = {}  # shape -> its names of destination.*
         self._groups: dict[tuple, Change] = {}
         self.records = 0
         self.unchanged = 0
         self.skipped = 0  # records of requests no policy decided (errors, unavailable)
         self.errors: list[LineError] = []
         self.error_count = 0
-        self._seen: dict[bytes, Any] = {}  # line key -> "unchanged", "skipped" or its Change
+        self._seen: dict[bytes, Any] = {}  # line key -> _UNCHANGED, _SKIPPED or its Change
         self._last: Any = None
         self._reads_time = ("context", "time") in policy_set.reads
 
@@ -162,72 +253,105 @@ class Replay:
         reads ``context.time``) and ``duration_ms``, which the sidecar writes first: a line
         equal to an earlier one past them counts in the same group without being parsed again.
         """
-        if isinstance(line, str):
+        if line.__class__ is not bytes:
             line = line.encode()
-        key = self._line_key(line)
-        if key is not None:
-            outcome = self._seen.get(key)
-            if outcome is not None:
-                self._count(outcome)
-                return
-        if not line.strip():
+        # the line key, when the line starts as the sidecar writes it:
+        # {"v":1,"time":"<20 characters>","duration_ms":<number>,
+        key = None
+        if line.startswith(_HEAD) and line.startswith(_DURATION, _TIME_END):
+            comma = line.find(b",", _AFTER_DURATION)
+            if comma >= 0:
+                key = line[comma:] if not self._reads_time else line[len(_HEAD) : _TIME_END] + line[comma:]
+                outcome = self._seen.get(key)
+                if outcome is not None:
+                    if outcome is _SKIPPED:
+                        self.skipped += 1
+                        return
+                    self.records += 1
+                    if outcome is _UNCHANGED:
+                        self.unchanged += 1
+                    else:
+                        outcome.count += 1
+                    return
+        if not line or line.isspace():
             return
         self._last = None
         try:
-            record = read_record(line)
+            record = read_flat(line)
         except RecordError as err:
             self.error_count += 1
             if len(self.errors) < _MAX_ERRORS_KEPT:
                 self.errors.append(LineError(file, number, str(err)))
             return
-        self.add(record, f"{file}:{number}")
+        self._add(record, file, number)
         if key is not None and self._last is not None:
             if len(self._seen) >= _SEEN_KEPT:
                 self._seen.clear()
             self._seen[key] = self._last
 
-    def _line_key(self, line: bytes) -> bytes | None:
-        """The part of a line its outcome depends on, when it starts as the sidecar writes it:
-        ``{"v":1,"time":"<20 characters>","duration_ms":<number>,``."""
-        if not line.startswith(_HEAD) or line[_TIME_END : _TIME_END + len(_DURATION)] != _DURATION:
-            return None
-        comma = line.find(b",", _TIME_END + len(_DURATION))
-        if comma < 0:
-            return None
-        return line[comma:] if not self._reads_time else line[len(_HEAD) : _TIME_END] + line[comma:]
-
-    def _count(self, outcome) -> None:
-        if outcome == "skipped":
-            self.skipped += 1
-            return
-        self.records += 1
-        if outcome == "unchanged":
-            self.unchanged += 1
-        else:
-            outcome.count += 1
-
     def add(self, record: dict[str, Any], where: str) -> None:
+        """Replay one record (from :func:`~policy_dsl.record.read_flat` or ``read_record``).
+
+        Its outcome is a function of the destination, of which names it records, of its old
+        decision and of the recorded values the new set can read there (its projection): each
+        distinct projection is evaluated once, later records with it only counted."""
+        self._add(record, where, None)
+
+    def _add(self, record: dict[str, Any], file: str, number: int | None) -> None:
         old = record.get("decision")
-        if old not in ("allow", "deny"):
+        if old != "allow" and old != "deny":
             self.skipped += 1
-            self._last = "skipped"
+            self._last = _SKIPPED
             return
         self.records += 1
-        attrs = record["_attrs"]
-        key = (_DEST_ID(attrs), _DEST_PORT(attrs))
-        needs = self._needs.get(key)
+        flat = record["attrs"]
+        attrs = record.get("_attrs")
+        shape = (tuple(flat), tuple(record.get("absent", ())), "time" in record)
+        where_to = self._destinations.get(shape)
+        if where_to is None:
+            if len(self._destinations) >= 1024:
+                self._destinations.clear()
+            where_to = self._destinations[shape] = _picker(
+                [name for name in shape[0] if parse_attribute_text(name)[0] == "destination"]
+            )
+        destination = where_to(flat)
+        try:
+            needs = self._needs.get(destination)
+        except TypeError:  # an object or a list among them
+            destination = json.dumps(destination, sort_keys=True, default=str)
+            needs = self._needs.get(destination)
         if needs is None:
-            needs = self._needs[key] = _Needs(self.policy_set, self._rules, attrs)
+            attrs = attrs or nested_attributes(record)
+            needs = self._needs[destination] = _Needs(self.policy_set, self._rules, attrs)
+        projection: Any = (shape, old, needs.projection(shape, flat), record.get("time") if needs.reads_time else None)
+        try:
+            outcome = needs.outcomes.get(projection)
+        except TypeError:  # an object or a list among the values: evaluated every time
+            outcome = projection = None
+        if outcome is None:
+            attrs = attrs or nested_attributes(record)
+            outcome = self._outcome(needs, attrs, record, old)
+            if projection is not None:
+                if len(needs.outcomes) >= _PROJECTIONS_KEPT:
+                    needs.outcomes.clear()
+                needs.outcomes[projection] = outcome
+        kind, decision, unknown = outcome
+        if kind is None:
+            self.unchanged += 1
+            self._last = _UNCHANGED
+            return
+        self._note(kind, record, attrs, file if number is None else f"{file}:{number}", decision, unknown)
+
+    @staticmethod
+    def _outcome(needs: _Needs, attrs: Mapping, record: Mapping, old: str) -> tuple:
+        """(kind of change or None, the new decision, attributes the record does not tell)."""
         unknown = needs.unknown(attrs, record)
         if unknown:
-            self._note(UNDETERMINED, record, attrs, where, None, unknown)
-            return
+            return UNDETERMINED, None, unknown
         decision = needs.policy_set.evaluate(attrs)
         if decision.allowed == (old == "allow"):
-            self.unchanged += 1
-            self._last = "unchanged"
-            return
-        self._note(ALLOW_TO_DENY if old == "allow" else DENY_TO_ALLOW, record, attrs, where, decision, ())
+            return None, decision, ()
+        return ALLOW_TO_DENY if old == "allow" else DENY_TO_ALLOW, decision, ()
 
     def _note(self, kind, record, attrs, where, decision, unknown) -> None:
         flat = record["attrs"]
@@ -240,7 +364,7 @@ class Replay:
         change = self._groups.get(group_key)
         if change is None:
             change = self._groups[group_key] = Change(kind, source, destination, method, pattern)
-            change.example = self._example(record, attrs, where, decision, unknown)
+            change.example = self._example(record, attrs or nested_attributes(record), where, decision, unknown)
         change.count += 1
         self._last = change
 
