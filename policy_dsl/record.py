@@ -282,8 +282,14 @@ def read_flat(line: str | bytes) -> dict[str, Any]:
     """One log line as a record dict, checked as :func:`read_record` checks it (the same
     errors for the same lines), without building the nested attribute document; pass the
     result to :func:`nested_attributes` for that. Cheaper when only some records need it."""
-    record = _decode(line)
-    if not isinstance(record, dict):
+    if len(line) <= MAX_LINE and _FAST and _FAST[0] is not None:
+        try:
+            record = _FAST[0](line)
+        except (_FAST[1], RecursionError):
+            record = _decode(line)
+    else:
+        record = _decode(line)
+    if record.__class__ is not dict:
         raise RecordError("not a JSON object")
     version = record.get("v")
     if version != VERSION:

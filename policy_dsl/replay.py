@@ -101,7 +101,7 @@ class _Needs:
             paths[("source", "authenticated")] = None
         self.paths = tuple((path, getter(path)) for path in paths)
         self._untold: dict[tuple, tuple] = {}
-        self._projectors: dict[tuple, tuple] = {}
+        self._projectors: dict[_Shape, tuple] = {}
         self.outcomes: dict[tuple, Any] = {}  # projection -> (kind or None, decision, unknown)
         self.reads_time = ("context", "time") in paths
         self._path_tests = _path_tests(rule.condition for rule, _ in self.rules)
@@ -112,7 +112,7 @@ class _Needs:
             policies=policy_set.policies, files=policy_set.files,
         )
 
-    def projection(self, shape: tuple, flat: Mapping) -> tuple:
+    def projection(self, shape: _Shape, flat: Mapping) -> tuple:
         """The recorded values that can reach a decision here (see :meth:`projector`), with a
         string ``request.path`` replaced by what the rules can tell of it (:func:`_path_tests`)."""
         found = self._projectors.get(shape)
@@ -130,7 +130,7 @@ class _Needs:
                 pass
         return values(flat), path
 
-    def projector(self, shape: tuple) -> tuple:
+    def projector(self, shape: _Shape) -> tuple:
         """For records of ``shape`` (which names they record): (a function picking the values
         whose names spell a path the rules here read, a prefix of one or a part of one, or the
         ID for the attributes that follow from it; whether ``request.path`` is projected apart
@@ -139,7 +139,7 @@ class _Needs:
         for path, _get in self.paths:
             wanted.add(_IDENTITY[path[0]] if path[:2] in _FROM_ID else attribute_text(path))
         names = []
-        for text in shape[0]:
+        for text in shape.names:
             recorded = parse_attribute_text(text)
             if text in wanted or any(
                 path[: len(recorded)] == recorded or recorded[: len(path)] == path for path, _get in self.paths
@@ -228,6 +228,17 @@ def _picker(names: list[str]):
     return itemgetter(*names)
 
 
+class _Shape:
+    """Records that record the same names (and list the same absent ones, and have a time or
+    not): the key under which what depends only on that is kept (hashed by identity)."""
+
+    __slots__ = ("names", "destination")
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.destination = _picker([name for name in names if parse_attribute_text(name)[0] == "destination"])
+
+
 class Replay:
     """Accumulates the replay of many records under ``policy_set``."""
 
@@ -235,7 +246,7 @@ class Replay:
         self.policy_set = policy_set
         self._rules = policy_set._rules
         self._needs: dict[Any, _Needs] = {}
-        self._destinations: dict[tuple, tuple[str, ...]] = {}  # shape -> its names of destination.*
+        self._shapes: dict[tuple, _Shape] = {}
         self._groups: dict[tuple, Change] = {}
         self.records = 0
         self.unchanged = 0
@@ -306,15 +317,13 @@ class Replay:
         self.records += 1
         flat = record["attrs"]
         attrs = record.get("_attrs")
-        shape = (tuple(flat), tuple(record.get("absent", ())), "time" in record)
-        where_to = self._destinations.get(shape)
-        if where_to is None:
-            if len(self._destinations) >= 1024:
-                self._destinations.clear()
-            where_to = self._destinations[shape] = _picker(
-                [name for name in shape[0] if parse_attribute_text(name)[0] == "destination"]
-            )
-        destination = where_to(flat)
+        names = (tuple(flat), tuple(record.get("absent", ())), "time" in record)
+        shape = self._shapes.get(names)
+        if shape is None:
+            if len(self._shapes) >= 1024:
+                self._shapes.clear()
+            shape = self._shapes[names] = _Shape(names[0])
+        destination = shape.destination(flat)
         try:
             needs = self._needs.get(destination)
         except TypeError:  # an object or a list among them
