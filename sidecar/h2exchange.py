@@ -184,6 +184,8 @@ class H2Downstream(asyncio.Protocol):
                 self._on_window(event.stream_id)
             elif kind is StreamReset:
                 self._on_reset(event)
+            elif kind is TrailersReceived:
+                self._on_request_trailers(event)
             elif kind is ConnectionTerminated:
                 if not event.remote or event.error_code != ErrorCode.NO_ERROR:
                     log.info("h2 connection from %s ended: %s %s", self.info.peer_ip, event.error_code, event.debug[:100])
@@ -246,6 +248,13 @@ class H2Downstream(asyncio.Protocol):
         pair.unacked_down += event.flow_controlled_length
         self._apply(pair, pair.stream.feed(event.data, event.end_stream))
         self._ack_down(pair)
+
+    def _on_request_trailers(self, event: TrailersReceived) -> None:
+        """A trailer section ends the request (RFC 9113 §8.1): the stream ends upstream too.
+        Its fields are not forwarded (policy decided without them; none can forge identity)."""
+        pair = self.pairs.get(event.stream_id)
+        if pair is not None and pair.stream is not None:
+            self._apply(pair, pair.stream.feed(b"", True))
 
     def _ack_down(self, pair: _Pair) -> None:
         """Return the window of what the upstream side took (or what waits is small)."""

@@ -951,17 +951,24 @@ def test_connect_is_never_a_tunnel(rig, name, fields):
     assert seen == []
 
 
-@pytest.mark.xfail(strict=True, reason="H2Downstream.data_received ignores TrailersReceived: a request ending with "
-                   "trailers never ends at the app, and the caller waits for an answer that never comes")
 def test_request_trailers_end_the_request_at_the_app(rig):
     """A request may end with a trailer section (RFC 9113 §8.1); the app must get the request
-    complete, and identity fields in the trailers must not reach it."""
+    complete, and identity fields in the trailers must not reach it (the sidecar drops them all)."""
     data = (headers(1, req("/ok/trailers", "POST"), end_stream=False) + raw(DATA, 0, 1, b"body")
             + headers(1, [(b"x-checksum", b"1"), (b"x-trustmesh-source", b"admin")], end_stream=True))
     peer, seen = attack(rig, "trailers", lambda p: p.send(data), lambda p: p.ended(1) or p.reset(1) is not None)
     assert peer.status(1) == 200, peer.frames
     [call] = seen
     assert call.ended and bytes(call.data) == b"body"
+
+
+@pytest.mark.parametrize("appname,status", [("billing", "0"), ("payments", "7")])
+def test_grpc_call_ending_with_trailers_is_decided_on_its_message(rig, appname, status):
+    data = (headers(1, grpc_req(), end_stream=False) + raw(DATA, 0, 1, message(appname))
+            + headers(1, [(b"x-done", b"1")], end_stream=True))
+    peer, seen = attack(rig, "grpc-trailers", lambda p: p.send(data), lambda p: p.ended(1) or p.reset(1) is not None)
+    assert peer.grpc_status(1)[0] == status
+    assert [bytes(s.data) for s in grpc_seen(seen) if s.ended] == ([message(appname)] if status == "0" else [])
 
 
 def test_slow_reader_with_open_windows_is_bounded(rig):
