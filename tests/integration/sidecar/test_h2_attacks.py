@@ -1013,3 +1013,58 @@ def test_streams_of_a_departed_caller_are_reset_at_the_app(rig):
         time.sleep(0.02)
     streams = rig.app.since(mark)
     assert len(streams) == 10 and all(s.reset for s in streams), [(s.path, s.reset) for s in streams]
+
+
+def test_a_header_block_in_many_continuations_within_the_bounds_is_served(rig):
+    """The CONTINUATION bound refuses floods, not a legitimate header section split small."""
+    whole = block(req("/ok/split", add=[(b"x-long", b"v" * 2000)]))
+    pieces = [whole[i : i + 100] for i in range(0, len(whole), 100)]  # about 21 frames
+    data = raw(HEADERS, 0x1, 1, pieces[0]) + b"".join(raw(CONTINUATION, 0, 1, p) for p in pieces[1:-1]) \
+        + raw(CONTINUATION, 0x4, 1, pieces[-1])
+    peer, seen = attack(rig, "continuations", lambda p: p.send(data), lambda p: p.ended(1) or p.reset(1) is not None)
+    assert peer.status(1) == 200
+    [call] = seen
+    assert dict(call.headers)[b"x-long"] == b"v" * 2000
+
+
+def test_a_caller_without_a_dynamic_table_gets_responses_it_can_decode(rig):
+    """SETTINGS_HEADER_TABLE_SIZE 0: the sidecar's encoder must not index into a table the caller
+    does not keep (the responses are decoded with a table of size 0)."""
+    peer = rig.peer().start(struct.pack(">HL", 1, 0))
+    peer.decoder.header_table_size = 0
+    peer.decoder.max_allowed_table_size = 0
+    try:
+        for i in range(5):
+            sid = 2 * i + 1
+            peer.send(headers(sid, req(f"/ok/table-{i}")))
+            assert peer.until(lambda p: p.ended(sid), 10)
+            assert peer.status(sid) == 200
+        assert peer.goaway() is None
+    finally:
+        peer.close()
+
+
+def test_stalled_peers_are_let_go(rig):
+    """Two peers that never move: one never opens its window while a response waits (zero-window
+    stall, CVE-2019-9517), one never acknowledges the sidecar's SETTINGS. The first loses its
+    connection with ENHANCE_YOUR_CALM once a stream waited 30 s (max_send_stall) and its streams
+    at the app are reset; the second gets SETTINGS_TIMEOUT after 10 s. Slow by nature: ~31 s."""
+    mark = rig.app.mark()
+    stalled = rig.peer().start(struct.pack(">HL", 4, 0))
+    mute = rig.peer(ack_settings=False).start()
+    try:
+        stalled.send(headers(1, req(f"/ok/big?n={MB}")))
+        assert stalled.until(lambda p: p.status(1) == 200, 10)
+        assert mute.until(lambda p: p.goaway() is not None, 20)
+        assert mute.goaway() == SETTINGS_TIMEOUT
+        assert stalled.until(lambda p: p.goaway() is not None, 45)
+        assert stalled.goaway() == ENHANCE_YOUR_CALM
+        assert stalled.until(lambda p: p.closed, 5)
+    finally:
+        stalled.close()
+        mute.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(s.reset for s in rig.app.since(mark)):
+        time.sleep(0.05)
+    assert [(s.path, s.reset) for s in rig.app.since(mark)] == [(f"/ok/big?n={MB}", True)]
+    rig.others_carry_on("stalled")
