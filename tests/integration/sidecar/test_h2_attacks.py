@@ -35,6 +35,7 @@ import struct
 import subprocess
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -237,7 +238,8 @@ class _AppConnection(asyncio.Protocol):
         if fields.get(b"content-type", b"").startswith(b"application/grpc"):
             self.conn.send_headers(sid, [(b":status", b"200"), (b"content-type", b"application/grpc")])
             self.conn.send_data(sid, b"\0\0\0\0\0")
-            self.conn.send_headers(sid, [(b"grpc-status", b"0")], end_stream=True)
+            status = fields.get(b"x-reply-grpc-status", b"0")  # what a (misbehaving) server may answer
+            self.conn.send_headers(sid, [(b"grpc-status", status)], end_stream=True)
         elif seen.path.startswith("/ok/big"):
             self.conn.send_headers(sid, [(b":status", b"200")])
             self.pending[sid] = int(seen.path.split("n=")[1])
@@ -1068,3 +1070,30 @@ def test_stalled_peers_are_let_go(rig):
         time.sleep(0.05)
     assert [(s.path, s.reset) for s in rig.app.since(mark)] == [(f"/ok/big?n={MB}", True)]
     rig.others_carry_on("stalled")
+
+
+@pytest.mark.xfail(strict=True, reason="Metrics.stream labels trustmesh_sidecar_h2_streams_total with grpc-status "
+                   "exactly as the far end sent it: each invented value is a new series (1000 calls -> 2000 series)")
+def test_grpc_status_values_a_server_invents_do_not_grow_the_metrics(rig):
+    """grpc-status comes from the far end (on outbound, another workload): values outside the
+    gRPC codes must not each become a new metrics series, or a peer grows the sidecar's memory
+    without bound. 1000 calls, each answered with a different invented status."""
+
+    def series() -> int:
+        url = f"http://127.0.0.1:{rig.sidecar.ports['admin']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        return sum(1 for line in text.splitlines() if line.startswith("trustmesh_sidecar_h2_streams_total{"))
+
+    before = series()
+    peer = rig.peer(outbound=True).start()
+    try:
+        for batch in range(20):
+            sids = [2 * (batch * 50 + i) + 1 for i in range(50)]
+            peer.send(b"".join(grpc_call(sid, [message("config")], add=[(b"x-reply-grpc-status", str(1000 + sid).encode())])
+                               for sid in sids))
+            assert peer.until(lambda p: all(p.ended(sid) for sid in sids), 20), f"batch {batch} unanswered"
+        assert peer.grpc_status(1) == (str(1001), "")  # the invented status reached the caller as it was sent
+    finally:
+        peer.close()
+    assert series() - before <= 4, f"{series() - before} new series for 1000 invented grpc-status values"
