@@ -17,6 +17,9 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 
 __all__ = ["Metrics"]
 
+# grpc-status values that get a series of their own: the codes gRPC defines (0..16) and none;
+# anything else the far end answers is counted as "invalid", so a peer cannot add series
+_GRPC_STATUS_LABELS = frozenset({"", *(str(code) for code in range(17))})
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -42,7 +45,8 @@ class Metrics:
         )
         self.streams = Counter(
             "trustmesh_sidecar_h2_streams",
-            "HTTP/2 streams by protocol (h2, grpc); gRPC service and method only when the descriptors name them",
+            "HTTP/2 streams by protocol (h2, grpc); gRPC service and method only when the descriptors name them; "
+            "grpc_status 0..16, or invalid",
             ["direction", "protocol", "grpc_service", "grpc_method", "grpc_status"],
             registry=r,
         )
@@ -74,6 +78,8 @@ class Metrics:
             counts[key] = counts.get(key, 0) + 1
 
     def stream(self, direction: str, protocol: str, service: str, method: str, grpc_status: str) -> None:
+        if grpc_status not in _GRPC_STATUS_LABELS:
+            grpc_status = "invalid"
         self.streams.labels(direction, protocol, service, method, grpc_status).inc()
 
     def tcp_connection(self, direction: str, decision: str) -> None:
