@@ -275,7 +275,7 @@ class _AppConnection(asyncio.Protocol):
 
 
 class Sidecar:
-    def __init__(self, tmp: Path, pki: Pki, app_port: int) -> None:
+    def __init__(self, tmp: Path, pki: Pki, app_port: int, max_message: int = 4096) -> None:
         (tmp / "policy.policy").write_text(POLICY)
         inbound = free_port()
         config = sidecar_config(
@@ -283,7 +283,7 @@ class Sidecar:
             inbound={"port": inbound, "app_port": app_port},
             outbound={"port": 0, "upstreams": [{"listen": 0, "address": f"127.0.0.1:{inbound}", "spiffe_id": SERVER}]},
             policy={"file": str(tmp / "policy.policy")},
-            grpc={"descriptors": [str(DESCRIPTORS)], "max_message": 4096},
+            grpc={"descriptors": [str(DESCRIPTORS)], "max_message": max_message},
             access_log=str(tmp / "access.log"),
             limits={"header_timeout": 5, "drain_grace": 2},
         )
@@ -1099,3 +1099,47 @@ def test_grpc_status_values_a_server_invents_do_not_grow_the_metrics(rig):
         peer.close()
     assert series() - before <= 4, f"{series() - before} new series for 1000 invented grpc-status values"
     assert 'grpc_status="invalid"' in metrics_text(rig)
+
+
+@pytest.mark.xfail(strict=True, reason="before a gRPC call is decided, H2Downstream._ack_down returns the window of "
+                   "every DATA byte (nothing waits upstream) while MessageReader buffers up to grpc.max_message per "
+                   "stream: one connection pins max_concurrent_streams x max_message (100 x 1 MiB by default)")
+def test_unfinished_grpc_messages_on_every_stream_are_bounded(tmp_path):
+    """Messages that never complete, on every stream a connection may open, with the default
+    grpc.max_message (1 MiB): what the sidecar holds waiting to decide must stay bounded."""
+    pki = Pki()
+    app = RecordingApp().start()
+    sidecar = Sidecar(tmp_path, pki, app.port, max_message=1 << 20)
+    files = pki.write(tmp_path, "client", "/app/billing")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(files["bundle_file"])
+    ctx.load_cert_chain(files["cert_file"], files["key_file"])
+    ctx.set_alpn_protocols(["h2"])
+    try:
+        before = sidecar.rss()
+        sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", sidecar.ports["inbound"]), timeout=10))
+        peer = Peer(sock).start()
+        prefix = b"\0" + struct.pack(">L", (1 << 20) - 1)  # a message of 1 MiB - 1, never finished
+        chunk = b"\x0a" * 16000
+        sids = [2 * i + 1 for i in range(100)]
+        peer.send(b"".join(headers(sid, grpc_req(), end_stream=False) + raw(DATA, 0, sid, prefix) for sid in sids))
+        sent = 5
+
+        def granted(p: Peer) -> int:  # the least window any stream has been given back
+            return min(sum(f.window_increment for f in p.frames if f.type == WINDOW_UPDATE and f.stream_id == sid)
+                       for sid in sids)
+
+        for _ in range(25):  # 25 x 16000 = 400 kB per stream (beyond its 256 KiB window), within flow control
+            if not peer.until(lambda p: sent + len(chunk) <= (1 << 18) + granted(p), 5):
+                break  # the sidecar stopped giving window: the bound holds
+            peer.send(b"".join(raw(DATA, 0, sid, chunk) for sid in sids))
+            sent += len(chunk)
+        peer.until(lambda p: False, 0.5)
+        grown = sidecar.rss() - before
+        peer.close()
+        assert grown < RSS_BOUND, f"one connection's unfinished messages grew the sidecar by {grown / MB:.0f} MB"
+        assert app.streams == []
+    finally:
+        sidecar.stop()
+        app.stop()
