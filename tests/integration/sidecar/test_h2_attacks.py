@@ -468,7 +468,7 @@ class Rig:
         self.pki = Pki()
         self.app = RecordingApp().start()
         self.sidecar = Sidecar(tmp, self.pki, self.app.port)
-        files = self.pki.write(tmp, "client", "/app/billing")
+        files = self.ctx_files = self.pki.write(tmp, "client", "/app/billing")
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False  # an SVID names a SPIFFE ID, not a host; the chain is still verified
         ctx.load_verify_locations(files["bundle_file"])
@@ -1143,3 +1143,59 @@ def test_unfinished_grpc_messages_on_every_stream_are_bounded(tmp_path):
     finally:
         sidecar.stop()
         app.stop()
+
+
+def _http1_exchange(sock: socket.socket, request: bytes) -> bytes:
+    sock.sendall(request)
+    answer = b""
+    deadline = time.monotonic() + 10
+    while b"\r\n\r\n" not in answer and time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            data = sock.recv(1 << 16)
+        except (socket.timeout, TimeoutError):
+            continue
+        if not data:
+            break
+        answer += data
+    sock.close()
+    return answer
+
+
+UPGRADE = (b"GET /ok/upgrade HTTP/1.1\r\nHost: config\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+           b"HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+
+
+@pytest.mark.parametrize("where", ["outbound-plaintext", "inbound-mtls-http1"])
+def test_upgrade_to_h2c_is_never_a_tunnel(rig, where):
+    """``Upgrade: h2c`` is not supported: no 101, and nothing but (at most) a plain HTTP/1.1
+    request without the upgrade reaches the app."""
+    mark = rig.app.mark()
+    if where == "outbound-plaintext":
+        sock = rig.plain()
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_verify_locations(rig.ctx_files["bundle_file"])
+        ctx.load_cert_chain(rig.ctx_files["cert_file"], rig.ctx_files["key_file"])
+        ctx.set_alpn_protocols(["http/1.1"])
+        sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", rig.sidecar.ports["inbound"]), timeout=10))
+    answer = _http1_exchange(sock, UPGRADE)
+    assert answer.startswith(b"HTTP/1.1 4"), answer[:200]  # an error, not 101 Switching Protocols
+    assert b"upgrade" not in answer.split(b"\r\n\r\n")[0].lower(), answer[:300]
+    assert rig.app.since(mark) == []  # the recording app speaks only h2c: an HTTP/1.1 request never lands
+    rig.others_carry_on(f"upgrade-{where}")
+
+
+def test_http2_preface_on_an_http1_alpn_connection_is_refused(rig):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(rig.ctx_files["bundle_file"])
+    ctx.load_cert_chain(rig.ctx_files["cert_file"], rig.ctx_files["key_file"])
+    ctx.set_alpn_protocols(["http/1.1"])
+    sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", rig.sidecar.ports["inbound"]), timeout=10))
+    mark = rig.app.mark()
+    answer = _http1_exchange(sock, PREFACE + raw(SETTINGS, 0, 0) + headers(1, req("/ok/smuggled")))
+    assert answer.startswith(b"HTTP/1.1 4") or answer.startswith(b"HTTP/1.1 505") or answer == b"", answer[:100]
+    assert rig.app.since(mark) == []
+    rig.others_carry_on("preface-on-http1")
