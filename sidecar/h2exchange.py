@@ -190,7 +190,8 @@ class H2Downstream(asyncio.Protocol):
                 if not event.remote or event.error_code != ErrorCode.NO_ERROR:
                     log.info("h2 connection from %s ended: %s %s", self.info.peer_ip, event.error_code, event.debug[:100])
                     self.flush()
-                    self._close()
+                    self._close()  # resets (and flushes) what this read forwarded upstream
+                    self._dirty.clear()
                     return
         self.flush()
         if self._dirty:
@@ -216,6 +217,10 @@ class H2Downstream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.listener.connections.discard(self)
+        self._abandon()
+
+    def _abandon(self) -> None:
+        """The connection is over: every stream's upstream twin is reset, and the stream logged."""
         for pair in list(self.pairs.values()):
             if pair.up is not None and pair.up_id:
                 pair.up.reset(pair.up_id)
@@ -468,6 +473,9 @@ class H2Downstream(asyncio.Protocol):
         if not self.closing:
             self.closing = True
             self.listener.connections.discard(self)
+            # now, not at connection_lost (TLS waits for the peer's close_notify first): an upstream
+            # answer arriving meanwhile must find its stream gone, not a closed codec to write to
+            self._abandon()
             if self.transport is not None:
                 self.transport.close()
 

@@ -1188,11 +1188,6 @@ def test_http2_preface_on_an_http1_alpn_connection_is_refused(rig):
     rig.others_carry_on("preface-on-http1")
 
 
-@pytest.mark.xfail(strict=True, reason="on a connection error H2Downstream closes without ending its streams (they wait for "
-                   "connection_lost, which TLS delays until the caller's close_notify) and without flushing the upstream "
-                   "it just forwarded to; the app's answer then makes on_response send on the closed codec "
-                   "(H2StateError) out of H2Upstream.data_received, and the event loop closes the shared app "
-                   "connection with every other caller's stream on it (503)")
 def test_a_response_arriving_after_the_callers_connection_failed_harms_no_one(rig):
     """An attacker gets a request forwarded, then breaks its connection in the same write (GOAWAY
     STREAM_CLOSED) and keeps the socket open. The app's answer to the forwarded request arrives
