@@ -1214,3 +1214,27 @@ def test_a_response_arriving_after_the_callers_connection_failed_harms_no_one(ri
         attacker.close()
         other.close()
     rig.others_carry_on("late-response")
+
+
+def test_a_window_shrunk_below_zero_mid_response_is_honoured(rig):
+    """The caller opens a large window, then shrinks SETTINGS_INITIAL_WINDOW_SIZE to 0 while a
+    response is under way (its stream window goes negative, RFC 9113 §6.9.2): the sidecar sends
+    nothing more until the window is positive again, and the body then arrives whole."""
+    n = 2 * MB
+    peer = rig.peer().start(struct.pack(">HL", 4, 1 << 20))
+    try:
+        peer.send(raw(WINDOW_UPDATE, 0, 0, u32(16 * MB)) + headers(1, req(f"/ok/big?n={n}")))
+        assert peer.until(lambda p: len(p.body.get(1, b"")) > 0, 10)
+        peer.send(raw(SETTINGS, 0, 0, struct.pack(">HL", 4, 0)))
+        acked = lambda p: sum(1 for f in p.frames if f.type == SETTINGS and "ACK" in f.flags) >= 2
+        assert peer.until(acked, 10)
+        got = len(peer.body.get(1, b""))
+        assert got <= 1 << 20, "more than the window was sent"
+        peer.until(lambda p: False, 0.3)
+        assert len(peer.body.get(1, b"")) == got, "DATA sent into a window shrunk to zero or below"
+        peer.send(raw(WINDOW_UPDATE, 0, 1, u32(n)))  # now the stream window is positive again
+        assert peer.until(lambda p: p.ended(1), 10)
+        assert peer.body[1] == b"x" * n and peer.goaway() is None
+    finally:
+        peer.close()
+    rig.others_carry_on("negative-window")
