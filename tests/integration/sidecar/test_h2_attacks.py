@@ -521,6 +521,8 @@ def rig(tmp_path_factory):
     yield rig
     assert rig.close() == 0, rig.sidecar.stderr()
     assert rig.app.errors == [], "the sidecar sent the app something the h2 library refused"
+    log = rig.sidecar.stderr_path.read_text()
+    assert "Traceback" not in log, "an attack made an exception escape in the sidecar: " + log[log.index("Traceback") - 500 :][:3000]
 
 
 def attack(rig: Rig, tag: str, send: Callable[[Peer], None], done: Callable[[Peer], bool], outbound: bool = False,
