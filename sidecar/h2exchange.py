@@ -495,6 +495,7 @@ class H2Upstream(asyncio.Protocol):
         self.idle_since = 0.0
         self.expires = math.inf
         self.peer_id: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def usable(self) -> bool:
@@ -502,6 +503,7 @@ class H2Upstream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.loop = asyncio.get_running_loop()
         self.flush()
 
     def start(self, pair: _Pair, headers: list[Header], end_stream: bool) -> int:
@@ -525,7 +527,8 @@ class H2Upstream(asyncio.Protocol):
         """The downstream side is done with ``pair``; its upstream stream ends by itself (or was reset)."""
         if self.streams.get(pair.up_id) is pair:
             del self.streams[pair.up_id]
-        self.idle_since = asyncio.get_running_loop().time()
+        if not self.streams:  # the pool reads idle_since only on a connection without streams
+            self.idle_since = (self.loop or asyncio.get_running_loop()).time()
 
     def ack_up(self, pair: _Pair) -> None:
         """Return the window of response DATA the downstream connection took."""
