@@ -34,10 +34,11 @@ Header = tuple[bytes, bytes]
 RequestParts = tuple[str, str, "str | None", str, list[Header], "int | None"]
 """method, scheme, authority, path, regular headers, content-length."""
 
-# names joined with "\n" and values joined with "\n": one C-level match checks a whole list
-_NAMES = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+(?:\n[!#$%&'*+\-.^_`|~0-9a-z]+)*")
+_TOKEN_LOWER = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"  # tchar (RFC 9110 §5.6.2), lower case
+_NAME_BYTES = bytes(0 if c in _TOKEN_LOWER else 1 for c in range(256))
+_VALUE_BYTES = bytes(0 if c == 0x09 or 0x20 <= c != 0x7F else 1 for c in range(256))  # field-vchar, SP, HTAB
+_SP_HTAB = (0x20, 0x09)
 _VALUE = rb"(?:[\x21-\x7e\x80-\xff](?:[\x20-\x7e\x80-\xff\t]*[\x21-\x7e\x80-\xff])?)?"
-_VALUES = re.compile(_VALUE + rb"(?:\n" + _VALUE + rb")*")
 _ONE_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
 _ONE_VALUE = re.compile(_VALUE)
 _DIGITS = re.compile(rb"[0-9]{1,18}")
@@ -49,44 +50,55 @@ _STATUS = re.compile(rb"[1-5][0-9][0-9]")
 
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 _SPECIAL = _CONNECTION_SPECIFIC | {b"te", b"content-length", b"host"}
-_SPECIAL_NAME = re.compile(b"(?:^|\n)(?:" + b"|".join(re.escape(n) for n in sorted(_SPECIAL)) + b")(?:\n|$)")
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
 
 
 def _check_regular(fields: list[Header], request: bool = False) -> tuple[int | None, bytes | None]:
     """Check regular fields (names, values, connection-specific, te); return content-length
     and, for a request, ``host`` (refused when repeated)."""
-    if not fields:
+    valid = _VALID_FIELDS
+    unchecked = [field for field in fields if field not in valid]
+    if not unchecked:
         return None, None
-    names = b"\n".join([name for name, _ in fields])
-    values = b"\n".join([value for _, value in fields])
-    # the separator is refused inside a name or value, so the counts must match too
-    if (
-        _NAMES.fullmatch(names) is None or _VALUES.fullmatch(values) is None
-        or values.count(b"\n") != len(fields) - 1 or names.count(b"\n") != len(fields) - 1
-    ):
-        _diagnose(fields)
+    for name, value in unchecked:
+        # a name of token characters only, a value of visible characters, spaces and tabs with
+        # none of the latter two at either end (each table maps an allowed byte to 0, others to 1)
+        if (
+            not name or 1 in name.translate(_NAME_BYTES) or 1 in value.translate(_VALUE_BYTES)
+            or (value and (value[0] in _SP_HTAB or value[-1] in _SP_HTAB))
+        ):
+            _diagnose(unchecked)
     content_length = host = None
-    if _SPECIAL_NAME.search(names) is not None:
-        for name, value in fields:
-            if name not in _SPECIAL:
-                continue
+    for field in unchecked:
+        name, value = field
+        if name in _SPECIAL:
             if name in _CONNECTION_SPECIFIC:
                 raise Malformed(f"connection-specific header field {name.decode()}")
-            if name == b"te":
-                if value != b"trailers":
-                    raise Malformed("te other than trailers")
-            elif name == b"content-length":
+            if name == b"content-length":
                 if content_length is not None:
                     raise Malformed("repeated content-length")
                 if _DIGITS.fullmatch(value) is None:
                     raise Malformed("malformed content-length")
                 content_length = int(value)
-            elif request:  # host
-                if host is not None:
-                    raise Malformed("repeated host")
-                host = value
+                continue
+            if name == b"host":
+                if request:
+                    if host is not None:
+                        raise Malformed("repeated host")
+                    host = value
+                continue
+            if value != b"trailers":  # te
+                raise Malformed("te other than trailers")
+        if len(valid) >= _VALID_FIELDS_MAX:
+            valid.clear()
+        valid.add(field)
     return content_length, host
+
+
+# Regular fields that passed every check above, so that a field seen before skips them; never
+# content-length or host, which are counted in every list (a repeat is refused). Bounded.
+_VALID_FIELDS: set[Header] = set()
+_VALID_FIELDS_MAX = 4096
 
 
 def _diagnose(fields: list[Header]) -> None:
