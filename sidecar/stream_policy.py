@@ -110,9 +110,11 @@ class StreamPolicy:
         self.max_message = max_message
         self.app_pool = app_pool
         self._warned: set[tuple[str, str]] = set()
-        # what a head derives to (see Stream._derive), kept for equal heads on connections with
-        # the same x-forwarded-client-cert; bounded, refusals and JWT-SVID verdicts never kept
+        # what a head derives to (see Stream._derive), kept for heads equal in what the policy
+        # reads, on connections with the same x-forwarded-client-cert; bounded, refusals and
+        # JWT-SVID verdicts never kept
         self._derived: dict[Any, tuple[Any, ...]] = {}
+        self._headers_read: tuple[Any, frozenset[bytes] | None] = (None, None)
 
     def upstream(self, conn: Any) -> tuple[Any, Any]:
         """The pool and key of the app's HTTP/2 connections for this stream."""
@@ -154,6 +156,23 @@ class StreamPolicy:
             tail=router.access_log.attributes(getattr(router.authorizer, "policy", None), fields["attrs"])
             if "attrs" in fields else "",
         )
+
+    def headers_read(self) -> frozenset[bytes] | None:
+        """The request header names the policy in force can read (None: all of them, when a rule
+        reads the whole map with ``has``, or the authorizer is not a policy's): headers it does
+        not name never change a decision, so ``request.headers`` carries only these."""
+        policy = getattr(self.router.authorizer, "policy", None)
+        if policy is None:
+            return None
+        known = self._headers_read
+        if known[0] is not policy:
+            under = policy.reads_under(("request",))
+            names = None if () in under or ("headers",) in under else frozenset(
+                # a name outside latin-1 becomes one with "?", which no header field has
+                p[1].encode("latin-1", "replace") for p in under if p[0] == "headers"
+            )
+            known = self._headers_read = (policy, names)
+        return known[1]
 
     def message_fields(self) -> frozenset[tuple[str, ...]]:
         """The request-message fields the policy in force reads (empty: decide on the head)."""
@@ -269,50 +288,56 @@ class Stream:
             raise IdentityUnavailableError("the sidecar's SVID is missing or expired")
         if conn.peer_expires <= router.clock().timestamp():
             raise PeerVerificationError(f"the peer's SVID expired during the connection ({per_conn[1]})")
+        # checked and stripped on every stream: the kept derivations are keyed on what they read
+        refuse_identity_lookalikes(head.headers)
+        headers = strip_identity_headers(head.headers)
+        names = self.policy.headers_read()
+        read = headers if names is None or _header(headers, b"authorization") is not None else [
+            f for f in headers if f[0] in names
+        ]
         memo = self.policy._derived
-        key = (per_conn[5], head.method, head.path, head.authority, tuple(head.headers))
+        key = (per_conn[5], head.method, head.path, head.authority, _header(headers, b"content-type"), tuple(read))
         derived = memo.get(key)
         if derived is None:
-            derived = self._derive(per_conn)
+            derived = self._derive(read)
             if derived[4] is None:  # no JWT-SVID (its verdict depends on time and bundles): keep it
                 if len(memo) >= _DERIVED_KEPT:
                     memo.clear()
                 memo[key] = derived
-        call, path, request, app, _ = derived
+        call, path, request, pseudo, jwt = derived
         self.call = call
         if call is not None:
             self.log.update(protocol="grpc", grpc_service=call.service, grpc_method=call.method)
         self.log["path"] = path
         self._request = dict(request)  # this stream's own: _decide sets request.grpc per message
         self._attrs = {"source": per_conn[2], "destination": per_conn[3], "request": self._request}
+        app = [*pseudo, *headers, *per_conn[4]]
+        if jwt is not None:
+            app.append((JWT_SUB_HEADER, jwt["sub"].encode()))
         self._app_head = app
 
-    def _derive(self, per_conn: tuple[Any, ...]) -> tuple[Any, ...]:
-        """(gRPC call, normalised path, request attributes, the app's header list, verified JWT) of
-        this head; all but the JWT's verdict are functions of the head and the connection's XFCC."""
+    def _derive(self, read: list[Header]) -> tuple[Any, ...]:
+        """(gRPC call, normalised path, request attributes, the app's pseudo-headers, verified JWT)
+        of this head, whose request headers ``read`` are the ones the policy reads (with an
+        ``authorization``, all of them); all but the JWT's verdict are functions of the
+        method, path, authority, content-type and ``read``."""
         router = self.policy.router
         head = self.head
         grpc = head.method == "POST" and is_grpc_content_type(_header(head.headers, b"content-type"))
         call = parse_call_path(head.path) if grpc else None
         path, query, query_fields = router.normalize(head.path)
         # the request as HTTP/1.1 would show it (:authority is its Host), for the same helpers
-        refuse_identity_lookalikes(head.headers)
-        headers = strip_identity_headers(head.headers)
         fields = [(b"host", head.authority.encode("latin-1"))] if head.authority else []
-        fields += [(n, v) for n, v in headers if n != b"host"]
+        fields += [(n, v) for n, v in read if n != b"host"]
         like_h1 = RequestHead(head.method, head.path, "2", fields, None, False, True)
         jwt = router._jwt(like_h1, self.log) if like_h1.get(b"authorization") is not None else None
         request = request_attributes(like_h1, path, query_fields, None, jwt, protocol="grpc" if grpc else "h2")
         if call is not None:
             request["grpc"] = {"service": call.service, "method": call.method}
         target = path + "?" + query if query else path
-        app = [(b":method", head.method.encode()), (b":scheme", b"http"),
-               (b":authority", head.authority.encode("latin-1")), (b":path", target.encode())]
-        app += headers
-        app += per_conn[4]
-        if jwt is not None:
-            app.append((JWT_SUB_HEADER, jwt["sub"].encode()))
-        return call, path, request, app, jwt
+        pseudo = ((b":method", head.method.encode()), (b":scheme", b"http"),
+                  (b":authority", head.authority.encode("latin-1")), (b":path", target.encode()))
+        return call, path, request, pseudo, jwt
 
     def _decide(self, message: dict[str, Any] | None) -> Verdict:
         router = self.policy.router
