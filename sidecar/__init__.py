@@ -13,6 +13,10 @@ container does) pulls in nothing heavy.
 from __future__ import annotations
 
 from sdk._lazy import lazy_exports
+from sidecar._compiled import use_compiled_codec
+
+CODEC_COMPILED = use_compiled_codec(__path__)
+"""Whether the HTTP/2 codec runs compiled (see :mod:`sidecar._compiled`)."""
 
 _EXPORTS = {
     "Sidecar": "sidecar.app",
