@@ -19,12 +19,10 @@ Rounds interleave the two codecs (order alternating), each round timing
 
     flock /tmp/bench.lock .venv/bin/python bench/h2codec.py [--rounds 15] [--calls 2000]
 
-mypyc: the codec modules compile unchanged. To measure it, in a copy of the tree
-(compiled modules shadow their .py files, so never in a working tree) with mypy
-installed: ``mypyc sidecar/_hpack_tables.py sidecar/hpack.py sidecar/h2frames.py
-sidecar/h2events.py sidecar/h2headers.py sidecar/h2state.py sidecar/h2receive.py
-sidecar/http2.py``, then run this script there and here, alternately, and compare
-the ratios to h2 (the common yardstick of the two processes).
+mypyc: ``scripts/build_codec`` (run by ``scripts/setup``) compiles the codec into the venv,
+used while its sources are unchanged (``sidecar.CODEC_COMPILED``). Compare the two forms by
+running this script twice, alternately, with and without ``TRUSTMESH_PURE_CODEC=1``, and
+comparing the ratios to h2 (the common yardstick of the two processes).
 """
 
 from __future__ import annotations
