@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policy_dsl.attributes import GRPC_MESSAGE
-from sidecar.attributes import RequestContext, Verdict, request_attributes
+from sidecar.attributes import PolicyAuthorizer, RequestContext, Verdict, request_attributes
 from sidecar.errors import GrpcError, IdentityUnavailableError, PeerVerificationError
 from sidecar.grpc_schema import GrpcSchema
 from sidecar.grpc_wire import (
@@ -114,7 +114,6 @@ class StreamPolicy:
         # reads, on connections with the same x-forwarded-client-cert; bounded, refusals and
         # JWT-SVID verdicts never kept
         self._derived: dict[Any, tuple[Any, ...]] = {}
-        self._headers_read: tuple[Any, frozenset[bytes] | None] = (None, None)
 
     def upstream(self, conn: Any) -> tuple[Any, Any]:
         """The pool and key of the app's HTTP/2 connections for this stream."""
@@ -158,21 +157,13 @@ class StreamPolicy:
         )
 
     def headers_read(self) -> frozenset[bytes] | None:
-        """The request header names the policy in force can read (None: all of them, when a rule
-        reads the whole map with ``has``, or the authorizer is not a policy's): headers it does
-        not name never change a decision, so ``request.headers`` carries only these."""
-        policy = getattr(self.router.authorizer, "policy", None)
-        if policy is None:
+        """The request header names the policy in force can read, as HTTP/1.1 builds them
+        (:meth:`PolicyAuthorizer.headers_read`); None: all of them (a rule reads the whole map,
+        or the authorizer is not a policy's). Headers it does not name never change a decision."""
+        authorizer = self.router.authorizer
+        if not isinstance(authorizer, PolicyAuthorizer):
             return None
-        known = self._headers_read
-        if known[0] is not policy:
-            under = policy.reads_under(("request",))
-            names = None if () in under or ("headers",) in under else frozenset(
-                # a name outside latin-1 becomes one with "?", which no header field has
-                p[1].encode("latin-1", "replace") for p in under if p[0] == "headers"
-            )
-            known = self._headers_read = (policy, names)
-        return known[1]
+        return authorizer.headers_read(authorizer.policy)
 
     def message_fields(self) -> frozenset[tuple[str, ...]]:
         """The request-message fields the policy in force reads (empty: decide on the head)."""
