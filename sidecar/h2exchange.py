@@ -20,6 +20,7 @@ deadlines cross the proxy); the other streams go on.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -147,7 +148,9 @@ class H2Downstream(asyncio.Protocol):
         self.limits = limits
         self.listener = listener
         self.loop = asyncio.get_running_loop()
-        self.conn = H2Connection(client_side=False, config=config or H2Config())
+        # an unfinished header block is given up like an HTTP/1.1 head (limits.header_timeout)
+        config = dataclasses.replace(config or H2Config(), header_block_timeout=limits.header_timeout)
+        self.conn = H2Connection(client_side=False, config=config)
         self.outbox = _Outbox(self.conn)
         self.pairs: dict[int, _Pair] = {}
         self.transport: asyncio.Transport | None = None

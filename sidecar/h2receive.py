@@ -204,6 +204,7 @@ class FrameReceiver(ConnectionState):
         if not fragment:
             self._empty.spend("unknown or empty frames")
         self._block_stream = stream_id
+        self._block_since = self._clock()
         self._block_parts = [fragment]
         self._block_size = len(fragment)
         self._block_end_stream = bool(flags & 1)

@@ -124,6 +124,7 @@ class ConnectionState:
         self._block_size = 0
         self._block_end_stream = False
         self._block_error: H2StreamError | None = None
+        self._block_since = 0.0  # when the unfinished header block began (clock)
         w = config.flood_window
         self._resets = _Budget(config.max_resets_per_window, w, clock)
         self._settings_budget = _Budget(config.max_settings_per_window, w, clock)
@@ -195,7 +196,10 @@ class ConnectionState:
         """Call now and then (a timer of the I/O shell): ends the connection when our
         SETTINGS went unacknowledged for ``settings_timeout`` seconds (SETTINGS_TIMEOUT), or
         a stream has waited for send window for ``max_send_stall`` seconds — a peer that
-        stops reading while we hold its data (CVE-2019-9517) — (ENHANCE_YOUR_CALM)."""
+        stops reading while we hold its data (CVE-2019-9517) — or a header block has stayed
+        unfinished (HEADERS without END_HEADERS, its CONTINUATIONs still due) for
+        ``header_block_timeout`` seconds — slowloris: while a block is open no other frame
+        may come, so the connection is of no use to anyone else — (ENHANCE_YOUR_CALM)."""
         events: list[Event] = []
         if self._closed:
             return events
@@ -205,6 +209,8 @@ class ConnectionState:
             self._connection_error(H2ConnectionError(ErrorCode.SETTINGS_TIMEOUT, "SETTINGS not acknowledged"), events)
         elif self._blocked and now - min(self._blocked.values()) > config.max_send_stall:
             self._connection_error(H2ConnectionError(CALM, "peer stopped granting flow-control window"), events)
+        elif self._block_stream and now - self._block_since > config.header_block_timeout:
+            self._connection_error(H2ConnectionError(CALM, "header block not finished in time"), events)
         return events
 
     def data_to_send(self) -> bytes:

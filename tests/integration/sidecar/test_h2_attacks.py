@@ -1242,9 +1242,6 @@ def test_a_window_shrunk_below_zero_mid_response_is_honoured(rig):
     rig.others_carry_on("negative-window")
 
 
-@pytest.mark.xfail(strict=True, reason="limits.header_timeout bounds an HTTP/1.1 head but not an HTTP/2 header block: "
-                   "H2Downstream keeps a connection whose HEADERS never reach END_HEADERS until idle_timeout (300 s), "
-                   "and any byte it trickles renews that")
 def test_a_header_block_never_finished_is_given_up_after_the_header_timeout(rig):
     """Slowloris over HTTP/2: HEADERS without END_HEADERS, then nothing. The connection should be
     let go like an HTTP/1.1 head that never ends (limits.header_timeout, 5 s here)."""

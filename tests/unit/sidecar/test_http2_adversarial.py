@@ -462,6 +462,35 @@ def test_a_peer_that_stops_granting_window_times_out():
     assert terminated.error_code == E.ENHANCE_YOUR_CALM
 
 
+def test_a_header_block_left_unfinished_times_out():
+    """Slowloris over HTTP/2: HEADERS without END_HEADERS, then a CONTINUATION now and then
+    that never ends the block; the time counts from the HEADERS, not from the last fragment."""
+    clock = Clock()
+    conn = server(H2Config(header_block_timeout=5), clock=clock)
+    fragment = block(GRPC_REQUEST)
+    conn.receive_data(raw(0x1, 0x0, 1, fragment[:4]))
+    clock.now += 3
+    conn.receive_data(raw(0x9, 0x0, 1, fragment[4:6]))
+    clock.now += 2
+    assert conn.check_timeouts() == []
+    clock.now += 0.5
+    [terminated] = conn.check_timeouts()
+    assert terminated.error_code == E.ENHANCE_YOUR_CALM
+    assert [f.error_code for f in frames(conn.data_to_send()) if f.type == 0x7] == [E.ENHANCE_YOUR_CALM]
+
+
+def test_a_header_block_finished_in_time_is_not_timed_out():
+    clock = Clock()
+    conn = server(H2Config(header_block_timeout=5), clock=clock)
+    fragment = block(GRPC_REQUEST)
+    conn.receive_data(raw(0x1, 0x0, 1, fragment[:4]))
+    clock.now += 4
+    [request] = conn.receive_data(raw(0x9, 0x4, 1, fragment[4:]))
+    assert request.stream_id == 1
+    clock.now += 60
+    assert conn.check_timeouts() == []
+
+
 def test_a_stream_that_gets_window_is_no_longer_stalled():
     clock = Clock()
     conn = server(clock=clock)
