@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Protocol
 
 from sidecar.exchange import ConnInfo
-from sidecar.grpc_wire import UNAVAILABLE, status_trailers
+from sidecar.grpc_wire import RESOURCE_EXHAUSTED, UNAVAILABLE, status_trailers
 from sidecar.h2events import (
     ConnectionTerminated, DataReceived, H2Config, RequestReceived, ResponseReceived, StreamReset, TrailersReceived,
     WindowUpdated,
@@ -52,6 +52,7 @@ class StreamHandler(Protocol):
     """Decides each stream of a downstream connection and hears how it ended."""
 
     direction: str
+    max_pending: int  # bytes one connection's streams may hold (``stream.pending``) before one is refused
 
     def open(self, conn: ConnInfo, head: StreamHead, end_stream: bool) -> tuple[Any, list[Any]]: ...
 
@@ -119,8 +120,8 @@ class _Outbox:
 class _Pair:
     """A downstream stream and, once forwarded, its twin on an upstream connection."""
 
-    __slots__ = ("down", "down_id", "up", "up_id", "stream", "early", "unacked_down", "unacked_up", "status",
-                 "grpc_status", "started", "answered", "ended", "closed")
+    __slots__ = ("down", "down_id", "up", "up_id", "stream", "early", "unacked_down", "unacked_up", "pending",
+                 "status", "grpc_status", "started", "answered", "ended", "closed")
 
     def __init__(self, down: H2Downstream, down_id: int, started: float) -> None:
         self.down = down
@@ -131,6 +132,7 @@ class _Pair:
         self.early: list[Any] | None = None  # events waiting for the upstream connection
         self.unacked_down = 0  # downstream DATA bytes not yet acknowledged
         self.unacked_up = 0
+        self.pending = 0  # what the stream holds for inspection (counted in H2Downstream.pending)
         self.status = 0
         self.grpc_status: str | None = None
         self.started = started
@@ -160,6 +162,7 @@ class H2Downstream(asyncio.Protocol):
         self._dirty: set[H2Upstream] = set()  # upstream connections written to while handling a read
         self.active = 0.0  # loop time of the last stream activity (the idle timeout counts from it)
         self.write_paused = False  # the transport's write buffer is full: acknowledge nothing more to upstreams
+        self.pending = 0  # request bytes all streams hold until a message is complete and decided
 
     # -- transport events
 
@@ -254,8 +257,26 @@ class H2Downstream(asyncio.Protocol):
             self.conn.acknowledge(event.stream_id, event.flow_controlled_length)
             return
         pair.unacked_down += event.flow_controlled_length
-        self._apply(pair, pair.stream.feed(event.data, event.end_stream))
+        stream = pair.stream
+        self._apply(pair, stream.feed(event.data, event.end_stream))
+        if pair.closed:
+            return
+        held = stream.pending
+        if held != pair.pending:
+            self.pending += held - pair.pending
+            pair.pending = held
+            if self.pending > self.handler.max_pending:
+                self._overfull(pair)
+                return
         self._ack_down(pair)
+
+    def _overfull(self, pair: _Pair) -> None:
+        """The connection's streams hold more unfinished messages than ``max_pending``: the
+        stream that went beyond is refused (RESOURCE_EXHAUSTED) and what it held is let go, so
+        a connection pins a few messages' worth, not max_concurrent_streams x grpc.max_message."""
+        text = "too much unfinished request data on this connection"
+        _log(pair).setdefault("error", f"{text} ({self.pending} bytes held, limit {self.handler.max_pending})")
+        self._refuse(pair, Refuse(200, text, RESOURCE_EXHAUSTED))
 
     def _on_request_trailers(self, event: TrailersReceived) -> None:
         """A trailer section ends the request (RFC 9113 §8.1): the stream ends upstream too.
@@ -429,6 +450,8 @@ class H2Downstream(asyncio.Protocol):
         if pair.closed:
             return
         pair.closed = True
+        self.pending -= pair.pending
+        pair.pending = 0
         if self.pairs.get(pair.down_id) is pair:
             del self.pairs[pair.down_id]
         if pair.up is not None:
@@ -690,6 +713,7 @@ class PassThrough:
     ``x-trustmesh-*``), which only the remote sidecar sets; logged like the HTTP/1.1 outbound requests."""
 
     direction = "outbound"
+    max_pending = 0  # its streams hold nothing
 
     def __init__(self, upstream: Callable[[ConnInfo], tuple[H2UpstreamPool, Hashable]], done: Callable[..., None]) -> None:
         self._upstream = upstream
@@ -711,6 +735,8 @@ class PassThrough:
 
 class _Passing:
     __slots__ = ("head", "log")
+
+    pending = 0  # holds nothing: every byte goes on as it comes
 
     def __init__(self, head: StreamHead) -> None:
         self.head = head

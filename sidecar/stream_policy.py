@@ -108,6 +108,10 @@ class StreamPolicy:
         self.router = router
         self.schema = schema
         self.max_message = max_message
+        # what one connection's streams may hold together while their messages are read for
+        # inspection (H2Downstream refuses the stream that goes beyond): room for a few whole
+        # messages, not max_concurrent_streams of them
+        self.max_pending = max(4 * max_message, 1 << 22)
         self.app_pool = app_pool
         self._warned: set[tuple[str, str]] = set()
         # what a head derives to (see Stream._derive), kept for heads equal in what the policy
@@ -225,6 +229,11 @@ class Stream:
             return [self._deny(verdict)]
         self.forwarded = True
         return [ForwardHead(self._app_head or [], end_stream)]
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a request message received and held until it is complete and decided."""
+        return self._reader.pending if self._reader is not None else 0
 
     def feed(self, data: bytes, end_stream: bool) -> list[Event]:
         """DATA from the caller; returns what to send on, or the refusal that ends the call."""

@@ -1106,9 +1106,6 @@ def test_grpc_status_values_a_server_invents_do_not_grow_the_metrics(rig):
     assert 'grpc_status="invalid"' in metrics_text(rig)
 
 
-@pytest.mark.xfail(strict=True, reason="before a gRPC call is decided, H2Downstream._ack_down returns the window of "
-                   "every DATA byte (nothing waits upstream) while MessageReader buffers up to grpc.max_message per "
-                   "stream: one connection pins max_concurrent_streams x max_message (100 x 1 MiB by default)")
 def test_unfinished_grpc_messages_on_every_stream_are_bounded(tmp_path):
     """Messages that never complete, on every stream a connection may open, with the default
     grpc.max_message (1 MiB): what the sidecar holds waiting to decide must stay bounded."""
@@ -1119,6 +1116,8 @@ def test_unfinished_grpc_messages_on_every_stream_are_bounded(tmp_path):
     try:
         before = sidecar.rss()
         peer = Peer(connect_mtls(files, sidecar.ports["inbound"])).start()
+        # our SETTINGS ACK reaches the sidecar before any DATA: stream windows are 256 KiB, not 64 KiB
+        assert peer.until(lambda p: any(f.type == SETTINGS and "ACK" in f.flags for f in p.frames), 10)
         prefix = b"\0" + struct.pack(">L", (1 << 20) - 1)  # a message of 1 MiB - 1, never finished
         chunk = b"\x0a" * 16000
         sids = [2 * i + 1 for i in range(100)]
@@ -1139,6 +1138,51 @@ def test_unfinished_grpc_messages_on_every_stream_are_bounded(tmp_path):
         peer.close()
         assert grown < RSS_BOUND, f"one connection's unfinished messages grew the sidecar by {grown / MB:.0f} MB"
         assert app.streams == []
+    finally:
+        sidecar.stop()
+        app.stop()
+
+
+def test_beyond_the_connection_budget_for_unfinished_messages_one_stream_is_refused_and_the_rest_go_on(tmp_path):
+    """docs/sidecar.md: one connection's streams may hold max(4 x grpc.max_message, 4 MiB) of
+    unfinished messages together (4 MiB here); the stream that goes beyond is refused with
+    RESOURCE_EXHAUSTED, and the other streams and the connection go on."""
+    pki = Pki()
+    app = RecordingApp().start()
+    sidecar = Sidecar(tmp_path, pki, app.port, max_message=1 << 20)
+    files = pki.write(tmp_path, "client", "/app/billing")
+    try:
+        peer = Peer(connect_mtls(files, sidecar.ports["inbound"])).start()
+        # our SETTINGS ACK reaches the sidecar before any DATA: stream windows are 256 KiB, not 64 KiB
+        assert peer.until(lambda p: any(f.type == SETTINGS and "ACK" in f.flags for f in p.frames), 10)
+        prefix = b"\0" + struct.pack(">L", 900_000)  # under grpc.max_message, never finished
+        chunk = b"\x0a" * 16000
+        sids = [1, 3, 5, 7, 9]  # 5 x 880 kB is over 4 MiB, 4 x 880 kB under it
+        peer.send(b"".join(headers(sid, grpc_req(), end_stream=False) + raw(DATA, 0, sid, prefix) for sid in sids))
+        sent = dict.fromkeys(sids, 5)
+
+        def granted(p: Peer, sid: int) -> int:
+            return sum(f.window_increment for f in p.frames if f.type == WINDOW_UPDATE and f.stream_id == sid)
+
+        def going(p: Peer) -> list[int]:
+            return [sid for sid in sids if p.grpc_status(sid) is None]
+
+        for _ in range(55):  # 55 x 16000 = 880 kB per stream, within flow control
+            assert peer.until(lambda p: all(sent[sid] + len(chunk) <= (1 << 18) + granted(p, sid) for sid in going(p)), 10)
+            peer.send(b"".join(raw(DATA, 0, sid, chunk) for sid in going(peer)))
+            for sid in going(peer):
+                sent[sid] += len(chunk)
+        peer.send(grpc_call(11, [message("billing")]))
+        assert peer.until(lambda p: p.ended(11), 10)
+        refused = [sid for sid in sids if sid not in going(peer)]
+        assert len(refused) == 1, f"streams refused: {refused}"
+        code, text = peer.grpc_status(refused[0])
+        assert code == "8" and "unfinished request data" in text
+        assert not any(peer.ended(sid) for sid in going(peer))  # the others still wait for their message
+        assert peer.grpc_status(11)[0] == "0"  # and the connection takes new calls
+        assert peer.goaway() is None
+        peer.close()
+        assert len(app.streams) == 1
     finally:
         sidecar.stop()
         app.stop()
