@@ -13,7 +13,8 @@ Flow control is end to end: DATA received on one side is acknowledged (its windo
 returned to the sender) only once the other side's connection took it within its own
 windows, and not while that side's transport has asked us to stop writing, so a slow
 reader slows its own stream's writer and nothing else, and what a stream holds in
-memory is bounded by its receive window plus one gRPC message under inspection. A stream reset on one side resets its twin on the other (cancellation and
+memory is bounded by its receive window plus one gRPC message under inspection (and the
+messages all streams of a connection hold for inspection by the handler's ``max_pending``). A stream reset on one side resets its twin on the other (cancellation and
 deadlines cross the proxy); the other streams go on.
 """
 
