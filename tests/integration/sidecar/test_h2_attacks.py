@@ -1064,9 +1064,10 @@ def test_stalled_peers_are_let_go(rig):
         assert stalled.until(lambda p: p.status(1) == 200, 10)
         assert mute.until(lambda p: p.goaway() is not None, 20)
         assert mute.goaway() == SETTINGS_TIMEOUT
-        assert stalled.until(lambda p: p.goaway() is not None, 45)
+        # bounds well above the 30 s stall limit and the 2 s drain grace: a busy machine only delays them
+        assert stalled.until(lambda p: p.goaway() is not None, 120)
         assert stalled.goaway() == ENHANCE_YOUR_CALM
-        assert stalled.until(lambda p: p.closed, 5)
+        assert stalled.until(lambda p: p.closed, 30)
     finally:
         stalled.close()
         mute.close()
@@ -1293,6 +1294,7 @@ def test_a_header_block_never_finished_is_given_up_after_the_header_timeout(rig)
     try:
         assert peer.until(lambda p: any(f.type == SETTINGS and "ACK" in f.flags for f in p.frames), 10)
         peer.send(raw(HEADERS, 0, 1, block(req("/ok/slowloris"))[:4]))
-        assert peer.until(lambda p: p.closed, 5 + 5), "the unfinished header block still holds its connection"
+        # header_timeout is 5 s and idle_timeout 300 s: 60 s tells them apart on a busy machine too
+        assert peer.until(lambda p: p.closed, 60), "the unfinished header block still holds its connection"
     finally:
         peer.close()
