@@ -507,13 +507,20 @@ class H2Downstream(asyncio.Protocol):
                 self.transport.close()
 
 
+# An upstream's responses wait in the sidecar only up to each stream's receive window (DATA is
+# acknowledged once the downstream took it), so the window bounds what a caller that stops reading
+# can pin: 100 streams x 64 KiB = 6.4 MiB per connection, where the codec's 256 KiB default
+# allowed 25 MiB (CVE-2019-9517, internal data buffering).
+_UPSTREAM_CONFIG = H2Config(initial_window_size=1 << 16)
+
+
 class H2Upstream(asyncio.Protocol):
     """One client-role HTTP/2 connection to an upstream, carrying many downstream streams."""
 
     def __init__(self, pool: H2UpstreamPool, key: Hashable, config: H2Config | None = None) -> None:
         self.pool = pool
         self.key = key
-        self.conn = H2Connection(client_side=True, config=config or H2Config())
+        self.conn = H2Connection(client_side=True, config=config or _UPSTREAM_CONFIG)
         self.outbox = _Outbox(self.conn)
         self.streams: dict[int, _Pair] = {}
         self.transport: asyncio.Transport | None = None
