@@ -23,11 +23,13 @@ import pytest
 DEMO = [sys.executable, "-m", "trustmesh", "demo"]
 
 
-def _default_sigint() -> None:
-    """Run in the demo's child before exec: SIGINT back to its default. A test runner started
-    from a non-interactive shell in the background ignores SIGINT, and a child inherits that;
-    the Ctrl-C tests must test the demo, not how the runner was launched."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# The Ctrl-C tests start the demo through this: SIGINT back to its default, then exec. A test
+# runner started from a non-interactive shell in the background ignores SIGINT and a child
+# inherits that; the tests must test the demo, not how the runner was launched. (Not a hook run
+# between fork and exec: forking a process whose gRPC threads are running is not safe.)
+INTERRUPTIBLE_DEMO = [sys.executable, "-c",
+                      "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                      "os.execv(sys.executable, [sys.executable, '-m', 'trustmesh', 'demo', *sys.argv[1:]])"]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -120,8 +122,7 @@ def test_log_dir_keeps_every_sidecars_access_log_and_they_replay_without_change(
 
 
 def test_keep_running_prints_curl_lines_that_work_and_ctrl_c_cleans_up(tmp_path):
-    proc = subprocess.Popen(DEMO + ["--keep-running"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path),
-                            preexec_fn=_default_sigint)
+    proc = subprocess.Popen(INTERRUPTIBLE_DEMO + ["--keep-running"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
     try:
         lines = []
         deadline = time.monotonic() + 60
@@ -164,8 +165,7 @@ def test_keep_running_prints_curl_lines_that_work_and_ctrl_c_cleans_up(tmp_path)
 
 
 def test_ctrl_c_during_start_up_stops_what_was_started(tmp_path):
-    proc = subprocess.Popen(DEMO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path),
-                            preexec_fn=_default_sigint)
+    proc = subprocess.Popen(INTERRUPTIBLE_DEMO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
     try:
         assert proc.stdout.readline().startswith("trustmesh demo: starting")
         deadline = time.monotonic() + 20
