@@ -70,7 +70,6 @@ import argparse
 import json
 import pickle
 import random
-import signal
 import shutil
 import statistics
 import subprocess
@@ -96,6 +95,7 @@ from bench.sidecar import (  # noqa: E402
     rss_mb,
     start_nginx,
     start_sidecar,
+    stop,
     wait_port,
 )
 
@@ -676,14 +676,7 @@ def main() -> int:
         if args.json:
             args.json.write_text(json.dumps({"results": results, "rss_mb": rss}, indent=2))
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     return 0
