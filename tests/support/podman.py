@@ -29,8 +29,13 @@ in the same YAML):
    classic`` is set before injection, by the caller): podman 4.3 runs every
    init container to completion first, so a native sidecar would block the pod.
 
-Everything here needs root, podman and the images (``scripts/image``);
-:func:`require_podman` skips the test otherwise, with the reason.
+Everything here needs root and podman; :func:`unavailable` says why a
+machine cannot run the pods, and :func:`require_podman` skips with that
+reason. The sidecar image comes from ``scripts/image sidecar``, started by
+:func:`start_image_build` in the background as soon as the test is collected
+(``tests/integration/podman/conftest.py``) so that it overlaps the rest of the
+suite; :func:`built_images` waits for that build to end. Set
+``TRUSTMESH_PODMAN=0`` to skip these tests.
 """
 
 from __future__ import annotations
@@ -39,14 +44,16 @@ import copy
 import json
 import os
 import shutil
+import signal
 import subprocess
+import tempfile
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINERS_CONF = ROOT / "scripts" / "podman" / "containers.conf"
-OPT_IN = "TRUSTMESH_PODMAN"
+OPT_OUT = "TRUSTMESH_PODMAN"
 SIDECAR_CONFIG = "trustmesh.io/sidecar-config"
 
 
@@ -54,21 +61,36 @@ def podman_env() -> dict[str, str]:
     return {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))}
 
 
+def unavailable() -> str | None:
+    """Why injected pods cannot run under podman here, or ``None`` when they can."""
+    if os.environ.get(OPT_OUT) == "0":
+        return f"{OPT_OUT}=0"
+    if os.geteuid() != 0:
+        return "needs root (podman pods in network namespaces the test creates)"
+    missing = [tool for tool in ("podman", "buildah", "runc", "catatonit", "ip", "nsenter")
+               if shutil.which(tool) is None]
+    if missing:
+        return f"needs {', '.join(missing)} (scripts/setup installs them)"
+    try:
+        info = subprocess.run(["podman", "info", "--format", "{{.Host.OCIRuntime.Name}}"], capture_output=True,
+                              text=True, timeout=120, env=podman_env())
+    except subprocess.TimeoutExpired:
+        return "`podman info` did not answer within 120 s"
+    if info.returncode != 0:
+        return f"podman cannot run here: `podman info` exited {info.returncode}: {info.stderr.strip()[:500]}"
+    return None
+
+
 def require_podman() -> None:
-    """Skip the calling test unless podman can run pods here and the user asked for it."""
+    """Skip the calling test, with the reason, unless podman can run pods here."""
     import pytest
 
-    if os.environ.get(OPT_IN) != "1":
-        pytest.skip(f"set {OPT_IN}=1 to build the images (scripts/image, a few minutes the first time; "
-                    "cached afterwards) and run injected pods under podman")
-    if os.geteuid() != 0:
-        pytest.skip("needs root (podman pods in network namespaces)")
-    missing = [tool for tool in ("podman", "runc", "catatonit", "ip", "nsenter") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)} (scripts/setup installs them)")
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
 
 
-def podman(*args: str, check: bool = True, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+def podman(*args: str, check: bool = True, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
     """Run podman with the project's containers.conf; raise with its stderr when ``check`` fails."""
     done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, env=podman_env())
     if check and done.returncode != 0:
@@ -76,14 +98,87 @@ def podman(*args: str, check: bool = True, timeout: float = 120.0) -> subprocess
     return done
 
 
-def build_images() -> dict[str, str]:
-    """Build (or find up to date) the images with scripts/image; returns target -> image name."""
-    done = subprocess.run([str(ROOT / "scripts" / "image")], capture_output=True, text=True, timeout=1500,
-                          env=podman_env())
-    if done.returncode != 0:
-        raise AssertionError(f"scripts/image failed:\n{done.stdout}\n{done.stderr}")
+def image_names() -> dict[str, str]:
+    """Target -> the image name scripts/image gives it (the tag is the package version)."""
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     return {t: f"ghcr.io/trustmesh/trustmesh-{t}:{version}" for t in ("sidecar", "control-plane")}
+
+
+class ImageBuild:
+    """``scripts/image TARGET...`` running in the background, at low CPU priority, its output in a file."""
+
+    #: An upper bound far above a first build on a slow, busy machine (a few minutes),
+    #: only so that a hung build ends the test with its log instead of the CI run.
+    LIMIT = 1500.0
+
+    def __init__(self, *targets: str) -> None:
+        self.targets = targets
+        self._log_dir = tempfile.TemporaryDirectory(prefix="tm-image-")
+        self.log = Path(self._log_dir.name) / "scripts-image.log"
+        self._out: TextIO = self.log.open("w")
+        # nice: the rest of the suite runs meanwhile and keeps the CPU it needs;
+        # its own session: stop() ends podman and everything it started, and only that.
+        self._proc = subprocess.Popen(["nice", "-n", "10", str(ROOT / "scripts" / "image"), *targets],
+                                      stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      env=podman_env(), cwd=ROOT, start_new_session=True)
+
+    def wait(self) -> dict[str, str]:
+        """Wait for the build to exit (at most :attr:`LIMIT`); the images, or AssertionError with its output."""
+        try:
+            code = self._proc.wait(timeout=self.LIMIT)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"scripts/image {' '.join(self.targets)} still ran after {self.LIMIT:.0f} s "
+                                 f"(stopped); its output:\n{self.output()}") from None
+        if code != 0:
+            raise AssertionError(f"scripts/image {' '.join(self.targets)} exited {code}; its output:\n{self.output()}")
+        names = image_names()
+        return {target: names[target] for target in self.targets}
+
+    def output(self) -> str:
+        self._out.flush()
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """End the build if it still runs (SIGTERM to its session, SIGKILL after 60 s); remove its log."""
+        if self._proc.poll() is None:
+            for sig, grace in ((signal.SIGTERM, 60), (signal.SIGKILL, 10)):
+                try:
+                    os.killpg(self._proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self._proc.wait(timeout=grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        self._out.close()
+        self._log_dir.cleanup()
+
+
+_build: ImageBuild | None = None
+
+
+def start_image_build() -> ImageBuild:
+    """Start building the sidecar image in the background (once per test session)."""
+    global _build
+    if _build is None:
+        _build = ImageBuild("sidecar")
+    return _build
+
+
+def built_images() -> tuple[dict[str, str], str]:
+    """Wait for the build :func:`start_image_build` started (starting it now if none); images and its output."""
+    build = start_image_build()
+    return build.wait(), build.output()
+
+
+def stop_image_build() -> None:
+    """At the end of the session: a build still running (its test never ran) is ended."""
+    global _build
+    if _build is not None:
+        _build.stop()
+        _build = None
 
 
 def for_podman(pod: dict[str, Any], files: Path, *, token: str, pod_ip: str) -> tuple[dict[str, Any], list[str]]:

@@ -15,12 +15,22 @@ the shared emptyDir; app a (plain HTTP, unmodified) reaches app b only through
 both sidecars, with b's policy applied; a direct connection to b's app port
 from outside is captured by b's sidecar and refused (STRICT mTLS).
 
-Opt-in (it builds the images on first use): TRUSTMESH_PODMAN=1.
+Runs wherever podman can (root, podman, runc, catatonit; skipped with the
+reason otherwise, or with TRUSTMESH_PODMAN=0). Its sidecar image is built by
+``scripts/image sidecar`` in the background while the rest of the suite runs
+(see conftest.py) and stays in podman's storage afterwards as the cache: the
+next run with unchanged sources reuses it, and a run with changed sources
+rebuilds only trustmesh's own layers. Everything else the test creates is
+removed: both pods and their containers (``podman kube down``), the volumes
+podman made for the ConfigMaps, the network namespaces and veths, the CA
+process and the files. Names carry the test's pid, so two runs never share
+a pod, container or volume.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -35,7 +45,7 @@ import yaml
 from tests.support.netns import NetLab, require_root
 from tests.support.podman import (
     ROOT,
-    build_images,
+    built_images,
     for_podman,
     infra_pid,
     inspect,
@@ -59,10 +69,14 @@ policy "b" protects destination.attrs.sa == "b" {
 """
 
 
+RUN = f"tm{os.getpid()}"  # names of this run's pods, containers and ConfigMap volumes
+
+
 def _pod(name: str, image: str, command: list[str], annotations: dict[str, str]) -> dict:
+    """Pod ``<RUN>-<name>`` of ServiceAccount ``name`` (its identity .../sa/<name>)."""
     return {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "demo", "labels": {"app": name},
+        "metadata": {"name": f"{RUN}-{name}", "namespace": "demo", "labels": {"app": name},
                      "annotations": {"trustmesh.io/sidecar-mode": "classic", **annotations}},
         "spec": {"serviceAccountName": name, "restartPolicy": "Always", "containers": [{
             "name": "app", "image": image, "command": command,
@@ -74,12 +88,14 @@ def _pod(name: str, image: str, command: list[str], annotations: dict[str, str])
 
 def _inject(pods: list[dict], config: Path) -> list[dict]:
     done = subprocess.run([sys.executable, "-m", "trustmesh", "inject", "-f", "-", "--config", str(config)],
-                          input=yaml.safe_dump_all(pods), capture_output=True, text=True, cwd=ROOT, timeout=60)
+                          input=yaml.safe_dump_all(pods), capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
     return list(yaml.safe_load_all(done.stdout))
 
 
-def _wait_for(what: str, probe, timeout: float = 90.0, explain=lambda: ""):
+def _wait_for(what: str, probe, timeout: float = 300.0, explain=lambda: ""):
+    """Poll ``probe`` until it returns something true; ``timeout`` is a generous bound for a busy
+    machine (a probe that sees a definite failure raises at once instead)."""
     deadline = time.monotonic() + timeout
     while True:
         result = probe()
@@ -126,15 +142,17 @@ def _start_ca(router, work: Path, tokens: dict[str, str]) -> Path:
         assert line or proc.poll() is None, f"the CA exited: {log.read_text()}"
         return "serving gRPC on" in line
 
-    _wait_for("the CA service", serving, timeout=60)
+    _wait_for("the CA service", serving)
     return bundle
 
 
 def test_injected_pods_run_under_podman_with_their_real_security_contexts(capsys):
     require_podman()
     require_root()
-    images = build_images()
+    images, build_log = built_images()
     sidecar_image = images["sidecar"]
+    with capsys.disabled():
+        print("\n" + build_log.strip())
     work = Path(tempfile.mkdtemp(prefix="tm-podman-", dir="/tmp"))
     work.chmod(0o711)
     tokens = {name: f"static-token-{name}-0123456789" for name in PODS}
@@ -147,21 +165,22 @@ def test_injected_pods_run_under_podman_with_their_real_security_contexts(capsys
 
         config = work / "injector.yaml"
         config.write_text(yaml.safe_dump({"trust_domain": TD, "ca_address": f"{CA_IP}:15012",
+                                          "bundle_configmap": f"{RUN}-bundle",
                                           "image": sidecar_image, "image_pull_policy": "Never"}))
         app_b = ["sh", "-c", "mkdir -p /tmp/www && echo hello-from-b > /tmp/www/allowed && "
                  "echo secret > /tmp/www/denied && cd /tmp/www && exec python -m http.server 8080"]
         app_a = ["python", "-c", "import time; time.sleep(3600)"]
         injected = _inject([_pod("a", sidecar_image, app_a, {}),
-                            _pod("b", sidecar_image, app_b, {"trustmesh.io/policy": "b-policy"})], config)
+                            _pod("b", sidecar_image, app_b, {"trustmesh.io/policy": f"{RUN}-b-policy"})], config)
         config_maps = [
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "trustmesh-bundle"},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{RUN}-bundle"},
              "data": {"bundle.pem": bundle.read_text()}},
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b-policy"},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{RUN}-b-policy"},
              "data": {"policy.policy": POLICY}},
         ]
         adapted = {}
         for pod in injected:
-            name = pod["metadata"]["name"]
+            name = pod["spec"]["serviceAccountName"]
             adapted[name], changes = for_podman(pod, work / f"files-{name}", token=tokens[name], pod_ip=PODS[name][1])
             with capsys.disabled():
                 print(f"\npod {name}: changed for podman:\n  " + "\n  ".join(changes))
@@ -177,47 +196,46 @@ def test_injected_pods_run_under_podman_with_their_real_security_contexts(capsys
             # Create the pod without starting it; read what podman made of the security
             # contexts (podman removes the init container once it has run).
             podman("kube", "play", "--start=false", "--network", "none", str(kube), timeout=300)
-            init, proxy = inspect(f"{name}-trustmesh-init"), inspect(f"{name}-trustmesh-proxy")
+            init, proxy = inspect(f"{RUN}-{name}-trustmesh-init"), inspect(f"{RUN}-{name}-trustmesh-proxy")
             assert sorted(init["EffectiveCaps"]) == ["CAP_NET_ADMIN", "CAP_NET_RAW"]
             assert init["Config"]["User"] == "0:0"
             assert proxy["EffectiveCaps"] in (None, [])
             assert proxy["Config"]["User"] == "1337:1337"
             assert proxy["HostConfig"]["ReadonlyRootfs"] is True
             # Start the infra container alone, wire its network namespace, then the pod.
-            podman("start", podman("pod", "inspect", name, "--format", "{{.InfraContainerID}}").stdout.strip())
-            ns = lab.adopt(f"pod-{name}", infra_pid(name))
+            podman("start", podman("pod", "inspect", f"{RUN}-{name}", "--format", "{{.InfraContainerID}}").stdout.strip())
+            ns = lab.adopt(f"pod-{name}", infra_pid(f"{RUN}-{name}"))
             lab.link(router, ns, [f"{gateway}/24"], [f"{address}/24"])
             ns.run(["ip", "route", "add", "default", "via", gateway])
-            podman("pod", "start", name, timeout=300)
+            podman("pod", "start", f"{RUN}-{name}")
 
         for name in PODS:
-            logs = lambda name=name: podman("logs", f"{name}-trustmesh-proxy")  # noqa: E731
-            _wait_for(f"sidecar {name} ready", lambda: '"event": "ready"' in logs().stdout,
-                      explain=lambda: "\n".join((logs().stdout + logs().stderr).splitlines()[:40])
-                      + podman("ps", "-a").stdout)
+            _wait_for(f"sidecar {name} ready", lambda name=name: _ready(f"{RUN}-{name}-trustmesh-proxy"),
+                      explain=lambda name=name: _logs(f"{RUN}-{name}-trustmesh-proxy")
+                      + podman("ps", "-a", "--filter", f"pod={RUN}-{name}").stdout)
 
         for name in PODS:
-            proxy = inspect(f"{name}-trustmesh-proxy")
+            proxy = inspect(f"{RUN}-{name}-trustmesh-proxy")
             # The running sidecar: uid/gid 1337, no effective capabilities.
             assert _status_caps(proxy["State"]["Pid"]) == ("1337", "1337", 0)
             # The init container (only NET_ADMIN and NET_RAW, checked above) installed the capture.
             rules = lab_ns_run(lab, name, ["iptables-save", "-t", "nat"])
             assert "REDIRECT --to-ports 15001" in rules and "REDIRECT --to-ports 15006" in rules
             # The app gets its SVID from the sidecar's Workload API, in the shared emptyDir.
-            fetched = podman("exec", f"{name}-app", "trustmesh", "api", "fetch-x509").stdout
+            fetched = podman("exec", f"{RUN}-{name}-app", "trustmesh", "api", "fetch-x509").stdout
             assert f"spiffe://{TD}/ns/demo/sa/{name}" in fetched
 
         # App a, plain HTTP to b's address: through both sidecars, with b's policy.
         def get(path: str) -> str:
             code = ("import urllib.request, urllib.error\n"
-                    f"try:\n    r = urllib.request.urlopen('http://{PODS['b'][1]}:8080{path}', timeout=10)\n"
+                    f"try:\n    r = urllib.request.urlopen('http://{PODS['b'][1]}:8080{path}', timeout=120)\n"
                     "    print(r.status, r.read().decode().strip())\n"
                     "except urllib.error.HTTPError as e:\n    print(e.code)\n")
-            return podman("exec", "a-app", "python", "-c", code).stdout.strip()
+            return podman("exec", f"{RUN}-a-app", "python", "-c", code).stdout.strip()
 
         assert get("/allowed") == "200 hello-from-b"
         assert get("/denied") == "403"
-        access = podman("logs", "b-trustmesh-proxy").stdout
+        access = podman("logs", f"{RUN}-b-trustmesh-proxy").stdout
         assert f"spiffe://{TD}/ns/demo/sa/a" in access and "a-reads-allowed" in access
         # A direct plaintext connection to b's app port, from outside the mesh, is captured
         # by b's sidecar (STRICT: mTLS only) and never reaches the app.
@@ -225,22 +243,37 @@ def test_injected_pods_run_under_podman_with_their_real_security_contexts(capsys
         before = rejected()
         direct = router.run(["python3", "-c", (
             "import urllib.request\n"
-            f"try:\n    urllib.request.urlopen('http://{PODS['b'][1]}:8080/allowed', timeout=10); print('reached')\n"
-            "except Exception as e:\n    print('refused', type(e).__name__)\n")], timeout=60).stdout
+            f"try:\n    urllib.request.urlopen('http://{PODS['b'][1]}:8080/allowed', timeout=120); print('reached')\n"
+            "except Exception as e:\n    print('refused', type(e).__name__)\n")], timeout=300).stdout
         assert direct.startswith("refused"), direct
         _wait_for("b's sidecar to count the refused handshake", lambda: rejected() > before)
         # And a's own calls left through a's sidecar (captured: the app dialled b's address).
-        records = [json.loads(line) for line in podman("logs", "a-trustmesh-proxy").stdout.splitlines()
+        records = [json.loads(line) for line in podman("logs", f"{RUN}-a-trustmesh-proxy").stdout.splitlines()
                    if line.startswith("{") and '"direction"' in line]
         sent = {(r["direction"], r["source"], r["destination"], r["path"], r["status"]) for r in records}
         assert sent == {("outbound", f"spiffe://{TD}/ns/demo/sa/a", f"{PODS['b'][1]}:8080", "/allowed", 200),
                         ("outbound", f"spiffe://{TD}/ns/demo/sa/a", f"{PODS['b'][1]}:8080", "/denied", 403)}
 
 
+def _logs(container: str) -> str:
+    done = podman("logs", container, check=False)
+    return "\n".join((done.stdout + done.stderr).splitlines()[-60:]) + "\n"
+
+
+def _ready(container: str) -> bool:
+    """Whether the sidecar said it is ready; raises at once if it exited (no point waiting)."""
+    if '"event": "ready"' in podman("logs", container).stdout:
+        return True
+    state = inspect(container)["State"]
+    if state["Status"] in ("exited", "stopped"):
+        raise AssertionError(f"{container} exited ({state.get('ExitCode')}) before it was ready:\n{_logs(container)}")
+    return False
+
+
 def _rejected_handshakes(lab: NetLab) -> float:
     """b's sidecar's count of inbound connections refused at the TLS handshake (admin port, loopback)."""
     metrics = lab_ns_run(lab, "b", ["python3", "-c", "import urllib.request; print(urllib.request.urlopen("
-                                    "'http://127.0.0.1:15000/metrics', timeout=10).read().decode())"])
+                                    "'http://127.0.0.1:15000/metrics', timeout=60).read().decode())"])
     found = re.search(r'^trustmesh_sidecar_connections_rejected_total\{listener="inbound",reason="handshake"\} (\S+)$',
                       metrics, re.M)
     return float(found.group(1)) if found else 0.0
@@ -248,4 +281,4 @@ def _rejected_handshakes(lab: NetLab) -> float:
 
 def lab_ns_run(lab: NetLab, pod: str, argv: list[str]) -> str:
     return subprocess.run(["nsenter", f"--net=/run/netns/{lab.prefix}-pod-{pod}", "--", *argv],
-                          capture_output=True, text=True, check=True, timeout=30).stdout
+                          capture_output=True, text=True, check=True, timeout=300).stdout
