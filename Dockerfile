@@ -13,7 +13,7 @@
 #
 # One entrypoint, `trustmesh`; each workload picks its subcommand with args.
 # Only what runs is shipped: no pip, setuptools, wheel or ensurepip, no
-# compilers, no package lists, no docs; each image is one flattened layer
+# compilers, no apt, dpkg or perl, no package lists, no docs; each image is one flattened layer
 # (FROM scratch + COPY of the trimmed tree), so what a stage deletes is gone.
 # The sidecar image runs as the proxy uid/gid 1337 by default, the control
 # plane as the unprivileged 65532; the init container sets uid 0 itself.
@@ -88,10 +88,15 @@ RUN set -eu; \
     apt-get clean; \
     rm -rf /var/lib/apt/lists/* /var/cache/* /var/log/* /usr/share/doc/*/changelog* /usr/share/man/* /usr/share/info/*
 COPY --from=sidecar-venv /opt/trustmesh /opt/trustmesh
+# No package tooling, nor the libraries only it used (scripts/podman/trim-os says what goes).
+COPY scripts/podman/trim-os /tmp/trim-os
+RUN sh /tmp/trim-os && rm /tmp/trim-os
 
 FROM runtime AS control-plane-tree
 RUN rm -rf /var/lib/apt/lists/* /var/cache/* /var/log/* /usr/share/man/* /usr/share/info/*
 COPY --from=control-plane-venv /opt/trustmesh /opt/trustmesh
+COPY scripts/podman/trim-os /tmp/trim-os
+RUN sh /tmp/trim-os && rm /tmp/trim-os
 
 # -- the images: one flattened layer each ----------------------------------------
 FROM scratch AS control-plane

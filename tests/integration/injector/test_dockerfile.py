@@ -1,7 +1,7 @@
 """The Dockerfile builds two non-root images from a pinned base, entrypoint ``trustmesh``.
 
 No image is built here; this checks the file itself (tests/integration/podman
-builds and runs the images, when asked to).
+builds the sidecar image and runs it).
 """
 
 from __future__ import annotations
