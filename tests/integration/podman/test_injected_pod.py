@@ -20,11 +20,13 @@ reason otherwise, or with TRUSTMESH_PODMAN=0). Its sidecar image is built by
 ``scripts/image sidecar`` in the background while the rest of the suite runs
 (see conftest.py) and stays in podman's storage afterwards as the cache: the
 next run with unchanged sources reuses it, and a run with changed sources
-rebuilds only trustmesh's own layers. Everything else the test creates is
-removed: both pods and their containers (``podman kube down``), the volumes
-podman made for the ConfigMaps, the network namespaces and veths, the CA
-process and the files. Names carry the test's pid, so two runs never share
-a pod, container or volume.
+rebuilds only trustmesh's own layers. The pods run the image under a tag of
+this run's own (:func:`tests.support.podman.pin`), since another checkout's
+build may retag the shared name meanwhile. Everything else the test creates
+is removed: that tag, both pods and their containers (``podman kube down``),
+the volumes podman made for the ConfigMaps, the network namespaces and veths,
+the CA process and the files. Names carry the test's pid, so two runs never
+share a pod, container, volume or tag.
 """
 
 from __future__ import annotations
@@ -49,8 +51,10 @@ from tests.support.podman import (
     for_podman,
     infra_pid,
     inspect,
+    pin,
     podman,
     require_podman,
+    unpin,
     volumes_of,
 )
 
@@ -149,8 +153,7 @@ def _start_ca(router, work: Path, tokens: dict[str, str]) -> Path:
 def test_injected_pods_run_under_podman_with_their_real_security_contexts(capsys):
     require_podman()
     require_root()
-    images, build_log = built_images()
-    sidecar_image = images["sidecar"]
+    _, build_log = built_images()
     with capsys.disabled():
         print("\n" + build_log.strip())
     work = Path(tempfile.mkdtemp(prefix="tm-podman-", dir="/tmp"))
@@ -158,6 +161,9 @@ def test_injected_pods_run_under_podman_with_their_real_security_contexts(capsys
     tokens = {name: f"static-token-{name}-0123456789" for name in PODS}
     with NetLab() as lab:
         lab.on_close(lambda: subprocess.run(["rm", "-rf", str(work)], check=False))
+        # The image this run's build reported, under a tag of this run's own.
+        sidecar_image = pin("sidecar", build_log, f"localhost/trustmesh-sidecar:test-{RUN}")
+        lab.on_close(lambda: unpin(sidecar_image))
         router = lab.namespace("router")
         router.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         router.run(["ip", "addr", "add", f"{CA_IP}/32", "dev", "lo"])
