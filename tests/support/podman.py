@@ -65,7 +65,7 @@ def podman_env() -> dict[str, str]:
 def unavailable() -> str | None:
     """Why injected pods cannot run under podman here, or ``None`` when they can."""
     if os.environ.get(OPT_OUT) == "0":
-        return f"{OPT_OUT}=0"
+        return f"switched off with {OPT_OUT}=0"
     if os.geteuid() != 0:
         return "needs root (podman pods in network namespaces the test creates)"
     missing = [tool for tool in ("podman", "buildah", "runc", "catatonit", "ip", "nsenter")
