@@ -209,7 +209,8 @@ def test_injected_pods_run_under_podman_with_their_real_security_contexts(capsys
             assert proxy["Config"]["User"] == "1337:1337"
             assert proxy["HostConfig"]["ReadonlyRootfs"] is True
             # Start the infra container alone, wire its network namespace, then the pod.
-            podman("start", podman("pod", "inspect", f"{RUN}-{name}", "--format", "{{.InfraContainerID}}").stdout.strip())
+            infra = podman("pod", "inspect", f"{RUN}-{name}", "--format", "{{.InfraContainerID}}").stdout.strip()
+            podman("start", infra)
             ns = lab.adopt(f"pod-{name}", infra_pid(f"{RUN}-{name}"))
             lab.link(router, ns, [f"{gateway}/24"], [f"{address}/24"])
             ns.run(["ip", "route", "add", "default", "via", gateway])
