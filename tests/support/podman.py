@@ -204,8 +204,13 @@ def pin(target: str, build_output: str, tag: str) -> str:
 
 
 def unpin(tag: str) -> None:
-    """Remove ``tag`` alone (``podman untag IMAGE`` without a name would remove every tag)."""
+    """Remove ``tag`` alone (``podman untag IMAGE`` without a name would remove every tag), and the
+    image with it if a newer build took its name meanwhile (nothing else names it then)."""
+    image_id = podman("image", "inspect", "--format", "{{.Id}}", tag, check=False).stdout.strip()
     podman("untag", tag, tag, check=False)
+    if image_id and podman("image", "inspect", "--format", "{{len .RepoTags}}", image_id,
+                           check=False).stdout.strip() == "0":
+        podman("rmi", image_id, check=False)
 
 
 def stop_image_build() -> None:
