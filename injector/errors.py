@@ -6,7 +6,7 @@ matching built-in, so callers can catch either.
 
 from __future__ import annotations
 
-from sdk.errors import TrustmeshError, UsageError
+from sdk.errors import ConfigError, TrustmeshError
 
 __all__ = [
     "InjectorError",
@@ -27,12 +27,10 @@ class InjectorError(TrustmeshError):
     """Root of the injector's errors."""
 
 
-class InjectorConfigError(UsageError):
-    """The injector configuration file is not acceptable; ``.field`` names the key."""
+class InjectorConfigError(ConfigError):
+    """The injector configuration file is not acceptable; ``.field`` names the key, ``.file`` the file."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"injector config {field}: {message}")
-        self.field = field
+    label = "injector config"
 
 
 class AnnotationError(InjectorError, ValueError):

@@ -14,6 +14,7 @@ __all__ = [
     "AuthorizationError",
     "BundleError",
     "BundleTrustDomainError",
+    "ConfigError",
     "JwtSvidError",
     "MissingDependencyError",
     "SpiffeIdError",
@@ -34,6 +35,34 @@ class MissingDependencyError(TrustmeshError, ImportError):
 
 class UsageError(TrustmeshError, ValueError):
     """A command-line or configuration value is not acceptable (CLI exit 2)."""
+
+
+class ConfigError(UsageError):
+    """A configuration file (or document) is not acceptable.
+
+    ``field`` is the path of the offending key as the file spells it
+    (``outbound.upstreams[0].address``; ``(file)`` for the file itself),
+    ``file`` the file's path when it was read from one, ``message`` what was
+    expected and what was found. Each service's ``ConfigError`` derives from
+    this one and only changes ``label``, the word that opens the message.
+    """
+
+    label = "config"
+
+    def __init__(self, field: str, message: str, *, file: str = "") -> None:
+        super().__init__()
+        self.field, self.message, self.file = field, message, file
+        self.args = (str(self),)
+
+    def in_file(self, file: object) -> ConfigError:
+        """This error, now naming the file it was found in."""
+        self.file = str(file)
+        self.args = (str(self),)
+        return self
+
+    def __str__(self) -> str:
+        where = f"{self.label} {self.file}" if self.file else self.label
+        return f"{where}: {self.message}" if self.field == "(file)" else f"{where}: {self.field}: {self.message}"
 
 
 class SpiffeIdError(TrustmeshError, ValueError):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from sdk.errors import TrustmeshError, UsageError
+from sdk.errors import ConfigError as _ConfigError
+from sdk.errors import TrustmeshError
 
 __all__ = [
     "SidecarError",
@@ -23,12 +24,8 @@ class SidecarError(TrustmeshError):
     """Root of the sidecar's errors."""
 
 
-class ConfigError(SidecarError, UsageError):
-    """The sidecar's configuration file is invalid; ``field`` names the offending key."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"config: {field}: {message}")
-        self.field = field
+class ConfigError(SidecarError, _ConfigError):
+    """The sidecar's configuration file is invalid; ``field`` names the offending key, ``file`` the file."""
 
 
 class HttpError(SidecarError, ValueError):

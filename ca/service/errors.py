@@ -7,7 +7,8 @@ never echoes secrets (tokens) or crypto internals.
 
 from __future__ import annotations
 
-from sdk.errors import TrustmeshError, UsageError
+from sdk.errors import ConfigError as _ConfigError
+from sdk.errors import TrustmeshError
 
 __all__ = [
     "ServiceError",
@@ -36,12 +37,12 @@ class ServiceError(TrustmeshError):
         self.who = who or {}
 
 
-class ConfigError(ServiceError, UsageError):
-    """The service configuration is invalid; ``field`` names the offending key."""
+class ConfigError(ServiceError, _ConfigError):
+    """The service configuration is invalid; ``field`` names the offending key, ``file`` the file."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"config: {field}: {message}")
-        self.field = field
+    def __init__(self, field: str, message: str, *, file: str = "") -> None:
+        _ConfigError.__init__(self, field, message, file=file)
+        self.who: dict[str, str] = {}
 
 
 class UnauthenticatedError(ServiceError, PermissionError):

@@ -63,8 +63,8 @@ def _config(tmp_path: Path, workers: int = 2, **extra) -> dict:
     [
         ({"ca": {"store": {"kind": "memory"}}}, "workers: more than one worker needs a shared CA"),
         ({"authentication": {"static_tokens_file": "", "join_tokens": True}}, "workers: in-memory join tokens"),
-        ({"workers": 0}, "workers: must be >= 1, got 0"),
-        ({"workers": 65}, "workers: must be <= 64, got 65"),
+        ({"workers": 0}, "workers: expected `int` >= 1, got 0"),
+        ({"workers": 65}, "workers: expected `int` <= 64, got 65"),
     ],
 )
 def test_config_refuses_what_workers_cannot_share(tmp_path, change, message):

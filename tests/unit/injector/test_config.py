@@ -7,6 +7,7 @@ import pytest
 from injector.annotations import parse_cidrs, parse_overrides, parse_ports
 from injector.config import InjectorConfig, load_config, parse_config
 from injector.errors import AnnotationError, InjectorConfigError
+from tests.support.config_files import assert_file_error
 
 
 def test_empty_config_gives_the_contract_defaults():
@@ -129,3 +130,17 @@ def test_host_network_exemptions_are_namespace_names():
     cfg = parse_config("require_injection: {host_network_namespaces: [monitoring, node-agents]}")
     assert cfg.host_network_namespaces == ("monitoring", "node-agents")
     assert parse_config("").host_network_namespaces == ()
+
+
+@pytest.mark.parametrize(("text", "field", "expected"), [
+    ("token_expiration_seconds: 1h\n", "token_expiration_seconds", "expected `int`, got `str` '1h'"),
+    ("sidecar: {native: true, loglevel: debug}\n", "sidecar.loglevel", "unknown key (known: native, log_level, resources)"),
+    ("server:\n  ca_bundle: {mutating: [ok, Not_OK]}\n", "server.ca_bundle.mutating",
+     "'Not_OK' is not a valid object name (RFC 1123 subdomain)"),
+    ("server:\n  certificate_from_ca: {ttl_seconds: 100}\n", "server.certificate_from_ca.ttl_seconds",
+     "expected `int` >= 600, got 100"),
+    ("image: [a\n", "(file)", "not valid YAML at line 2, column 1"),
+])
+def test_errors_from_a_file_name_the_file_the_field_and_the_expectation(tmp_path, text, field, expected):
+    error = assert_file_error(lambda path: load_config(str(path)), tmp_path / "injector.yaml", text, field, expected)
+    assert isinstance(error, InjectorConfigError) and str(error).startswith("injector config ")

@@ -17,7 +17,7 @@ def _globals():
     return {name: getattr(sdk, name) for name in sdk.__all__}
 
 
-@pytest.mark.parametrize("module", ["sdk.spiffeid", "sdk.match", "sdk.template"])
+@pytest.mark.parametrize("module", ["sdk.spiffeid", "sdk.match", "sdk.template", "sdk.config"])
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module), extraglobs=_globals())
     assert result.attempted > 0 and result.failed == 0

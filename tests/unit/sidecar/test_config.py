@@ -6,6 +6,7 @@ import pytest
 
 from sidecar.config import load_config, parse_config
 from sidecar.errors import ConfigError
+from tests.support.config_files import assert_file_error
 
 FULL = """
 trust_domain: example.org
@@ -117,3 +118,23 @@ def test_grpc_descriptors_one_file_or_several(tmp_path):
     assert several.grpc.descriptors == (tmp_path / "a.binpb", Path("/abs/b.binpb"))
     assert several.grpc.max_message == 4096
     assert parse_config(BASE).grpc.descriptors == ()
+
+
+HEAD = "trust_domain: example.org\nidentity: {cert_file: c, key_file: k, bundle_file: b}\n"
+
+
+@pytest.mark.parametrize(
+    "text,field,expected",
+    [
+        (HEAD + "limits: {idle_timeout: soon}\n", "limits.idle_timeout", "expected `float`, got `str` 'soon'"),
+        (HEAD + "inbound: {port: 15006, app_prot: 8080}\n", "inbound.app_prot", "unknown key (known: port, address, app_port, ports)"),
+        (HEAD + "outbound:\n  upstreams:\n    - {listen: 1, address: 'h:2'}\n    - {listen: 2, address: 'h:2', protocol: udp}\n",
+         "outbound.upstreams[1].protocol", "expected one of auto, http, http1, http2, grpc, tcp, got 'udp'"),
+        (HEAD + "inbound: {ports: {8080: http, 5432: sql}}\n", "inbound.ports.5432", "got 'sql'"),
+        (HEAD + "admin: {port: -1}\n", "admin.port", "expected `int` >= 0, got -1"),
+        (HEAD + "limits: {max_headers: 50\n", "(file)", "not valid YAML at line 4, column 1"),
+    ],
+)
+def test_errors_from_a_file_name_the_file_the_field_and_the_expectation(tmp_path, text, field, expected):
+    error = assert_file_error(load_config, tmp_path / "sidecar.yaml", text, field, expected)
+    assert isinstance(error, ConfigError)

@@ -6,6 +6,7 @@ import pytest
 
 from ca.service.config import load_config, parse_config
 from ca.service.errors import ConfigError
+from tests.support.config_files import assert_file_error
 
 BASE = {"trust_domain": "example.org", "authentication": {"join_tokens": True}}
 
@@ -109,3 +110,24 @@ def test_api_files_that_cannot_be_used_are_refused_at_start(tmp_path):
         with pytest.raises(ConfigError, match=message) as info:
             api_client_for("https://127.0.0.1:1", **kwargs)
         assert info.value.field == "authentication.kubernetes." + field
+
+
+HEAD = "trust_domain: example.org\nauthentication: {join_tokens: true}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "expected"),
+    [
+        (HEAD + "workers: two\n", "workers", "expected `int`, got `str` 'two'"),
+        (HEAD + "listen: {grpc: '0.0.0.0:15012', metrcs: '127.0.0.1:1'}\n", "listen.metrcs",
+         "unknown key (known: grpc, bundle_endpoint, metrics)"),
+        (HEAD + "serving_certificates:\n  - {service_account: a/b, dns_names: [a.svc]}\n  - {service_account: a/*, dns_names: [b.svc]}\n",
+         "serving_certificates[1].service_account", "must be NAMESPACE/NAME (no wildcards), got 'a/*'"),
+        (HEAD + "federation:\n  federates_with:\n    - {trust_domain: b.org, bundle_endpoint_url: 'https://b.org', profile: web}\n",
+         "federation.federates_with[0].profile", "expected one of https_web, https_spiffe, got 'web'"),
+        (HEAD + "limits: {burst: 1\n", "(file)", "not valid YAML at line 4, column 1"),
+    ],
+)
+def test_errors_from_a_file_name_the_file_the_field_and_the_expectation(tmp_path, text, field, expected):
+    error = assert_file_error(load_config, tmp_path / "ca.yaml", text, field, expected)
+    assert isinstance(error, ConfigError)

@@ -97,7 +97,7 @@ def test_config_builds_grants():
      "serving_certificates[0].dns_names", "the CA's own serving name"),
     ({"spiffe_id": str(INJECTOR_ID), "dns_names": ["a.svc"], "ip_addresses": ["10.0.0.1"]},
      "serving_certificates[0].ip_addresses", "unknown key"),
-    ("a.svc", "serving_certificates[0]", "must be a mapping"),
+    ("a.svc", "serving_certificates[0]", "expected `mapping`"),
 ])
 def test_config_errors_name_the_entry_and_field(grant, field, words):
     with pytest.raises(ConfigError) as info:
