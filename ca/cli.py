@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from datetime import datetime, timedelta, timezone
 
@@ -32,20 +31,14 @@ _ROTATE_STEPS = {
     "activate": "make the prepared authority the signer; the old one retires and stays in the bundle",
     "taint": "remove the retired authority from the bundle; what it signed stops validating",
 }
-_DURATION = re.compile(r"(\d+)(d|h|m|s)")
-_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-
-
 def parse_duration(text: str) -> timedelta:
     """Parse ``8760h``, ``1h30m``, ``5m``, ``45s``, ``30d`` into a positive timedelta."""
-    pos, seconds = 0, 0
-    for match in _DURATION.finditer(text):
-        if match.start() != pos:
-            break
-        seconds += int(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if not text or pos != len(text):
-        raise UsageError(f"invalid duration {text!r} (use e.g. 8760h, 1h30m, 5m, 45s)")
+    from sdk.config import duration_seconds
+
+    try:
+        seconds = duration_seconds(text)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     if seconds <= 0:
         raise UsageError(f"duration {text!r} must be positive")
     return timedelta(seconds=seconds)

@@ -52,7 +52,9 @@ __all__ = [
     "Port",
     "PortKey",
     "Positive",
+    "Seconds",
     "convert",
+    "duration_seconds",
     "load",
     "parse_yaml",
 ]
@@ -123,6 +125,43 @@ class PortKey(int):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
             raise ValueError(f"expected a port number in 1-65535, got {value!r}")
         return cls(value)
+
+
+_DURATION = re.compile(r"(\d+)(d|h|m|s)")
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def duration_seconds(text: str) -> int:
+    """Whole seconds in ``8760h``, ``1h30m``, ``5m``, ``45s`` or ``30d``; raises ValueError.
+
+    >>> duration_seconds("1h30m"), duration_seconds("30d")
+    (5400, 2592000)
+    """
+    pos, seconds = 0, 0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        seconds += int(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise ValueError(f"invalid duration {text!r} (use e.g. 8760h, 1h30m, 5m, 45s)")
+    return seconds
+
+
+class Seconds(int):
+    """A positive duration in whole seconds, written as a number (``3600``) or as text (``1h``)."""
+
+    @classmethod
+    def from_config(cls, value: Any) -> Seconds:
+        if isinstance(value, str):
+            seconds = duration_seconds(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            seconds = value
+        else:
+            raise TypeError(f"expected a duration (seconds, or text such as 90s, 5m, 1h30m, 24h), got {value!r}")
+        if seconds <= 0:
+            raise ValueError(f"expected a positive duration, got {value!r}")
+        return cls(seconds)
 
 
 def _hook(base: Path) -> Callable[[type, Any], Any]:

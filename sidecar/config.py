@@ -16,7 +16,7 @@ optional; the values shown are the defaults where there is one)::
       bundle_file: /etc/trustmesh/ca-bundle.pem
       token_file: /var/run/secrets/tokens/trustmesh-ca   # or token: <static/join token>
       server_name: trustmesh-ca.trustmesh-system.svc      # optional
-      svid_ttl: 3600                  # seconds, optional (the CA's default otherwise)
+      svid_ttl: 3600                  # seconds or a duration (1h), optional (the CA's default otherwise)
       renew_with_svid: true           # default: true with token, false with token_file
     identity:                         # ... or use a fixed SVID from files (no CA)
       cert_file: svid.pem
@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sdk.config import AnyPort, Count, HostPort, Invalid, NonEmpty, Port, PortKey, Positive, convert, load
+from sdk.config import AnyPort, Count, HostPort, Invalid, NonEmpty, Port, PortKey, Positive, Seconds, convert, load
 from sdk.spiffeid import SpiffeId, TrustDomain
 from sidecar.errors import ConfigError
 
@@ -86,13 +86,15 @@ class CaConfig:
     token_file: Path | None = None
     token: NonEmpty | None = None
     server_name: NonEmpty | None = None
-    svid_ttl: Count | None = None
+    svid_ttl: Seconds | None = None  # 3600 or 1h
     # Renew by proving the current SVID (the CA's svid_renewal), token as fallback; unset: with `token`.
     renew_with_svid: bool | None = None
 
     def __post_init__(self) -> None:
         if (self.token_file is None) == (self.token is None):
             raise Invalid("token_file", "give exactly one of ca.token_file and ca.token")
+        if self.svid_ttl is not None:
+            object.__setattr__(self, "svid_ttl", int(self.svid_ttl))
         if self.renew_with_svid is None:
             object.__setattr__(self, "renew_with_svid", self.token is not None)
 

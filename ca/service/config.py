@@ -42,7 +42,7 @@ from ca.certs import check_dns_name
 from ca.errors import IssuanceError
 from ca.service.dns_policy import DnsGrant
 from ca.service.errors import ConfigError
-from sdk.config import Count, Invalid, ListenAddress, NonEmpty, Positive, convert, load
+from sdk.config import Count, Invalid, ListenAddress, NonEmpty, Positive, Seconds, convert, load
 from sdk.errors import TemplateError
 from sdk.spiffeid import SpiffeId, TrustDomain
 from sdk.template import DEFAULT_TEMPLATE, IdentityTemplate
@@ -203,8 +203,8 @@ class _Authentication:
 
 @dataclass(frozen=True)
 class _Ttl:
-    default_ttl: Count | None = None
-    max_ttl: Count | None = None
+    default_ttl: Seconds | None = None  # 3600 or 1h
+    max_ttl: Seconds | None = None
 
 
 @dataclass(frozen=True)
@@ -334,7 +334,7 @@ def parse_config(data: Any) -> ServiceConfig:
 
 
 def _ttl(section: _Ttl, default: TtlConfig, where: str) -> TtlConfig:
-    ttl = TtlConfig(section.default_ttl or default.default, section.max_ttl or default.maximum)
+    ttl = TtlConfig(int(section.default_ttl or default.default), int(section.max_ttl or default.maximum))
     if ttl.default > ttl.maximum:
         raise ConfigError(f"{where}.default_ttl", f"must not exceed max_ttl ({ttl.maximum})")
     return ttl

@@ -11,7 +11,7 @@ from typing import Literal
 import msgspec
 import pytest
 
-from sdk.config import AnyPort, Count, HostPort, Invalid, NonEmpty, PortKey, convert, load
+from sdk.config import AnyPort, Count, HostPort, Invalid, NonEmpty, PortKey, Seconds, convert, load
 from sdk.errors import ConfigError, UsageError
 from sdk.spiffeid import SpiffeId, TrustDomain
 from tests.support.config_files import assert_file_error
@@ -136,3 +136,23 @@ def test_messages_follow_msgspec_for_what_msgspec_checks():
         msgspec.convert({"trust_domain": "example.org", "limits": {"max_headers": 0}}, Doc,
                         dec_hook=lambda t, v: TrustDomain.parse(v))
     assert _error({"trust_domain": "example.org", "limits": {"max_headers": 0}}).message == "expected `int` >= 1, got 0"
+
+
+@dataclass(frozen=True)
+class Ttl:
+    ttl: Seconds = Seconds(60)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(90, 90), ("90s", 90), ("1h30m", 5400), ("24h", 86400), ("30d", 2592000)])
+def test_durations_are_seconds_or_text(value, seconds):
+    assert convert({"ttl": value}, Ttl, ConfigError).ttl == seconds
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ("1 h", "invalid duration '1 h'"), ("h1", "invalid duration"), ("", "invalid duration ''"),
+    (0, "expected a positive duration, got 0"), ("0s", "positive"), (1.5, "expected a duration"), (True, "expected a duration"),
+])
+def test_bad_durations(value, words):
+    with pytest.raises(ConfigError) as info:
+        convert({"ttl": value}, Ttl, ConfigError)
+    assert info.value.field == "ttl" and words in info.value.message

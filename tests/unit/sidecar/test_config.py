@@ -81,6 +81,13 @@ def test_each_mistake_names_its_field(patch, field):
     assert field in str(info.value)
 
 
+def test_svid_ttl_is_seconds_or_a_duration():
+    ca = {"address": "h:1", "bundle_file": "b", "token": "t"}
+    for value, seconds in ((7200, 7200), ("2h", 7200), ("90m", 5400)):
+        cfg = parse_config({**BASE, "identity": None, "ca": {**ca, "svid_ttl": value}})
+        assert cfg.ca.svid_ttl == seconds and type(cfg.ca.svid_ttl) is int
+
+
 def test_not_yaml(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("trust_domain: [unclosed")

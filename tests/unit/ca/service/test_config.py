@@ -84,6 +84,13 @@ def test_errors_name_the_field(doc, field):
     assert str(info.value).startswith(f"config: {field}: ")
 
 
+def test_lifetimes_are_seconds_or_durations():
+    cfg = parse_config(_with(x509_svid={"default_ttl": "30m", "max_ttl": "24h"}, jwt_svid={"max_ttl": 600}))
+    assert (cfg.x509_ttl.default, cfg.x509_ttl.maximum, cfg.jwt_ttl.default, cfg.jwt_ttl.maximum) == (1800, 86400, 300, 600)
+    with pytest.raises(ConfigError, match=r"x509_svid.max_ttl: invalid duration '1 day'"):
+        parse_config(_with(x509_svid={"max_ttl": "1 day"}))
+
+
 def test_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
