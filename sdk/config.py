@@ -284,12 +284,16 @@ def _item_type(tp: Any) -> Any:
     return None
 
 
-def _join(where: str, key: Any) -> str:
-    """``where`` and then ``key`` (a name, ``[2]`` or a path relative to ``where``)."""
-    key = str(key)
-    if not where or not key:
-        return where or key
-    return where + key if key.startswith("[") else f"{where}.{key}"
+def _join(where: str, rel: str) -> str:
+    """``where`` and then ``rel`` (a name, ``[2]`` or a path relative to ``where``)."""
+    if not where or not rel:
+        return where or rel
+    return where + rel if rel.startswith("[") else f"{where}.{rel}"
+
+
+def _key(key: Any) -> str:
+    """A mapping key as a path step (an empty key shows as ``""``)."""
+    return str(key) or '""'
 
 
 def _check_keys(data: Any, tp: Any, where: str, error: type[ConfigError]) -> None:
@@ -300,12 +304,12 @@ def _check_keys(data: Any, tp: Any, where: str, error: type[ConfigError]) -> Non
         known = [f.name for f in dataclasses.fields(tp) if f.init]
         for key, value in data.items():
             if key not in known:
-                raise error(_join(where, key), f"unknown key (known: {', '.join(known)})")
+                raise error(_join(where, _key(key)), f"unknown key (known: {', '.join(known)})")
             _check_keys(value, hints[key], _join(where, key), error)
     elif _is_mapping(tp) and isinstance(data, Mapping):
         value_type = typing.get_args(tp)[1] if typing.get_args(tp) else Any
         for key, value in data.items():
-            _check_keys(value, value_type, _join(where, key), error)
+            _check_keys(value, value_type, _join(where, _key(key)), error)
     elif (item := _item_type(tp)) is not None and isinstance(data, list):
         for i, value in enumerate(data):
             _check_keys(value, item, f"{where}[{i}]", error)
@@ -370,5 +374,5 @@ def _explain_entry(mapping: Any, tp: Any, where: str, hook: Callable[[type, Any]
                 msgspec.convert(item, item_type, dec_hook=hook)
             except msgspec.ValidationError as err:
                 field, message = _explain(err, item, item_type, hook)
-                return _join(where, key) if is_key else _join(_join(where, key), field), message
+                return _join(where, _key(key)) if is_key else _join(_join(where, _key(key)), field), message
     return where, fallback

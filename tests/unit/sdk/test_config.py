@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import pytest
 
 from sdk.config import AnyPort, Count, HostPort, Invalid, NonEmpty, PortKey, Seconds, convert, load
@@ -156,3 +158,38 @@ def test_bad_durations(value, words):
     with pytest.raises(ConfigError) as info:
         convert({"ttl": value}, Ttl, ConfigError)
     assert info.value.field == "ttl" and words in info.value.message
+
+
+_SCALARS = st.none() | st.booleans() | st.integers(-2, 70000) | st.floats(allow_nan=False) | st.text(max_size=12)
+_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3)
+                       | st.dictionaries(st.text(max_size=8) | st.integers(0, 9000), inner, max_size=3), max_leaves=12)
+
+
+def _mutations(base: dict, keys: list[str]):
+    """``base`` with one of its known keys (or a nested one) replaced by any YAML-shaped value."""
+    return st.builds(lambda key, value, inner: {**base, key: value if inner is None else {inner: value}},
+                     st.sampled_from(keys), _VALUES, st.none() | st.sampled_from(keys + ["port", "file", "x"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_document_gives_a_config_or_one_config_error(data):
+    """Whatever the YAML holds, each loader returns a config or raises its ConfigError: never another exception."""
+    from ca.service.config import parse_config as ca_config
+    from injector.config import _from_mapping as injector_config
+    from sidecar.config import parse_config as sidecar_config
+
+    sidecar_base = {"trust_domain": "example.org", "identity": {"cert_file": "c", "key_file": "k", "bundle_file": "b"}}
+    ca_base = {"trust_domain": "example.org", "authentication": {"join_tokens": True}}
+    for parse, base, keys in (
+        (sidecar_config, sidecar_base, ["trust_domain", "ca", "identity", "inbound", "outbound", "admin", "grpc",
+                                        "federation", "limits", "access_log_omit", "mode"]),
+        (ca_config, ca_base, ["trust_domain", "ca", "authentication", "x509_svid", "listen", "serving",
+                              "serving_certificates", "federation", "workers", "limits"]),
+        (injector_config, {}, ["sidecar", "interception", "server", "require_injection", "image", "inbound_port"]),
+    ):
+        document = data.draw(_mutations(base, keys) | _VALUES)
+        try:
+            parse(document)
+        except ConfigError as err:
+            assert err.field and err.message
