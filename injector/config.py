@@ -161,13 +161,14 @@ class _Settings:
 
 
 _Quantity = str | int | float  # a Kubernetes quantity: "50m", "64Mi", 2
+_Resources = Mapping[Literal["requests", "limits"], Mapping[Literal["cpu", "memory", "ephemeral-storage"], _Quantity]]
 
 
 @dataclass(frozen=True)
 class _Sidecar:
     native: bool = True
     log_level: Literal[LOG_LEVELS] = "info"  # type: ignore[valid-type]
-    resources: Mapping[Literal["requests", "limits"], Mapping[Literal["cpu", "memory", "ephemeral-storage"], _Quantity]] | None = None
+    resources: _Resources | None = None
 
     def __post_init__(self) -> None:
         if self.resources is not None:

@@ -95,8 +95,8 @@ class HostPort(str):
     def from_config(cls, value: Any) -> HostPort:
         text = _text(value, "HOST:PORT")
         host, sep, port = text.rpartition(":")
-        if not sep or not host.strip("[]") or not port.isdigit() or not cls.lowest_port <= int(port) <= 65535:
-            low = cls.lowest_port
+        low = cls.lowest_port
+        if not sep or not host.strip("[]") or not (port.isascii() and port.isdigit()) or not low <= int(port) <= 65535:
             raise ValueError(f"expected HOST:PORT with a port in {low}-65535, got {text!r}")
         return cls(text)
 
@@ -365,7 +365,9 @@ def _shown(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _explain_entry(mapping: Any, tp: Any, where: str, hook: Callable[[type, Any], Any], fallback: str) -> tuple[str, str]:
+def _explain_entry(
+    mapping: Any, tp: Any, where: str, hook: Callable[[type, Any], Any], fallback: str
+) -> tuple[str, str]:
     """Find the entry of ``mapping`` (typed ``Mapping[K, V]``) that msgspec refused, and say why."""
     key_type, value_type = typing.get_args(tp) if typing.get_args(tp) else (Any, Any)
     for key, value in (mapping.items() if isinstance(mapping, Mapping) else ()):

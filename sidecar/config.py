@@ -281,7 +281,8 @@ def parse_config(data: Any, base: Path = Path(".")) -> SidecarConfig:
         trust_domains=tuple(str(td) for td in f.outbound.trust_domains),
         destinations={(dest.host, dest.port): str(sid) for dest, sid in f.outbound.destinations.items()},
         upstreams=tuple(
-            Upstream(u.listen, u.address.host, u.address.port, u.spiffe_id and str(u.spiffe_id), _PROTOCOL_MEANS[u.protocol])
+            Upstream(u.listen, u.address.host, u.address.port, str(u.spiffe_id) if u.spiffe_id else None,
+                     _PROTOCOL_MEANS[u.protocol])
             for u in f.outbound.upstreams
         ),
         admin_port=f.admin.port,

@@ -440,7 +440,9 @@ class FederationRelationship:
         if self.profile == "https_spiffe" and self.endpoint_ca_file:
             raise Invalid("endpoint_ca_file", "only applies to profile https_web")
         if self.self_serving and not self.bundle_file:
-            raise Invalid("bundle_file", "a self-serving https_spiffe endpoint needs a bootstrap bundle to trust its first answer")
+            raise Invalid(
+                "bundle_file", "a self-serving https_spiffe endpoint needs a bootstrap bundle to trust its first answer"
+            )
 
     def for_workload(self, spiffe_id: SpiffeId) -> bool:
         """Whether the workload ``spiffe_id`` is to trust this domain (SPIRE's per-entry federatesWith)."""

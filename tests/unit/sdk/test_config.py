@@ -127,7 +127,7 @@ def test_an_unreadable_file(tmp_path):
 def test_host_port_keeps_the_text_and_splits_it():
     assert HostPort.from_config("[::1]:8443") == "[::1]:8443"
     assert HostPort.from_config("[::1]:8443").host == "::1"
-    for bad in ("h", ":80", "h:0", "h:65536", "h:x"):
+    for bad in ("h", ":80", "h:0", "h:65536", "h:x", "h:٣"):
         with pytest.raises(ValueError, match="HOST:PORT"):
             HostPort.from_config(bad)
 
