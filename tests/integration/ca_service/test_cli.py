@@ -47,10 +47,11 @@ def _local_config(tmp_path: Path) -> dict:
 def test_invalid_config_names_the_field_and_starts_nothing(tmp_path):
     doc = _local_config(tmp_path)
     doc["limits"] = {"rate_per_second": "fast"}
-    result = subprocess.run(_serve(_write(tmp_path, doc)), capture_output=True, text=True, timeout=60)
+    path = _write(tmp_path, doc)
+    result = subprocess.run(_serve(path), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "trustmesh: error: config: limits.rate_per_second: must be a number, got 'fast'"
+        f"trustmesh: error: config {path}: limits.rate_per_second: expected `float`, got `str` 'fast'"
     ]
     assert not (tmp_path / "ca").exists()
 
