@@ -271,9 +271,6 @@ def _is_canonical_host(text: str) -> bool:
         return False
 
 
-_LOOSE_MAX = 100  # rules without an equality tried against every rule for implied shadowing
-
-
 def _literal(expr) -> tuple | None:
     """(type, value) of a constant, so that ``1`` and ``true`` stay apart."""
     return (type(expr.value), expr.value) if isinstance(expr, ast.Literal) else None
@@ -361,6 +358,39 @@ def check(files: list[ast.PolicyFile] | tuple[ast.PolicyFile, ...]) -> CheckedPo
     return CheckedPolicies(tuple(files), default[0] if default else "deny", tuple(checker.warnings))
 
 
+def _implied_by_keys(part) -> list[tuple]:
+    """Keys under which a rule with conjunct ``part`` looks for rules that ``part`` may imply.
+
+    A conjunct ``b`` of another rule is filed under one key (:func:`_implication_key`); any
+    ``a`` for which ``_implies(a, b)`` holds yields that key here."""
+    keys = [("same", part)]
+    if isinstance(part, ast.Comparison) and isinstance(part.left, ast.Attribute):
+        path, op = part.left.path, part.op
+        if op in ("==", "in"):
+            keys.append(("in", path))
+        if op in ("==", "matches"):
+            keys.append(("matches", path))
+        if op in ("==", "startswith") and isinstance(part.right, ast.Literal) and type(part.right.value) is str:
+            text = part.right.value
+            keys += [("prefix", path, text[:end]) for end in range(len(text) + 1)]
+    return keys
+
+
+def _implication_key(part) -> tuple:
+    """The key every conjunct implying ``part`` yields from :func:`_implied_by_keys`: ``==`` and
+    anything unlisted are implied only by themselves, ``in`` by an equality or a sub-list on the
+    same attribute, ``matches`` by an equality, ``startswith`` by a longer or equal prefix."""
+    if isinstance(part, ast.Comparison) and isinstance(part.left, ast.Attribute):
+        path, op = part.left.path, part.op
+        if op == "in" and isinstance(part.right, ast.ListLiteral):
+            return ("in", path)
+        if op == "matches" and isinstance(part.right, ast.Literal) and isinstance(part.right.value, str):
+            return ("matches", path)
+        if op == "startswith" and isinstance(part.right, ast.Literal) and type(part.right.value) is str:
+            return ("prefix", path, part.right.value)
+    return ("same", part)
+
+
 def _shadowing(checker: _Checker, rules: list) -> None:
     """Warn about rules another enforced rule makes pointless.
 
@@ -368,37 +398,26 @@ def _shadowing(checker: _Checker, rules: list) -> None:
     source order. An allow rule is dead if any enforced deny rule (before or
     after it) matches whenever it does; a rule adds nothing if an earlier
     enforced rule of the same effect matches whenever it does. "Matches
-    whenever it does" means its selector and condition conjuncts are a subset.
+    whenever it does" means each conjunct of the other rule's selector and
+    condition is one of this rule's or implied by one of them (``_implies``).
+
+    Each enforced rule is filed under the implication key of one of its
+    conjuncts, the one fewest rules yield; a rule then meets only the rules
+    filed under the keys its own conjuncts yield, which include every rule
+    that can shadow it (no rule is compared with all the others).
     """
+    yields = [{key for part in entry[3] for key in _implied_by_keys(part)} for entry in rules]
     counts: dict = {}
-    for entry in rules:
-        for part in entry[3]:
-            counts[part] = counts.get(part, 0) + 1
-    by_conjunct: dict = {}  # the rarest conjunct of each enforced rule -> [(order, entry)]
+    for keys in yields:
+        for key in keys:
+            counts[key] = counts.get(key, 0) + 1
+    filed: dict = {}  # implication key -> [(order, entry)] of the enforced rules filed under it
     for order, entry in enumerate(rules):
         if not (entry[2].dry_run or entry[1].dry_run):
-            key = min(entry[3], key=lambda part: (counts[part], repr(part)))
-            by_conjunct.setdefault(key, []).append((order, entry))
-    # Rules that shadow by implication (x == "a" implies x in ["a", "b"]), not repetition: an
-    # equality is implied only by itself, so such a rule is filed under its rarest equality;
-    # the few without any equality are tried against every rule (bounded).
-    by_equality: dict = {}
-    loose: list = []
-    for order, entry in enumerate(rules):
-        if entry[2].dry_run or entry[1].dry_run:
-            continue
-        equalities = [part for part in entry[3] if isinstance(part, ast.Comparison) and part.op == "=="]
-        if equalities:
-            key = min(equalities, key=lambda part: (counts[part], repr(part)))
-            by_equality.setdefault(key, []).append((order, entry))
-        else:
-            loose.append((order, entry))
-    if len(loose) > _LOOSE_MAX:
-        loose = []
+            key = min((_implication_key(part) for part in entry[3]), key=counts.__getitem__)
+            filed.setdefault(key, []).append((order, entry))
     for index, (file, _policy, rule, coverage) in enumerate(rules):
-        found = {c[0]: c for part in coverage for c in by_conjunct.get(part, ())}
-        found.update((c[0], c) for part in coverage for c in by_equality.get(part, ()))
-        found.update((c[0], c) for c in loose)
+        found = {c[0]: c for key in yields[index] for c in filed.get(key, ())}
         found.pop(index, None)
         candidates = [found[order] for order in sorted(found)]
         for order, (_f, other_policy, other, other_cov) in candidates:
