@@ -1,8 +1,11 @@
 """Stage 1: policy text → frozen AST (:mod:`policy_dsl.ast`).
 
 The grammar lives in ``grammar.lark`` and is parsed with lark's LALR parser;
-the tree is built directly into AST nodes while parsing (no recursion, so deep
-nesting cannot exhaust the stack), and nesting deeper than
+well-formed text takes a faster hand-written path first
+(:mod:`policy_dsl.fastparse`, same AST, checked against lark in the tests) and
+anything it is not sure of goes to lark. With lark, the tree is built directly
+into AST nodes while parsing (no recursion, so deep nesting cannot exhaust the
+stack), and nesting deeper than
 :data:`MAX_DEPTH` is refused. Every lark error becomes a
 :class:`~policy_dsl.errors.PolicySyntaxError` with file, line, column, the
 source line, a caret and what was expected.
@@ -10,7 +13,6 @@ source line, a caret and what was expected.
 
 from __future__ import annotations
 
-import sys
 import threading
 from functools import lru_cache
 from importlib import resources
@@ -20,8 +22,9 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, Un
 
 from policy_dsl import ast
 from policy_dsl.errors import Diagnostic, PolicySyntaxError
+from policy_dsl.fastparse import parse_fast, shared_path, unescape, unknown_escape
 
-__all__ = ["MAX_DEPTH", "MAX_SOURCE_CHARS", "parse"]
+__all__ = ["MAX_DEPTH", "MAX_SOURCE_CHARS", "parse", "parse_with_lark"]
 
 MAX_DEPTH = 64
 MAX_SOURCE_CHARS = 4 * 1024 * 1024
@@ -42,7 +45,6 @@ _TERMINAL_NAMES = {
 }
 # Terminals that can start a condition: reported together as "a condition".
 _CONDITION_START = {"NAME", "STRING", "NUMBER", "TRUE", "FALSE", "LPAR", "LSQB", "NOT", "HAS"}
-_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "/": "/"}
 
 
 _LOCK = threading.Lock()
@@ -96,22 +98,13 @@ class _Builder(Transformer):
         raw = token.value[1:-1]
         if "\\" not in raw:
             return raw
-        out, i = [], 0
-        while i < len(raw):
-            ch = raw[i]
-            if ch == "\\":
-                nxt = raw[i + 1]
-                if nxt not in _ESCAPES:
-                    raise self._fail(
-                        token.line, token.column + i + 1,
-                        f'unknown escape "\\{nxt}" in string; expected one of \\" \\\\ \\n \\t \\/',
-                    )
-                out.append(_ESCAPES[nxt])
-                i += 2
-            else:
-                out.append(ch)
-                i += 1
-        return "".join(out)
+        bad = unknown_escape(raw)
+        if bad >= 0:
+            raise self._fail(
+                token.line, token.column + bad + 1,
+                f'unknown escape "\\{raw[bad + 1]}" in string; expected one of \\" \\\\ \\n \\t \\/',
+            )
+        return unescape(raw)
 
     # -- file structure --------------------------------------------------------
     def start(self, items):
@@ -181,7 +174,7 @@ class _Builder(Transformer):
                 path.append(token.value)
             elif token.type == "STRING":
                 path.append(self._string(token))
-        return ast.Attribute(_shared(tuple(path)), first.line, first.column)
+        return ast.Attribute(shared_path(tuple(path)), first.line, first.column)
 
     def list(self, children):
         bracket, *items = children
@@ -245,6 +238,23 @@ def _token_text(token: Token) -> str:
     return f'"{token.value}"'
 
 
+def _refuse_unparsable(text: str, filename: str) -> None:
+    """Refuse what no parser is given: a non-str, a text too long, a NUL character."""
+    if not isinstance(text, str):
+        raise PolicySyntaxError(Diagnostic(filename, 1, 1, "policy text must be a str"))
+    if len(text) > MAX_SOURCE_CHARS:
+        raise PolicySyntaxError(
+            Diagnostic(filename, 1, 1, f"policy text longer than {MAX_SOURCE_CHARS} characters")
+        )
+    bad = text.find("\x00")
+    if bad >= 0:
+        line = text.count("\n", 0, bad) + 1
+        column = bad - (text.rfind("\n", 0, bad) + 1) + 1
+        raise PolicySyntaxError(
+            Diagnostic(filename, line, column, "NUL character in policy text", _line_of(text, line))
+        )
+
+
 def _translate(err: UnexpectedInput, filename: str, source: str) -> PolicySyntaxError:
     line = err.line if isinstance(err.line, int) and err.line > 0 else 1
     column = err.column if isinstance(err.column, int) and err.column > 0 else 1
@@ -269,19 +279,15 @@ def _translate(err: UnexpectedInput, filename: str, source: str) -> PolicySyntax
 
 def parse(text: str, filename: str = "<string>") -> ast.PolicyFile:
     """Parse one policy file into its AST; raise PolicySyntaxError on any mistake."""
-    if not isinstance(text, str):
-        raise PolicySyntaxError(Diagnostic(filename, 1, 1, "policy text must be a str"))
-    if len(text) > MAX_SOURCE_CHARS:
-        raise PolicySyntaxError(
-            Diagnostic(filename, 1, 1, f"policy text longer than {MAX_SOURCE_CHARS} characters")
-        )
-    bad = next((i for i, ch in enumerate(text) if ch == "\x00"), None)
-    if bad is not None:
-        line = text.count("\n", 0, bad) + 1
-        column = bad - (text.rfind("\n", 0, bad) + 1) + 1
-        raise PolicySyntaxError(
-            Diagnostic(filename, line, column, "NUL character in policy text", _line_of(text, line))
-        )
+    _refuse_unparsable(text, filename)
+    tree = parse_fast(text, filename, MAX_DEPTH)
+    return tree if tree is not None else parse_with_lark(text, filename)
+
+
+def parse_with_lark(text: str, filename: str = "<string>") -> ast.PolicyFile:
+    """:func:`parse` with lark alone: the reference that defines the language and reports every
+    mistake (:func:`parse` tries the fast path first)."""
+    _refuse_unparsable(text, filename)
     parser, builder = _lark()
     try:
         with _LOCK:
@@ -299,10 +305,3 @@ def parse(text: str, filename: str = "<string>") -> ast.PolicyFile:
         if isinstance(inner, PolicySyntaxError):
             raise inner from None
         raise PolicySyntaxError(Diagnostic(filename, 1, 1, f"cannot parse: {err}")) from None
-
-
-@lru_cache(maxsize=4096)
-def _shared(path: tuple[str, ...]) -> tuple[str, ...]:
-    """One tuple (and strings) for every equal attribute path: a large policy names the same
-    few paths in every rule."""
-    return tuple(sys.intern(str(segment)) for segment in path)
