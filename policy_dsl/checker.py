@@ -227,9 +227,10 @@ class _Checker:
         if attr.path == ("request", "host") and isinstance(literal.value, str) and not _is_canonical_host(literal.value):
             self._at(literal, f"{_HOSTS_NOTE}: {literal.value!r} never matches", "warning")
 
-    def message_fields(self, rule: ast.Rule) -> None:
-        """Warn that a rule reading gRPC message fields depends on the sidecar's descriptors."""
-        fields = [".".join(p) for p in attributes_of(rule.condition) if p[: len(GRPC_MESSAGE)] == GRPC_MESSAGE]
+    def message_fields(self, rule: ast.Rule, reads: tuple[tuple[str, ...], ...]) -> None:
+        """Warn that a rule reading gRPC message fields (``reads``: the paths its condition
+        reads) depends on the sidecar's descriptors."""
+        fields = [".".join(p) for p in reads if p[: len(GRPC_MESSAGE)] == GRPC_MESSAGE]
         if fields:
             self._at(
                 rule, f'rule "{rule.name}" reads {", ".join(fields)}: the sidecar decodes gRPC messages only with '
@@ -253,11 +254,12 @@ class _Checker:
                     )
                     return
 
-    def open_door(self, rule: ast.Rule, parts: tuple) -> None:
-        """Warn about an allow rule that admits every caller of its policy's workloads."""
+    def open_door(self, rule: ast.Rule, parts: tuple, reads: tuple[tuple[str, ...], ...]) -> None:
+        """Warn about an allow rule that admits every caller of its policy's workloads
+        (``parts``: its conjuncts, ``reads``: the paths its condition reads)."""
         if all(isinstance(part, ast.Literal) and part.value is True for part in parts):
             self._at(rule, f'allow rule "{rule.name}" is always true: it admits every request', "warning")
-        elif not any(path[0] == "source" or path[:2] == ("request", "jwt") for path in attributes_of(rule.condition)):
+        elif not any(path[0] == "source" or path[:2] == ("request", "jwt") for path in reads):
             self._at(
                 rule, f'allow rule "{rule.name}" has no condition on the caller (source.* or request.jwt.*): '
                 "it admits any caller, even an unauthenticated one", "warning",
@@ -306,7 +308,7 @@ def check(files: list[ast.PolicyFile] | tuple[ast.PolicyFile, ...]) -> CheckedPo
     checker = _Checker()
     policies_seen: dict[str, tuple[str, int]] = {}
     default: tuple[str, ast.DefaultDecl, ast.PolicyFile] | None = None
-    # (file, policy, rule, coverage conjuncts) of allow/deny rules, in source order
+    # (file, policy, rule, selector and condition conjuncts) of allow/deny rules, in source order
     shadow_candidates: list[tuple] = []
     for file in files:
         checker.file = file
@@ -336,12 +338,12 @@ def check(files: list[ast.PolicyFile] | tuple[ast.PolicyFile, ...]) -> CheckedPo
                     continue
                 parts = conjuncts(rule.condition)
                 checker.never_matches(rule, parts)
+                reads = attributes_of(rule.condition)
                 if rule.effect == "allow":
-                    checker.open_door(rule, parts)
-                checker.message_fields(rule)
-                coverage = frozenset(conjuncts(policy.selector) + parts)
+                    checker.open_door(rule, parts, reads)
+                checker.message_fields(rule, reads)
                 if rule.effect != "audit":
-                    shadow_candidates.append((file, policy, rule, coverage))
+                    shadow_candidates.append((file, policy, rule, conjuncts(policy.selector) + parts))
     if default is not None and default[0] != "deny":
         for file in files:
             if not file.defaults:  # its author wrote no default: it means deny, never another file's
@@ -358,12 +360,12 @@ def check(files: list[ast.PolicyFile] | tuple[ast.PolicyFile, ...]) -> CheckedPo
     return CheckedPolicies(tuple(files), default[0] if default else "deny", tuple(checker.warnings))
 
 
-def _implied_by_keys(part) -> list[tuple]:
+def _implied_by_keys(part, part_id: int) -> list[tuple]:
     """Keys under which a rule with conjunct ``part`` looks for rules that ``part`` may imply.
 
     A conjunct ``b`` of another rule is filed under one key (:func:`_implication_key`); any
     ``a`` for which ``_implies(a, b)`` holds yields that key here."""
-    keys = [("same", part)]
+    keys: list[tuple] = [("same", part_id)]
     if isinstance(part, ast.Comparison) and isinstance(part.left, ast.Attribute):
         path, op = part.left.path, part.op
         if op in ("==", "in"):
@@ -376,7 +378,7 @@ def _implied_by_keys(part) -> list[tuple]:
     return keys
 
 
-def _implication_key(part) -> tuple:
+def _implication_key(part, part_id: int) -> tuple:
     """The key every conjunct implying ``part`` yields from :func:`_implied_by_keys`: ``==`` and
     anything unlisted are implied only by themselves, ``in`` by an equality or a sub-list on the
     same attribute, ``matches`` by an equality, ``startswith`` by a longer or equal prefix."""
@@ -388,40 +390,58 @@ def _implication_key(part) -> tuple:
             return ("matches", path)
         if op == "startswith" and isinstance(part.right, ast.Literal) and type(part.right.value) is str:
             return ("prefix", path, part.right.value)
-    return ("same", part)
+    return ("same", part_id)
 
 
 def _shadowing(checker: _Checker, rules: list) -> None:
     """Warn about rules another enforced rule makes pointless.
 
-    ``rules`` holds (file, policy, rule, coverage) for every allow/deny rule in
-    source order. An allow rule is dead if any enforced deny rule (before or
-    after it) matches whenever it does; a rule adds nothing if an earlier
-    enforced rule of the same effect matches whenever it does. "Matches
-    whenever it does" means each conjunct of the other rule's selector and
-    condition is one of this rule's or implied by one of them (``_implies``).
+    ``rules`` holds (file, policy, rule, conjuncts) for every allow/deny rule
+    in source order, the conjuncts of its policy's selector and its condition.
+    An allow rule is dead if any enforced deny rule (before or after it)
+    matches whenever it does; a rule adds nothing if an earlier enforced rule
+    of the same effect matches whenever it does. "Matches whenever it does"
+    means each conjunct of the other rule is one of this rule's or implied by
+    one of them (``_implies``).
 
     Each enforced rule is filed under the implication key of one of its
     conjuncts, the one fewest rules yield; a rule then meets only the rules
     filed under the keys its own conjuncts yield, which include every rule
-    that can shadow it (no rule is compared with all the others).
+    that can shadow it (no rule is compared with all the others). Equal
+    conjuncts are numbered once, so each distinct one is hashed and keyed once.
     """
-    yields = [{key for part in entry[3] for key in _implied_by_keys(part)} for entry in rules]
+    numbers: dict = {}  # conjunct -> its number (equal conjuncts of different rules: one number)
+    coverages = [frozenset(numbers.setdefault(part, len(numbers)) for part in entry[3]) for entry in rules]
+    parts = list(numbers)
+    filing = [_implication_key(part, n) for n, part in enumerate(parts)]
+    fileable = set(filing)
+    yields = [[key for key in _implied_by_keys(part, n) if key in fileable] for n, part in enumerate(parts)]
     counts: dict = {}
-    for keys in yields:
-        for key in keys:
-            counts[key] = counts.get(key, 0) + 1
-    filed: dict = {}  # implication key -> [(order, entry)] of the enforced rules filed under it
+    for coverage in coverages:
+        for n in coverage:
+            for key in yields[n]:
+                counts[key] = counts.get(key, 0) + 1
+    filed: dict = {}  # implication key -> [order] of the enforced rules filed under it
     for order, entry in enumerate(rules):
         if not (entry[2].dry_run or entry[1].dry_run):
-            key = min((_implication_key(part) for part in entry[3]), key=counts.__getitem__)
-            filed.setdefault(key, []).append((order, entry))
-    for index, (file, _policy, rule, coverage) in enumerate(rules):
-        found = {c[0]: c for key in yields[index] for c in filed.get(key, ())}
-        found.pop(index, None)
-        candidates = [found[order] for order in sorted(found)]
-        for order, (_f, other_policy, other, other_cov) in candidates:
-            if not (other_cov <= coverage or all(any(_implies(a, b) for a in coverage) for b in other_cov)):
+            key = min((filing[n] for n in coverages[order]), key=counts.__getitem__)
+            filed.setdefault(key, []).append(order)
+    implied: dict = {}  # (a, b) -> whether conjunct a implies conjunct b
+
+    def implies(a: int, b: int) -> bool:
+        found = implied.get((a, b))
+        if found is None:
+            found = implied[(a, b)] = _implies(parts[a], parts[b])
+        return found
+
+    for index, (file, _policy, rule, _parts) in enumerate(rules):
+        coverage = coverages[index]
+        found = {order for n in coverage for key in yields[n] for order in filed.get(key, ())}
+        found.discard(index)
+        for order in sorted(found):
+            _f, other_policy, other, _other_parts = rules[order]
+            other_cov = coverages[order]
+            if not (other_cov <= coverage or all(any(implies(a, b) for a in coverage) for b in other_cov)):
                 continue
             if other.effect == "deny" and rule.effect == "allow":
                 verdict = "it can never take effect"

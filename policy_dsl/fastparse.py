@@ -61,67 +61,63 @@ def parse_fast(text: str, filename: str, max_depth: int) -> ast.PolicyFile | Non
         return None
 
 
-def _tokens(text: str, comments: list[ast.Comment]) -> tuple[list[str], list[str], list[int], list[int]]:
-    """Kinds, values, lines and columns of the tokens (whitespace and comments dropped, comments
-    collected); gives up on any character no token starts with."""
-    kinds: list[str] = []
-    values: list[str] = []
-    lines: list[int] = []
-    columns: list[int] = []
-    line, line_start, expected = 1, 0, 0
-    for match in _TOKEN.finditer(text):
-        start = match.start()
-        if start != expected:
-            raise _GiveUp
-        expected = match.end()
-        kind = match.lastgroup
-        if kind == "ws":
-            newlines = match.group().count("\n")
-            if newlines:
-                line += newlines
-                line_start = text.rindex("\n", start, expected) + 1
-            continue
-        if kind == "comment":
-            comments.append(ast.Comment(match.group(), line, start - line_start + 1))
-            continue
-        kinds.append(kind)  # type: ignore[arg-type]
-        values.append(match.group())
-        lines.append(line)
-        columns.append(start - line_start + 1)
-    if expected != len(text):
-        raise _GiveUp
-    kinds.append("end")
-    values.append("")
-    lines.append(line)
-    columns.append(len(text) - line_start + 1)
-    return kinds, values, lines, columns
-
-
 class _Parser:
+    """Recursive descent over tokens read one at a time (nothing but the current token is kept)."""
+
     def __init__(self, text: str, filename: str, max_depth: int) -> None:
         self.text = text
         self.filename = filename
         self.max_depth = max_depth
         self.comments: list[ast.Comment] = []
-        self.kinds, self.values, self.lines, self.columns = _tokens(text, self.comments)
-        self.i = 0
+        self.pos = 0
+        self.line = 1
+        self.line_start = 0  # offset of the current line's first character
         self.nesting = 0
         self.strings: dict[str, str] = {}  # one object per distinct string constant
+        self.kind = self.value = ""
+        self.at = (1, 1)  # line and column of the current token
+        self._advance()
 
     # -- tokens ----------------------------------------------------------------------
+    def _advance(self) -> None:
+        """Read the next token into ``kind``, ``value`` and ``at``, collecting comments on the
+        way; give up on any character no token starts with."""
+        text = self.text
+        while True:
+            start = self.pos
+            match = _TOKEN.match(text, start)
+            if match is None:
+                if start != len(text):
+                    raise _GiveUp
+                self.kind, self.value, self.at = "end", "", (self.line, start - self.line_start + 1)
+                return
+            self.pos = match.end()
+            kind = match.lastgroup
+            if kind == "ws":
+                newlines = text.count("\n", start, self.pos)
+                if newlines:
+                    self.line += newlines
+                    self.line_start = text.rindex("\n", start, self.pos) + 1
+                continue
+            if kind == "comment":
+                self.comments.append(ast.Comment(match.group(), self.line, start - self.line_start + 1))
+                continue
+            self.kind, self.value, self.at = kind, match.group(), (self.line, start - self.line_start + 1)  # type: ignore[assignment]
+            return
+
     def _is(self, kind: str, value: str | None = None) -> bool:
-        return self.kinds[self.i] == kind and (value is None or self.values[self.i] == value)
+        return self.kind == kind and (value is None or self.value == value)
 
-    def _take(self, kind: str, value: str | None = None) -> int:
-        """The index of the next token, which must be ``kind`` (and ``value``); consumes it."""
-        i = self.i
-        if self.kinds[i] != kind or (value is not None and self.values[i] != value):
+    def _take(self, kind: str, value: str | None = None) -> tuple[str, tuple[int, int]]:
+        """The next token's text and position; it must be ``kind`` (and ``value``)."""
+        if self.kind != kind or (value is not None and self.value != value):
             raise _GiveUp
-        self.i = i + 1
-        return i
+        taken = self.value, self.at
+        self._advance()
+        return taken
 
-    def _string(self, i: int) -> str:
-        raw = self.values[i][1:-1]
+    def _string(self, token: str) -> str:
+        raw = token[1:-1]
         if "\\" in raw:
             if unknown_escape(raw) >= 0:
                 raise _GiveUp
@@ -129,38 +125,35 @@ class _Parser:
         return self.strings.setdefault(raw, raw)
 
     def _name(self) -> str:
-        i = self._take("word")
-        if self.values[i] in _KEYWORDS:
+        name, _at = self._take("word")
+        if name in _KEYWORDS:
             raise _GiveUp
-        return sys.intern(self.values[i])
+        return sys.intern(name)
 
     # -- file structure ----------------------------------------------------------------
     def file(self) -> ast.PolicyFile:
         defaults, policies = [], []
         while not self._is("end"):
             if self._is("word", "default"):
-                self.i += 1
-                i = self._take("word")
-                if self.values[i] not in _DEFAULT_MODES:
+                self._advance()
+                mode, at = self._take("word")
+                if mode not in _DEFAULT_MODES:
                     raise _GiveUp
-                defaults.append(ast.DefaultDecl(self.values[i], self.lines[i], self.columns[i]))
+                defaults.append(ast.DefaultDecl(mode, *at))
             else:
                 policies.append(self.policy())
         return ast.PolicyFile(self.filename, tuple(defaults), tuple(policies), self.text, tuple(self.comments))
 
-    def _dry_run(self) -> int | None:
-        if self._is("word", "dry-run"):
-            self.i += 1
-            return self.i - 1
-        return None
+    def _dry_run(self) -> tuple[int, int] | None:
+        return self._take("word")[1] if self._is("word", "dry-run") else None
 
     def policy(self) -> ast.Policy:
         dry_run = self._dry_run()
         self._take("word", "policy")
-        name = self._take("string")
+        name, name_at = self._take("string")
         self._take("word", "protects")
         if self._is("word", "all"):
-            self.i += 1
+            self._advance()
             selector = None
         else:
             selector = self.expr()[0]
@@ -168,26 +161,22 @@ class _Parser:
         rules = []
         while not self._is("punct", "}"):
             rules.append(self.rule())
-        close = self._take("punct", "}")
-        first = name if dry_run is None else dry_run
-        return ast.Policy(
-            self._string(name), selector, tuple(rules), dry_run is not None, self.lines[first],
-            self.columns[first], self.lines[close],
-        )
+        close = self._take("punct", "}")[1]
+        line, column = name_at if dry_run is None else dry_run
+        return ast.Policy(self._string(name), selector, tuple(rules), dry_run is not None, line, column, close[0])
 
     def rule(self) -> ast.Rule:
         dry_run = self._dry_run()
-        effect = self._take("word")
-        if self.values[effect] not in ("allow", "deny", "audit"):
+        effect, effect_at = self._take("word")
+        if effect not in ("allow", "deny", "audit"):
             raise _GiveUp
-        name = self._take("string")
+        name = self._take("string")[0]
         self._take("punct", "{")
         condition = self.expr()[0]
-        close = self._take("punct", "}")
-        first = effect if dry_run is None else dry_run
+        close = self._take("punct", "}")[1]
+        line, column = effect_at if dry_run is None else dry_run
         return ast.Rule(
-            self.values[effect], self._string(name), condition, dry_run is not None, self.lines[first],
-            self.columns[first], self.lines[close],
+            sys.intern(effect), self._string(name), condition, dry_run is not None, line, column, close[0]
         )
 
     # -- expressions: each returns (node, depth), depth as the lark builder counts it ------
@@ -195,6 +184,11 @@ class _Parser:
         if depth > self.max_depth:
             raise _GiveUp
         return depth
+
+    def _deeper(self) -> None:
+        self.nesting += 1
+        if self.nesting > _MAX_NESTING:
+            raise _GiveUp
 
     def expr(self) -> tuple:
         return self._joined("or", ast.Or, self.and_expr)
@@ -208,7 +202,7 @@ class _Parser:
             return first, depth
         operands = [first]
         while self._is("word", keyword):
-            self.i += 1
+            self._advance()
             part, part_depth = operand()
             operands.append(part)
             depth = max(depth, part_depth)
@@ -217,92 +211,81 @@ class _Parser:
     def not_expr(self) -> tuple:
         if not self._is("word", "not"):
             return self.condition()
-        keyword = self.i
-        self.i += 1
-        self.nesting += 1
-        if self.nesting > _MAX_NESTING:
-            raise _GiveUp
+        at = self._take("word")[1]
+        self._deeper()
         operand, depth = self.not_expr()
         self.nesting -= 1
-        return ast.Not(operand, self.lines[keyword], self.columns[keyword]), self._nest(depth + 1)
+        return ast.Not(operand, *at), self._nest(depth + 1)
 
     def condition(self) -> tuple:
         if self._is("word", "has"):
-            keyword = self.i
-            self.i += 1
-            return ast.Has(self.attribute(), self.lines[keyword], self.columns[keyword]), 0
-        left, left_depth = self.value()
-        i = self.i
-        kind, text = self.kinds[i], self.values[i]
+            at = self._take("word")[1]
+            return ast.Has(self.attribute(), *at), 0
+        left, left_depth = self.value_()
+        kind, text = self.kind, self.value
         if not ((kind == "punct" and text in _PUNCT_OPS) or (kind == "word" and text in _WORD_OPS)):
             return left, left_depth
-        self.i += 1
-        right, right_depth = self.value()
-        op = sys.intern(text)
+        at = self._take(kind)[1]
+        right, right_depth = self.value_()
         return (
-            ast.Comparison(op, left, right, self.lines[i], self.columns[i]),
+            ast.Comparison(sys.intern(text), left, right, *at),
             self._nest(1 + max(left_depth, right_depth)),
         )
 
-    def value(self) -> tuple:
-        i = self.i
-        kind = self.kinds[i]
-        if kind == "punct":
-            if self.values[i] == "(":
-                self.i += 1
-                self.nesting += 1
-                if self.nesting > _MAX_NESTING:
-                    raise _GiveUp
+    def value_(self) -> tuple:
+        if self.kind == "punct":
+            if self.value == "(":
+                self._advance()
+                self._deeper()
                 inner = self.expr()
                 self.nesting -= 1
                 self._take("punct", ")")
                 return inner
-            if self.values[i] == "[":
+            if self.value == "[":
                 return self.list(), 0
             raise _GiveUp
-        if kind == "word" and self.values[i] not in ("true", "false"):
+        if self.kind == "word" and self.value not in ("true", "false"):
             return self.attribute(), 0
         return self.literal(), 0
 
     def literal(self) -> ast.Literal:
-        i = self.i
-        self.i += 1
-        kind, text = self.kinds[i], self.values[i]
+        kind = self.kind
+        text, at = self._take(kind)
         if kind == "string":
-            value: str | int | float | bool = self._string(i)
+            value: str | int | float | bool = self._string(text)
         elif kind == "number":
             value = float(text) if "." in text else int(text)
         elif kind == "word" and text in ("true", "false"):
             value = text == "true"
         else:
             raise _GiveUp
-        return ast.Literal(value, self.lines[i], self.columns[i])
+        return ast.Literal(value, *at)
 
     def list(self) -> ast.ListLiteral:
-        bracket = self._take("punct", "[")
+        at = self._take("punct", "[")[1]
         items = []
         while not self._is("punct", "]"):
             items.append(self.literal())
             if not self._is("punct", ","):
                 break
-            self.i += 1
+            self._advance()
         self._take("punct", "]")
-        return ast.ListLiteral(tuple(items), self.lines[bracket], self.columns[bracket])
+        return ast.ListLiteral(tuple(items), *at)
 
     def attribute(self) -> ast.Attribute:
-        first = self.i
+        at = self.at
         path = [self._name()]
         while True:
             if self._is("punct", "."):
-                self.i += 1
+                self._advance()
                 path.append(self._name())
             elif self._is("punct", "["):
-                self.i += 1
-                path.append(sys.intern(self._string(self._take("string"))))
+                self._advance()
+                path.append(sys.intern(self._string(self._take("string")[0])))
                 self._take("punct", "]")
             else:
                 break
-        return ast.Attribute(shared_path(tuple(path)), self.lines[first], self.columns[first])
+        return ast.Attribute(shared_path(tuple(path)), *at)
 
 
 @lru_cache(maxsize=4096)

@@ -232,6 +232,8 @@ async def _main(config, probes, trim=None) -> int:  # type: ignore[no-untyped-de
         gc.collect()
         gc.freeze()
         gc.set_threshold(20000, 50, 100)
+        if trim is not None:  # hand back what loading a large policy used only for a moment
+            trim()
         print(json.dumps({"event": "listening", "ports": sidecar.ports}), flush=True)
         announce = asyncio.create_task(_announce_ready(sidecar), name="announce-ready")
         trimmer = asyncio.create_task(trim_heap_forever(trim), name="reclaim-memory")

@@ -46,8 +46,8 @@ def test_index_finds_what_comparing_every_pair_finds(text):
     indexed = _warnings(text)
     keys, key = checker._implied_by_keys, checker._implication_key
     try:  # every rule filed under one key that every rule yields: each meets all the others
-        checker._implied_by_keys = lambda part: [("every",)]
-        checker._implication_key = lambda part: ("every",)
+        checker._implied_by_keys = lambda part, number: [("every",)]
+        checker._implication_key = lambda part, number: ("every",)
         every_pair = _warnings(text)
     finally:
         checker._implied_by_keys, checker._implication_key = keys, key
