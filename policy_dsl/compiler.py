@@ -142,10 +142,26 @@ def _leaf_tri(expr: ast.Expr) -> Tri:
 
 
 def _fast_equality(expr: ast.Expr, definitely: bool) -> Pred | None:
-    """Specialised closures for ``attribute == "string"`` and ``attribute in [strings]``."""
+    """Specialised closures for ``attribute == "string"``, ``attribute in [strings]`` and
+    ``attribute startswith "string"``."""
     if not (isinstance(expr, ast.Comparison) and isinstance(expr.left, ast.Attribute)):
         return None
     get = getter(expr.left.path)
+    if expr.op == "startswith" and isinstance(expr.right, ast.Literal) and type(expr.right.value) is str:
+        prefix = expr.right.value
+        if definitely:
+
+            def definitely_starts(a):
+                v = get(a)
+                return type(v) is str and v.startswith(prefix)
+
+            return definitely_starts
+
+        def possibly_starts(a):  # MISSING or a value of another kind: unknown
+            v = get(a)
+            return type(v) is not str or v.startswith(prefix)
+
+        return possibly_starts
     if expr.op == "==" and isinstance(expr.right, ast.Literal) and type(expr.right.value) is str:
         want = expr.right.value
         if definitely:
@@ -185,6 +201,13 @@ def compile_pred(expr: ast.Expr, definitely: bool) -> Pred:
     if isinstance(expr, (ast.And, ast.Or)):
         parts = tuple(compile_pred(o, definitely) for o in expr.operands)
         return _all(parts) if isinstance(expr, ast.And) else _any(parts)
+    return _leaf_pred(expr, definitely)
+
+
+@functools.lru_cache(maxsize=4096)
+def _leaf_pred(expr: ast.Expr, definitely: bool) -> Pred:
+    """A test, attribute or constant, compiled once for every rule that has an equal one
+    (closures are pure functions of the AST, which compares by value)."""
     fast = _fast_equality(expr, definitely)
     if fast is not None:
         return fast
@@ -301,6 +324,11 @@ def _shared_reads(reads: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], 
     return reads  # one tuple for the rules that read the same paths
 
 
+@functools.lru_cache(maxsize=4096)
+def _named_getters(reads: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, Callable[[Mapping], Any]], ...]:
+    return tuple((_dotted(path), getter(path)) for path in reads)  # one tuple per distinct reads
+
+
 def _ALWAYS(a: Mapping) -> bool:
     return True
 
@@ -325,22 +353,24 @@ def compile_rule(policy: ast.Policy, rule: ast.Rule, filename: str, order: int) 
         selector, selector_tri = _compile_selector(policy.selector, definitely)
         check = lambda a: selector(a) and condition(a)
     reads = _shared_reads(tuple(dict.fromkeys(attributes_of(policy.selector) + attributes_of(rule.condition))))
-    attributes = tuple((_dotted(path), getter(path)) for path in reads)
+    attributes = _named_getters(reads)
     return CompiledRule(
         ref, order, rule.effect, dry_run, check, selector_tri, _traced_later(rule.condition),
         attributes, rule.condition, reads, policy.dry_run,
     )
 
 
-def _traced_later(expr: ast.Expr) -> Tri:
+class _traced_later:
     """:func:`compile_tri` of ``expr``, compiled on the first call: only traced evaluations
     use the three-valued closures, and a large policy need not hold them for every rule."""
-    compiled: Tri | None = None
 
-    def tri(a: Mapping) -> bool | None:
-        nonlocal compiled
-        if compiled is None:
-            compiled = compile_tri(expr)
-        return compiled(a)
+    __slots__ = ("_expr", "_compiled")
 
-    return tri
+    def __init__(self, expr: ast.Expr) -> None:
+        self._expr = expr
+        self._compiled: Tri | None = None
+
+    def __call__(self, a: Mapping) -> bool | None:
+        if self._compiled is None:
+            self._compiled = compile_tri(self._expr)
+        return self._compiled(a)

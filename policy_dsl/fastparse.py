@@ -20,10 +20,10 @@ from policy_dsl import ast
 
 __all__ = ["parse_fast", "shared_path", "unescape", "unknown_escape"]
 
-_TOKEN = re.compile(
-    r'(?P<ws>[ \t\f\r\n]+)|(?P<comment>#[^\n]*)|(?P<word>[A-Za-z_][A-Za-z0-9_-]*)'
+_TOKEN = re.compile(  # whitespace, then one token (or the end of the text)
+    r'[ \t\f\r\n]*(?:(?P<comment>#[^\n]*)|(?P<word>[A-Za-z_][A-Za-z0-9_-]*)'
     r'|(?P<string>"(?:[^"\\\n\r]|\\[^\n\r])*")|(?P<number>-?[0-9]+(?:\.[0-9]+)?)'
-    r"|(?P<punct>==|!=|<=|>=|[<>{}()\[\],.])"
+    r"|(?P<punct>==|!=|<=|>=|[<>{}()\[\],.])|(?P<end>\Z))"
 )
 _WORD_OPS = frozenset({"in_cidr", "in", "startswith", "endswith", "contains", "matches"})
 _PUNCT_OPS = frozenset({"==", "!=", "<=", ">=", "<", ">"})
@@ -87,22 +87,20 @@ class _Parser:
             start = self.pos
             match = _TOKEN.match(text, start)
             if match is None:
-                if start != len(text):
-                    raise _GiveUp
-                self.kind, self.value, self.at = "end", "", (self.line, start - self.line_start + 1)
-                return
-            self.pos = match.end()
+                raise _GiveUp
             kind = match.lastgroup
-            if kind == "ws":
-                newlines = text.count("\n", start, self.pos)
+            begin = match.start(kind)
+            if begin != start:
+                newlines = text.count("\n", start, begin)
                 if newlines:
                     self.line += newlines
-                    self.line_start = text.rindex("\n", start, self.pos) + 1
-                continue
+                    self.line_start = text.rindex("\n", start, begin) + 1
+            self.pos = match.end()
+            at = (self.line, begin - self.line_start + 1)
             if kind == "comment":
-                self.comments.append(ast.Comment(match.group(), self.line, start - self.line_start + 1))
+                self.comments.append(ast.Comment(match.group(kind), *at))
                 continue
-            self.kind, self.value, self.at = kind, match.group(), (self.line, start - self.line_start + 1)  # type: ignore[assignment]
+            self.kind, self.value, self.at = kind, match.group(kind), at  # type: ignore[assignment]
             return
 
     def _is(self, kind: str, value: str | None = None) -> bool:
