@@ -7,6 +7,7 @@ checker uses to find duplicated and shadowed conditions.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -53,8 +54,8 @@ class Literal:
     column: int = field(default=0, **_POS)
     kind: str = field(default="", init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", type(self.value).__name__)
+    def __post_init__(self) -> None:  # a builtin type's __name__ is a new string each time: share one
+        object.__setattr__(self, "kind", sys.intern(type(self.value).__name__))
 
 
 @dataclass(frozen=True, slots=True)
