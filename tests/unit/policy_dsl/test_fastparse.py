@@ -175,3 +175,18 @@ def test_token_soup_matches_lark(text):
 ])
 def test_deep_nesting_and_bad_constants_go_to_lark(text):
     assert assert_same_as_lark(text) is None
+
+
+@pytest.mark.parametrize("condition", [
+    'source.ip in_cidr "10.0.0.0/8"', 'source.ip in_cidr ["10.0.0.0/8", "::1/128",]', "request.json.n >= 3",
+    "request.json.n<=-3.25", "request.json.n != 0", "request.json.n>1", "request.json.n<1",
+    'request.path endswith ".json"', 'request.json.tags contains "a"', 'request.path matches "/a/*/b/**"',
+    'request.json["a.b"]["c"].d == "x\\"y\\\\z\\n\\t\\/"', "source.attrs.app-name == request.json.app_name",
+    "not not (source.authenticated)", "((source.authenticated))", "[1, 2.5, true, false] == []",
+    "request.method in []", 'context.time < "2026-06-01T00:00:00Z" or (has request.jwt and not false)',
+])
+def test_every_construct_takes_the_fast_path(condition):
+    text = (f'# head\r\ndefault deny\ndry-run policy "p\\"q" protects destination.port == 80 {{ # open\n'
+            f'\tdry-run deny "r" {{\f{condition} }}#tail\n  audit "s" {{ true }}\n}}\n'
+            'policy "all" protects all { }')
+    assert assert_same_as_lark(text) is not None
