@@ -18,7 +18,7 @@ from functools import lru_cache
 
 from policy_dsl import ast
 
-__all__ = ["parse_fast", "shared_path", "unescape", "unknown_escape"]
+__all__ = ["DEFAULT_MODES", "parse_fast", "shared_path", "unescape", "unknown_escape"]
 
 _TOKEN = re.compile(  # whitespace, then one token (or the end of the text)
     r'[ \t\f\r\n]*(?:(?P<comment>#[^\n]*)|(?P<word>[A-Za-z_][A-Za-z0-9_-]*)'
@@ -35,7 +35,7 @@ _KEYWORDS = frozenset({
 }) | _WORD_OPS
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "/": "/"}
 _ESCAPE = re.compile(r"\\(.)")
-_DEFAULT_MODES = ("deny", "allow-authenticated")
+DEFAULT_MODES = ("deny", "allow-authenticated")
 _MAX_NESTING = 100  # parentheses and "not"s: deeper text goes to lark (no deep recursion here)
 
 
@@ -57,7 +57,7 @@ def parse_fast(text: str, filename: str, max_depth: int) -> ast.PolicyFile | Non
     """The AST lark would build for ``text``, or None when lark must parse it."""
     try:
         return _Parser(text, filename, max_depth).file()
-    except _GiveUp:
+    except (_GiveUp, RecursionError):  # RecursionError: called already deep in a stack
         return None
 
 
@@ -135,7 +135,7 @@ class _Parser:
             if self._is("word", "default"):
                 self._advance()
                 mode, at = self._take("word")
-                if mode not in _DEFAULT_MODES:
+                if mode not in DEFAULT_MODES:
                     raise _GiveUp
                 defaults.append(ast.DefaultDecl(mode, *at))
             else:
