@@ -89,6 +89,7 @@ class _Parser:
             if match is None:
                 raise _GiveUp
             kind = match.lastgroup
+            assert kind is not None  # every alternative is a named group
             begin = match.start(kind)
             if begin != start:
                 newlines = text.count("\n", start, begin)
@@ -100,7 +101,7 @@ class _Parser:
             if kind == "comment":
                 self.comments.append(ast.Comment(match.group(kind), *at))
                 continue
-            self.kind, self.value, self.at = kind, match.group(kind), at  # type: ignore[assignment]
+            self.kind, self.value, self.at = kind, match.group(kind), at
             return
 
     def _is(self, kind: str, value: str | None = None) -> bool:
