@@ -1,12 +1,15 @@
-"""The HTTP/2 codec modules compiled with mypyc, used only when built from these exact sources.
+"""The sidecar's hot modules compiled with mypyc, used only when built from these exact sources.
 
-``scripts/build_codec`` (run by ``scripts/setup``) compiles :data:`CODEC_MODULES` out of the
-working tree, into ``<venv>/trustmesh-codec/<digest>/``, where ``<digest>`` hashes the
-sources it compiled. At import, :mod:`sidecar` puts ``<digest>/sidecar`` first on its package
-path only when that digest is the one of the ``.py`` files here now: an edited source has
-another digest, so it runs as Python (never a stale extension shadowing it) until the next
-build. Nothing compiled is ever written next to the sources. ``TRUSTMESH_PURE_CODEC=1``
-forces the Python modules; without a build they are what runs, with the same behaviour.
+Two groups are compiled: the HTTP/2 codec (:data:`CODEC_MODULES`) and the HTTP/1.1 request
+path (:data:`HOT_MODULES`: strict parsing, the exchange, identity-header checks, metrics).
+``scripts/build_codec`` (run by ``scripts/setup``) compiles :data:`COMPILED_MODULES` out of
+the working tree, into ``<venv>/trustmesh-codec/<digest>/``, where ``<digest>`` hashes the
+sources it compiled and those they are compiled against (:data:`DIGEST_INPUTS`). At import,
+:mod:`sidecar` puts ``<digest>/sidecar`` first on its package path only when that digest is
+the one of the ``.py`` files here now: an edited source has another digest, so it runs as
+Python (never a stale extension shadowing it) until the next build. Nothing compiled is ever
+written next to the sources. ``TRUSTMESH_PURE_CODEC=1`` forces the Python modules; without a
+build they are what runs, with the same behaviour.
 """
 
 from __future__ import annotations
@@ -17,16 +20,21 @@ import sys
 from pathlib import Path
 
 CODEC_MODULES = ("_hpack_tables", "hpack", "h2frames", "h2events", "h2headers", "h2state", "h2receive", "http2")
-"""The modules compiled (``sidecar.<name>``)."""
+"""The HTTP/2 codec (``sidecar.<name>``)."""
+HOT_MODULES = ("identity_headers", "http1", "exchange", "metrics")
+"""The HTTP/1.1 request path (``sidecar.<name>``): what every request runs through."""
+COMPILED_MODULES = (*CODEC_MODULES, *HOT_MODULES)
+"""Every module compiled."""
+DIGEST_INPUTS = (*COMPILED_MODULES, "h2errors", "errors", "pool")
+"""The sources a build is for: the compiled modules and the ones whose classes they are compiled against."""
 
-_DIGEST_INPUTS = (*CODEC_MODULES, "h2errors")  # h2errors: not compiled, but its classes are compiled against
 _HERE = Path(__file__).resolve().parent
 
 
 def source_digest(package_dir: Path = _HERE) -> str:
-    """A digest of the codec sources in ``package_dir`` and of this interpreter's version."""
+    """A digest of :data:`DIGEST_INPUTS` in ``package_dir`` and of this interpreter's version."""
     digest = hashlib.sha256(sys.implementation.cache_tag.encode())
-    for name in _DIGEST_INPUTS:
+    for name in DIGEST_INPUTS:
         digest.update(name.encode() + b"\0" + (package_dir / f"{name}.py").read_bytes() + b"\0")
     return digest.hexdigest()[:24]
 

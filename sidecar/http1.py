@@ -619,7 +619,7 @@ def without_identity_headers(head: RequestHead) -> RequestHead:
 
 
 def serialize_head(
-    head: RequestHead, target: str, drop: frozenset[bytes] | set[bytes], add: list[tuple[bytes, bytes]]
+    head: RequestHead, target: str, drop: frozenset[bytes], add: list[tuple[bytes, bytes]]
 ) -> bytes:
     """The head to send upstream: ``target`` replaces the request target; headers named in
     ``drop``, hop-by-hop headers and those listed in ``Connection`` are removed (chunked

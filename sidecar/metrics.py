@@ -108,16 +108,16 @@ class _HotPathCollector:
         authz = CounterMetricFamily(
             "trustmesh_sidecar_authz_decisions", "Policy decisions by deciding rule", labels=["decision", "rule"]
         )
-        for labels, value in sorted(self.m._decisions.items()):
-            authz.add_metric(list(labels), value)
+        for (decision, rule), value in sorted(self.m._decisions.items()):
+            authz.add_metric([decision, rule], value)
         yield authz
         audit = CounterMetricFamily(
             "trustmesh_authz_audit",
             "Audit and dry-run rule matches, and dry-run policies' would-deny defaults (never enforced)",
             labels=["policy", "rule", "would"],
         )
-        for labels, value in sorted(self.m._audit.items()):
-            audit.add_metric(list(labels), value)
+        for (policy, rule, would), value in sorted(self.m._audit.items()):
+            audit.add_metric([policy, rule, would], value)
         yield audit
         latency = HistogramMetricFamily(
             "trustmesh_sidecar_request_duration_seconds",
