@@ -78,6 +78,7 @@ class PolicyAuthorizer:
         self.store = store
         self._verdicts: dict[int, tuple[Any, Verdict]] = {}  # id(decision) -> (decision, its verdict)
         self._headers_read: tuple[Any, frozenset[bytes] | None] = (None, None)
+        self._reads_json: tuple[Any, bool] = (None, True)
 
     def __call__(self, attrs: dict[str, Any]) -> Verdict:
         return self.evaluate(attrs)[0]
@@ -92,6 +93,16 @@ class PolicyAuthorizer:
         known = self._headers_read
         if known[0] is not policy:
             known = self._headers_read = (policy, header_selection(getattr(policy, "reads", None)))
+        return known[1]
+
+    def reads_json(self, policy: Any) -> bool:
+        """Whether ``policy`` (a set of this store's) can read ``request.json`` (True when its
+        reads are not known): a JSON body is held for the decision only then."""
+        known = self._reads_json
+        if known[0] is not policy:
+            reads = getattr(policy, "reads", None)
+            wanted = reads is None or any(path[:2] == ("request", "json") or path == ("request",) for path in reads)
+            known = self._reads_json = (policy, wanted)
         return known[1]
 
     def evaluate(self, attrs: Mapping[str, Any]) -> tuple[Verdict, Any]:

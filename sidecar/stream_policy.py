@@ -29,22 +29,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policy_dsl.attributes import GRPC_MESSAGE
-from sidecar.attributes import PolicyAuthorizer, RequestContext, Verdict, request_attributes
-from sidecar.errors import GrpcError, IdentityUnavailableError, PeerVerificationError
+from sidecar.errors import GrpcError
 from sidecar.grpc_schema import GrpcSchema
 from sidecar.grpc_wire import (
     INTERNAL, PERMISSION_DENIED, UNAVAILABLE, GrpcCall, MessageReader, is_grpc_content_type, parse_call_path,
 )
 from sidecar.http1 import RequestHead
-from sidecar.identity_headers import JWT_SUB_HEADER, refuse_identity_lookalikes, strip_identity_headers
-from sidecar.inbound import _HTTP, InboundRouter, _note_verdict, _verdict_log_fields, answer_for
+from sidecar.identity_headers import refuse_identity_lookalikes, strip_identity_headers
+from sidecar.exchange import Answer
+from sidecar.inbound import Derived, InboundRouter
 
-__all__ = ["StreamPolicy", "Stream", "StreamHead", "ForwardHead", "ForwardData", "Refuse"]
+__all__ = ["StreamPolicy", "Stream", "StreamHead", "ForwardHead", "ForwardData", "Refuse", "default_max_pending"]
 
 log = logging.getLogger("trustmesh.sidecar")
 
 Header = tuple[bytes, bytes]
-_DERIVED_KEPT = 256
 _DENIED_TEXT = "permission denied"  # generic: the rule name stays in the access log
 
 
@@ -97,77 +96,42 @@ Event = ForwardHead | ForwardData | Refuse
 
 
 class StreamPolicy:
-    """Decides HTTP/2 streams with an :class:`InboundRouter`'s identity, policy and helpers;
-    allowed streams go to the app through ``app_pool`` (an HTTP/2 connection pool)."""
+    """The HTTP/2 face of an :class:`InboundRouter`: its streams are decided by the router's
+    :meth:`~InboundRouter.decide` (gRPC calls whose policy reads messages: prepared once, each
+    message judged) and recorded by its :meth:`~InboundRouter.record`; allowed streams go to
+    the app through ``app_pool`` (an HTTP/2 connection pool)."""
 
     direction = "inbound"
 
     def __init__(
-        self, router: InboundRouter, schema: GrpcSchema | None = None, max_message: int = 1 << 20, app_pool: Any = None,
+        self,
+        router: InboundRouter,
+        schema: GrpcSchema | None = None,
+        max_message: int = 1 << 20,
+        app_pool: Any = None,
+        max_pending: int | None = None,
     ) -> None:
         self.router = router
         self.schema = schema
         self.max_message = max_message
-        # what one connection's streams may hold together while their messages are read for
-        # inspection (H2Downstream refuses the stream that goes beyond): room for a few whole
-        # messages, not max_concurrent_streams of them
-        self.max_pending = max(4 * max_message, 1 << 22)
+        # what one connection's streams may hold together while their messages (and JSON bodies)
+        # are read for inspection (H2Downstream refuses the stream that goes beyond): by default
+        # room for a few whole messages, not max_concurrent_streams of them
+        self.max_pending = max_pending if max_pending is not None else default_max_pending(max_message)
         self.app_pool = app_pool
         self._warned: set[tuple[str, str]] = set()
-        # what a head derives to (see Stream._derive), kept for heads equal in what the policy
-        # reads, on connections with the same x-forwarded-client-cert; bounded, refusals and
-        # JWT-SVID verdicts never kept
-        self._derived: dict[Any, tuple[Any, ...]] = {}
 
     def upstream(self, conn: Any) -> tuple[Any, Any]:
         """The pool and key of the app's HTTP/2 connections for this stream."""
         return self.app_pool, (self.router.app_host, conn.target_port)
 
     def done(self, conn: Any, stream: Stream, status: int, grpc_status: str | None, started: float) -> None:
-        """Metrics and the access log line of one finished stream."""
-        router = self.router
+        """Metrics and the access log line of one finished stream (the router's one writer)."""
+        call = stream.call
+        known = call if call is not None and self.schema is not None and self.schema.describes(call) else None
         fields = stream.log
-        duration = (router.loop_time() - started) if router.loop_time else 0.0
-        decision = fields.get("decision", "error")
-        router.metrics.request(self.direction, decision, status, duration)
-        known = stream.call is not None and self.schema is not None and self.schema.describes(stream.call)
-        router.metrics.stream(
-            self.direction, fields.get("protocol", "h2"),
-            stream.call.service if known else "", stream.call.method if known else "",  # type: ignore[union-attr]
-            grpc_status or "",
-        )
-        if router.access_log.stream is None:
-            return
-        grpc = {k: fields[k] for k in ("grpc_service", "grpc_method") if k in fields}
-        if grpc_status is not None:
-            grpc["grpc_status"] = grpc_status
-        router.access_log.write(
-            direction=self.direction,
-            protocol=fields.get("protocol", "h2"),
-            source=fields.get("source"),
-            destination=f"{router.app_host}:{conn.target_port}",
-            method=fields.get("method"),
-            path=fields.get("path", stream.head.path),
-            status=status,
-            **grpc,
-            decision=decision,
-            rule=fields.get("rule"),
-            duration_ms=round(duration * 1000, 3),
-            **({"error": fields["error"]} if "error" in fields else {}),
-            **{k: fields[k] for k in ("jwt_sub", "jwt_error") if k in fields},
-            **_verdict_log_fields(fields),
-            tail=router.access_log.attributes(getattr(router.authorizer, "policy", None), fields["attrs"])
-            if "attrs" in fields else "",
-        )
-
-    def headers_read(self) -> frozenset[bytes] | None:
-        """The request header names the policy in force can read, as HTTP/1.1 builds them
-        (:meth:`PolicyAuthorizer.headers_read`); None: all of them (a rule reads the whole map,
-        or the authorizer is not a policy's). Headers it does not name never change a decision."""
-        authorizer = self.router.authorizer
-        if not isinstance(authorizer, PolicyAuthorizer):
-            return None
-        return authorizer.headers_read(authorizer.policy)
+        self.router.record(conn, status, fields, started, fields.get("method"), fields.get("path", stream.head.path),
+                           grpc_status, known)
 
     def message_fields(self) -> frozenset[tuple[str, ...]]:
         """The request-message fields the policy in force reads (empty: decide on the head)."""
@@ -189,9 +153,15 @@ class StreamPolicy:
                         call.service, call.method, names, where)
 
 
+def default_max_pending(max_message: int) -> int:
+    """The default per-connection budget of held request data: ``max(4 × max_message, 4 MiB)``."""
+    return max(4 * max_message, 1 << 22)
+
+
 @dataclass(slots=True)
 class Stream:
-    """One request stream: its attributes, the decision so far and the message reader."""
+    """One request stream: the router's facts for it, the decision so far, and what it holds
+    (a gRPC message being read, or a JSON body) until the decision."""
 
     policy: StreamPolicy
     conn: Any
@@ -201,44 +171,59 @@ class Stream:
     allowed: bool = False
     forwarded: bool = False
     done: bool = False
-    _request: dict[str, Any] | None = None
-    _attrs: dict[str, Any] | None = None
-    _app_head: list[Header] | None = None
+    _headers: list[Header] = field(default_factory=list)  # the caller's fields, identity headers stripped
+    _facts: RequestHead | None = None  # the request as the router reads it
+    _prepared: Any = None  # InboundRouter.prepare's result, for a call judged message by message
+    _derived: Derived | None = None  # what the router derived the head to (its app head: see _h2_head)
     _reader: MessageReader | None = None
     _fields: frozenset[tuple[str, ...]] = frozenset()
+    _body: list[bytes] | None = None  # a JSON body held for the decision
+    _body_size: int = 0
+    _body_limit: int = 0
 
     def start(self, end_stream: bool) -> list[Event]:
         head = self.head
         self.log = {"method": head.method, "protocol": "h2"}
         try:
-            self._prepare()
+            facts = self._facts = self._request_facts()
         except Exception as err:  # noqa: BLE001 - every failure is mapped, none opens the door
             return [self._refusal(err)]
-        if self.call is not None and not end_stream:
+        if end_stream:
+            return self._decide(None, True)
+        if self.call is not None:
             fields = self.policy.message_fields()
             schema = self.policy.schema
             if fields and (schema is None or not schema.describes(self.call)):
                 self.policy._note_no_descriptors(self.call, fields)
-            elif fields:
+            elif fields:  # decided on the first message, each message judged
+                router = self.policy.router
+                try:
+                    self._prepared = router.prepare(self.conn, facts, None, self.log, "grpc", self.call, _h2_head)
+                    self._derived = self._prepared[1]
+                except Exception as err:  # noqa: BLE001
+                    return [self._refusal(err)]
                 self._fields = fields
                 encoding = _header(head.headers, b"grpc-encoding")
                 self._reader = MessageReader(self.policy.max_message, encoding.decode("latin-1") if encoding else None)
-                return []  # decided on the first message
-        verdict = self._decide(None)
-        if not verdict.allowed:
-            return [self._deny(verdict)]
-        self.forwarded = True
-        return [ForwardHead(self._app_head or [], end_stream)]
+                return []
+        else:
+            limit = self.policy.router.json_body_limit(facts)
+            if limit:  # a JSON body the policy reads: held (up to the limit) for the decision
+                self._body, self._body_limit = [], limit
+                return []
+        return self._decide(None, False)
 
     @property
     def pending(self) -> int:
-        """Bytes of a request message received and held until it is complete and decided."""
-        return self._reader.pending if self._reader is not None else 0
+        """Request bytes received and held until the decision (a message or a JSON body)."""
+        return self._reader.pending if self._reader is not None else self._body_size
 
     def feed(self, data: bytes, end_stream: bool) -> list[Event]:
         """DATA from the caller; returns what to send on, or the refusal that ends the call."""
         if self.done:
             return []
+        if self._body is not None:
+            return self._hold(data, end_stream)
         reader = self._reader
         if reader is None:  # decided on the head: pass through
             return [ForwardData(data, end_stream)] if self.allowed else []
@@ -249,139 +234,117 @@ class Stream:
         except GrpcError as err:
             return [self._refusal(err)]
         out: list[Event] = []
+        router = self.policy.router
         for message in messages:
             try:
                 decoded = self.policy.schema.message_attributes(self.call, message.payload, self._fields)  # type: ignore[union-attr]
-            except GrpcError as err:
+                denied = router.judge(self.conn, self._prepared, self.log, decoded)
+            except Exception as err:  # noqa: BLE001
                 return [*out, self._refusal(err)]
-            verdict = self._decide(decoded)
-            if not verdict.allowed:
-                return [*out, self._deny(verdict)]
+            if denied is not None:
+                return [*out, self._deny()]
             if not self.forwarded:
-                self.forwarded = True
-                out.append(ForwardHead(self._app_head or []))
+                out.append(self._forward(False))
             out.append(ForwardData(message.wire))
         if end_stream:
             if not self.forwarded:  # a call that sent no message at all: decide without one
-                verdict = self._decide(None)
-                if not verdict.allowed:
-                    return [self._deny(verdict)]
-                self.forwarded = True
-                return [ForwardHead(self._app_head or [], True)]
+                try:
+                    denied = router.judge(self.conn, self._prepared, self.log)
+                except Exception as err:  # noqa: BLE001
+                    return [self._refusal(err)]
+                return [self._deny()] if denied is not None else [self._forward(True)]
             out.append(ForwardData(b"", True))
         return out
 
     # -- internals
 
-    def _prepare(self) -> None:
-        """Attributes and the app's header list; raises what :func:`answer_for` maps."""
-        router = self.policy.router
-        conn = self.conn
+    def _request_facts(self) -> RequestHead:
+        """The request as the router reads it (see :meth:`InboundRouter.prepare`): the caller's
+        fields checked and stripped of identity headers (on every stream: the router keeps
+        derivations keyed on the fields the policy reads, the app gets all of them), with
+        ``:authority`` as the ``host``."""
         head = self.head
-        per_conn = conn.cache
-        if per_conn is None or per_conn[0] != router.identity.generation:
-            if per_conn is not None and conn.reverify is not None:
-                conn.reverify()
-            per_conn = conn.cache = router._connection_facts(conn)
-        self.log["source"] = per_conn[1]
-        if not router.identity.valid():
-            raise IdentityUnavailableError("the sidecar's SVID is missing or expired")
-        if conn.peer_expires <= router.clock().timestamp():
-            raise PeerVerificationError(f"the peer's SVID expired during the connection ({per_conn[1]})")
-        # checked and stripped on every stream: the kept derivations are keyed on what they read
-        refuse_identity_lookalikes(head.headers)
-        headers = strip_identity_headers(head.headers)
-        names = self.policy.headers_read()
-        read = headers if names is None or _header(headers, b"authorization") is not None else [
-            f for f in headers if f[0] in names
-        ]
-        memo = self.policy._derived
-        key = (per_conn[5], head.method, head.path, head.authority, _header(headers, b"content-type"), tuple(read))
-        derived = memo.get(key)
-        if derived is None:
-            derived = self._derive(read)
-            if derived[4] is None:  # no JWT-SVID (its verdict depends on time and bundles): keep it
-                if len(memo) >= _DERIVED_KEPT:
-                    memo.clear()
-                memo[key] = derived
-        call, path, request, pseudo, jwt = derived
-        self.call = call
-        if call is not None:
+        ctype = _header(head.headers, b"content-type")
+        if head.method == "POST" and is_grpc_content_type(ctype):
+            self.call = call = parse_call_path(head.path)
             self.log.update(protocol="grpc", grpc_service=call.service, grpc_method=call.method)
-        self.log["path"] = path
-        self._request = dict(request)  # this stream's own: _decide sets request.grpc per message
-        self._attrs = {"source": per_conn[2], "destination": per_conn[3], "request": self._request}
-        app = [*pseudo, *headers, *per_conn[4]]
-        if jwt is not None:
-            app.append((JWT_SUB_HEADER, jwt["sub"].encode()))
-        self._app_head = app
-
-    def _derive(self, read: list[Header]) -> tuple[Any, ...]:
-        """(gRPC call, normalised path, request attributes, the app's pseudo-headers, verified JWT)
-        of this head, whose request headers ``read`` are the ones the policy reads (with an
-        ``authorization``, all of them); all but the JWT's verdict are functions of the
-        method, path, authority, content-type and ``read``."""
-        router = self.policy.router
-        head = self.head
-        grpc = head.method == "POST" and is_grpc_content_type(_header(head.headers, b"content-type"))
-        call = parse_call_path(head.path) if grpc else None
-        path, query, query_fields = router.normalize(head.path)
-        # the request as HTTP/1.1 would show it (:authority is its Host), for the same helpers
+        refuse_identity_lookalikes(head.headers)
+        headers = self._headers = strip_identity_headers(head.headers)
+        names = self.policy.router.headers_read()
+        read = headers if names is None else [f for f in headers if f[0] in names]
         fields = [(b"host", head.authority.encode("latin-1"))] if head.authority else []
-        fields += [(n, v) for n, v in read if n != b"host"]
-        like_h1 = RequestHead(head.method, head.path, "2", fields, None, False, True)
-        jwt = router._jwt(like_h1, self.log) if like_h1.get(b"authorization") is not None else None
-        request = request_attributes(like_h1, path, query_fields, None, jwt, protocol="grpc" if grpc else "h2")
-        if call is not None:
-            request["grpc"] = {"service": call.service, "method": call.method}
-        target = path + "?" + query if query else path
-        pseudo = ((b":method", head.method.encode()), (b":scheme", b"http"),
-                  (b":authority", head.authority.encode("latin-1")), (b":path", target.encode()))
-        return call, path, request, pseudo, jwt
+        fields += [f for f in headers if f[0] != b"host"]
+        length = _header(headers, b"content-length")
+        facts = RequestHead(head.method, head.path, "2", fields, int(length) if length is not None else None, False, True)
+        facts.key = (head.method, head.path, head.authority, ctype, *read)
+        return facts
 
-    def _decide(self, message: dict[str, Any] | None) -> Verdict:
-        router = self.policy.router
-        request = self._request
-        assert request is not None and self._attrs is not None
-        if self.call is not None:
-            grpc = {"service": self.call.service, "method": self.call.method}
-            if message is not None:
-                grpc["message"] = message
-            request["grpc"] = grpc
-        attrs = {**self._attrs, "context": RequestContext("http", router.clock())}
-        try:
-            verdict = router.authorizer(attrs)
-        except Exception as err:  # noqa: BLE001 - an authorizer failure is a deny
-            log.error("stream authorization failed: %s", err)
-            verdict = Verdict(False, None, "authorizer error")
-        router.metrics.decision(verdict.allowed, verdict.rule)
-        self.allowed = verdict.allowed
-        self.log["decision"] = "allow" if verdict.allowed else "deny"
-        self.log["rule"] = verdict.rule
-        _note_verdict(verdict, self.log, router.metrics)
-        if router.access_log.stream is not None:  # what the evaluation read, for the record (and replay)
-            self.log["attrs"] = {**self._attrs, "request": dict(request), "context": _HTTP}
-        return verdict
+    def _decide(self, body: bytes | None, end_stream: bool) -> list[Event]:
+        """Decide on the head (and a held body): forward it, or refuse."""
+        result = self.policy.router.decide(
+            self.conn, self._facts, body, self.log, "grpc" if self.call is not None else "h2", self.call, _h2_head  # type: ignore[arg-type]
+        )
+        if type(result) is Answer:
+            return [self._refusal_for(result)]  # type: ignore[arg-type]
+        self._derived = result  # type: ignore[assignment]
+        return [self._forward(end_stream)]
 
-    def _deny(self, verdict: Verdict) -> Refuse:
+    def _hold(self, data: bytes, end_stream: bool) -> list[Event]:
+        """A JSON body: held until it ends (then decided with it) or outgrows the limit (then
+        decided without it, like HTTP/1.1, and what was held goes on first)."""
+        body = self._body
+        assert body is not None
+        body.append(data)
+        self._body_size += len(data)
+        if not end_stream and self._body_size <= self._body_limit:
+            return []
+        self._body = None
+        self._body_size = 0
+        whole = b"".join(body)
+        out = self._decide(whole if end_stream and len(whole) <= self._body_limit else None, False)
+        if self.forwarded:
+            out.append(ForwardData(whole, end_stream))
+        return out
+
+    def _forward(self, end_stream: bool) -> ForwardHead:
+        self.allowed = self.forwarded = True
+        pseudo, add = self._derived.app  # type: ignore[union-attr]
+        return ForwardHead([*pseudo, *self._headers, *add], end_stream)
+
+    def _deny(self) -> Refuse:
         self.done = True
+        self.allowed = False
         if self.call is not None:
             return Refuse(200, _DENIED_TEXT, PERMISSION_DENIED, reset_app=self.forwarded)
         return Refuse(403, "forbidden", reset_app=self.forwarded)  # the rule and why: the log only
 
     def _refusal(self, err: Exception) -> Refuse:
-        """A failure before or while deciding: the same mapping as HTTP/1.1, in gRPC terms for a call."""
-        self.done = True
-        self.allowed = False
+        """A failure before or while deciding: the router's mapping, in gRPC terms for a call."""
         if isinstance(err, GrpcError):
+            self.done = True
+            self.allowed = False
             self.log["error"] = err.reason
             return Refuse(200, "request refused", err.code, reset_app=self.forwarded)
-        answer = answer_for(err, self.log)
+        return self._refusal_for(self.policy.router.failed(err, self.log))
+
+    def _refusal_for(self, answer: Answer) -> Refuse:
         self.log = answer.log
+        if answer.log.get("decision") == "deny":
+            return self._deny()
+        self.done = True
+        self.allowed = False
         if self.call is not None or is_grpc_content_type(_header(self.head.headers, b"content-type")):
             code = PERMISSION_DENIED if answer.status == 403 else UNAVAILABLE if answer.status == 503 else INTERNAL
             return Refuse(200, answer.text, code, reset_app=self.forwarded)
         return Refuse(answer.status, answer.text, reset_app=self.forwarded)
+
+
+def _h2_head(head: RequestHead, target: str, add: list[Header]) -> tuple[tuple[Header, ...], list[Header]]:
+    """The app's head of an HTTP/2 stream, as the router derives it: its pseudo-headers and the
+    identity headers the sidecar sets; each stream puts its own fields between them."""
+    authority = head.get(b"host") or b""  # the stream's :authority (its own host fields are not read)
+    pseudo = ((b":method", head.method.encode()), (b":scheme", b"http"), (b":authority", authority), (b":path", target.encode()))
+    return pseudo, add
 
 
 def _header(headers: list[Header], name: bytes) -> bytes | None:

@@ -69,6 +69,16 @@ def _msg(appname: str, resource_id: str = "db", compress: bool = False) -> bytes
     return struct.pack(">BI", int(compress), len(payload)) + payload
 
 
+def _app_head(stream):
+    """The header list the app gets for ``stream`` (what its ForwardHead carries)."""
+    return stream._forward(False).headers
+
+
+def _request(stream):
+    """The request attributes ``stream`` is decided on (before any message's fields)."""
+    return stream._derived.request
+
+
 def test_own_appname_is_forwarded_with_identity_headers():
     policy = _policy()
     stream, events = policy.open(_conn(), _call("FetchResource", (b"x-forwarded-client-cert", b"By=forged")), False)
@@ -194,10 +204,10 @@ def test_equal_heads_share_derived_attributes_but_never_another_connections_iden
     other = ConnInfo("10.0.0.2", 4001, peer_id=SpiffeId.parse("spiffe://demo.example/app/payments"), tls=True, target_port=50051)
     first, _ = policy.open(_conn(), _call("FetchResource"), False)
     again, _ = policy.open(_conn(), _call("FetchResource"), False)
-    assert len(policy._derived) == 1  # derived once for an equal head
+    assert len(policy.router._derived) == 1  # derived once for an equal head
     theirs, _ = policy.open(other, _call("FetchResource"), False)
-    assert first._request is not again._request  # each stream decides on its own copy
-    xfcc = lambda s: [v for n, v in s._app_head if n == b"x-forwarded-client-cert"]  # noqa: E731
+    assert first._derived is again._derived  # shared: each message is judged on its own copy
+    xfcc = lambda s: [v for n, v in _app_head(s) if n == b"x-forwarded-client-cert"]  # noqa: E731
     assert xfcc(theirs) == [f"By={OWN};URI=spiffe://demo.example/app/payments".encode()]
     assert isinstance(first.feed(_msg("billing"), True)[0], ForwardHead)
     assert theirs.feed(_msg("billing"), True)[0].grpc_status == 7  # payments may not read billing's
@@ -212,16 +222,16 @@ policy "tenant" protects destination.attrs.app == "tenant" {
 '''
     policy = _policy(text=text)
     streams = [policy.open(_conn(), _call("FetchResource", (b"x-request-id", b"%d" % i)), False)[0] for i in range(3)]
-    assert len(policy._derived) == 1  # request ids are not read: one derivation for the three
+    assert len(policy.router._derived) == 1  # request ids are not read: one derivation for the three
     for i, stream in enumerate(streams):  # but every stream forwards its own request id
-        assert (b"x-request-id", b"%d" % i) in stream._app_head
-        assert "x-request-id" not in stream._request["headers"]
+        assert (b"x-request-id", b"%d" % i) in _app_head(stream)
+        assert "x-request-id" not in _request(stream)["headers"]
     for tenant in (b"billing", b"payments"):  # a header the policy reads is part of the key
         stream, _ = policy.open(_conn(), _call("FetchResource", (b"x-tenant", tenant)), False)
-        assert stream._request["headers"]["x-tenant"] == tenant.decode()
-    assert len(policy._derived) == 3
+        assert _request(stream)["headers"]["x-tenant"] == tenant.decode()
+    assert len(policy.router._derived) == 3
     stream, _ = policy.open(_conn(), _call("FetchResource", (b"x-trustmesh-source", b"forged"), (b"x-request-id", b"9")), False)
-    assert all(name != b"x-trustmesh-source" for name, _ in stream._app_head)  # stripped per stream
+    assert all(name != b"x-trustmesh-source" for name, _ in _app_head(stream))  # stripped per stream
     stream, (refusal,) = policy.open(_conn(), _call("FetchResource", (b"x_trustmesh_source", b"x"), (b"x-request-id", b"1")), False)
     assert "underscores" in stream.log["error"]  # refused per stream, whatever is kept
 
@@ -229,10 +239,10 @@ policy "tenant" protects destination.attrs.app == "tenant" {
 def test_a_policy_reading_the_whole_header_map_gets_every_header():
     policy = _policy(text='policy "p" protects all { allow "a" { has request.headers } }')
     stream, _ = policy.open(_conn(), _call("FetchResource", (b"x-request-id", b"7")), True)
-    assert stream._request["headers"]["x-request-id"] == "7"
+    assert _request(stream)["headers"]["x-request-id"] == "7"
     policy = _policy(text='policy "p" protects all { allow "a" { has request } }')
     stream, _ = policy.open(_conn(), _call("FetchResource", (b"x-request-id", b"7")), True)
-    assert stream._request["headers"]["x-request-id"] == "7"
+    assert _request(stream)["headers"]["x-request-id"] == "7"
 
 
 def test_refusals_are_never_kept():
