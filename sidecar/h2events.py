@@ -69,6 +69,7 @@ class H2Config:
     settings_timeout: float = 10.0  # seconds for the peer to acknowledge our SETTINGS (check_timeouts)
     max_send_stall: float = 30.0  # seconds a stream may wait for send window (check_timeouts)
     header_block_timeout: float = 10.0  # seconds a header block may stay unfinished (check_timeouts)
+    frame_timeout: float = 10.0  # seconds a frame (or the preface) begun may stay incomplete (check_timeouts)
 
     def __post_init__(self) -> None:
         if not 16384 <= self.max_frame_size <= 16777215:
@@ -86,7 +87,8 @@ class H2Config:
             self.max_empty_frames_per_window, self.max_priority_per_window, self.max_window_updates_per_window,
             self.remembered_resets,
         )
-        if min(limits) < 1 or self.flood_window <= 0 or self.settings_timeout <= 0 or self.max_send_stall <= 0 or self.header_block_timeout <= 0:
+        if min(limits) < 1 or self.flood_window <= 0 or self.settings_timeout <= 0 or self.max_send_stall <= 0 or self.header_block_timeout <= 0 \
+                or self.frame_timeout <= 0:
             raise ValueError("flood limits, remembered_resets and timeouts must be positive")
 
 

@@ -151,8 +151,9 @@ class H2Downstream(asyncio.Protocol):
         self.limits = limits
         self.listener = listener
         self.loop = asyncio.get_running_loop()
-        # an unfinished header block is given up like an HTTP/1.1 head (limits.header_timeout)
-        config = dataclasses.replace(config or H2Config(), header_block_timeout=limits.header_timeout)
+        # an unfinished header block, or frame, is given up like an HTTP/1.1 head (limits.header_timeout)
+        timeout = limits.header_timeout
+        config = dataclasses.replace(config or H2Config(), header_block_timeout=timeout, frame_timeout=timeout)
         self.conn = H2Connection(client_side=False, config=config)
         self.outbox = _Outbox(self.conn)
         self.pairs: dict[int, _Pair] = {}

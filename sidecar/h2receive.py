@@ -85,8 +85,10 @@ class FrameReceiver(ConnectionState):
         return events
 
     def _keep(self, rest: bytes, need: int) -> None:
-        """Hold the start of a frame (at most one frame's worth) until ``need`` bytes are here."""
+        """Hold the start of a frame (at most one frame's worth) until ``need`` bytes are here
+        (``frame_timeout`` counts from now: see ``check_timeouts``)."""
         self._parts = [rest]
+        self._parts_since = self._clock()
         self._parts_len = len(rest)
         self._need = need
 

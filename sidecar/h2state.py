@@ -94,6 +94,7 @@ class ConnectionState:
         self._parts: list[bytes] = []  # the start of a frame not yet complete
         self._parts_len = 0
         self._need = 0
+        self._parts_since = 0.0  # when the incomplete frame in _parts began (clock)
         self._out: list[bytes] = []
         self._awaiting_preface = not client_side
         self._awaiting_settings = True
@@ -199,7 +200,9 @@ class ConnectionState:
         stops reading while we hold its data (CVE-2019-9517) — or a header block has stayed
         unfinished (HEADERS without END_HEADERS, its CONTINUATIONs still due) for
         ``header_block_timeout`` seconds — slowloris: while a block is open no other frame
-        may come, so the connection is of no use to anyone else — (ENHANCE_YOUR_CALM)."""
+        may come, so the connection is of no use to anyone else — or a frame (or the preface)
+        has stayed incomplete for ``frame_timeout`` seconds — a peer that sends part of a frame
+        and stalls holds the connection and its buffer — (ENHANCE_YOUR_CALM)."""
         events: list[Event] = []
         if self._closed:
             return events
@@ -211,6 +214,8 @@ class ConnectionState:
             self._connection_error(H2ConnectionError(CALM, "peer stopped granting flow-control window"), events)
         elif self._block_stream and now - self._block_since > config.header_block_timeout:
             self._connection_error(H2ConnectionError(CALM, "header block not finished in time"), events)
+        elif self._parts and now - self._parts_since > config.frame_timeout:
+            self._connection_error(H2ConnectionError(CALM, "frame not finished in time"), events)
         return events
 
     def data_to_send(self) -> bytes:

@@ -1298,3 +1298,21 @@ def test_a_header_block_never_finished_is_given_up_after_the_header_timeout(rig)
         assert peer.until(lambda p: p.closed, 60), "the unfinished header block still holds its connection"
     finally:
         peer.close()
+
+
+@pytest.mark.parametrize("cut", [
+    pytest.param(raw(PING, 0, 0, bytes(8))[:5], id="half a frame header"),
+    pytest.param(headers(1, req("/ok/partial"))[:12], id="part of a HEADERS frame"),
+])
+def test_a_frame_never_finished_is_given_up_after_the_header_timeout(rig, cut):
+    """A peer that sends the start of a frame and stalls is let go like an unfinished header
+    block (limits.header_timeout, 5 s here), with GOAWAY ENHANCE_YOUR_CALM, not after the idle timeout."""
+    peer = rig.peer().start()
+    try:
+        assert peer.until(lambda p: any(f.type == SETTINGS and "ACK" in f.flags for f in p.frames), 10)
+        peer.send(cut)
+        # header_timeout is 5 s and idle_timeout 300 s: 60 s tells them apart on a busy machine too
+        assert peer.until(lambda p: p.closed, 60), "the unfinished frame still holds its connection"
+        assert peer.goaway() == ENHANCE_YOUR_CALM
+    finally:
+        peer.close()

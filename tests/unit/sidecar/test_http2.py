@@ -389,7 +389,7 @@ def test_a_complete_answer_to_an_incomplete_request_stops_the_upload():
     ("max_frame_size", 16383), ("max_frame_size", 1 << 24), ("connection_window_size", 1000),
     ("initial_window_size", 0), ("initial_window_size", 1 << 31), ("max_concurrent_streams", 0),
     ("header_table_size", -1), ("max_header_list_size", 0), ("max_pings_per_window", 0), ("flood_window", 0),
-    ("max_send_stall", 0), ("header_block_timeout", 0),
+    ("max_send_stall", 0), ("header_block_timeout", 0), ("frame_timeout", 0),
 ])
 def test_config_refuses_values_outside_the_protocol_or_without_a_bound(field, value):
     with pytest.raises(ValueError):

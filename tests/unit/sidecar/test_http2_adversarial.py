@@ -491,6 +491,43 @@ def test_a_header_block_finished_in_time_is_not_timed_out():
     assert conn.check_timeouts() == []
 
 
+@pytest.mark.parametrize("opening,cut", [
+    pytest.param(b"", raw(0x1, 0x5, 1, block(GRPC_REQUEST))[:5], id="half a frame header"),
+    pytest.param(headers(1, flags=0x4), raw(0x0, 0x0, 1, b"x" * 1000)[:600], id="a DATA frame cut short"),
+])
+def test_a_frame_left_incomplete_times_out(opening, cut):
+    """A peer that sends part of a frame (or of its 9-byte header) and stalls: the time counts from
+    the frame's first bytes, not from the last ones (more bytes that do not finish it do not help)."""
+    clock = Clock()
+    conn = server(H2Config(frame_timeout=5), clock=clock)
+    conn.receive_data(opening + cut[:-1])
+    clock.now += 4
+    conn.receive_data(cut[-1:])
+    clock.now += 1
+    assert conn.check_timeouts() == []
+    clock.now += 0.5
+    [terminated] = conn.check_timeouts()
+    assert terminated.error_code == E.ENHANCE_YOUR_CALM and terminated.debug == b"frame not finished in time"
+    assert [f.error_code for f in frames(conn.data_to_send()) if f.type == 0x7] == [E.ENHANCE_YOUR_CALM]
+
+
+def test_frames_completed_in_time_and_a_preface_cut_short():
+    clock = Clock()
+    conn = server(H2Config(frame_timeout=5), clock=clock)
+    data = headers(1, flags=0x4) + raw(0x0, 0x1, 1, b"x" * 100)
+    conn.receive_data(data[:20])
+    clock.now += 4
+    assert [type(e).__name__ for e in conn.receive_data(data[20:])] == ["RequestReceived", "DataReceived"]
+    clock.now += 60  # nothing incomplete now: idle is the idle timeout's business, not this one's
+    assert conn.check_timeouts() == []
+    # the connection preface is bounded the same way
+    conn = H2Connection(client_side=False, config=H2Config(frame_timeout=5), clock=clock)
+    conn.receive_data(CLIENT_START[:10])
+    clock.now += 5.5
+    [terminated] = conn.check_timeouts()
+    assert terminated.error_code == E.ENHANCE_YOUR_CALM
+
+
 def test_a_stream_that_gets_window_is_no_longer_stalled():
     clock = Clock()
     conn = server(clock=clock)
