@@ -121,7 +121,10 @@ class Sidecar:
             mtls_opener(self.identity, lambda: cfg.accepted_trust_domains, limits.handshake_timeout, H2Upstream, h2=True),
             idle_timeout=limits.idle_timeout,
         )
-        self.inbound_streams = StreamPolicy(self.inbound, self.grpc_schema, cfg.grpc.max_message, app_pool=self.app_h2_pool)
+        self.inbound_streams = StreamPolicy(
+            self.inbound, self.grpc_schema, cfg.grpc.max_message, app_pool=self.app_h2_pool,
+            max_pending=limits.max_held_per_connection,
+        )
         self.outbound_streams = PassThrough(
             lambda conn: (self.mtls_h2_pool, self.outbound.upstream_key(conn)), self.outbound.stream_done
         )

@@ -126,6 +126,9 @@ class Limits:
     max_connections: Count = 4096
     max_connections_per_source: Count = 1024  # inbound: connections one source address may hold
     max_json_body: Count = 65536
+    # HTTP/2: request bytes (gRPC messages, JSON bodies) one connection's streams may hold for
+    # inspection together; None: max(4 x grpc.max_message, 4 MiB)
+    max_held_per_connection: Count | None = None
     connect_timeout: Positive = 1.0
     handshake_timeout: Positive = 10.0
     drain_grace: Positive = 10.0

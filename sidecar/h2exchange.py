@@ -274,11 +274,13 @@ class H2Downstream(asyncio.Protocol):
 
     def _overfull(self, pair: _Pair) -> None:
         """The connection's streams hold more unfinished messages than ``max_pending``: the
-        stream that went beyond is refused (RESOURCE_EXHAUSTED) and what it held is let go, so
+        stream that went beyond is refused (RESOURCE_EXHAUSTED; a plain HTTP/2 request holding a
+        JSON body: 503) and what it held is let go, so
         a connection pins a few messages' worth, not max_concurrent_streams x grpc.max_message."""
         text = "too much unfinished request data on this connection"
         _log(pair).setdefault("error", f"{text} ({self.pending} bytes held, limit {self.handler.max_pending})")
-        self._refuse(pair, Refuse(200, text, RESOURCE_EXHAUSTED))
+        is_grpc = _log(pair).get("protocol") == "grpc"
+        self._refuse(pair, Refuse(200, text, RESOURCE_EXHAUSTED) if is_grpc else Refuse(503, text))
 
     def _on_request_trailers(self, event: TrailersReceived) -> None:
         """A trailer section ends the request (RFC 9113 §8.1): the stream ends upstream too.

@@ -1,6 +1,9 @@
 """The inbound side (port 15006): the security boundary in front of the app.
 
-For every request the :class:`InboundRouter` normalises the path (the app
+One router for every protocol: :meth:`InboundRouter.decide` takes a request as every
+protocol states it (HTTP/1.1 through :meth:`InboundRouter.route`, HTTP/2 streams and gRPC
+calls through :class:`~sidecar.stream_policy.StreamPolicy`), and :meth:`InboundRouter.record`
+writes the access log and metrics of each. For every request the router normalises the path (the app
 receives exactly the path the policy saw), strips identity headers the
 caller sent, builds the attributes (verified peer SVID, request fields, a
 validated JWT-SVID, JSON body fields), evaluates the policy, and either

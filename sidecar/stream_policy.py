@@ -10,16 +10,21 @@ and the stream's DATA to :meth:`Stream.feed`; it learns, as events, what to do:
 - :class:`Refuse` — answer the caller (gRPC: trailers-only ``grpc-status``; other
   HTTP/2: an HTTP status) and, if the head was already forwarded, reset the app's stream.
 
-The attributes are the ones HTTP/1.1 requests get, built by the same helpers of the
-:class:`~sidecar.inbound.InboundRouter` (connection facts, path normalisation, host
-canonicalisation, header stripping, JWT-SVID), plus ``request.protocol`` (``h2`` or
-``grpc``) and, for a gRPC call, ``request.grpc.service``/``method`` and, when a rule
-reads them, ``request.grpc.message.*`` decoded with the service's descriptors.
+Streams are decided by the one protocol-neutral router, :meth:`InboundRouter.decide
+<sidecar.inbound.InboundRouter.decide>`, exactly as HTTP/1.1 requests are (connection
+facts, path normalisation, host canonicalisation, header stripping, JWT-SVID, the policy,
+the access log), with ``request.protocol`` ``h2`` or ``grpc`` and, for a gRPC call,
+``request.grpc.service``/``method``. What is HTTP/2's own stays here: the stream's head as
+the router reads it (``:authority`` as the host), the app's pseudo-headers, and what a
+stream holds before its decision:
 
-When the policy reads message fields, a gRPC call is decided on its first request
-message, and every later message is checked again: the first one denied ends the
-call, and none of its bytes are forwarded. Without descriptors for the call the
-fields are missing (rules reading them fail closed) and one line is logged per method.
+- a JSON body, when the policy reads ``request.json``: held up to ``max_json_body`` and
+  decided on as HTTP/1.1 decides (larger, or not JSON: ``request.json`` is missing);
+- a gRPC request message, when the policy reads ``request.grpc.message.*``: the call is
+  prepared on its head, judged on its first message, and every later message is judged
+  again: the first one denied ends the call, and none of its bytes are forwarded. Without
+  descriptors for the call the fields are missing (rules reading them fail closed) and one
+  line is logged per method.
 """
 
 from __future__ import annotations
@@ -237,7 +242,7 @@ class Stream:
         router = self.policy.router
         for message in messages:
             try:
-                decoded = self.policy.schema.message_attributes(self.call, message.payload, self._fields)  # type: ignore[union-attr]
+                decoded = self.policy.schema.message_attributes(self.call, message.payload, self._fields)  # type: ignore[union-attr,arg-type]
                 denied = router.judge(self.conn, self._prepared, self.log, decoded)
             except Exception as err:  # noqa: BLE001
                 return [*out, self._refusal(err)]
@@ -276,7 +281,11 @@ class Stream:
         fields += [f for f in headers if f[0] != b"host"]
         length = _header(headers, b"content-length")
         facts = RequestHead(head.method, head.path, "2", fields, int(length) if length is not None else None, False, True)
-        facts.key = (head.method, head.path, head.authority, ctype, *read)
+        # equal for heads that derive alike (InboundRouter.prepare): all it reads but the headers
+        # the policy does not name, which the app still gets (from self._headers, per stream);
+        # none with an Authorization (a JWT-SVID is verified on every request, as HTTP/1.1's are)
+        if _header(headers, b"authorization") is None:
+            facts.key = (head.method, head.path, head.authority, ctype, *read)  # type: ignore[assignment]
         return facts
 
     def _decide(self, body: bytes | None, end_stream: bool) -> list[Event]:

@@ -275,8 +275,9 @@ class _AppConnection(asyncio.Protocol):
 
 
 class Sidecar:
-    def __init__(self, tmp: Path, pki: Pki, app_port: int, max_message: int = 4096) -> None:
-        (tmp / "policy.policy").write_text(POLICY)
+    def __init__(self, tmp: Path, pki: Pki, app_port: int, max_message: int = 4096, policy: str = POLICY,
+                 limits: dict[str, Any] | None = None) -> None:
+        (tmp / "policy.policy").write_text(policy)
         inbound = free_port()
         config = sidecar_config(
             identity=pki.write(tmp, "server", "/app/config"),
@@ -285,7 +286,7 @@ class Sidecar:
             policy={"file": str(tmp / "policy.policy")},
             grpc={"descriptors": [str(DESCRIPTORS)], "max_message": max_message},
             access_log=str(tmp / "access.log"),
-            limits={"header_timeout": 5, "drain_grace": 2},
+            limits={"header_timeout": 5, "drain_grace": 2, **(limits or {})},
         )
         path = tmp / "sidecar.yaml"
         path.write_text(yaml.safe_dump(config))
@@ -435,6 +436,10 @@ class Bystander:
         sid = self.conn.get_next_available_stream_id()
         self.conn.send_headers(sid, req(path) + list(extra), end_stream=True)
         self.sock.sendall(self.conn.data_to_send())
+        return self.answer(sid, path, timeout)
+
+    def answer(self, sid: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+        """(status, body) of the response on stream ``sid``, read within ``timeout`` seconds."""
         status, body = 0, b""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
