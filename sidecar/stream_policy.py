@@ -29,6 +29,7 @@ stream holds before its decision:
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +41,7 @@ from sidecar.grpc_wire import (
     INTERNAL, PERMISSION_DENIED, UNAVAILABLE, GrpcCall, MessageReader, is_grpc_content_type, parse_call_path,
 )
 from sidecar.http1 import RequestHead
-from sidecar.identity_headers import refuse_identity_lookalikes, strip_identity_headers
+from sidecar.identity_headers import IDENTITY_PREFIX, XFCC, refuse_identity_lookalikes, strip_identity_headers
 from sidecar.exchange import Answer
 from sidecar.inbound import Derived, InboundRouter
 
@@ -270,13 +271,18 @@ class Stream:
         ``:authority`` as the ``host``."""
         head = self.head
         ctype = _header(head.headers, b"content-type")
-        if head.method == "POST" and is_grpc_content_type(ctype):
-            self.call = call = parse_call_path(head.path)
+        call = self.call = _grpc_call(head.method, head.path, ctype)
+        if call is not None:
             self.log.update(protocol="grpc", grpc_service=call.service, grpc_method=call.method)
-        refuse_identity_lookalikes(head.headers)
-        headers = self._headers = strip_identity_headers(head.headers)
-        names = self.policy.router.headers_read()
-        read = headers if names is None else [f for f in headers if f[0] in names]
+        headers = head.headers
+        names = b" ".join([name for name, _ in headers])  # most heads: no name to look at closer
+        if b"_" in names:
+            refuse_identity_lookalikes(headers)
+        if IDENTITY_PREFIX in names or XFCC in names:
+            headers = strip_identity_headers(headers)
+        self._headers = headers
+        read_names = self.policy.router.headers_read()
+        read = headers if read_names is None else [f for f in headers if f[0] in read_names]
         fields = [(b"host", head.authority.encode("latin-1"))] if head.authority else []
         fields += [f for f in headers if f[0] != b"host"]
         length = _header(headers, b"content-length")
@@ -346,6 +352,15 @@ class Stream:
             code = PERMISSION_DENIED if answer.status == 403 else UNAVAILABLE if answer.status == 503 else INTERNAL
             return Refuse(200, answer.text, code, reset_app=self.forwarded)
         return Refuse(answer.status, answer.text, reset_app=self.forwarded)
+
+
+@functools.lru_cache(maxsize=4096)
+def _grpc_call(method: str, path: str, content_type: bytes | None) -> GrpcCall | None:
+    """The gRPC call a head names (None: not gRPC); a malformed call path raises ``GrpcError``
+    (not kept). Pure, so kept for the paths a client repeats."""
+    if method == "POST" and is_grpc_content_type(content_type):
+        return parse_call_path(path)
+    return None
 
 
 def _h2_head(head: RequestHead, target: str, add: list[Header]) -> tuple[tuple[Header, ...], list[Header]]:
