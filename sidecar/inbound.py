@@ -243,11 +243,7 @@ class InboundRouter:
                 conn.reverify()
             per_conn = conn.cache = self._connection_facts(conn)
         fields["source"] = per_conn[1]
-        if not self.identity.valid():
-            raise IdentityUnavailableError("the sidecar's SVID is missing or expired")
-        clock = self.clock
-        if conn.peer_expires <= (time.time() if clock is _utcnow else clock().timestamp()):
-            raise PeerVerificationError(f"the peer's SVID expired during the connection ({per_conn[1]})")
+        self._check_identities(conn, per_conn)
         authorizer = self.authorizer
         if (authorizer.store.current if isinstance(authorizer, PolicyAuthorizer) else None) is not self._derived_under:
             self._derived_for(authorizer)
@@ -267,6 +263,7 @@ class InboundRouter:
         per_conn, derived = prepared
         request = derived.request
         if message is not None:  # this message's own request: the derivation is shared
+            self._check_identities(conn, per_conn)  # a long call outlives neither SVID
             request = {**request, "grpc": {**request["grpc"], "message": message}}
         authorizer = self.authorizer
         last = conn.decision  # see _authorize: the last verdict, reused under its conditions
@@ -289,6 +286,14 @@ class InboundRouter:
         if not verdict.allowed:
             return Answer(403, "forbidden", fields)  # the rule and why: the log only, never the caller
         return None
+
+    def _check_identities(self, conn: ConnInfo, per_conn: tuple[Any, ...]) -> None:
+        """Raise unless the sidecar's SVID is valid and the peer's has not expired (now)."""
+        if not self.identity.valid():
+            raise IdentityUnavailableError("the sidecar's SVID is missing or expired")
+        clock = self.clock
+        if conn.peer_expires <= (time.time() if clock is _utcnow else clock().timestamp()):
+            raise PeerVerificationError(f"the peer's SVID expired during the connection ({per_conn[1]})")
 
     def _authorize(self, conn: ConnInfo, per_conn: tuple[Any, ...], request: dict[str, Any], keep: bool) -> Verdict:
         """The policy's verdict on this request, evaluated now (with the clock read now).

@@ -148,3 +148,30 @@ def test_an_h2_bearer_token_is_verified_on_every_stream_whatever_was_kept(router
     for _ in range(2):
         stream, _ = policy.open(_conn(), token, True)
         assert "jwt_error" in stream.log  # verified (and refused: no bundles here), never skipped
+
+
+def test_a_streaming_call_ends_at_the_first_message_after_the_peers_svid_expired(router):
+    """Each message of a call is judged with both SVIDs checked again: a call that outlives the
+    caller's SVID ends (PERMISSION_DENIED) and nothing of that message reaches the app."""
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
+    router.clock = lambda: now
+    conn = ConnInfo("10.0.0.1", 4000, peer_id=SpiffeId.parse(BILLING), tls=True, target_port=8080,
+                    peer_expires=(now + timedelta(minutes=5)).timestamp())
+    policy = StreamPolicy(router, SCHEMA)
+    head = StreamHead("POST", "http", "config", "/trustmesh.demo.v1.DynamicResourceService/PutResources",
+                      [(b"content-type", b"application/grpc")])
+    stream, events = policy.open(conn, head, False)
+    assert events == []
+
+    def message(appname: str) -> bytes:
+        payload = resource_pb2.PutResourceRequest(appname=appname).SerializeToString()
+        return struct.pack(">BI", 0, len(payload)) + payload
+
+    first = stream.feed(message("billing"), False)
+    assert [type(e).__name__ for e in first] == ["ForwardHead", "ForwardData"]
+    now += timedelta(minutes=6)
+    (refusal,) = stream.feed(message("billing"), False)
+    assert refusal.grpc_status == 7 and refusal.reset_app
+    assert "expired" in stream.log["error"]
