@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from sidecar.errors import HttpError
@@ -100,7 +101,9 @@ class RequestHead:
     chunked: bool
     keep_alive: bool
     raw_fields: bytes | None = None  # the header lines as received, when none needs rewriting
-    key: bytes | None = None  # the raw head, for a small body-less request: equal keys, equal heads
+    # equal keys, equal heads: the raw head of a small body-less HTTP/1.1 request; HTTP/2 streams
+    # set a tuple of what they derive from (sidecar.stream_policy)
+    key: Hashable | None = None
 
     def get(self, name: bytes) -> bytes | None:
         """The value of the first header called ``name`` (lower-case), if any."""

@@ -291,7 +291,7 @@ class Stream:
         # the policy does not name, which the app still gets (from self._headers, per stream);
         # none with an Authorization (a JWT-SVID is verified on every request, as HTTP/1.1's are)
         if _header(headers, b"authorization") is None:
-            facts.key = (head.method, head.path, head.authority, ctype, *read)  # type: ignore[assignment]
+            facts.key = (head.method, head.path, head.authority, ctype, *read)
         return facts
 
     def _decide(self, body: bytes | None, end_stream: bool) -> list[Event]:
