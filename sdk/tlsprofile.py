@@ -7,8 +7,12 @@
   the peer against the *current* bundles (a removed CA must still force refusal); a client that
   offers an old session simply gets a full handshake. Envoy Gateway and rpxy turn resumption off
   for mutual TLS for the same reason.
+* **Record buffers released when idle** (``SSL_MODE_RELEASE_BUFFERS``, as nginx sets): an idle
+  connection gives back its 16 KB+ read and write buffers. CPython's ``ssl`` sets it on every
+  context today; the profile sets it itself and checks it, so an idle mesh connection's cost does
+  not hang on that.
 
-Python 3.11's ``ssl`` has no ``set_groups`` and no session-cache switch, so both are set with
+Python 3.11's ``ssl`` has no ``set_groups``, no session-cache switch and no mode setter, so all are set with
 ``SSL_CTX_ctrl`` on the context's own ``SSL_CTX``, called through the very libssl the ``_ssl``
 module is linked with. The pointer is read from the CPython object and checked against
 ``SSL_CTX_get_options`` before it is used; anything unexpected raises :class:`TlsSetupError`
@@ -24,19 +28,23 @@ import sys
 
 from sdk.errors import TlsSetupError
 
-__all__ = ["GROUPS", "apply_mesh_profile", "disable_resumption", "restrict_groups"]
+__all__ = ["GROUPS", "apply_mesh_profile", "disable_resumption", "release_idle_buffers", "releases_idle_buffers", "restrict_groups"]
 
 GROUPS = ("X25519", "P-256", "P-384")
 
+_SSL_CTRL_MODE = 33  # SSL_CTX_set_mode (larg 0: SSL_CTX_get_mode)
 _SSL_CTRL_SET_SESS_CACHE_MODE = 44
 _SSL_CTRL_SET_GROUPS_LIST = 92
 _SSL_SESS_CACHE_OFF = 0
+_SSL_MODE_RELEASE_BUFFERS = 0x10
 
 
 def apply_mesh_profile(ctx: ssl.SSLContext) -> ssl.SSLContext:
-    """Restrict ``ctx`` to :data:`GROUPS` and turn session resumption off; returns ``ctx``."""
+    """Restrict ``ctx`` to :data:`GROUPS`, turn session resumption off and release idle
+    connections' record buffers; returns ``ctx``."""
     restrict_groups(ctx)
     disable_resumption(ctx)
+    release_idle_buffers(ctx)
     return ctx
 
 
@@ -54,6 +62,19 @@ def disable_resumption(ctx: ssl.SSLContext) -> None:
         ctx.num_tickets = 0  # TLS 1.3 (OP_NO_TICKET alone switches to stateful tickets there)
     ctrl, _ = _libssl()
     ctrl(_ssl_ctx(ctx), _SSL_CTRL_SET_SESS_CACHE_MODE, _SSL_SESS_CACHE_OFF, None)  # returns the old mode
+
+
+def release_idle_buffers(ctx: ssl.SSLContext) -> None:
+    """Free each connection's record buffers whenever it has nothing buffered (``SSL_MODE_RELEASE_BUFFERS``)."""
+    ctrl, _ = _libssl()
+    if not ctrl(_ssl_ctx(ctx), _SSL_CTRL_MODE, _SSL_MODE_RELEASE_BUFFERS, None) & _SSL_MODE_RELEASE_BUFFERS:
+        raise TlsSetupError("OpenSSL did not keep SSL_MODE_RELEASE_BUFFERS")
+
+
+def releases_idle_buffers(ctx: ssl.SSLContext) -> bool:
+    """Whether connections made with ``ctx`` release their record buffers when idle."""
+    ctrl, _ = _libssl()
+    return bool(ctrl(_ssl_ctx(ctx), _SSL_CTRL_MODE, 0, None) & _SSL_MODE_RELEASE_BUFFERS)
 
 
 @functools.cache

@@ -179,6 +179,11 @@ def validate_leaf(cert: x509.Certificate) -> SpiffeId:
     return spiffe_id
 
 
+# validate_leaf depends only on the certificate's bytes; a peer's leaf comes back on each of its
+# connections (failures are not cached: each one is checked again and raises in full)
+_valid_leaf_id = functools.lru_cache(maxsize=512)(validate_leaf)
+
+
 def verify_chain(
     chain: Sequence[x509.Certificate], bundles: BundleSource, now: datetime | None = None
 ) -> SpiffeId:
@@ -195,7 +200,7 @@ def verify_chain(
     if len(chain) > MAX_CHAIN_LENGTH:
         raise X509SvidError(f"certificate chain has {len(chain)} certificates; the limit is {MAX_CHAIN_LENGTH}")
     leaf = chain[0]
-    spiffe_id = validate_leaf(leaf)
+    spiffe_id = _valid_leaf_id(leaf)
     _check_validity(leaf, "leaf", now)
     try:
         bundle = bundles.get_bundle_for_trust_domain(spiffe_id.trust_domain)
@@ -265,15 +270,28 @@ class _PathSearch:
                 f"gave up building a certificate path after {MAX_SIGNATURE_CHECKS} signature checks"
             )
         self.signature_checks += 1
-        try:
-            cert.verify_directly_issued_by(issuer)
-        except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        if not _signature_verifies(cert, issuer):
             self.reasons.append(
                 f"signature of {describe(cert)} does not verify with the key of {describe(issuer)} "
                 "(issuer name matches)"
             )
             return False
         return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature_verifies(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether ``issuer``'s key verifies the signature on ``cert``.
+
+    Cached: a peer's leaf and intermediate come back on each of its connections, and
+    the answer depends only on the two certificates' bytes (a certificate hashes and
+    compares by its DER encoding), never on the time or on the bundles.
+    """
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def _check_signer(

@@ -285,7 +285,9 @@ class Listener:
             ssl_object = transport.get_extra_info("ssl_object")
             info.peer_id = self.verify(ssl_object)
             info.reverify = functools.partial(self.verify, ssl_object)
-            info.peer_expires = ssl.cert_time_to_seconds(ssl_object.getpeercert()["notAfter"])
+            # the TLS layer decoded the peer's certificate at the end of the handshake already
+            peercert = transport.get_extra_info("peercert") or ssl_object.getpeercert()
+            info.peer_expires = _cert_seconds(peercert["notAfter"])
         except PeerVerificationError as err:
             log.info("%s: peer %s rejected: %s", self.name, info.peer_ip, err)
             self.on_reject(self.name, "peer-verification")
@@ -322,6 +324,10 @@ class Listener:
             conn._close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+
+
+# "notAfter" text to POSIX seconds (a strptime); a peer's connections all carry the same text
+_cert_seconds = functools.lru_cache(maxsize=256)(ssl.cert_time_to_seconds)
 
 
 def _default_classify(sock: socket.socket, addr: Any) -> ConnInfo:

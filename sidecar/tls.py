@@ -17,6 +17,7 @@ are open keep the context they were made with.
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
 from collections.abc import Callable, Iterable, Sequence
@@ -125,11 +126,13 @@ def peer_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[x509.Certifica
     if getter is None:  # Python 3.13+: public API on SSLObject
         getter = ssl_object.get_unverified_chain  # type: ignore[union-attr]
     raw = getter() or []
-    certs = []
-    for item in raw:
-        der = item if isinstance(item, bytes) else item.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
-        certs.append(x509.load_der_x509_certificate(der))
-    return certs
+    return [_certificate(item if isinstance(item, bytes) else item.public_bytes(ssl._ssl.ENCODING_DER))  # type: ignore[attr-defined]
+            for item in raw]
+
+
+# A peer sends the same leaf and intermediate on each of its connections: parsing each distinct DER
+# once also keeps what cryptography derives from it (its extensions) for the checks that follow.
+_certificate = functools.lru_cache(maxsize=512)(x509.load_der_x509_certificate)
 
 
 Verifier = Callable[..., "SpiffeId"]

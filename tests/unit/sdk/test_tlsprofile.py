@@ -12,10 +12,13 @@ import pytest
 
 from sdk.bundle import BundleSet
 from sdk.errors import TlsSetupError
-from sdk.tlsprofile import GROUPS, apply_mesh_profile, restrict_groups
+from sdk import tlsprofile
+from sdk.tlsprofile import GROUPS, apply_mesh_profile, releases_idle_buffers, restrict_groups
 from sdk.workloadapi.tls import SpiffeTls
 from sdk.x509svid import X509Svid
 from tests.integration.sidecar.helpers import Pki
+
+_SSL_CTRL_CLEAR_MODE = 78  # SSL_CTX_clear_mode
 
 
 @dataclass
@@ -92,3 +95,18 @@ def test_failures_are_reported_not_ignored():
         restrict_groups(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), ("no-such-group",))
     with pytest.raises(TlsSetupError, match="expected an ssl.SSLContext"):
         apply_mesh_profile(object())  # type: ignore[arg-type]
+
+
+def test_idle_connections_release_their_record_buffers_and_traffic_still_flows(tls):
+    server_ctx, client_ctx = tls[0].server_context(), tls[1].client_context()
+    assert releases_idle_buffers(server_ctx) and releases_idle_buffers(client_ctx)
+    _exchange(server_ctx, client_ctx)
+
+
+def test_the_profile_sets_release_buffers_itself():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctrl, _ = tlsprofile._libssl()
+    ctrl(tlsprofile._ssl_ctx(ctx), _SSL_CTRL_CLEAR_MODE, 0x10, None)  # CPython sets it; take it away
+    assert not releases_idle_buffers(ctx)
+    apply_mesh_profile(ctx)
+    assert releases_idle_buffers(ctx)

@@ -354,3 +354,23 @@ def test_openssl_also_refuses_the_path_length_fault(root, tmp_path):
     below = make_intermediate(capped, subject="below")
     result = _openssl_verify(tmp_path, root, [capped, below], make_leaf(below, WEB))
     assert "path length constraint exceeded" in result.stdout + result.stderr
+
+
+def test_a_chain_that_verified_before_is_judged_again_in_full(root, mid, bundle, now):
+    """Signature checks and leaf checks are remembered per certificate's bytes; nothing that
+    depends on the bundles, the time or other bytes may come from that memory."""
+    leaf = make_leaf(mid, WEB, **around(now))
+    assert verify_chain([leaf.cert, mid.cert], bundle, now=now) == SpiffeId.parse(WEB)
+    # the same certificates once their root has left the bundle (rotation): refused
+    rotated = Bundle(TD, (make_root("example.org", subject="next root").cert,))
+    with pytest.raises(X509SvidError, match="not signed by an authority|does not verify"):
+        verify_chain([leaf.cert, mid.cert], rotated, now=now)
+    # the same bytes parsed again (each connection brings its own copy), after the leaf expired
+    again = [x509.load_der_x509_certificate(c.public_bytes(serialization.Encoding.DER)) for c in (leaf.cert, mid.cert)]
+    with pytest.raises(X509SvidError, match="leaf certificate .* has expired"):
+        verify_chain(again, bundle, now=leaf.cert.not_valid_after_utc + timedelta(seconds=1))
+    # same names, same SPIFFE ID, a signature by another key: refused after the genuine one passed
+    forged = make_leaf(mid, WEB, signing_key=new_key(), **around(now))
+    with pytest.raises(X509SvidError, match="signature of .* does not verify"):
+        verify_chain([forged.cert, mid.cert], bundle, now=now)
+    assert verify_chain(again, bundle, now=now) == SpiffeId.parse(WEB)

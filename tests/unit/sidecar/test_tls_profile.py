@@ -15,6 +15,7 @@ import pytest
 
 from sdk.bundle import Bundle
 from sdk.spiffeid import TrustDomain
+from sdk.tlsprofile import releases_idle_buffers
 from tests.integration.sidecar.helpers import free_port
 from tests.support.pki import make_root
 from tests.unit.sidecar.conftest import config, rule_authorizer
@@ -163,3 +164,11 @@ async def test_the_outbound_side_offers_only_the_profile_groups(pki, tmp_path, g
         else:
             with pytest.raises(ssl.SSLError):
                 await asyncio.to_thread(_handshake, port, ctx)
+
+
+async def test_the_sidecar_contexts_release_idle_record_buffers_and_carry_requests(mesh, pki, app):
+    b = await mesh(config(app.port), pki.identity("/ns/b/sa/server"), rule_authorizer({CLIENT}))
+    contexts = (b.identity.server_context(), b.identity.client_context(), b.identity.client_context_h2())
+    assert all(ctx is not None and releases_idle_buffers(ctx) for ctx in contexts)
+    answer, _, _ = await asyncio.to_thread(_call, b.ports["inbound"], pki.identity("/ns/a/sa/client").client_context())
+    assert answer.startswith(b"HTTP/1.1 200")
