@@ -1,7 +1,7 @@
 """Sidecar at scale, side by side with nginx: memory per idle mTLS connection, new full handshakes
 per CPU-second, and the time and memory a large policy takes to load.
 
-Run: ``flock /tmp/bench.lock .venv/bin/python bench/sidecar_lean.py [--connections 1000] [--seconds 5] [--rounds 3]``
+Run: ``flock /tmp/bench.lock .venv/bin/python bench/sidecar_lean.py [--connections 1000] [--seconds 5] [--rounds 3] [--layers]``
 
 * **idle** — sidecar B (inbound, STRICT, the benchmark policy) and nginx B (``ssl_verify_client
   on``), both pinned to CPU 0, each receive ``--connections`` mutual-TLS connections from one
@@ -11,6 +11,12 @@ Run: ``flock /tmp/bench.lock .venv/bin/python bench/sidecar_lean.py [--connectio
 * **handshakes** — ``openssl s_time -new`` (one client on CPU 1, a client certificate, no
   resumption) against each server for ``--seconds``; CPU per handshake is the server's
   utime+stime from ``/proc`` over the handshakes made; rounds interleaved, medians reported.
+* **layers** (``--layers``) — where an idle connection's bytes go: the same 1,000 connections to
+  two bare servers (pinned to CPU 0) holding the sidecar's own server context
+  (:func:`sidecar.tls.make_server_context`, the same malloc tuning) and nothing else per connection:
+  ``uvloop-tls`` (uvloop's TLS layer: memory BIOs, a 256 KiB read buffer and its Python objects per
+  connection, as the sidecar uses it) and ``socket-bio`` (``ssl.SSLSocket`` on the socket itself,
+  OpenSSL's state alone, as nginx holds it); each peer verified with :func:`sidecar.tls.verify_peer`.
 * **policy** — a sidecar started with :func:`bench_policy` of ``--rules`` rules: seconds from
   start to ready (``{"event": "ready"}``) and RSS against a 10-rule sidecar.
 
@@ -88,6 +94,91 @@ def handshakes(port: int, pids: list[int], cert: str, key: str, ca: str, seconds
     return {"handshakes": count, "per_s": count / seconds, "cpu_ms": used / count * 1e3 if count else float("nan")}
 
 
+def serve_layer(layer: str, cert: str, key: str, bundle: str, port_file: str) -> None:
+    """A bare mutual-TLS server for ``--layers``: accepts, verifies each peer, holds the connection."""
+    import gc
+    import selectors
+    import socket
+
+    from sdk.bundle import Bundle, BundleSet
+    from sidecar.run_cli import tune_malloc
+    from sidecar.tls import make_server_context, verify_peer
+
+    trim = tune_malloc()
+    ctx = make_server_context(Path(cert).read_bytes(), Path(key).read_bytes(), Path(bundle).read_bytes())
+    bundles = BundleSet([Bundle.parse_pem(Path(bundle).read_bytes(), None)])
+    held: list[object] = []
+    listening = socket.create_server(("127.0.0.1", 0), backlog=1024)
+    Path(port_file).write_text(str(listening.getsockname()[1]))
+    if layer == "uvloop-tls":
+        import uvloop
+
+        class Hold(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                verify_peer(transport.get_extra_info("ssl_object"), bundles)
+                held.append(transport)
+
+        async def run() -> None:
+            await asyncio.get_running_loop().create_server(Hold, sock=listening, ssl=ctx)
+            while True:  # the sidecar's housekeeping: a full collection and a heap trim
+                await asyncio.sleep(1.0)
+                gc.collect()
+                trim and trim()
+
+        uvloop.run(run())
+        return
+    listening.setblocking(False)
+    selector = selectors.DefaultSelector()
+    selector.register(listening, selectors.EVENT_READ)
+    housekeeping = time.monotonic()
+    while True:
+        for key_, _ in selector.select(1.0):
+            if key_.fileobj is listening:
+                try:
+                    conn, _ = listening.accept()
+                except BlockingIOError:
+                    continue
+                conn.setblocking(False)
+                selector.register(ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False), selectors.EVENT_READ)
+                continue
+            tls = key_.fileobj
+            try:
+                tls.do_handshake()  # type: ignore[union-attr]
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                continue
+            except (ssl.SSLError, OSError):
+                selector.unregister(tls)
+                tls.close()  # type: ignore[union-attr]
+                continue
+            selector.unregister(tls)
+            verify_peer(tls, bundles)  # type: ignore[arg-type]
+            held.append(tls)
+        if time.monotonic() - housekeeping >= 1.0:
+            housekeeping = time.monotonic()
+            gc.collect()
+            trim and trim()
+
+
+def layers(work: Path, pki: Pki, ctx: ssl.SSLContext, count: int) -> dict[str, float]:
+    """KB per idle connection of each bare TLS layer (see ``--layers``)."""
+    cert, key = pki.svid("layer", "/ns/bench/sa/server")
+    found: dict[str, float] = {}
+    for layer in ("uvloop-tls", "socket-bio"):
+        port_file = work / f"{layer}.port"
+        proc = subprocess.Popen(["taskset", "-c", _b.PROXY_CPU, sys.executable, __file__, "--serve", layer, cert, key,
+                                 str(work / "bundle.pem"), str(port_file)])
+        try:
+            deadline = time.monotonic() + 30
+            while not (port_file.exists() and port_file.read_text()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(1.0)  # settled after start-up
+            found[layer] = idle_bytes(int(port_file.read_text()), [proc.pid], ctx, count)
+            print(f"{layer:10} idle {found[layer]:5.1f} KB/connection", flush=True)
+        finally:
+            stop([proc])
+    return found
+
+
 def ready_seconds(work: Path, pki: Pki, app_port: int, rules: int) -> tuple[float, float, float, subprocess.Popen]:
     """(seconds from start to ready, CPU seconds to ready, RSS MB when ready, process) of a
     sidecar with ``rules`` rules."""
@@ -107,7 +198,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rules", type=int, default=10000)
     parser.add_argument("--policy-only", action="store_true", help="only the policy load")
+    parser.add_argument("--layers", action="store_true",
+                        help="also idle memory of two bare TLS layers with the sidecar's context: uvloop's, and ssl.SSLSocket's")
+    parser.add_argument("--serve", nargs=5, help=argparse.SUPPRESS)  # one bare server of --layers
     args = parser.parse_args()
+    if args.serve:
+        serve_layer(*args.serve)
+        return 0
     if args.connections > 10000 or args.seconds > 60 or args.rounds > 10 or args.rules > 20000:
         parser.error("runs are bounded: --connections <= 10000, --seconds <= 60, --rounds <= 10, --rules <= 20000")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -140,6 +237,7 @@ def main() -> int:
             kb = idle_bytes(port, pids, ctx, args.connections)
             results[name]["idle_kb"].append(kb)
             print(f"{name:9} idle {kb:5.1f} KB/connection", flush=True)
+        bare = layers(work, pki, ctx, args.connections) if args.layers and not args.policy_only else {}
         for rnd in range(0 if args.policy_only else args.rounds):
             for name, (port, pids) in servers.items():
                 hs = handshakes(port, pids, cert, key, str(work / "bundle-chain.pem"), args.seconds)
@@ -165,6 +263,8 @@ def main() -> int:
         print(f"| CPU ms per new full handshake (server) | {tm['cpu_ms']:.2f} | {ng['cpu_ms']:.2f} | {tm['cpu_ms'] / ng['cpu_ms']:.2f}x |")
         print(f"| handshakes per CPU-second (server) | {1e3 / tm['cpu_ms']:,.0f} | {1e3 / ng['cpu_ms']:,.0f} | "
               f"{ng['cpu_ms'] / tm['cpu_ms']:.2f}x |")
+        for layer, kb in bare.items():
+            print(f"| KB per idle mTLS connection, bare {layer} server | {kb:.1f} | {ng['idle_kb']:.1f} | {kb / ng['idle_kb']:.2f}x |")
         print(f"| handshakes/s (one openssl client) | {tm['per_s']:,.0f} | {ng['per_s']:,.0f} | {tm['per_s'] / ng['per_s']:.2f}x |")
 
     finally:
