@@ -24,7 +24,7 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class Metrics:
-    """Requests by direction/decision/status, latency, TCP connections, authz by rule, audit and
+    """Requests by direction/decision/status, latency, HTTP/2 streams, TCP connections, authz by rule, audit and
     dry-run matches, SVID expiry, policy reload failures, refused connections."""
 
     def __init__(self) -> None:
@@ -32,6 +32,7 @@ class Metrics:
         self._requests: dict[tuple[str, str, int], int] = {}
         self._decisions: dict[tuple[str, str], int] = {}
         self._audit: dict[tuple[str, str, str], int] = {}
+        self._streams: dict[tuple[str, str, str, str, str], int] = {}
         self._latency: dict[str, list[float]] = {}  # direction -> bucket counts..., count, sum
         r.register(_HotPathCollector(self))
         self.tcp = Counter(
@@ -42,13 +43,6 @@ class Metrics:
         )
         self.policy_reload_failures = Counter(
             "trustmesh_sidecar_policy_reload_failures", "Policy reloads refused (last good kept)", registry=r
-        )
-        self.streams = Counter(
-            "trustmesh_sidecar_h2_streams",
-            "HTTP/2 streams by protocol (h2, grpc); gRPC service and method only when the descriptors name them; "
-            "grpc_status 0..16, or invalid",
-            ["direction", "protocol", "grpc_service", "grpc_method", "grpc_status"],
-            registry=r,
         )
         self.rejected = Counter(
             "trustmesh_sidecar_connections_rejected",
@@ -80,7 +74,8 @@ class Metrics:
     def stream(self, direction: str, protocol: str, service: str, method: str, grpc_status: str) -> None:
         if grpc_status not in _GRPC_STATUS_LABELS:
             grpc_status = "invalid"
-        self.streams.labels(direction, protocol, service, method, grpc_status).inc()
+        key = (direction, protocol, service, method, grpc_status)
+        self._streams[key] = self._streams.get(key, 0) + 1
 
     def tcp_connection(self, direction: str, decision: str) -> None:
         self.tcp.labels(direction, decision).inc()
@@ -119,6 +114,15 @@ class _HotPathCollector:
         for (policy, rule, would), value in sorted(self.m._audit.items()):
             audit.add_metric([policy, rule, would], value)
         yield audit
+        streams = CounterMetricFamily(
+            "trustmesh_sidecar_h2_streams",
+            "HTTP/2 streams by protocol (h2, grpc); gRPC service and method only when the descriptors name them; "
+            "grpc_status 0..16, or invalid",
+            labels=["direction", "protocol", "grpc_service", "grpc_method", "grpc_status"],
+        )
+        for labels, value in sorted(self.m._streams.items()):
+            streams.add_metric(list(labels), value)
+        yield streams
         latency = HistogramMetricFamily(
             "trustmesh_sidecar_request_duration_seconds",
             "Time from request head to the end of the response",
