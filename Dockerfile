@@ -13,8 +13,10 @@
 #
 # One entrypoint, `trustmesh`; each workload picks its subcommand with args.
 # Only what runs is shipped: no pip, setuptools, wheel or ensurepip, no
-# compilers, no apt, dpkg or perl, no package lists, no docs; each image is one flattened layer
-# (FROM scratch + COPY of the trimmed tree), so what a stage deletes is gone.
+# compilers or mypy (the sidecar's modules compiled with mypyc are built in a
+# stage of their own and only they are copied), no apt, dpkg or perl, no
+# package lists, no docs; each image is one flattened layer (FROM scratch +
+# COPY of the trimmed tree), so what a stage deletes is gone.
 # The sidecar image runs as the proxy uid/gid 1337 by default, the control
 # plane as the unprivileged 65532; the init container sets uid 0 itself.
 
@@ -32,10 +34,15 @@ ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 # scripts/podman/venv says what each step does.
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_NO_CACHE_DIR=1
-# strip(1) for the extension modules. dpkg's unsafe-io: no fsync per unpacked
+# strip(1) for the extension modules; gcc and Python's headers for mypyc (the
+# sidecar's compiled modules: the official image has the headers, Debian's
+# python3 needs libpython3-dev). dpkg's unsafe-io: no fsync per unpacked
 # file (seconds on a slow disk), in a stage that is thrown away anyway.
-RUN apt-get update && \
-    apt-get install -y --no-install-recommends -o Dpkg::Options::=--force-unsafe-io binutils
+RUN set -eu; \
+    headers=$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])'); \
+    dev=""; [ -f "$headers/Python.h" ] || dev=libpython3-dev; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends -o Dpkg::Options::=--force-unsafe-io binutils gcc libc6-dev $dev
 COPY scripts/podman/venv /usr/local/bin/trustmesh-venv
 WORKDIR /src
 COPY pyproject.toml ./
@@ -58,6 +65,22 @@ COPY policy_dsl ./policy_dsl
 FROM sidecar-deps AS sidecar-venv
 COPY --from=source /src /src
 RUN trustmesh-venv finish
+
+# The sidecar's hot modules compiled with mypyc, as scripts/setup does for a
+# checkout: scripts/build_codec, run by the sidecar venv's own Python (same
+# interpreter, same prefix /opt/trustmesh), puts them in
+# /opt/trustmesh/trustmesh-codec/<digest of the sources>/; only that directory
+# goes into the image, never mypy or gcc. The sidecar uses it only while the
+# installed sources have that digest (sidecar/_compiled.py); the sidecar-tree
+# stage fails the build if it would not. Only the packages mypy follows from the
+# compiled modules come in, so a change elsewhere (ca, injector) compiles nothing.
+FROM sidecar-deps AS sidecar-compiled
+RUN trustmesh-venv compile-deps
+COPY --from=source /src/sidecar /src/sidecar
+COPY --from=source /src/sdk /src/sdk
+COPY --from=source /src/policy_dsl /src/policy_dsl
+COPY scripts/build_codec /src/scripts/build_codec
+RUN trustmesh-venv compile
 
 FROM control-plane-deps AS control-plane-venv
 COPY --from=source /src /src
@@ -88,9 +111,15 @@ RUN set -eu; \
     apt-get clean; \
     rm -rf /var/lib/apt/lists/* /var/cache/* /var/log/* /usr/share/doc/*/changelog* /usr/share/man/* /usr/share/info/*
 COPY --from=sidecar-venv /opt/trustmesh /opt/trustmesh
+COPY --from=sidecar-compiled /opt/trustmesh/trustmesh-codec /opt/trustmesh/trustmesh-codec
 # No package tooling, nor the libraries only it used (scripts/podman/trim-os says what goes).
 COPY scripts/podman/trim-os /tmp/trim-os
 RUN sh /tmp/trim-os && rm /tmp/trim-os
+# The installed sidecar picks the compiled modules (their digest is the installed sources'),
+# as uid 1337 from / (not next to any source tree), without writing anything.
+RUN cd / && PYTHONDONTWRITEBYTECODE=1 /opt/trustmesh/bin/python -c 'import os; \
+os.setgroups([]); os.setgid(1337); os.setuid(1337); import sidecar, sidecar.hpack; \
+assert sidecar.CODEC_COMPILED and sidecar.hpack.__file__.endswith(".so"), sidecar.hpack.__file__'
 
 FROM runtime AS control-plane-tree
 RUN rm -rf /var/lib/apt/lists/* /var/cache/* /var/log/* /usr/share/man/* /usr/share/info/*

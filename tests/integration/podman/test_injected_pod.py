@@ -225,6 +225,12 @@ def test_injected_pods_run_under_podman_with_their_real_security_contexts(capsys
             proxy = inspect(f"{RUN}-{name}-trustmesh-proxy")
             # The running sidecar: uid/gid 1337, no effective capabilities.
             assert _status_caps(proxy["State"]["Pid"]) == ("1337", "1337", 0)
+            # It runs the sidecar's modules compiled in the image (the Dockerfile's mypyc
+            # stage), not their Python sources: the build it loaded is the one for the
+            # image's own installed sources (asked in the container, as 1337, read-only root).
+            digests, modules = _compiled_loaded(proxy["State"]["Pid"])
+            assert digests == {_compiled_build(f"{RUN}-{name}-trustmesh-proxy")}
+            assert "http2" in modules, modules  # the codec, loaded at start (the rest on first use)
             # The init container (only NET_ADMIN and NET_RAW, checked above) installed the capture.
             rules = lab_ns_run(lab, name, ["iptables-save", "-t", "nat"])
             assert "REDIRECT --to-ports 15001" in rules and "REDIRECT --to-ports 15006" in rules
@@ -260,6 +266,26 @@ def test_injected_pods_run_under_podman_with_their_real_security_contexts(capsys
         sent = {(r["direction"], r["source"], r["destination"], r["path"], r["status"]) for r in records}
         assert sent == {("outbound", f"spiffe://{TD}/ns/demo/sa/a", f"{PODS['b'][1]}:8080", "/allowed", 200),
                         ("outbound", f"spiffe://{TD}/ns/demo/sa/a", f"{PODS['b'][1]}:8080", "/denied", 403)}
+
+
+def _compiled_loaded(pid: int) -> tuple[set[str], set[str]]:
+    """The builds (digests) and the compiled sidecar modules that process ``pid`` has mapped."""
+    found = re.findall(r"trustmesh-codec/(\w+)/sidecar/(\w+)\.cpython", Path(f"/proc/{pid}/maps").read_text())
+    return {digest for digest, _ in found}, {module for _, module in found}
+
+
+def _compiled_build(container: str) -> str:
+    """The digest of the container's installed sidecar sources, once every module
+    :mod:`sidecar._compiled` names has imported from its compiled build (run as the container's user),
+    and the image was seen to carry neither mypy nor a C compiler (they stay in the build stage)."""
+    code = ("import importlib, importlib.util, shutil, sidecar, sidecar._compiled as c\n"
+            "assert not [m for m in ('mypy', 'mypyc') if importlib.util.find_spec(m)], 'mypy in the image'\n"
+            "assert not [t for t in ('gcc', 'cc', 'x86_64-linux-gnu-gcc-12') if shutil.which(t)], 'a compiler'\n"
+            "assert sidecar.CODEC_COMPILED, 'no build for these sources: the sidecar runs as Python'\n"
+            "files = [importlib.import_module('sidecar.' + name).__file__ for name in c.COMPILED_MODULES]\n"
+            "assert all(f.endswith('.so') for f in files), files\n"
+            "print(c.source_digest())\n")
+    return podman("exec", container, "python", "-c", code).stdout.strip()
 
 
 def _logs(container: str) -> str:
