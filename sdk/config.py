@@ -248,6 +248,8 @@ def _strict_loader() -> type:
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             seen: set[Any] = set()
             for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden
+                    continue
                 key = self.construct_object(key_node, deep=True)
                 if isinstance(key, Hashable) and key in seen:
                     raise yaml.constructor.ConstructorError(

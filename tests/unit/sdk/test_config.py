@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 import pytest
 
-from sdk.config import AnyPort, Count, HostPort, Invalid, NonEmpty, PortKey, Seconds, convert, load
+from sdk.config import AnyPort, Count, HostPort, Invalid, NonEmpty, PortKey, Seconds, convert, load, parse_yaml
 from sdk.errors import ConfigError, UsageError
 from sdk.spiffeid import SpiffeId, TrustDomain
 from tests.support.config_files import assert_file_error
@@ -118,6 +118,11 @@ def test_null_and_empty_can_mean_not_given():
 def test_errors_from_a_file_name_the_file(tmp_path, text, field, words):
     assert_file_error(lambda path: load(path, lambda data: convert(data, Doc, ConfigError), ConfigError),
                       tmp_path / "doc.yaml", text, field, words)
+
+
+def test_merge_keys_may_be_overridden_without_counting_as_given_twice():
+    data = parse_yaml("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n", ConfigError)
+    assert data["other"] == {"x": 1, "y": 3}
 
 
 def test_an_unreadable_file(tmp_path):
