@@ -127,21 +127,28 @@ def _serve(args: argparse.Namespace) -> int:
 
     from ca.service.config import load_config
 
+    from ca.service.errors import ConfigError
+
     config = load_config(args.config)  # ConfigError (a UsageError) -> exit 2, one line
-    if args.check:
-        from ca.service.federation import read_bootstrap_bundles
+    try:
+        if args.check:
+            from ca.service.federation import read_bootstrap_bundles
 
-        read_bootstrap_bundles(config.federation)  # a missing or malformed bootstrap bundle is a config error too
-        print(f"config ok: trust domain {config.trust_domain}")
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if config.workers > 1:
-        from ca.service.workers import run_workers
+            read_bootstrap_bundles(config.federation)  # a missing or malformed bootstrap bundle is a config error too
+            print(f"config ok: trust domain {config.trust_domain}")
+            return 0
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if config.workers > 1:
+            from ca.service.workers import run_workers
 
-        return run_workers(config)
-    from ca.service.app import CaService
+            return run_workers(config)
+        from ca.service.app import CaService
 
-    asyncio.run(CaService(config).run())
+        asyncio.run(CaService(config).run())
+    except ConfigError as err:  # found after loading (a file it names, the store): still this config's error
+        if not err.file:
+            err.in_file(args.config)
+        raise
     return 0
 
 

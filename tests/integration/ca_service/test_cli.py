@@ -113,9 +113,10 @@ def test_store_for_another_trust_domain_is_refused(tmp_path):
     from sdk.spiffeid import TrustDomain
 
     CaDirectory(tmp_path / "ca").init(CaConfig(TrustDomain.parse("other.org")), now=datetime.now(timezone.utc))
-    result = subprocess.run(_serve(_write(tmp_path, _local_config(tmp_path))), capture_output=True, text=True, timeout=60)
+    config = _write(tmp_path, _local_config(tmp_path))
+    result = subprocess.run(_serve(config), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert "config: trust_domain: is example.org, but the CA in the configured store is for other.org" in result.stderr
+    assert f"config {config}: trust_domain: is example.org, but the CA in the configured store is for other.org" in result.stderr
 
 
 async def test_kubernetes_mode_process_against_the_api_double(tmp_path):
@@ -168,11 +169,11 @@ def test_a_bad_federation_bootstrap_bundle_is_a_config_error_before_anything_sta
         "trust_domain": "partner.example", "bundle_endpoint_url": "https://127.0.0.1:1/", "profile": "https_spiffe",
         "endpoint_spiffe_id": "spiffe://partner.example/trustmesh/bundle-endpoint", "bundle_file": str(tmp_path / "partner.jwks"),
     }]}
-    result = subprocess.run(_serve(_write(tmp_path, doc), *(["--check"] if check else [])),
-                            capture_output=True, text=True, timeout=60)
+    config = _write(tmp_path, doc)
+    result = subprocess.run(_serve(config, *(["--check"] if check else [])), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "trustmesh: error: config: federation.federates_with[0].bundle_file: bundle for partner.example has no 'keys' array"
+        f"trustmesh: error: config {config}: federation.federates_with[0].bundle_file: bundle for partner.example has no 'keys' array"
     )
     assert not (tmp_path / "ca").exists()
 

@@ -264,7 +264,7 @@ def test_worker_start_failures_are_one_line_with_the_same_exit_codes(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert [line for line in result.stderr.splitlines() if line.startswith("trustmesh:")] == [
-        "trustmesh: error: config: trust_domain: is example.org, but the CA in the configured store is for other.org"
+        f"trustmesh: error: config {path}: trust_domain: is example.org, but the CA in the configured store is for other.org"
     ]
     assert "Traceback" not in result.stderr
 
