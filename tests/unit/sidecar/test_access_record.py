@@ -20,6 +20,7 @@ from sidecar.http1 import parse_request_head
 from sidecar.inbound import InboundRouter
 from sidecar.metrics import Metrics
 from sidecar.pool import Pool
+from tests.support.sidecar_fakes import FixedIdentity, refuse_connections
 
 OWN = "spiffe://demo.example/ns/demo/app/config"
 WEB = "spiffe://demo.example/ns/demo/app/web"
@@ -37,23 +38,11 @@ policy "config" protects destination.attrs.app == "config" {
 '''
 
 
-class _Identity:
-    generation = 1
-    spiffe_id = SpiffeId.parse(OWN)
-
-    def valid(self, now: object = None) -> bool:
-        return True
-
-
-async def _opener(pool: Pool, key: object):  # never reached: route() does not connect
-    raise OSError("no connections in this test")
-
-
 def _setup(policy: str = POLICY, omit=()):
     store = PolicyStore()
     assert store.load_text(policy, "config.policy")
     stream, metrics = io.StringIO(), Metrics()
-    router = InboundRouter(_Identity(), PolicyAuthorizer(store), Pool(_opener), metrics=metrics,
+    router = InboundRouter(FixedIdentity(OWN), PolicyAuthorizer(store), Pool(refuse_connections), metrics=metrics,
                            access_log=AccessLog(stream, omit))
     return router, stream, metrics
 

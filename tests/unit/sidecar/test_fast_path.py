@@ -18,21 +18,11 @@ from sidecar.exchange import Answer, ConnInfo, Forward
 from sidecar.http1 import ResponseFramer, parse_request_head
 from sidecar.inbound import InboundRouter
 from sidecar.pool import Pool
+from tests.support.sidecar_fakes import FixedIdentity, refuse_connections
 
 OWN = "spiffe://example.org/ns/b/sa/server"
 ALICE = "spiffe://example.org/ns/a/sa/alice"
 MALLORY = "spiffe://example.org/ns/m/sa/mallory"
-
-
-class _Identity:
-    generation = 1
-    spiffe_id = SpiffeId.parse(OWN)
-
-    def valid(self, now: object = None) -> bool:
-        return True
-
-    def get_bundle_set(self) -> object:
-        raise LookupError("no bundles in this test")
 
 
 class _Authorizer:
@@ -48,12 +38,8 @@ class _Authorizer:
         return Verdict(ok, "rule" if ok else None)
 
 
-async def _opener(pool: Pool, key: object):  # never reached: route() does not connect
-    raise OSError("no connections in this test")
-
-
 def _router(authorizer: _Authorizer) -> InboundRouter:
-    return InboundRouter(_Identity(), authorizer, Pool(_opener))
+    return InboundRouter(FixedIdentity(OWN), authorizer, Pool(refuse_connections))
 
 
 def _conn(peer: str) -> ConnInfo:
@@ -160,8 +146,8 @@ def test_a_malformed_response_head_is_refused_every_time():
 def test_outbound_drops_the_apps_identity_header_from_every_equal_request():
     from sidecar.outbound import OutboundRouter
 
-    identity = _Identity()
-    router = OutboundRouter(identity, Pool(_opener))
+    identity = FixedIdentity(OWN)
+    router = OutboundRouter(identity, Pool(refuse_connections))
     conn = ConnInfo("127.0.0.1", 4000, target_host="10.0.0.2", target_port=8080, expected_id=OWN)
     raw = b"GET /a HTTP/1.1\r\nHost: b\r\nX-Forwarded-Client-Cert: By=x;URI=" + MALLORY.encode()
     keys = []
@@ -212,7 +198,7 @@ class _Clock:
 
 
 def _policy_router(authorizer: PolicyAuthorizer, clock=None) -> InboundRouter:
-    return InboundRouter(_Identity(), authorizer, Pool(_opener), **({"clock": clock} if clock else {}))
+    return InboundRouter(FixedIdentity(OWN), authorizer, Pool(refuse_connections), **({"clock": clock} if clock else {}))
 
 
 def _status(result) -> int:

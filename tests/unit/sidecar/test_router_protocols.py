@@ -22,6 +22,7 @@ from sidecar.http1 import parse_request_head
 from sidecar.inbound import InboundRouter
 from sidecar.pool import Pool
 from sidecar.stream_policy import ForwardHead, StreamHead, StreamPolicy
+from tests.support.sidecar_fakes import FixedIdentity, refuse_connections
 from tests.unit.sidecar.test_stream_policy import ROOT
 
 OWN = "spiffe://demo.example/app/config"
@@ -38,18 +39,6 @@ policy "p" protects all {
 '''
 
 
-class _Identity:
-    generation = 1
-    spiffe_id = SpiffeId.parse(OWN)
-
-    def valid(self, now: object = None) -> bool:
-        return True
-
-
-async def _opener(pool: Pool, key: object):
-    raise OSError("no connections in this test")
-
-
 @pytest.fixture
 def router():
     store = PolicyStore()
@@ -58,7 +47,7 @@ def router():
     authorizer = PolicyAuthorizer(store)
     evaluate = authorizer.evaluate
     authorizer.evaluate = lambda attrs: (seen.append(attrs), evaluate(attrs))[1]  # type: ignore[method-assign]
-    router = InboundRouter(_Identity(), authorizer, Pool(_opener), access_log=AccessLog(io.StringIO()))
+    router = InboundRouter(FixedIdentity(OWN), authorizer, Pool(refuse_connections), access_log=AccessLog(io.StringIO()))
     router.seen = seen  # type: ignore[attr-defined]
     return router
 

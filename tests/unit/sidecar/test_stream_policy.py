@@ -19,6 +19,7 @@ from sidecar.grpc_schema import GrpcSchema
 from sidecar.inbound import InboundRouter
 from sidecar.pool import Pool
 from sidecar.stream_policy import ForwardData, ForwardHead, Refuse, StreamHead, StreamPolicy
+from tests.support.sidecar_fakes import FixedIdentity, refuse_connections
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMA = GrpcSchema.load(ROOT / "sdk/proto/trustmesh/demo/v1/resource.binpb")
@@ -32,25 +33,10 @@ BILLING = "spiffe://demo.example/app/billing"
 SERVICE = "/trustmesh.demo.v1.DynamicResourceService/"
 
 
-class _Identity:
-    generation = 1
-    spiffe_id = SpiffeId.parse(OWN)
-
-    def valid(self, now: object = None) -> bool:
-        return True
-
-    def get_bundle_set(self) -> object:
-        raise LookupError("no bundles in this test")
-
-
-async def _opener(pool: Pool, key: object):
-    raise OSError("no connections in this test")
-
-
 def _policy(schema: GrpcSchema | None = SCHEMA, text: str = POLICY) -> StreamPolicy:
     store = PolicyStore()
     assert store.load_text(text, "p.policy")
-    return StreamPolicy(InboundRouter(_Identity(), PolicyAuthorizer(store), Pool(_opener)), schema, max_message=4096)
+    return StreamPolicy(InboundRouter(FixedIdentity(OWN), PolicyAuthorizer(store), Pool(refuse_connections)), schema, max_message=4096)
 
 
 def _conn() -> ConnInfo:
