@@ -33,7 +33,7 @@ import functools
 import re
 import types
 import typing
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -251,10 +251,14 @@ def _strict_loader() -> type:
                 if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden
                     continue
                 key = self.construct_object(key_node, deep=True)
-                if isinstance(key, Hashable) and key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        "while reading a mapping", node.start_mark, f"the key {key!r} is given twice", key_node.start_mark)
-                seen.add(key)
+                try:
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            "while reading a mapping", node.start_mark, f"the key {key!r} is given twice",
+                            key_node.start_mark)
+                    seen.add(key)
+                except TypeError:  # an unhashable key: SafeLoader refuses it just below, in its own words
+                    pass
             return super().construct_mapping(node, deep)
 
     return StrictLoader

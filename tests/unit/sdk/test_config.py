@@ -111,6 +111,7 @@ def test_null_and_empty_can_mean_not_given():
     ("trust_domain: example.org\nport: [1\n", "(file)", "not valid YAML at line 3, column 1"),
     ("trust_domain: example.org\nport: 1\nport: 2\n", "(file)", "not valid YAML at line 3, column 1: the key 'port' is given twice"),
     ("a:\n  b: 1\n  b: 1\n", "(file)", "not valid YAML at line 3, column 3: the key 'b' is given twice"),
+    ("? [a]\n: 1\n", "(file)", "not valid YAML at line 1, column 3: found unhashable key"),
     ("trust_domain: example.org\nroutes:\n  - {address: 'h:1', protocol: 5}\n", "routes[0].protocol", "expected one of http, tcp, got 5"),
     ("trust_domain: example.org\nlimits: {max_header: 5}\n", "limits.max_header", "unknown key (known: max_headers, timeout)"),
     ("trust_domain: example.org\nlimits: {timeout: soon}\n", "limits.timeout", "expected `float`, got `str` 'soon'"),
